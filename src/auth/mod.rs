@@ -1,0 +1,24 @@
+//! The authorization layer: scopes, signing keys, access tokens, and the [`AccessContext`] every
+//! domain call takes.
+
+mod access;
+pub mod keys;
+pub mod scope;
+pub mod token;
+
+pub use access::{interaction_name, AccessContext};
+pub use keys::Keys;
+pub use scope::{Scope, Scopes};
+pub use token::Claims;
+
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("signing key problem: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}

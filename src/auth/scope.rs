@@ -1,0 +1,141 @@
+//! SMART scopes, parsed once (SMART App Launch 2.2 §Scopes).
+
+use crate::fhir::Interaction;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Context {
+    Patient,
+    User,
+    System,
+}
+
+/// One resource scope such as `patient/MedicationRequest.rs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub context: Context,
+    /// `None` is the `*` wildcard: every type, including ones added later.
+    pub resource: Option<String>,
+    pub create: bool,
+    pub read: bool,
+    pub update: bool,
+    pub delete: bool,
+    pub search: bool,
+}
+
+impl Scope {
+    /// Parses a v2 (`.cruds` subset, in order) or v1 (`.read`, `.write`, `.*`) resource scope.
+    /// Query-parameter suffixes are not supported, so such a scope does not parse (and grants nothing).
+    pub fn parse(s: &str) -> Option<Scope> {
+        let (ctx, rest) = s.split_once('/')?;
+        let context = match ctx {
+            "patient" => Context::Patient,
+            "user" => Context::User,
+            "system" => Context::System,
+            _ => return None,
+        };
+        let (resource, perms) = rest.split_once('.')?;
+        let resource = match resource {
+            "*" => None,
+            t if crate::fhir::valid_id(t) && t.chars().next()?.is_ascii_uppercase() => Some(t.to_string()),
+            _ => return None,
+        };
+        // SMART 2.2: v1 `.read` means v2 `.rs`, `.write` means `.cud`, `.*` means `.cruds`.
+        let perms = match perms {
+            "read" => "rs",
+            "write" => "cud",
+            "*" => "cruds",
+            p => p,
+        };
+        if perms.is_empty() || !is_ordered_subset(perms, "cruds") {
+            return None;
+        }
+        Some(Scope {
+            context,
+            resource,
+            create: perms.contains('c'),
+            read: perms.contains('r'),
+            update: perms.contains('u'),
+            delete: perms.contains('d'),
+            search: perms.contains('s'),
+        })
+    }
+
+    pub fn allows(&self, rtype: &str, what: Interaction) -> bool {
+        let type_ok = self.resource.as_deref().is_none_or(|t| t == rtype);
+        type_ok
+            && match what {
+                Interaction::Create => self.create,
+                Interaction::Read => self.read,
+                Interaction::Update => self.update,
+                Interaction::Delete => self.delete,
+                Interaction::Search => self.search,
+            }
+    }
+}
+
+fn is_ordered_subset(s: &str, of: &str) -> bool {
+    let mut rest = of.chars();
+    s.chars().all(|c| rest.by_ref().any(|o| o == c))
+}
+
+/// A token's whole scope string, parsed.
+#[derive(Clone, Debug, Default)]
+pub struct Scopes {
+    pub resources: Vec<Scope>,
+    pub openid: bool,
+    pub fhir_user: bool,
+    pub launch_patient: bool,
+    pub offline_access: bool,
+}
+
+impl Scopes {
+    pub fn parse(s: &str) -> Scopes {
+        let mut out = Scopes::default();
+        for word in s.split_whitespace() {
+            match word {
+                "openid" => out.openid = true,
+                "fhirUser" => out.fhir_user = true,
+                "launch/patient" => out.launch_patient = true,
+                "offline_access" => out.offline_access = true,
+                w => out.resources.extend(Scope::parse(w)),
+            }
+        }
+        out
+    }
+
+    pub fn allows(&self, rtype: &str, what: Interaction) -> bool {
+        self.resources.iter().any(|s| s.allows(rtype, what))
+    }
+
+    /// True when some scope for this type is patient-context (the token speaks for one patient).
+    pub fn has_context(&self, ctx: Context) -> bool {
+        self.resources.iter().any(|s| s.context == ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_parse_to_the_same_permissions() {
+        assert_eq!(
+            Scope::parse("patient/MedicationRequest.read"),
+            Scope::parse("patient/MedicationRequest.rs")
+        );
+        let w = Scope::parse("system/*.write").unwrap();
+        assert!(w.create && w.update && w.delete && !w.read && !w.search);
+        assert!(Scope::parse("user/*.cruds").unwrap().allows("Patient", Interaction::Delete));
+    }
+
+    #[test]
+    fn malformed_scopes_grant_nothing() {
+        for s in ["patient/Foo.dus", "patient/MedicationRequest.", "nobody/*.rs", "patient/*.x", "patient"] {
+            assert_eq!(Scope::parse(s), None, "{s}");
+        }
+        let s = Scopes::parse("openid fhirUser patient/AllergyIntolerance.rs junk");
+        assert!(s.openid && s.fhir_user);
+        assert!(s.allows("AllergyIntolerance", Interaction::Search));
+        assert!(!s.allows("MedicationRequest", Interaction::Read));
+    }
+}

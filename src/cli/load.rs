@@ -1,0 +1,199 @@
+//! `healthfolio load`: Bundles, single resources and NDJSON, one transaction per file, so a bad
+//! file leaves nothing behind.
+
+use crate::auth::AccessContext;
+use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs};
+use crate::fhir::{resource_type, FhirError};
+use crate::Healthfolio;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+/// A progress bar on a terminal, plain progress lines otherwise.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    label: String,
+    total: u64,
+    last_line: u64,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})") {
+                b.set_style(style);
+            }
+            b.set_message(label.to_string());
+            b
+        });
+        Progress { bar, label: label.to_string(), total, last_line: 0 }
+    }
+
+    pub fn set(&mut self, done: u64) {
+        match &self.bar {
+            Some(b) => b.set_position(done),
+            None => {
+                // Ten lines over the whole run is enough for a log.
+                let step = (self.total / 10).max(1);
+                if done >= self.last_line + step || done == self.total {
+                    eprintln!("{}: {done}/{}", self.label, self.total);
+                    self.last_line = done;
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}, line {line}: {reason}")]
+    Line { file: String, line: usize, reason: String },
+    #[error("{file}: nothing was written: {source}")]
+    Write { file: String, source: FhirError },
+}
+
+/// Load order: shared and person resources first, so references from later files resolve.
+fn rank(path: &Path) -> usize {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    ["Organization", "Practitioner", "PractitionerRole", "Medication", "Patient"]
+        .iter()
+        .position(|t| stem.starts_with(t) && !(*t == "Medication" && stem.len() > t.len()))
+        .unwrap_or(9)
+}
+
+fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| LoadError::Read { file: p.display().to_string(), reason: e.to_string() })?;
+            let mut inner: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("json" | "ndjson")))
+                .collect();
+            inner.sort();
+            out.extend(inner);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort_by_key(|p| rank(p));
+    Ok(out)
+}
+
+/// The resources of one file, each with its line number (1 for a JSON file).
+fn parse_file(path: &Path) -> Result<Vec<(usize, Value)>, LoadError> {
+    let file = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(|e| LoadError::Read { file: file.clone(), reason: e.to_string() })?;
+    if path.extension().and_then(|x| x.to_str()) == Some("ndjson") {
+        let mut out = Vec::new();
+        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| LoadError::Line { file: file.clone(), line: i + 1, reason: e.to_string() })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&line).map_err(|e| LoadError::Line { file: file.clone(), line: i + 1, reason: e.to_string() })?;
+            out.push((i + 1, v));
+        }
+        return Ok(out);
+    }
+    let v: Value = serde_json::from_reader(std::io::BufReader::new(f))
+        .map_err(|e| LoadError::Line { file: file.clone(), line: e.line(), reason: e.to_string() })?;
+    Ok(vec![(1, v)])
+}
+
+pub fn load_paths(hf: &Healthfolio, paths: &[PathBuf]) -> Result<String, LoadError> {
+    let ctx = AccessContext::operator("load");
+    let (mut total, mut nfiles) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    for path in files(paths)? {
+        let items = parse_file(&path)?;
+        let file = path.display().to_string();
+        let mut bar = Progress::new(&file, items.len() as u64);
+        let n = load_items(hf, &ctx, &file, items, &mut bar)?;
+        bar.finish();
+        total += n;
+        nfiles += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(format!(
+        "loaded {total} resource(s) from {nfiles} file(s) in {secs:.1} s ({:.0} resources/s)",
+        total as f64 / secs.max(0.001)
+    ))
+}
+
+/// A failure at a line of the file being loaded (line 0: the file as a whole).
+struct AtLine(usize, FhirError);
+
+impl From<crate::db::DbError> for AtLine {
+    fn from(e: crate::db::DbError) -> Self {
+        AtLine(0, e.into())
+    }
+}
+
+fn load_items(hf: &Healthfolio, ctx: &AccessContext, file: &str, items: Vec<(usize, Value)>, bar: &mut Progress) -> Result<usize, LoadError> {
+    // Bundles go through the bundle processor (transaction semantics, urn:uuid references).
+    if let [(_, v)] = items.as_slice() {
+        if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            return load_bundle(hf, ctx, file, v.clone());
+        }
+    }
+    let n = items.len();
+    hf.db
+        .transaction(|conn| {
+            let mut refs = Refs::default();
+            for (i, (line, body)) in items.into_iter().enumerate() {
+                let at = |e: FhirError| AtLine(line, e);
+                let t = body.get("resourceType").and_then(Value::as_str).and_then(resource_type)
+                    .ok_or_else(|| at(FhirError::invalid("no resourceType this server holds")))?;
+                match body.get("id").and_then(Value::as_str).map(str::to_string) {
+                    Some(id) => update_in(conn, ctx, &mut refs, t, &id, body, None).map(|_| ()),
+                    None => create_in(conn, ctx, &mut refs, t, body, new_id(), "POST").map(|_| ()),
+                }
+                .map_err(at)?;
+                bar.set(i as u64 + 1);
+            }
+            check_refs(conn, &refs).map_err(|e| AtLine(0, e))?;
+            Ok(n)
+        })
+        .map_err(|AtLine(line, e)| match line {
+            0 => LoadError::Write { file: file.to_string(), source: e },
+            line => LoadError::Line { file: file.to_string(), line, reason: format!("{e}; nothing from this file was written") },
+        })
+}
+
+fn load_bundle(hf: &Healthfolio, ctx: &AccessContext, file: &str, mut v: Value) -> Result<usize, LoadError> {
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    if !matches!(kind.as_str(), "transaction" | "batch") {
+        // A collection (or other) Bundle is loaded as a transaction of updates by id, or creates.
+        let entries = v.get_mut("entry").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
+        let tx: Vec<Value> = entries
+            .into_iter()
+            .filter_map(|e| e.get("resource").cloned().map(|r| (e.get("fullUrl").cloned(), r)))
+            .map(|(full, r)| {
+                let t = r["resourceType"].as_str().unwrap_or_default().to_string();
+                let req = match r.get("id").and_then(Value::as_str) {
+                    Some(id) => serde_json::json!({"method": "PUT", "url": format!("{t}/{id}")}),
+                    None => serde_json::json!({"method": "POST", "url": t}),
+                };
+                let mut e = serde_json::json!({"resource": r, "request": req});
+                if let Some(f) = full {
+                    e["fullUrl"] = f;
+                }
+                e
+            })
+            .collect();
+        v = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": tx});
+    }
+    let out = hf.store.process_bundle(ctx, v).map_err(|e| LoadError::Write { file: file.to_string(), source: e })?;
+    Ok(out["entry"].as_array().map_or(0, Vec::len))
+}

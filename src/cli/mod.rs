@@ -1,0 +1,196 @@
+//! The command line: `serve`, `demo`, `migrate`, `load`, `generate`, `keys`, `token`.
+
+pub mod demo_data;
+pub mod generate;
+mod load;
+
+use crate::auth::AccessContext;
+use crate::config::{Config, Overrides};
+use crate::Healthfolio;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "healthfolio", version, about = "A patient-owned medicines record: FHIR R4 server with SMART on FHIR authorization.",
+    long_about = "Healthfolio keeps a patient's medicines record (prescriptions, what they take, dispensing, allergies) \
+                  and serves it as a FHIR R4 API. Storage is an embedded SQLite file by default, or PostgreSQL when \
+                  --database-url is a postgres:// URL.\n\nSettings come from defaults < healthfolio.toml < HEALTHFOLIO_* \
+                  environment < command line.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrations are applied at start; SIGTERM/SIGINT let in-flight requests finish).
+    Serve(Overrides),
+    /// Load the demo data set (idempotent), print how to reach it, then run the server.
+    Demo(Overrides),
+    /// Apply database migrations and exit.
+    Migrate(Overrides),
+    /// Load FHIR Bundles, single resources or NDJSON files/folders; each file is one transaction.
+    Load {
+        /// Files or folders (.json Bundles or resources, .ndjson one resource per line).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Write synthetic, valid NDJSON for benchmarks and load tests (seeded, reproducible).
+    Generate {
+        /// Number of patients.
+        #[arg(long)]
+        patients: usize,
+        /// Resources per patient besides the Patient itself.
+        #[arg(long)]
+        per_patient: usize,
+        /// Output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed: the same seed gives the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Print an access token signed by this instance (for operators, scripts and benchmarks).
+    Token {
+        /// Space-separated SMART scopes, e.g. "system/*.rs".
+        #[arg(long, default_value = "system/*.cruds")]
+        scope: String,
+        /// Limit the token to this patient's compartment.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Lifetime in seconds (at most 3600).
+        #[arg(long, default_value_t = 3600)]
+        lifetime: i64,
+        #[command(flatten)]
+        o: Overrides,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a new signing key; older keys keep verifying until their tokens expire.
+    Rotate,
+    /// List the published public keys.
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEALTHFOLIO_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("HEALTHFOLIO_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn open(o: &Overrides) -> Result<Healthfolio, Box<dyn std::error::Error>> {
+    Ok(Healthfolio::open(Config::resolve(o)?)?)
+}
+
+fn run(command: Command) -> CliResult {
+    match command {
+        Command::Serve(o) => serve(open(&o)?),
+        Command::Demo(o) => {
+            let hf = open(&o)?;
+            demo(&hf)?;
+            serve(hf)
+        }
+        Command::Migrate(o) => {
+            let config = Config::resolve(&o)?;
+            let db = crate::db::Db::open(&config.database_url, 1)?;
+            let n = db.migrate()?;
+            println!("{n} migration(s) applied; the database is current");
+            Ok(())
+        }
+        Command::Load { paths, o } => {
+            let hf = open(&o)?;
+            let summary = load::load_paths(&hf, &paths)?;
+            hf.store.audit.flush();
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Generate { patients, per_patient, out, seed } => generate_cmd(patients, per_patient, seed, &out),
+        Command::Keys { action, o } => {
+            let hf = open(&o)?;
+            match action {
+                KeysAction::Rotate => println!("new signing key {}", hf.keys.rotate()?),
+                KeysAction::List => println!("{}", serde_json::to_string_pretty(&hf.keys.jwks()?)?),
+            }
+            Ok(())
+        }
+        Command::Token { scope, patient, lifetime, o } => {
+            let hf = open(&o)?;
+            println!("{}", hf.issue_token("operator", "healthfolio-cli", &scope, patient, lifetime)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(hf: Healthfolio) -> CliResult {
+    let listener = std::net::TcpListener::bind(&hf.config.addr)
+        .map_err(|e| format!("cannot listen on {}: {e}", hf.config.addr))?;
+    tracing::info!(addr = %hf.config.addr, base = %hf.config.base_url, "Healthfolio listening");
+    let audit = hf.store.audit.clone();
+    actix_web::rt::System::new().block_on(async move { crate::web::server(hf, listener)?.await })?;
+    audit.flush();
+    Ok(())
+}
+
+fn demo(hf: &Healthfolio) -> CliResult {
+    let ctx = AccessContext::operator("demo");
+    let out = hf.store.process_bundle(&ctx, demo_data::demo_bundle())?;
+    let created = out["entry"]
+        .as_array()
+        .map_or(0, |e| e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count());
+    hf.store.audit.flush();
+    let token = hf.issue_token("operator", "healthfolio-cli", "system/*.rs", None, 3600)?;
+    println!("Healthfolio demo");
+    println!("  base URL:   {}", hf.config.base_url);
+    println!("  FHIR base:  {}", hf.config.fhir_base());
+    println!("  demo data:  {created} resource(s) created (0 means it was already loaded)");
+    for p in demo_data::demo_patients() {
+        println!("  patient:    {} {} (NHS {}, born {})", p.given, p.family, p.nhs_number, p.birth_date);
+    }
+    println!("  try:        curl -H 'Authorization: Bearer {token}' '{}/MedicationRequest?status=active'", hf.config.fhir_base());
+    println!("  (a read-only operator token valid for 1 hour; `healthfolio token --help` makes others)");
+    Ok(())
+}
+
+fn generate_cmd(patients: usize, per_patient: usize, seed: u64, out: &std::path::Path) -> CliResult {
+    let mut bar = load::Progress::new("generating", patients as u64);
+    let summary = generate::generate(patients, per_patient, seed, out, &mut |done, _| bar.set(done as u64))?;
+    bar.finish();
+    println!(
+        "wrote {} resources for {} patients into {} file(s) in {}",
+        summary.resources,
+        summary.patients,
+        summary.files.len(),
+        out.display()
+    );
+    Ok(())
+}

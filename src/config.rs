@@ -1,0 +1,118 @@
+//! Configuration: defaults < `healthfolio.toml` < `HEALTHFOLIO_*` environment < command line,
+//! resolved once at start into one typed [`Config`].
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// The public URL of the service, without a trailing slash; the FHIR base is `{base_url}/fhir`.
+    pub base_url: String,
+    pub body_limit: usize,
+    pub pool_size: u32,
+    pub secret_key: Option<String>,
+}
+
+/// Values given on the command line or in the environment (clap merges those two).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on [env: HEALTHFOLIO_ADDR] [default: 127.0.0.1:8080]
+    #[arg(long, env = "HEALTHFOLIO_ADDR", hide_env = true)]
+    pub addr: Option<String>,
+    /// Directory for the SQLite database and the generated secret [env: HEALTHFOLIO_DATA_DIR] [default: ./healthfolio-data]
+    #[arg(long, env = "HEALTHFOLIO_DATA_DIR", hide_env = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: postgres://… selects PostgreSQL; default is a SQLite file in the data dir [env: HEALTHFOLIO_DATABASE_URL]
+    #[arg(long, env = "HEALTHFOLIO_DATABASE_URL", hide_env = true)]
+    pub database_url: Option<String>,
+    /// Public URL of the service [env: HEALTHFOLIO_BASE_URL] [default: http://<addr>]
+    #[arg(long, env = "HEALTHFOLIO_BASE_URL", hide_env = true)]
+    pub base_url: Option<String>,
+    /// Largest request body in bytes [env: HEALTHFOLIO_BODY_LIMIT] [default: 10485760]
+    #[arg(long, env = "HEALTHFOLIO_BODY_LIMIT", hide_env = true)]
+    pub body_limit: Option<usize>,
+    /// Database connections per process [env: HEALTHFOLIO_POOL_SIZE] [default: 16]
+    #[arg(long, env = "HEALTHFOLIO_POOL_SIZE", hide_env = true)]
+    pub pool_size: Option<u32>,
+    /// Configuration file [env: HEALTHFOLIO_CONFIG] [default: ./healthfolio.toml if present]
+    #[arg(long, env = "HEALTHFOLIO_CONFIG", hide_env = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    base_url: Option<String>,
+    body_limit: Option<usize>,
+    pool_size: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn resolve(o: &Overrides) -> Result<Config, ConfigError> {
+        let file = read_file(o.config.as_deref())?;
+        let addr = o.addr.clone().or(file.addr).unwrap_or_else(|| "127.0.0.1:8080".into());
+        let data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("./healthfolio-data"));
+        let database_url = o
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| data_dir.join("healthfolio.db").to_string_lossy().into_owned());
+        let base_url = o
+            .base_url
+            .clone()
+            .or(file.base_url)
+            .unwrap_or_else(|| format!("http://{addr}"))
+            .trim_end_matches('/')
+            .to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!("base URL '{base_url}' must start with http:// or https://")));
+        }
+        Ok(Config {
+            addr,
+            data_dir,
+            database_url,
+            base_url,
+            body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
+            pool_size: o.pool_size.or(file.pool_size).unwrap_or(16).max(1),
+            secret_key: std::env::var("HEALTHFOLIO_SECRET_KEY").ok().filter(|s| !s.is_empty()),
+        })
+    }
+
+    pub fn fhir_base(&self) -> String {
+        format!("{}/fhir", self.base_url)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        !self.database_url.starts_with("postgres")
+    }
+}
+
+fn read_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new("healthfolio.toml").exists() => PathBuf::from("healthfolio.toml"),
+        None => return Ok(FileConfig::default()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,267 @@
+//! Storage: one pooled connection type over SQLite (embedded default) and PostgreSQL (production).
+//!
+//! Most statements are written once with [`Sql`], which renders its placeholders for the backend at
+//! execution time (`?` on SQLite, `$n` on PostgreSQL). The few places where the SQL itself must differ
+//! ask [`Conn::backend`].
+
+mod sql;
+
+pub use sql::{Bind, Sql};
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::query_dsl::RunQueryDsl;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::QueryableByName;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    /// A unique-constraint violation: two writers raced for the same key.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+pub enum Conn {
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    Postgres(PooledConnection<ConnectionManager<PgConnection>>),
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        // WAL lets readers run beside the single writer; NORMAL sync is durable across process
+        // crashes in WAL mode and avoids an fsync per commit; the busy timeout queues writers.
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+             PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl Db {
+    /// Opens a pool for `url`: `postgres://…` selects PostgreSQL, anything else is a SQLite path
+    /// (an optional `sqlite://` prefix is accepted).
+    pub fn open(url: &str, pool_size: u32) -> Result<Db, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = Pool::builder()
+                .max_size(pool_size)
+                .connection_timeout(Duration::from_secs(10))
+                .build(ConnectionManager::<PgConnection>::new(url))
+                .map_err(|e| DbError::Pool(e.to_string()))?;
+            Ok(Db::Postgres(pool))
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            let pool = Pool::builder()
+                .max_size(pool_size)
+                .connection_timeout(Duration::from_secs(10))
+                .connection_customizer(Box::new(SqlitePragmas))
+                .build(ConnectionManager::<SqliteConnection>::new(path))
+                .map_err(|e| DbError::Pool(e.to_string()))?;
+            Ok(Db::Sqlite(pool))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn conn(&self) -> Result<Conn, DbError> {
+        match self {
+            Db::Sqlite(p) => p.get().map(Conn::Sqlite),
+            Db::Postgres(p) => p.get().map(Conn::Postgres),
+        }
+        .map_err(|e| DbError::Pool(e.to_string()))
+    }
+
+    /// Applies the embedded migrations of this backend; returns how many ran.
+    pub fn migrate(&self) -> Result<usize, DbError> {
+        let mut conn = self.conn()?;
+        let done = match &mut conn {
+            Conn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            Conn::Postgres(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+        };
+        done.map_err(|e| DbError::Migration(e.to_string()))
+    }
+
+    /// True when every embedded migration has been applied.
+    pub fn migrations_current(&self) -> Result<bool, DbError> {
+        let mut conn = self.conn()?;
+        let pending = match &mut conn {
+            Conn::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            Conn::Postgres(c) => c.has_pending_migration(PG_MIGRATIONS),
+        };
+        pending
+            .map(|p| !p)
+            .map_err(|e| DbError::Migration(e.to_string()))
+    }
+
+    pub fn pool_state(&self) -> (u32, u32) {
+        let s = match self {
+            Db::Sqlite(p) => p.state(),
+            Db::Postgres(p) => p.state(),
+        };
+        (s.connections, s.idle_connections)
+    }
+
+    /// Runs `f` inside one database transaction on a pooled connection.
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let mut conn = self.conn()?;
+        conn.transaction(f)
+    }
+}
+
+/// Runs the same block against whichever concrete connection is inside a [`Conn`].
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+impl Conn {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn batch(&mut self, sql: &str) -> Result<(), DbError> {
+        with_conn!(self, c => c.batch_execute(sql)).map_err(DbError::from)
+    }
+
+    /// Runs `f` in a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so two
+    /// writers queue on the busy timeout instead of failing when a read lock cannot be upgraded.
+    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        let begin = match self.backend() {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
+        self.batch(begin)?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.batch("COMMIT") {
+                    let _ = self.batch("ROLLBACK");
+                    return Err(e.into());
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                // The rollback error, if any, is less useful than the one that caused it.
+                let _ = self.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` inside a savepoint of the current transaction: its writes vanish if it fails,
+    /// the surrounding transaction goes on (batch entries are independent).
+    pub fn savepoint<T, E>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
+        self.batch("SAVEPOINT entry")?;
+        match f(self) {
+            Ok(v) => {
+                self.batch("RELEASE SAVEPOINT entry")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.batch("ROLLBACK TO SAVEPOINT entry");
+                let _ = self.batch("RELEASE SAVEPOINT entry");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn execute(&mut self, q: &Sql) -> Result<usize, DbError> {
+        let backend = self.backend();
+        let text = q.render(backend);
+        with_conn!(self, c => {
+            let mut query = diesel::sql_query(text).into_boxed();
+            for b in q.binds() {
+                query = b.apply(query);
+            }
+            query.execute(c)
+        })
+        .map_err(DbError::from)
+    }
+
+    pub fn load<T>(&mut self, q: &Sql) -> Result<Vec<T>, DbError>
+    where
+        T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
+    {
+        let backend = self.backend();
+        let text = q.render(backend);
+        with_conn!(self, c => {
+            let mut query = diesel::sql_query(text).into_boxed();
+            for b in q.binds() {
+                query = b.apply(query);
+            }
+            query.load::<T>(c)
+        })
+        .map_err(DbError::from)
+    }
+
+    pub fn first<T>(&mut self, q: &Sql) -> Result<Option<T>, DbError>
+    where
+        T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
+    {
+        Ok(self.load(q)?.into_iter().next())
+    }
+}
+
+/// A single `BIGINT` column, for counts and returned ids.
+#[derive(QueryableByName, Debug)]
+pub struct Int {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}

@@ -1,0 +1,149 @@
+//! A statement and its parameters, written once for both backends.
+
+use super::Backend;
+use diesel::backend::Backend as DieselBackend;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Nullable, Text};
+
+#[derive(Clone, Debug)]
+pub enum Bind {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    /// A JSON document: `jsonb` on PostgreSQL, text on SQLite.
+    Json(String),
+}
+
+impl Bind {
+    pub(super) fn apply<'f, DB>(
+        &self,
+        q: BoxedSqlQuery<'f, DB, SqlQuery>,
+    ) -> BoxedSqlQuery<'f, DB, SqlQuery>
+    where
+        DB: DieselBackend + HasSqlType<Text> + HasSqlType<BigInt>,
+        String: ToSql<Text, DB>,
+        Option<String>: ToSql<Nullable<Text>, DB>,
+        i64: ToSql<BigInt, DB>,
+        Option<i64>: ToSql<Nullable<BigInt>, DB>,
+    {
+        match self {
+            Bind::Text(s) | Bind::Json(s) => q.bind::<Text, _>(s.clone()),
+            Bind::OptText(s) => q.bind::<Nullable<Text>, _>(s.clone()),
+            Bind::Int(n) => q.bind::<BigInt, _>(*n),
+            Bind::OptInt(n) => q.bind::<Nullable<BigInt>, _>(*n),
+        }
+    }
+}
+
+/// SQL text with `?` placeholders, in the order of `binds`.
+#[derive(Clone, Debug, Default)]
+pub struct Sql {
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Sql {
+        Sql {
+            text: text.to_string(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// Appends SQL text (never user input: that goes through `bind`).
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder for `b`.
+    pub fn bind(&mut self, b: Bind) -> &mut Sql {
+        self.text.push('?');
+        self.binds.push(b);
+        self
+    }
+
+    pub fn text(&mut self, s: impl Into<String>) -> &mut Sql {
+        self.bind(Bind::Text(s.into()))
+    }
+
+    pub fn int(&mut self, n: i64) -> &mut Sql {
+        self.bind(Bind::Int(n))
+    }
+
+    /// `(?, ?, …)` for an IN list.
+    pub fn list(&mut self, items: impl IntoIterator<Item = Bind>) -> &mut Sql {
+        self.text.push('(');
+        for (i, b) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(b);
+        }
+        self.text.push(')');
+        self
+    }
+
+    /// Builds a statement in one expression: `Sql::with("… = ?", [Bind::Text(x)])`.
+    pub fn with(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
+        let binds: Vec<Bind> = binds.into_iter().collect();
+        debug_assert_eq!(text.matches('?').count(), binds.len());
+        Sql {
+            text: text.to_string(),
+            binds,
+        }
+    }
+
+    /// Appends another statement fragment with its parameters.
+    pub fn append(&mut self, other: &Sql) -> &mut Sql {
+        self.text.push_str(&other.text);
+        self.binds.extend(other.binds.iter().cloned());
+        self
+    }
+
+    pub fn binds(&self) -> &[Bind] {
+        &self.binds
+    }
+
+    pub(super) fn render(&self, backend: Backend) -> String {
+        match backend {
+            Backend::Sqlite => self.text.clone(),
+            Backend::Postgres => {
+                let mut out = String::with_capacity(self.text.len() + 16);
+                let mut n = 0;
+                for ch in self.text.chars() {
+                    if ch == '?' {
+                        n += 1;
+                        match self.binds.get(n - 1) {
+                            Some(Bind::Json(_)) => out.push_str(&format!("CAST(${n} AS jsonb)")),
+                            _ => out.push_str(&format!("${n}")),
+                        }
+                    } else {
+                        out.push(ch);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered_and_json_is_cast() {
+        let q = Sql::with(
+            "INSERT INTO t (a, b, c) VALUES (?, ?, ?)",
+            [Bind::Int(1), Bind::Json("{}".into()), Bind::Text("x".into())],
+        );
+        assert_eq!(
+            q.render(Backend::Postgres),
+            "INSERT INTO t (a, b, c) VALUES ($1, CAST($2 AS jsonb), $3)"
+        );
+        assert_eq!(q.render(Backend::Sqlite), "INSERT INTO t (a, b, c) VALUES (?, ?, ?)");
+    }
+}

@@ -1,0 +1,499 @@
+//! Bundles: searchset and history responses, and batch / transaction processing (conformance §1.9).
+
+use super::search::{self, SearchRequest, SearchResult};
+use super::store::{
+    check_refs, create_in, current, delete_in, new_id, patch_in, update_in, Refs, Stored,
+};
+use super::{resource_type, time, FhirError, Interaction, Store};
+use crate::auth::AccessContext;
+use crate::db::Conn;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// Bundles larger than this are refused before any work (hostile input).
+pub const MAX_ENTRIES: usize = 100_000;
+
+pub fn url_encode(params: &[(String, String)]) -> String {
+    serde_urlencoded::to_string(params).unwrap_or_default()
+}
+
+/// Keeps only the requested top-level elements (plus the mandatory ones) and marks the result.
+fn subset(body: &str, elements: &[String]) -> Value {
+    let Ok(Value::Object(full)) = serde_json::from_str::<Value>(body) else { return json!({}) };
+    let mut out = Map::new();
+    for (k, v) in full {
+        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| *e == k) {
+            out.insert(k, v);
+        }
+    }
+    let mut v = Value::Object(out);
+    v["meta"]["tag"] = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}]);
+    v
+}
+
+fn raw(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn entry(base: &str, s: &Stored, mode: &str, elements: Option<&[String]>) -> Value {
+    let resource = match elements {
+        Some(e) => subset(&s.body, e),
+        None => raw(&s.body),
+    };
+    json!({
+        "fullUrl": format!("{base}/{}/{}", s.rtype, s.id),
+        "resource": resource,
+        "search": {"mode": mode}
+    })
+}
+
+pub fn outcome(severity: &str, code: &str, diagnostics: &str) -> Value {
+    json!({"resourceType": "OperationOutcome", "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}]})
+}
+
+/// A searchset Bundle; `path` is the search URL below the base (e.g. `MedicationRequest`).
+pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
+    let query = url_encode(&r.applied);
+    let self_url = if query.is_empty() { format!("{base}/{path}") } else { format!("{base}/{path}?{query}") };
+    let mut links = vec![json!({"relation": "self", "url": self_url})];
+    if let Some(c) = &r.next_cursor {
+        let mut params = r.applied.clone();
+        params.push(("_cursor".into(), c.clone()));
+        links.push(json!({"relation": "next", "url": format!("{base}/{path}?{}", url_encode(&params))}));
+    }
+    let elements = r.elements.as_deref();
+    let mut entries: Vec<Value> = r.matches.iter().map(|s| entry(base, s, "match", elements)).collect();
+    entries.extend(r.included.iter().map(|s| entry(base, s, "include", elements)));
+    if !r.warnings.is_empty() {
+        let issues: Vec<Value> = r
+            .warnings
+            .iter()
+            .map(|w| json!({"severity": "warning", "code": "not-supported", "diagnostics": w}))
+            .collect();
+        entries.push(json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}));
+    }
+    let mut b = json!({
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": time::format_instant(super::now_micros())},
+        "type": "searchset",
+        "link": links,
+    });
+    if let Some(t) = r.total {
+        b["total"] = json!(t);
+    }
+    if !r.summary_count {
+        b["entry"] = Value::Array(entries);
+    }
+    b
+}
+
+impl Store {
+    pub fn search(&self, ctx: &AccessContext, req: &SearchRequest) -> Result<SearchResult, FhirError> {
+        let result = self.db.conn().map_err(FhirError::from).and_then(|mut c| search::run(&mut c, ctx, req));
+        let query = url_encode(&req.params);
+        let patient = req.compartment.as_deref().or(ctx.compartment());
+        let counted = result.as_ref().map(|r| r.matches.len() + r.included.len());
+        self.audit.record(
+            ctx,
+            crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted),
+        );
+        result
+    }
+
+    /// Conditional create: `If-None-Exist` finds 0 (create), 1 (return it, 200) or more (412).
+    pub fn create_if_none_exist(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        body: Value,
+        query: &str,
+        opts: &super::store::WriteOptions,
+    ) -> Result<super::WriteOutcome, FhirError> {
+        let found = {
+            let mut conn = self.db.conn()?;
+            search::matching_ids(&mut conn, ctx, rtype, query)?
+        };
+        match found.as_slice() {
+            [] => self.create(ctx, rtype, body, opts),
+            [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false }),
+            _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
+        }
+    }
+
+    /// Conditional update: `PUT [type]?query` updates the one match, creates on none, 412 on many.
+    pub fn conditional_update(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        query: &str,
+        mut body: Value,
+        opts: &super::store::WriteOptions,
+    ) -> Result<super::WriteOutcome, FhirError> {
+        let found = {
+            let mut conn = self.db.conn()?;
+            search::matching_ids(&mut conn, ctx, rtype, query)?
+        };
+        match found.as_slice() {
+            [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
+                Some(id) => self.update(ctx, rtype, &id, body, opts),
+                None => self.create(ctx, rtype, body, opts),
+            },
+            [id] => {
+                if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
+                    return Err(FhirError::invalid(format!("the body id does not match the resource the query found ({id})")));
+                }
+                body["id"] = Value::String(id.clone());
+                self.update(ctx, rtype, id, body, opts)
+            }
+            _ => Err(FhirError::MultipleMatches(format!("conditional update '{query}' matches more than one {rtype}"))),
+        }
+    }
+
+    /// `POST [base]` with a batch or transaction Bundle.
+    pub fn process_bundle(&self, ctx: &AccessContext, bundle: Value) -> Result<Value, FhirError> {
+        let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        let entries = parse_entries(&bundle)?;
+        match kind.as_str() {
+            "transaction" => self.db.transaction(|conn| transaction(conn, ctx, &self.base, entries)),
+            "batch" => self.db.transaction(|conn| batch(conn, ctx, &self.base, entries)),
+            other => Err(FhirError::invalid(format!(
+                "POST to the base takes a Bundle of type batch or transaction, not '{other}'"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    index: usize,
+    method: String,
+    url: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, FhirError> {
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(FhirError::invalid("the body must be a Bundle"));
+    }
+    let list = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+    if list.len() > MAX_ENTRIES {
+        return Err(FhirError::TooLarge(format!("a Bundle may hold at most {MAX_ENTRIES} entries")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (index, e) in list.into_iter().enumerate() {
+        let req = e.get("request").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request (bdl-3)")))?;
+        let text = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
+        let method = text("method").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request.method")))?;
+        let url = text("url").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request.url")))?;
+        let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+        if let Some(f) = &full_url {
+            if !seen.insert(f.clone()) {
+                return Err(FhirError::invalid(format!("fullUrl {f} appears twice (bdl-7)")));
+            }
+        }
+        let if_match = text("ifMatch").map(|m| parse_etag(&m)).transpose()?;
+        let resource = e.get("resource").cloned();
+        if matches!(method.as_str(), "POST" | "PUT") && resource.is_none() {
+            return Err(FhirError::invalid(format!("entry {index} ({method} {url}) has no resource")));
+        }
+        out.push(Entry { index, method, url, full_url, resource, if_none_exist: text("ifNoneExist"), if_match });
+    }
+    Ok(out)
+}
+
+/// `W/"3"` (or `"3"`, or `3`) as a version number.
+pub fn parse_etag(s: &str) -> Result<i64, FhirError> {
+    s.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| FhirError::invalid(format!("'{s}' is not an ETag of the form W/\"n\"")))
+}
+
+/// `Type`, `Type/id` or `Type?query` from an entry URL (which may be absolute).
+fn split_url<'a>(base: &str, url: &'a str) -> (&'a str, Option<&'a str>, Option<&'a str>) {
+    let rel = url.strip_prefix(base).map(|r| r.trim_start_matches('/')).unwrap_or(url);
+    let (path, query) = match rel.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rel, None),
+    };
+    match path.split_once('/') {
+        Some((t, id)) => (t, Some(id), query),
+        None => (path, None, query),
+    }
+}
+
+fn known_type<'a>(t: &'a str, index: usize) -> Result<&'a str, FhirError> {
+    resource_type(t).map(|_| t).ok_or_else(|| FhirError::NotFound(format!("entry {index}: resource type '{t}'")))
+}
+
+fn response(status: &str, s: Option<&Stored>) -> Value {
+    let mut r = json!({"status": status});
+    if let Some(s) = s {
+        r["location"] = json!(format!("{}/{}/_history/{}", s.rtype, s.id, s.version_id));
+        r["etag"] = json!(s.etag());
+        r["lastModified"] = json!(time::format_instant(s.last_updated));
+    }
+    json!({"response": r})
+}
+
+/// Rewrites every reference found in `map` (urn:uuid fullUrls, conditional references).
+fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference" {
+                    if let Some(new) = child.as_str().and_then(|s| map.get(s)) {
+                        *child = Value::String(new.clone());
+                    }
+                } else {
+                    rewrite(child, map);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| rewrite(c, map)),
+        _ => {}
+    }
+}
+
+fn conditional_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                match (k.as_str(), child) {
+                    ("reference", Value::String(s)) if s.contains('?') => out.push(s.clone()),
+                    _ => conditional_refs(child, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| conditional_refs(c, out)),
+        _ => {}
+    }
+}
+
+/// Assigns ids to the transaction's new resources and resolves conditional references, so every
+/// reference can be rewritten before anything is written (the result must not depend on order).
+fn resolve_identities(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    base: &str,
+    entries: &mut [Entry],
+) -> Result<(HashMap<String, String>, HashMap<usize, String>), FhirError> {
+    let mut map = HashMap::new();
+    let mut existing = HashMap::new();
+    for e in entries.iter_mut() {
+        let (t, id, _) = split_url(base, &e.url);
+        let t = known_type(t, e.index)?.to_string();
+        let target = match (e.method.as_str(), id, &e.if_none_exist) {
+            ("POST", _, Some(q)) => match search::matching_ids(conn, ctx, &t, q)?.as_slice() {
+                [] => format!("{t}/{}", new_id()),
+                [found] => {
+                    existing.insert(e.index, found.clone());
+                    format!("{t}/{found}")
+                }
+                _ => return Err(FhirError::MultipleMatches(format!("entry {}: ifNoneExist '{q}' matches more than one {t}", e.index))),
+            },
+            ("POST", _, None) => format!("{t}/{}", new_id()),
+            (_, Some(id), _) => format!("{t}/{id}"),
+            _ => continue,
+        };
+        if let Some(f) = &e.full_url {
+            map.insert(f.clone(), target.clone());
+        }
+        if e.method == "POST" {
+            e.url = target;
+        }
+    }
+    let mut conditional = Vec::new();
+    entries.iter().filter_map(|e| e.resource.as_ref()).for_each(|r| conditional_refs(r, &mut conditional));
+    for c in conditional {
+        let (t, query) = c.split_once('?').unwrap_or((&c, ""));
+        let t = known_type(t, 0)?;
+        match search::matching_ids(conn, ctx, t, query)?.as_slice() {
+            [id] => map.insert(c.clone(), format!("{t}/{id}")),
+            [] => return Err(FhirError::unprocessable(format!("conditional reference '{c}' matches nothing"))),
+            _ => return Err(FhirError::MultipleMatches(format!("conditional reference '{c}' matches more than one {t}"))),
+        };
+    }
+    Ok((map, existing))
+}
+
+fn method_rank(m: &str) -> u8 {
+    match m {
+        "DELETE" => 0,
+        "POST" => 1,
+        "PUT" | "PATCH" => 2,
+        _ => 3,
+    }
+}
+
+fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Vec<Entry>) -> Result<Value, FhirError> {
+    let (map, existing) = resolve_identities(conn, ctx, base, &mut entries)?;
+    for e in entries.iter_mut() {
+        if let Some(r) = e.resource.as_mut() {
+            rewrite(r, &map);
+        }
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|i| method_rank(&entries[*i].method));
+    let mut refs = Refs::default();
+    let mut results: Vec<Value> = vec![Value::Null; entries.len()];
+    for i in order {
+        let e = &entries[i];
+        results[i] = match existing.get(&e.index) {
+            Some(id) => {
+                let (t, _, _) = split_url(base, &e.url);
+                response("200 OK", current(conn, t, id)?.map(Stored::from).as_ref())
+            }
+            None => run_entry(conn, ctx, base, e, &mut refs)
+                .map_err(|err| prefix_error(err, e))?,
+        };
+    }
+    check_refs(conn, &refs)?;
+    Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response", "entry": results}))
+}
+
+fn prefix_error(err: FhirError, e: &Entry) -> FhirError {
+    let at = format!("entry {} ({} {}): ", e.index, e.method, e.url);
+    match err {
+        FhirError::Invalid(m) => FhirError::Invalid(at + &m),
+        FhirError::Unprocessable(m) => FhirError::Unprocessable(at + &m),
+        FhirError::Conflict(m) => FhirError::Conflict(at + &m),
+        FhirError::PreconditionFailed(m) => FhirError::PreconditionFailed(at + &m),
+        FhirError::Forbidden(m) => FhirError::Forbidden(at + &m),
+        other => other,
+    }
+}
+
+fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
+    let mut results = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let r = conn.savepoint(|c| {
+            let mut refs = Refs::default();
+            let out = match &e.if_none_exist {
+                Some(q) => {
+                    let (t, _, _) = split_url(base, &e.url);
+                    match search::matching_ids(c, ctx, t, q)?.as_slice() {
+                        [] => run_entry(c, ctx, base, e, &mut refs)?,
+                        [id] => response("200 OK", current(c, t, id)?.map(Stored::from).as_ref()),
+                        _ => return Err(FhirError::MultipleMatches(format!("ifNoneExist '{q}' matches more than one"))),
+                    }
+                }
+                None => run_entry(c, ctx, base, e, &mut refs)?,
+            };
+            check_refs(c, &refs)?;
+            Ok(out)
+        });
+        results.push(match r {
+            Ok(v) => v,
+            Err(err) => {
+                let (status, code) = crate::fhir::status_of(&err);
+                json!({"response": {"status": status.to_string(), "outcome": outcome("error", code, &err.to_string())}})
+            }
+        });
+    }
+    Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": results}))
+}
+
+fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: &mut Refs) -> Result<Value, FhirError> {
+    let (t, id, query) = split_url(base, &e.url);
+    let t = known_type(t, e.index)?;
+    match (e.method.as_str(), id, query) {
+        ("POST", Some(id), None) => {
+            let body = e.resource.clone().unwrap_or_default();
+            let s = create_in(conn, ctx, refs, t, body, id.to_string(), "POST")?;
+            Ok(response("201 Created", Some(&s)))
+        }
+        ("PUT", Some(id), None) => {
+            let out = update_in(conn, ctx, refs, t, id, e.resource.clone().unwrap_or_default(), e.if_match)?;
+            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+        }
+        ("PUT", None, Some(q)) => {
+            let found = search::matching_ids(conn, ctx, t, q)?;
+            let mut body = e.resource.clone().unwrap_or_default();
+            let id = match found.as_slice() {
+                [] => body.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
+                [id] => id.clone(),
+                _ => return Err(FhirError::MultipleMatches(format!("conditional update '{q}' matches more than one {t}"))),
+            };
+            body["id"] = Value::String(id.clone());
+            let out = update_in(conn, ctx, refs, t, &id, body, e.if_match)?;
+            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+        }
+        ("PATCH", Some(id), None) => {
+            let patch = binary_patch(e.resource.as_ref())?;
+            let out = patch_in(conn, ctx, refs, t, id, &patch, e.if_match)?;
+            Ok(response("200 OK", Some(&out.stored)))
+        }
+        ("DELETE", Some(id), None) => {
+            delete_in(conn, ctx, t, id)?;
+            Ok(response("204 No Content", None))
+        }
+        ("GET", Some(id), None) => {
+            ctx.require(t, Interaction::Read)?;
+            let s = current(conn, t, id)?
+                .map(Stored::from)
+                .filter(|s| !s.deleted && ctx.may_touch(t, s.patient_id.as_deref()))
+                .ok_or_else(|| FhirError::not_found(t, id))?;
+            let mut v = response("200 OK", Some(&s));
+            v["resource"] = raw(&s.body);
+            Ok(v)
+        }
+        ("GET", None, q) => {
+            let params: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or_default())
+                .map_err(|_| FhirError::invalid("the search query is malformed"))?;
+            let req = SearchRequest { rtype: t.to_string(), params, compartment: None, strict: false };
+            let r = search::run(conn, ctx, &req)?;
+            let mut v = response("200 OK", None);
+            v["resource"] = searchset(base, t, &r);
+            Ok(v)
+        }
+        (m, _, _) => Err(FhirError::invalid(format!("{m} {} is not a supported entry request", e.url))),
+    }
+}
+
+/// A JSON Patch inside a Bundle travels as a Binary (FHIR R4 §3.1.0.7.1).
+fn binary_patch(resource: Option<&Value>) -> Result<Value, FhirError> {
+    use base64::Engine;
+    let r = resource.ok_or_else(|| FhirError::invalid("a PATCH entry needs a Binary resource holding the JSON Patch"))?;
+    let data = r.get("data").and_then(Value::as_str).ok_or_else(|| FhirError::invalid("the PATCH Binary has no data"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| FhirError::invalid("the PATCH Binary data is not base64"))?;
+    serde_json::from_slice(&bytes).map_err(|e| FhirError::invalid(format!("the PATCH Binary is not JSON: {e}")))
+}
+
+/// An instance, type or system history Bundle.
+pub fn history_bundle(base: &str, path: &str, h: &super::history::History) -> Value {
+    let entries: Vec<Value> = h
+        .versions
+        .iter()
+        .map(|s| {
+            let url = format!("{}/{}", s.rtype, s.id);
+            let (method, status) = match (s.deleted, s.version_id) {
+                (true, _) => ("DELETE", "204 No Content"),
+                (false, 1) => ("POST", "201 Created"),
+                _ => ("PUT", "200 OK"),
+            };
+            let mut e = json!({
+                "fullUrl": format!("{base}/{url}"),
+                "request": {"method": method, "url": if method == "POST" { s.rtype.clone() } else { url }},
+                "response": {"status": status, "etag": s.etag(), "lastModified": time::format_instant(s.last_updated)}
+            });
+            if !s.deleted {
+                e["resource"] = raw(&s.body);
+            }
+            e
+        })
+        .collect();
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/{path}")})];
+    if let Some(next) = &h.next {
+        links.push(json!({"relation": "next", "url": format!("{base}/{path}?{}", url_encode(next))}));
+    }
+    json!({"resourceType": "Bundle", "id": new_id(), "type": "history", "link": links, "entry": entries})
+}

@@ -1,0 +1,710 @@
+//! Reads and writes of resources: every version kept, index rows and audit rows written in the
+//! same transaction as the resource, access checked against the caller's [`AccessContext`].
+
+use super::index::{self, split_reference};
+use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
+use crate::audit::{AuditEntry, Auditor};
+use crate::auth::AccessContext;
+use crate::db::{Bind, Conn, Db, Int, Sql};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// One stored version of a resource. `body` is the JSON text as served, with `id` and `meta` set.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub rtype: String,
+    pub id: String,
+    pub version_id: i64,
+    pub last_updated: i64,
+    pub deleted: bool,
+    pub patient_id: Option<String>,
+    pub body: String,
+}
+
+impl Stored {
+    pub fn etag(&self) -> String {
+        format!("W/\"{}\"", self.version_id)
+    }
+    pub fn location(&self, base: &str) -> String {
+        format!(
+            "{base}/{}/{}/_history/{}",
+            self.rtype, self.id, self.version_id
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct WriteOutcome {
+    pub stored: Stored,
+    /// 201 rather than 200.
+    pub created: bool,
+}
+
+#[derive(QueryableByName, Debug)]
+pub(crate) struct Row {
+    #[diesel(sql_type = BigInt)]
+    pub rid: i64,
+    #[diesel(sql_type = Text)]
+    pub res_type: String,
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = BigInt)]
+    pub version_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub last_updated: i64,
+    #[diesel(sql_type = BigInt)]
+    pub deleted: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub patient_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub body: Option<String>,
+}
+
+pub(crate) const ROW_COLUMNS: &str =
+    "r.rid, r.res_type, r.id, r.version_id, r.last_updated, r.deleted, r.patient_id, CAST(r.body AS TEXT) AS body";
+
+impl From<Row> for Stored {
+    fn from(r: Row) -> Stored {
+        Stored {
+            rtype: r.res_type,
+            id: r.id,
+            version_id: r.version_id,
+            last_updated: r.last_updated,
+            deleted: r.deleted != 0,
+            patient_id: r.patient_id,
+            body: r.body.unwrap_or_default(),
+        }
+    }
+}
+
+/// Options a write may carry from its request.
+#[derive(Default, Debug, Clone)]
+pub struct WriteOptions {
+    /// `If-Match`: the version the client last saw.
+    pub if_match: Option<i64>,
+    /// `X-Provenance`: a Provenance to store with the write, targeting the new version.
+    pub provenance: Option<Value>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Db,
+    pub base: String,
+    pub audit: Auditor,
+}
+
+impl Store {
+    pub fn new(db: Db, base: String, audit: Auditor) -> Store {
+        Store { db, base, audit }
+    }
+
+    pub fn read(&self, ctx: &AccessContext, rtype: &str, id: &str) -> Result<Stored, FhirError> {
+        let result = self.read_checked(ctx, rtype, id, Interaction::Read);
+        self.audit.record(ctx, AuditEntry::read("read", rtype, Some(id), &result));
+        result
+    }
+
+    fn read_checked(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        id: &str,
+        what: Interaction,
+    ) -> Result<Stored, FhirError> {
+        ctx.require(rtype, what)?;
+        let mut conn = self.db.conn()?;
+        let row = current(&mut conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
+        let stored = Stored::from(row);
+        // Another patient's resource is reported as absent: its existence is not ours to reveal.
+        if !ctx.may_touch(rtype, stored.patient_id.as_deref()) {
+            return Err(FhirError::not_found(rtype, id));
+        }
+        if stored.deleted {
+            return Err(FhirError::Gone(format!("{rtype}/{id}")));
+        }
+        Ok(stored)
+    }
+
+    pub fn vread(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        id: &str,
+        vid: i64,
+    ) -> Result<Stored, FhirError> {
+        let result = (|| {
+            ctx.require(rtype, Interaction::Read)?;
+            let mut conn = self.db.conn()?;
+            let q = Sql::with(
+                "SELECT v.rid, v.res_type, v.id, v.version_id, v.last_updated, v.deleted, v.patient_id, \
+                 CAST(v.body AS TEXT) AS body FROM resource_versions v \
+                 WHERE v.res_type = ? AND v.id = ? AND v.version_id = ?",
+                [Bind::Text(rtype.into()), Bind::Text(id.into()), Bind::Int(vid)],
+            );
+            let row: Row = conn
+                .first(&q)?
+                .ok_or_else(|| FhirError::NotFound(format!("{rtype}/{id}/_history/{vid}")))?;
+            let stored = Stored::from(row);
+            if !ctx.may_touch(rtype, stored.patient_id.as_deref()) {
+                return Err(FhirError::not_found(rtype, id));
+            }
+            if stored.deleted {
+                return Err(FhirError::Gone(format!("{rtype}/{id}/_history/{vid}")));
+            }
+            Ok(stored)
+        })();
+        self.audit.record(ctx, AuditEntry::read("vread", rtype, Some(id), &result));
+        result
+    }
+
+    /// Create with a server-assigned id.
+    pub fn create(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, FhirError> {
+        self.write(ctx, |conn, refs| {
+            let stored = create_in(conn, ctx, refs, rtype, body, new_id(), "POST")?;
+            Ok(WriteOutcome {
+                stored,
+                created: true,
+            })
+        }, opts)
+    }
+
+    /// Update, or create with the client's id when the resource does not exist.
+    pub fn update(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        id: &str,
+        body: Value,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, FhirError> {
+        self.write(ctx, |conn, refs| update_in(conn, ctx, refs, rtype, id, body, opts.if_match), opts)
+    }
+
+    /// JSON Patch (RFC 6902) applied to the current version.
+    pub fn patch(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        id: &str,
+        patch: Value,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, FhirError> {
+        self.write(ctx, |conn, refs| patch_in(conn, ctx, refs, rtype, id, &patch, opts.if_match), opts)
+    }
+
+    /// Delete; deleting what is absent or already deleted is not an error (returns `None`).
+    pub fn delete(
+        &self,
+        ctx: &AccessContext,
+        rtype: &str,
+        id: &str,
+    ) -> Result<Option<Stored>, FhirError> {
+        let result = self
+            .db
+            .transaction(|conn| delete_in(conn, ctx, rtype, id));
+        if let Err(e) = &result {
+            self.audit.record(ctx, AuditEntry::failed_write("delete", rtype, Some(id), e));
+        }
+        result
+    }
+
+    /// Runs a single write in its own transaction, with the Provenance the request carried.
+    fn write(
+        &self,
+        ctx: &AccessContext,
+        f: impl FnOnce(&mut Conn, &mut Refs) -> Result<WriteOutcome, FhirError>,
+        opts: &WriteOptions,
+    ) -> Result<WriteOutcome, FhirError> {
+        let result = self.db.transaction(|conn| {
+            let mut refs = Refs::default();
+            let out = f(conn, &mut refs)?;
+            if let Some(prov) = &opts.provenance {
+                let prov = provenance_for(prov.clone(), &out.stored)?;
+                create_in(conn, ctx, &mut refs, "Provenance", prov, new_id(), "POST")?;
+            }
+            check_refs(conn, &refs)?;
+            Ok(out)
+        });
+        if let Err(e) = &result {
+            self.audit.record(ctx, AuditEntry::failed_write("write", "", None, e));
+        }
+        result
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) fn current(conn: &mut Conn, rtype: &str, id: &str) -> Result<Option<Row>, FhirError> {
+    let q = Sql::with(
+        &format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.res_type = ? AND r.id = ?"),
+        [Bind::Text(rtype.into()), Bind::Text(id.into())],
+    );
+    Ok(conn.first(&q)?)
+}
+
+/// Sets `id` and the server-owned parts of `meta`, keeping the client's profile, tags and source.
+fn stamp(body: &mut Value, id: &str, version: i64, now: i64) -> Result<(), FhirError> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| FhirError::invalid("the resource must be a JSON object"))?;
+    obj.insert("id".into(), Value::String(id.to_string()));
+    let meta = obj.entry("meta").or_insert_with(|| json!({}));
+    let meta = meta
+        .as_object_mut()
+        .ok_or_else(|| FhirError::invalid("meta must be an object"))?;
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(time::format_instant(now)));
+    Ok(())
+}
+
+/// Checks the body and the caller's right to write it; returns its compartment.
+fn admit(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rtype: &str,
+    id: &str,
+    body: &Value,
+    what: Interaction,
+) -> Result<Option<String>, FhirError> {
+    if super::READ_ONLY_TYPES.contains(&rtype) {
+        return Err(FhirError::NotSupported(format!(
+            "{rtype} is read-only here: it is written by the service itself"
+        )));
+    }
+    ctx.require(rtype, what)?;
+    match body.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == rtype => {}
+        Some(t) => {
+            return Err(FhirError::invalid(format!(
+                "resourceType '{t}' does not match the URL type '{rtype}'"
+            )))
+        }
+        None => return Err(FhirError::invalid("the resource has no resourceType")),
+    }
+    super::validate::validate(rtype, body).map_err(|v| match v {
+        super::validate::Violation::Invalid(m) => FhirError::Invalid(m),
+        super::validate::Violation::Unprocessable(m) => FhirError::Unprocessable(m),
+    })?;
+    let patient = compartment(conn, rtype, id, body)?;
+    if !ctx.may_touch(rtype, patient.as_deref()) {
+        return Err(FhirError::forbidden(format!(
+            "this token may only write to the record of Patient/{}",
+            ctx.compartment().unwrap_or_default()
+        )));
+    }
+    if rtype == "Patient" {
+        one_record_per_person(conn, id, body)?;
+    }
+    Ok(patient)
+}
+
+/// The patient compartment a resource belongs to, from its subject/patient reference.
+fn compartment(
+    conn: &mut Conn,
+    rtype: &str,
+    id: &str,
+    body: &Value,
+) -> Result<Option<String>, FhirError> {
+    if rtype == "Patient" {
+        return Ok(Some(id.to_string()));
+    }
+    if let Some(path) = params::compartment_path(rtype) {
+        let reference = body.get(path).and_then(|r| r.get("reference")).and_then(Value::as_str);
+        return Ok(reference
+            .and_then(split_reference)
+            .filter(|(t, _)| *t == "Patient")
+            .map(|(_, id)| id.to_string()));
+    }
+    if rtype == "Provenance" {
+        // A Provenance belongs to the compartment of what it describes.
+        let targets = body.get("target").and_then(Value::as_array).cloned().unwrap_or_default();
+        for t in targets {
+            let Some((tt, tid)) = t.get("reference").and_then(Value::as_str).and_then(split_reference) else {
+                continue;
+            };
+            if tt == "Patient" {
+                return Ok(Some(tid.to_string()));
+            }
+            if let Some(row) = current(conn, tt, tid)? {
+                if row.patient_id.is_some() {
+                    return Ok(row.patient_id);
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One record per person: an NHS number may belong to one active Patient only.
+fn one_record_per_person(conn: &mut Conn, id: &str, body: &Value) -> Result<(), FhirError> {
+    if body.get("active") == Some(&Value::Bool(false)) {
+        return Ok(());
+    }
+    let ids = body.get("identifier").and_then(Value::as_array).cloned().unwrap_or_default();
+    for ident in ids {
+        if ident.get("system").and_then(Value::as_str) != Some(NHS_NUMBER_SYSTEM) {
+            continue;
+        }
+        let Some(value) = ident.get("value").and_then(Value::as_str) else { continue };
+        let q = Sql::with(
+            "SELECT r.rid AS n FROM resources r JOIN idx_token t ON t.rid = r.rid \
+             WHERE r.res_type = 'Patient' AND r.deleted = 0 AND r.id <> ? \
+             AND t.param = 'identifier' AND t.system = ? AND t.code = ? \
+             AND NOT EXISTS (SELECT 1 FROM idx_token a WHERE a.rid = r.rid AND a.param = 'active' AND a.code = 'false')",
+            [
+                Bind::Text(id.into()),
+                Bind::Text(NHS_NUMBER_SYSTEM.into()),
+                Bind::Text(value.into()),
+            ],
+        );
+        if conn.first::<Int>(&q)?.is_some() {
+            return Err(FhirError::Conflict(format!(
+                "NHS number {value} already belongs to another active Patient: one record per person"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn create_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    rtype: &str,
+    mut body: Value,
+    id: String,
+    method: &str,
+) -> Result<Stored, FhirError> {
+    if !valid_id(&id) {
+        return Err(FhirError::invalid(format!("'{id}' is not a valid FHIR id")));
+    }
+    let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create)?;
+    collect_refs(&body, refs);
+    let now = now_micros();
+    stamp(&mut body, &id, 1, now)?;
+    let text = body.to_string();
+    let q = Sql::with(
+        "INSERT INTO resources (res_type, id, version_id, last_updated, deleted, patient_id, body) \
+         VALUES (?, ?, 1, ?, 0, ?, ?) RETURNING rid AS n",
+        [
+            Bind::Text(rtype.into()),
+            Bind::Text(id.clone()),
+            Bind::Int(now),
+            Bind::OptText(patient.clone()),
+            Bind::Json(text.clone()),
+        ],
+    );
+    let rid = match conn.first::<Int>(&q) {
+        Ok(Some(r)) => r.n,
+        Ok(None) => return Err(FhirError::invalid("insert returned no row")),
+        Err(e) if e.is_unique_violation() => {
+            return Err(FhirError::Conflict(format!("{rtype}/{id} already exists")))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stored = Stored {
+        rtype: rtype.to_string(),
+        id,
+        version_id: 1,
+        last_updated: now,
+        deleted: false,
+        patient_id: patient,
+        body: text,
+    };
+    finish_write(conn, ctx, rid, &stored, Some(&body), method)?;
+    Ok(stored)
+}
+
+/// Writes the version row, the index rows and the audit row of a new version.
+fn finish_write(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rid: i64,
+    s: &Stored,
+    body: Option<&Value>,
+    method: &str,
+) -> Result<(), FhirError> {
+    let q = Sql::with(
+        "INSERT INTO resource_versions (rid, version_id, res_type, id, last_updated, deleted, patient_id, method, author, body) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            Bind::Int(rid),
+            Bind::Int(s.version_id),
+            Bind::Text(s.rtype.clone()),
+            Bind::Text(s.id.clone()),
+            Bind::Int(s.last_updated),
+            Bind::Int(i64::from(s.deleted)),
+            Bind::OptText(s.patient_id.clone()),
+            Bind::Text(method.into()),
+            Bind::Text(ctx.author()),
+            if s.deleted { Bind::OptText(None) } else { Bind::Json(s.body.clone()) },
+        ],
+    );
+    conn.execute(&q)?;
+    if s.version_id > 1 {
+        for table in ["idx_token", "idx_string", "idx_date", "idx_ref"] {
+            conn.execute(&Sql::with(&format!("DELETE FROM {table} WHERE rid = ?"), [Bind::Int(rid)]))?;
+        }
+    }
+    if let Some(body) = body {
+        write_index(conn, rid, &index::extract(&s.rtype, body))?;
+    }
+    let entry = AuditEntry::write(method, s);
+    crate::audit::record_in(conn, ctx, &entry)?;
+    Ok(())
+}
+
+fn write_index(conn: &mut Conn, rid: i64, rows: &index::IndexRows) -> Result<(), FhirError> {
+    // One multi-row INSERT per table keeps a write to a handful of statements.
+    let mut token = Sql::new("INSERT INTO idx_token (rid, param, system, code) VALUES ");
+    for (i, (p, s, c)) in rows.tokens.iter().enumerate() {
+        token.push(if i == 0 { "(" } else { ", (" });
+        token.int(rid).push(", ").text(*p).push(", ");
+        token.bind(Bind::OptText(s.clone())).push(", ").text(c.clone()).push(")");
+    }
+    let mut string = Sql::new("INSERT INTO idx_string (rid, param, value, raw) VALUES ");
+    for (i, (p, v, raw)) in rows.strings.iter().enumerate() {
+        string.push(if i == 0 { "(" } else { ", (" });
+        string.int(rid).push(", ").text(*p).push(", ").text(v.clone()).push(", ").text(raw.clone()).push(")");
+    }
+    let mut date = Sql::new("INSERT INTO idx_date (rid, param, lo, hi) VALUES ");
+    for (i, (p, r)) in rows.dates.iter().enumerate() {
+        date.push(if i == 0 { "(" } else { ", (" });
+        date.int(rid).push(", ").text(*p).push(", ").int(r.lo).push(", ").int(r.hi).push(")");
+    }
+    let mut reference = Sql::new("INSERT INTO idx_ref (rid, param, target_type, target_id) VALUES ");
+    for (i, (p, t, id)) in rows.refs.iter().enumerate() {
+        reference.push(if i == 0 { "(" } else { ", (" });
+        reference.int(rid).push(", ").text(*p).push(", ").text(t.clone()).push(", ").text(id.clone()).push(")");
+    }
+    for (q, n) in [
+        (token, rows.tokens.len()),
+        (string, rows.strings.len()),
+        (date, rows.dates.len()),
+        (reference, rows.refs.len()),
+    ] {
+        if n > 0 {
+            conn.execute(&q)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn update_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    rtype: &str,
+    id: &str,
+    mut body: Value,
+    if_match: Option<i64>,
+) -> Result<WriteOutcome, FhirError> {
+    match body.get("id").and_then(Value::as_str) {
+        Some(bid) if bid == id => {}
+        Some(bid) => {
+            return Err(FhirError::invalid(format!(
+                "the resource id '{bid}' does not match the URL id '{id}'"
+            )))
+        }
+        None => return Err(FhirError::invalid("an update must carry the resource id in its body")),
+    }
+    let Some(row) = current(conn, rtype, id)? else {
+        if let Some(v) = if_match {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match W/\"{v}\" given but {rtype}/{id} does not exist"
+            )));
+        }
+        let stored = create_in(conn, ctx, refs, rtype, body, id.to_string(), "PUT")?;
+        return Ok(WriteOutcome { stored, created: true });
+    };
+    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
+        return Err(FhirError::forbidden(format!("this token may not write {rtype}/{id}")));
+    }
+    if let Some(v) = if_match {
+        if v != row.version_id {
+            return Err(FhirError::PreconditionFailed(format!(
+                "If-Match W/\"{v}\" does not match the current version W/\"{}\"",
+                row.version_id
+            )));
+        }
+    }
+    let patient = admit(conn, ctx, rtype, id, &body, Interaction::Update)?;
+    collect_refs(&body, refs);
+    let version = row.version_id + 1;
+    let now = now_micros().max(row.last_updated + 1);
+    stamp(&mut body, id, version, now)?;
+    let text = body.to_string();
+    let q = Sql::with(
+        "UPDATE resources SET version_id = ?, last_updated = ?, deleted = 0, patient_id = ?, body = ? \
+         WHERE rid = ? AND version_id = ?",
+        [
+            Bind::Int(version),
+            Bind::Int(now),
+            Bind::OptText(patient.clone()),
+            Bind::Json(text.clone()),
+            Bind::Int(row.rid),
+            Bind::Int(row.version_id),
+        ],
+    );
+    if conn.execute(&q)? != 1 {
+        return Err(FhirError::PreconditionFailed(format!(
+            "{rtype}/{id} was changed by another request; read it again and retry"
+        )));
+    }
+    let stored = Stored {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version_id: version,
+        last_updated: now,
+        deleted: false,
+        patient_id: patient,
+        body: text,
+    };
+    finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
+    Ok(WriteOutcome {
+        stored,
+        created: row.deleted != 0,
+    })
+}
+
+pub(crate) fn patch_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    rtype: &str,
+    id: &str,
+    patch: &Value,
+    if_match: Option<i64>,
+) -> Result<WriteOutcome, FhirError> {
+    let row = current(conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
+    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
+        return Err(FhirError::not_found(rtype, id));
+    }
+    if row.deleted != 0 {
+        return Err(FhirError::Gone(format!("{rtype}/{id}")));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| FhirError::invalid(format!("not a JSON Patch document: {e}")))?;
+    let mut body: Value = serde_json::from_str(row.body.as_deref().unwrap_or("{}"))
+        .map_err(|e| FhirError::invalid(format!("stored resource unreadable: {e}")))?;
+    json_patch::patch(&mut body, &patch)
+        .map_err(|e| FhirError::unprocessable(format!("the patch cannot be applied: {e}")))?;
+    update_in(conn, ctx, refs, rtype, id, body, Some(if_match.unwrap_or(row.version_id)))
+}
+
+pub(crate) fn delete_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rtype: &str,
+    id: &str,
+) -> Result<Option<Stored>, FhirError> {
+    if super::READ_ONLY_TYPES.contains(&rtype) {
+        return Err(FhirError::NotSupported(format!("{rtype} cannot be deleted")));
+    }
+    ctx.require(rtype, Interaction::Delete)?;
+    let Some(row) = current(conn, rtype, id)? else { return Ok(None) };
+    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
+        return Ok(None);
+    }
+    if row.deleted != 0 {
+        return Ok(None);
+    }
+    let version = row.version_id + 1;
+    let now = now_micros().max(row.last_updated + 1);
+    let q = Sql::with(
+        "UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1 WHERE rid = ? AND version_id = ?",
+        [Bind::Int(version), Bind::Int(now), Bind::Int(row.rid), Bind::Int(row.version_id)],
+    );
+    if conn.execute(&q)? != 1 {
+        return Err(FhirError::Conflict(format!("{rtype}/{id} was changed while deleting it")));
+    }
+    let stored = Stored {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version_id: version,
+        last_updated: now,
+        deleted: true,
+        patient_id: row.patient_id,
+        body: String::new(),
+    };
+    finish_write(conn, ctx, row.rid, &stored, None, "DELETE")?;
+    Ok(Some(stored))
+}
+
+/// Relative references a write makes, checked once every write of a request is done.
+#[derive(Default, Debug)]
+pub(crate) struct Refs(BTreeSet<String>);
+
+pub(crate) fn collect_refs(v: &Value, refs: &mut Refs) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                match (k.as_str(), child) {
+                    ("reference", Value::String(s)) => {
+                        refs.0.insert(s.clone());
+                    }
+                    // Contained resources reference each other by `#id`; nothing to check inside.
+                    ("contained", _) => {}
+                    _ => collect_refs(child, refs),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| collect_refs(c, refs)),
+        _ => {}
+    }
+}
+
+/// Every relative reference must resolve to a live resource; absolute URLs are taken as given.
+pub(crate) fn check_refs(conn: &mut Conn, refs: &Refs) -> Result<(), FhirError> {
+    for r in &refs.0 {
+        if r.starts_with('#') || r.starts_with("http://") || r.starts_with("https://") {
+            continue;
+        }
+        let Some((t, id)) = split_reference(r).filter(|_| !r.starts_with("urn:")) else {
+            return Err(FhirError::unprocessable(format!(
+                "reference '{r}' is neither Type/id, an absolute URL nor a contained #id"
+            )));
+        };
+        if super::resource_type(t).is_none() {
+            return Err(FhirError::unprocessable(format!(
+                "reference '{r}' points to a type this server does not hold; use an absolute URL"
+            )));
+        }
+        match current(conn, t, id)? {
+            Some(row) if row.deleted == 0 => {}
+            _ => {
+                return Err(FhirError::unprocessable(format!(
+                    "reference '{r}' does not resolve to a resource on this server"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `X-Provenance` resource, aimed at the version just written.
+fn provenance_for(mut prov: Value, target: &Stored) -> Result<Value, FhirError> {
+    if prov.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
+        return Err(FhirError::invalid("X-Provenance must hold a Provenance resource"));
+    }
+    let obj = prov
+        .as_object_mut()
+        .ok_or_else(|| FhirError::invalid("X-Provenance must be a JSON object"))?;
+    obj.insert(
+        "target".into(),
+        json!([{ "reference": format!("{}/{}/_history/{}", target.rtype, target.id, target.version_id) }]),
+    );
+    obj.entry("recorded")
+        .or_insert_with(|| Value::String(time::format_instant(target.last_updated)));
+    Ok(prov)
+}

@@ -1,0 +1,58 @@
+//! Healthfolio: a patient-owned medicines record. The layers, top to bottom:
+//! `web` (HTTP edge) → `fhir` (record store), `auth` (tokens, scopes), `audit` (access log) → `db`.
+
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod fhir;
+pub mod web;
+
+use auth::Keys;
+use config::Config;
+use db::Db;
+use fhir::Store;
+
+/// The running service's parts, built once from a [`Config`].
+#[derive(Clone)]
+pub struct Healthfolio {
+    pub config: Config,
+    pub db: Db,
+    pub store: Store,
+    pub keys: Keys,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+impl Healthfolio {
+    /// Opens the database, applies migrations and makes sure a signing key exists.
+    pub fn open(config: Config) -> Result<Healthfolio, StartError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+        let db = Db::open(&config.database_url, config.pool_size)?;
+        db.migrate()?;
+        let secret = auth::keys::load_secret(config.secret_key.as_deref(), &config.data_dir)?;
+        let keys = Keys::new(db.clone(), secret);
+        keys.ensure()?;
+        let audit = audit::Auditor::start(db.clone());
+        let store = Store::new(db.clone(), config.fhir_base(), audit);
+        Ok(Healthfolio { config, db, store, keys })
+    }
+
+    /// Signs an access token for this server (its issuer and audience).
+    pub fn issue_token(&self, sub: &str, client_id: &str, scope: &str, patient: Option<String>, lifetime: i64) -> Result<String, auth::AuthError> {
+        let claims = auth::Claims::new(&self.config.base_url, &self.config.fhir_base(), sub, client_id, scope, patient, lifetime);
+        self.keys.sign(&claims)
+    }
+}

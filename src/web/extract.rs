@@ -1,0 +1,50 @@
+//! Request extractors: the bearer token becomes an [`AccessContext`]; bodies are read with a limit.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::AccessContext;
+use crate::fhir::FhirError;
+use actix_web::dev::Payload;
+use actix_web::{http::header, web, FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The caller, from a valid `Authorization: Bearer` token.
+pub struct Caller(pub AccessContext);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let auth = auth.ok_or_else(|| ApiError::Unauthorized("this API needs an access token: Authorization: Bearer <token>".into()))?;
+            let token = auth
+                .strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::Unauthorized("the Authorization header must use the Bearer scheme".into()))?
+                .trim()
+                .to_string();
+            let hf = state.hf.clone();
+            let claims = web::block(move || hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())).await??;
+            Ok(Caller(claims.into_context()))
+        })
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| FhirError::invalid(format!("the request body could not be read: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(FhirError::TooLarge(format!("the request body is larger than the limit of {limit} bytes")).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

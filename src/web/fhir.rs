@@ -1,0 +1,393 @@
+//! FHIR REST routes at `{base}/fhir`.
+
+use super::error::ApiError;
+use super::extract::{read_body, Caller};
+use super::{AppState, FHIR_JSON};
+use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
+use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset};
+use crate::fhir::history::HistoryRequest;
+use crate::fhir::search::SearchRequest;
+use crate::fhir::store::WriteOptions;
+use crate::fhir::{resource_type, time, FhirError, Interaction, Stored, WriteOutcome};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/fhir", web::post().to(bundle))
+        .route("/fhir/", web::post().to(bundle))
+        .route("/fhir/_history", web::get().to(system_history))
+        .route("/fhir/{type}", web::get().to(search_get))
+        .route("/fhir/{type}", web::post().to(create))
+        .route("/fhir/{type}", web::put().to(conditional_update))
+        .route("/fhir/{type}/_search", web::post().to(search_post))
+        .route("/fhir/{type}/_history", web::get().to(type_history))
+        .route("/fhir/{type}/{id}", web::get().to(read))
+        .route("/fhir/{type}/{id}", web::put().to(update))
+        .route("/fhir/{type}/{id}", web::patch().to(patch))
+        .route("/fhir/{type}/{id}", web::delete().to(delete))
+        .route("/fhir/{type}/{id}/{sub}", web::get().to(instance_sub))
+        .route("/fhir/{type}/{id}/_history/{vid}", web::get().to(vread));
+}
+
+/// How the client wants the answer.
+struct Negotiated {
+    pretty: bool,
+}
+
+fn negotiate(req: &HttpRequest) -> Result<Negotiated, ApiError> {
+    let q = query_params(req)?;
+    let format = q.iter().find(|(k, _)| k == "_format").map(|(_, v)| v.as_str());
+    let json_like = |s: &str| {
+        s.split(',').any(|m| {
+            let m = m.split(';').next().unwrap_or_default().trim();
+            matches!(m, "application/fhir+json" | "application/json" | "json" | "*/*" | "application/*" | "")
+        })
+    };
+    if let Some(f) = format {
+        if !json_like(f) {
+            return Err(ApiError::NotAcceptable(format!("_format={f} is not served: this server speaks JSON only")));
+        }
+    } else if let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        if !json_like(accept) {
+            return Err(ApiError::NotAcceptable(format!("Accept: {accept} is not served: use application/fhir+json")));
+        }
+    }
+    let pretty = q.iter().any(|(k, v)| k == "_pretty" && v == "true");
+    Ok(Negotiated { pretty })
+}
+
+fn query_params(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| FhirError::invalid("the query string is not valid URL encoding").into())
+}
+
+fn known(rtype: &str) -> Result<&'static str, ApiError> {
+    resource_type(rtype).ok_or_else(|| FhirError::NotFound(format!("resource type '{rtype}' (this server holds {})", crate::fhir::RESOURCE_TYPES.join(", "))).into())
+}
+
+fn json_body(req: &HttpRequest, body: &[u8], patch: bool) -> Result<Value, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or_default().trim();
+    let ok = if patch {
+        matches!(mime, "application/json-patch+json")
+    } else {
+        matches!(mime, "application/fhir+json" | "application/json")
+    };
+    if !ok {
+        let want = if patch { "application/json-patch+json" } else { "application/fhir+json" };
+        return Err(ApiError::UnsupportedMedia(format!("Content-Type '{ct}' is not accepted here: send {want}")));
+    }
+    serde_json::from_slice(body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")).into())
+}
+
+fn render(status: StatusCode, v: &Value, n: &Negotiated) -> HttpResponse {
+    let text = if n.pretty { serde_json::to_string_pretty(v).unwrap_or_default() } else { v.to_string() };
+    HttpResponse::build(status).content_type(FHIR_JSON).body(text)
+}
+
+/// A resource with its version headers.
+fn resource(status: StatusCode, s: &Stored, n: &Negotiated, location: Option<String>) -> HttpResponse {
+    let mut r = HttpResponse::build(status);
+    r.content_type(FHIR_JSON)
+        .insert_header((header::ETAG, s.etag()))
+        .insert_header((header::LAST_MODIFIED, time::format_http_date(s.last_updated)));
+    if let Some(l) = location {
+        r.insert_header((header::LOCATION, l));
+    }
+    if n.pretty {
+        let v: Value = serde_json::from_str(&s.body).unwrap_or(Value::Null);
+        r.body(serde_json::to_string_pretty(&v).unwrap_or_default())
+    } else {
+        r.body(s.body.clone())
+    }
+}
+
+/// `Prefer: return=minimal | representation | OperationOutcome` on writes.
+fn written(req: &HttpRequest, base: &str, out: WriteOutcome, n: &Negotiated) -> HttpResponse {
+    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    let location = Some(out.stored.location(base));
+    match prefer(req, "return").as_deref() {
+        Some("minimal") => {
+            let mut r = HttpResponse::build(status);
+            r.insert_header((header::ETAG, out.stored.etag()))
+                .insert_header((header::LAST_MODIFIED, time::format_http_date(out.stored.last_updated)));
+            if let Some(l) = location {
+                r.insert_header((header::LOCATION, l));
+            }
+            r.finish()
+        }
+        Some("OperationOutcome") => {
+            let msg = format!("{}/{} version {} stored", out.stored.rtype, out.stored.id, out.stored.version_id);
+            let mut r = render(status, &outcome("information", "informational", &msg), n);
+            r.headers_mut().insert(header::ETAG, header::HeaderValue::from_str(&out.stored.etag()).unwrap_or(header::HeaderValue::from_static("")));
+            r
+        }
+        _ => resource(status, &out.stored, n, location),
+    }
+}
+
+fn prefer(req: &HttpRequest, key: &str) -> Option<String> {
+    req.headers().get_all("Prefer").filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+fn write_options(req: &HttpRequest) -> Result<WriteOptions, ApiError> {
+    let if_match = match req.headers().get(header::IF_MATCH) {
+        Some(v) => Some(parse_etag(v.to_str().unwrap_or_default())?),
+        None => None,
+    };
+    let provenance = match req.headers().get("X-Provenance") {
+        Some(v) => Some(
+            serde_json::from_slice(v.as_bytes())
+                .map_err(|e| FhirError::invalid(format!("X-Provenance is not a JSON Provenance: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(WriteOptions { if_match, provenance })
+}
+
+/// Runs blocking domain work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, FhirError> + Send + 'static) -> Result<T, ApiError> {
+    Ok(web::block(f).await??)
+}
+
+async fn read(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let (t, id) = path.into_inner();
+    let t = known(&t)?;
+    if t == "AuditEvent" {
+        return audit_events(&state, caller, AuditQuery { id: Some(id), limit: 1, ..AuditQuery::default() }, true, &n).await;
+    }
+    let store = state.hf.store.clone();
+    let s = blocking(move || store.read(&caller.0, t, &id)).await?;
+    if let Some(since) = req.headers().get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(time::parse_http_date) {
+        if s.last_updated / 1_000_000 <= since / 1_000_000 {
+            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, s.etag())).finish());
+        }
+    }
+    if let Some(inm) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if inm.trim() == s.etag() || inm.trim() == format!("\"{}\"", s.version_id) {
+            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, s.etag())).finish());
+        }
+    }
+    Ok(resource(StatusCode::OK, &s, &n, None))
+}
+
+async fn vread(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let (t, id, vid) = path.into_inner();
+    let t = known(&t)?;
+    let vid: i64 = vid.parse().map_err(|_| FhirError::NotFound(format!("{t}/{id}/_history/{vid}")))?;
+    let store = state.hf.store.clone();
+    let s = blocking(move || store.vread(&caller.0, t, &id, vid)).await?;
+    Ok(resource(StatusCode::OK, &s, &n, None))
+}
+
+async fn create(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let t = known(&path.into_inner())?;
+    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
+    let opts = write_options(&req)?;
+    let if_none_exist = req.headers().get("If-None-Exist").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let store = state.hf.store.clone();
+    let out = blocking(move || match if_none_exist {
+        Some(q) => store.create_if_none_exist(&caller.0, t, body, &q, &opts),
+        None => store.create(&caller.0, t, body, &opts),
+    })
+    .await?;
+    Ok(written(&req, &state.hf.store.base, out, &n))
+}
+
+async fn update(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let (t, id) = path.into_inner();
+    let t = known(&t)?;
+    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
+    let opts = write_options(&req)?;
+    let store = state.hf.store.clone();
+    let out = blocking(move || store.update(&caller.0, t, &id, body, &opts)).await?;
+    Ok(written(&req, &state.hf.store.base, out, &n))
+}
+
+async fn conditional_update(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let t = known(&path.into_inner())?;
+    let query = req.query_string().to_string();
+    if query.is_empty() {
+        return Err(FhirError::invalid("PUT on a type needs search parameters (conditional update) or an id in the URL").into());
+    }
+    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
+    let opts = write_options(&req)?;
+    let store = state.hf.store.clone();
+    let out = blocking(move || store.conditional_update(&caller.0, t, &query, body, &opts)).await?;
+    Ok(written(&req, &state.hf.store.base, out, &n))
+}
+
+async fn patch(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let (t, id) = path.into_inner();
+    let t = known(&t)?;
+    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, true)?;
+    let opts = write_options(&req)?;
+    let store = state.hf.store.clone();
+    let out = blocking(move || store.patch(&caller.0, t, &id, body, &opts)).await?;
+    Ok(written(&req, &state.hf.store.base, out, &n))
+}
+
+async fn delete(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let (t, id) = path.into_inner();
+    let t = known(&t)?;
+    let store = state.hf.store.clone();
+    let gone = blocking(move || store.delete(&caller.0, t, &id)).await?;
+    let msg = match gone {
+        Some(s) => format!("{}/{} deleted (version {})", s.rtype, s.id, s.version_id),
+        None => "nothing to delete: the resource does not exist or was already deleted".to_string(),
+    };
+    Ok(render(StatusCode::OK, &outcome("information", "informational", &msg), &n))
+}
+
+fn search_params(req: &HttpRequest, params: Vec<(String, String)>, rtype: &str, compartment: Option<String>) -> SearchRequest {
+    let strict = prefer(req, "handling").as_deref() == Some("strict");
+    SearchRequest { rtype: rtype.to_string(), params, compartment, strict }
+}
+
+async fn run_search(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, sr: SearchRequest, path: String) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(req)?;
+    if sr.rtype == "AuditEvent" {
+        return audit_search(state, caller, &sr, &n).await;
+    }
+    let store = state.hf.store.clone();
+    let base = store.base.clone();
+    let r = blocking(move || store.search(&caller.0, &sr)).await?;
+    Ok(render(StatusCode::OK, &searchset(&base, &path, &r), &n))
+}
+
+async fn search_get(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let t = known(&path.into_inner())?;
+    let sr = search_params(&req, query_params(&req)?, t, None);
+    run_search(&req, &state, caller, sr, t.to_string()).await
+}
+
+async fn search_post(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let t = known(&path.into_inner())?;
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMedia("POST _search takes application/x-www-form-urlencoded".into()));
+    }
+    let body = read_body(payload, state.hf.config.body_limit).await?;
+    let mut params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|_| FhirError::invalid("the form body is not valid URL encoding"))?;
+    params.extend(query_params(&req)?);
+    let sr = search_params(&req, params, t, None);
+    run_search(&req, &state, caller, sr, t.to_string()).await
+}
+
+/// `/fhir/{type}/{id}/_history` or the compartment search `/fhir/Patient/{id}/{type}`.
+async fn instance_sub(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+    let (t, id, sub) = path.into_inner();
+    let t = known(&t)?;
+    if sub == "_history" {
+        let hr = history_request(&req, Some(t), Some(id.clone()))?;
+        return history(&req, &state, caller, hr, format!("{t}/{id}/_history")).await;
+    }
+    if t != "Patient" {
+        return Err(FhirError::NotFound(format!("{t}/{id}/{sub}: only Patient has a compartment")).into());
+    }
+    let inner = known(&sub)?;
+    let sr = search_params(&req, query_params(&req)?, inner, Some(id.clone()));
+    run_search(&req, &state, caller, sr, format!("Patient/{id}/{inner}")).await
+}
+
+fn history_request(req: &HttpRequest, rtype: Option<&str>, id: Option<String>) -> Result<HistoryRequest, ApiError> {
+    let q = query_params(req)?;
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let count = match get("_count") {
+        Some(c) => Some(c.parse().map_err(|_| FhirError::invalid(format!("_count must be a whole number, not '{c}'")))?),
+        None => None,
+    };
+    Ok(HistoryRequest { rtype: rtype.map(str::to_string), id, since: get("_since"), count, cursor: get("_cursor") })
+}
+
+async fn history(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, hr: HistoryRequest, path: String) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(req)?;
+    let store = state.hf.store.clone();
+    let base = store.base.clone();
+    let h = blocking(move || store.history(&caller.0, &hr)).await?;
+    Ok(render(StatusCode::OK, &history_bundle(&base, &path, &h), &n))
+}
+
+async fn type_history(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let t = known(&path.into_inner())?;
+    let hr = history_request(&req, Some(t), None)?;
+    history(&req, &state, caller, hr, format!("{t}/_history")).await
+}
+
+async fn system_history(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let hr = history_request(&req, None, None)?;
+    history(&req, &state, caller, hr, "_history".into()).await
+}
+
+async fn bundle(req: HttpRequest, state: web::Data<AppState>, caller: Caller, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(&req)?;
+    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
+    let store = state.hf.store.clone();
+    let out = blocking(move || store.process_bundle(&caller.0, body)).await?;
+    Ok(render(StatusCode::OK, &out, &n))
+}
+
+/// The access log as AuditEvent (read-only; the patient sees their own).
+async fn audit_events(state: &web::Data<AppState>, caller: Caller, mut q: AuditQuery, single: bool, n: &Negotiated) -> Result<HttpResponse, ApiError> {
+    let ctx = caller.0;
+    ctx.require("AuditEvent", if single { Interaction::Read } else { Interaction::Search })?;
+    if let Some(p) = ctx.compartment() {
+        q.patient = Some(p.to_string());
+    }
+    let db = state.hf.db.clone();
+    let auditor = state.hf.store.audit.clone();
+    let base = state.hf.store.base.clone();
+    let rows = blocking(move || {
+        let mut conn = db.conn()?;
+        let rows = search_audit_events(&mut conn, &q)?;
+        auditor.record(&ctx, AuditEntry::search(Some("AuditEvent"), "", q.patient.as_deref(), Ok(rows.len())));
+        Ok(rows)
+    })
+    .await?;
+    if single {
+        let row = rows.first().ok_or_else(|| FhirError::NotFound("AuditEvent".into()))?;
+        return Ok(render(StatusCode::OK, &audit_event_json(row), n));
+    }
+    let entries: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::json!({"fullUrl": format!("{base}/AuditEvent/{}", r.id), "resource": audit_event_json(r), "search": {"mode": "match"}}))
+        .collect();
+    let b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "link": [{"relation": "self", "url": format!("{base}/AuditEvent")}], "entry": entries});
+    Ok(render(StatusCode::OK, &b, n))
+}
+
+async fn audit_search(state: &web::Data<AppState>, caller: Caller, sr: &SearchRequest, n: &Negotiated) -> Result<HttpResponse, ApiError> {
+    let mut q = AuditQuery { limit: 100, patient: sr.compartment.clone(), ..AuditQuery::default() };
+    for (k, v) in &sr.params {
+        match k.as_str() {
+            "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_string()),
+            "_count" => q.limit = v.parse::<i64>().map_err(|_| FhirError::invalid("_count must be a number"))?.clamp(1, 1000),
+            "date" => {
+                let r = time::parse_range(v.get(2..).filter(|_| v.starts_with(|c: char| c.is_ascii_alphabetic())).unwrap_or(v))
+                    .ok_or_else(|| FhirError::invalid(format!("'{v}' is not a date")))?;
+                match v.get(..2) {
+                    Some("ge") | Some("gt") => q.from = Some(r.lo),
+                    Some("le") | Some("lt") => q.to = Some(r.hi),
+                    _ => {
+                        q.from = Some(r.lo);
+                        q.to = Some(r.hi);
+                    }
+                }
+            }
+            other if sr.strict => return Err(FhirError::invalid(format!("AuditEvent search supports patient, date and _count, not '{other}'")).into()),
+            _ => {}
+        }
+    }
+    audit_events(state, caller, q, false, n).await
+}

@@ -1,0 +1,46 @@
+//! The HTTP edge: routes, extractors, content negotiation and error rendering. Handlers are thin:
+//! they parse, call the domain with the caller's [`AccessContext`](crate::auth::AccessContext),
+//! and render.
+
+pub mod error;
+pub mod extract;
+mod fhir;
+mod wellknown;
+
+use crate::Healthfolio;
+use actix_web::dev::Server;
+use actix_web::{middleware, web, App, HttpServer};
+use std::net::TcpListener;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+pub struct AppState {
+    pub hf: Healthfolio,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    wellknown::configure(cfg);
+    fhir::configure(cfg);
+}
+
+/// Starts the server on an already-bound listener (tests bind port 0).
+pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let state = web::Data::new(AppState { hf });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::Compress::default())
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("Referrer-Policy", "no-referrer")),
+            )
+            .configure(configure)
+    })
+    .workers(workers)
+    .shutdown_timeout(30)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
