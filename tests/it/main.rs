@@ -1,0 +1,5 @@
+//! One integration test binary (link time), every test over real HTTP on both databases.
+
+mod support;
+mod fixtures;
+mod smoke;

@@ -1,0 +1,263 @@
+//! The test application: the real server on a random port, on a fresh SQLite file or a fresh
+//! PostgreSQL database, and a small client that speaks real HTTP.
+
+use healthfolio::config::{Config, Overrides};
+use healthfolio::Healthfolio;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+pub struct TestApp {
+    pub base: String,
+    pub fhir: String,
+    pub hf: Healthfolio,
+    handle: actix_web::dev::ServerHandle,
+    dir: PathBuf,
+    pg_database: Option<(String, String)>,
+}
+
+/// Runs the same test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    let app = $crate::support::TestApp::sqlite();
+                    super::$name(&app);
+                }
+                #[test]
+                fn postgres() {
+                    if let Some(app) = $crate::support::TestApp::postgres() {
+                        super::$name(&app);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+fn admin_url() -> String {
+    std::env::var("HEALTHFOLIO_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn postgres_enabled() -> bool {
+    std::env::var("HEALTHFOLIO_TEST_POSTGRES").as_deref() != Ok("off")
+}
+
+fn pg_admin(sql: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    let mut c = diesel::PgConnection::establish(&admin_url()).expect("PostgreSQL reachable (set HEALTHFOLIO_TEST_POSTGRES=off to skip)");
+    diesel::sql_query(sql).execute(&mut c).expect(sql);
+}
+
+impl TestApp {
+    pub fn sqlite() -> TestApp {
+        let dir = temp_dir();
+        let url = dir.join("test.db").to_string_lossy().into_owned();
+        TestApp::start(dir, url, None)
+    }
+
+    pub fn postgres() -> Option<TestApp> {
+        if !postgres_enabled() {
+            eprintln!("PostgreSQL tests skipped: HEALTHFOLIO_TEST_POSTGRES=off");
+            return None;
+        }
+        let name = format!("hf_t_{}", uuid::Uuid::new_v4().simple());
+        pg_admin(&format!("CREATE DATABASE {name}"));
+        let admin = admin_url();
+        let url = match admin.rsplit_once('/') {
+            Some((head, _)) => format!("{head}/{name}"),
+            None => panic!("HEALTHFOLIO_TEST_DATABASE_URL has no database part"),
+        };
+        Some(TestApp::start(temp_dir(), url, Some((admin, name))))
+    }
+
+    fn start(dir: PathBuf, database_url: String, pg_database: Option<(String, String)>) -> TestApp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let overrides = Overrides {
+            addr: Some(addr.clone()),
+            data_dir: Some(dir.clone()),
+            database_url: Some(database_url),
+            pool_size: Some(4),
+            body_limit: Some(1024 * 1024),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(&overrides).expect("config");
+        let hf = Healthfolio::open(config).expect("open");
+        let (tx, rx) = mpsc::channel();
+        let server_hf = hf.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = healthfolio::web::server(server_hf, listener).expect("server");
+                let _ = tx.send(server.handle());
+                let _ = server.await;
+            })
+        });
+        let handle = rx.recv().expect("server handle");
+        let base = format!("http://{addr}");
+        TestApp { fhir: format!("{base}/fhir"), base, hf, handle, dir, pg_database }
+    }
+
+    /// A token with `scope`, signed by this instance (the library path the OAuth flows also use).
+    pub fn token(&self, scope: &str) -> String {
+        self.hf.issue_token("test-user", "test-client", scope, None, 600).expect("token")
+    }
+
+    pub fn patient_token(&self, scope: &str, patient: &str) -> String {
+        self.hf.issue_token("test-user", "test-client", scope, Some(patient.to_string()), 600).expect("token")
+    }
+
+    /// An all-powerful system token for setting up fixtures.
+    pub fn admin(&self) -> String {
+        self.token("system/*.cruds")
+    }
+
+    pub fn client(&self) -> Client {
+        Client { base: self.fhir.clone(), token: Some(self.admin()), headers: Vec::new() }
+    }
+
+    pub fn client_with(&self, token: Option<String>) -> Client {
+        Client { base: self.fhir.clone(), token, headers: Vec::new() }
+    }
+
+    /// Creates a resource with the admin token and returns its id.
+    pub fn create(&self, body: Value) -> String {
+        let t = body["resourceType"].as_str().expect("resourceType").to_string();
+        let r = self.client().post(&t, &body);
+        assert_eq!(r.status, 201, "create {t}: {}", r.body);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_web::rt::System::new().block_on(handle.stop(false));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((_, name)) = &self.pg_database {
+            self.hf.store.audit.flush();
+            // The pool still holds connections; FORCE ends them.
+            pg_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hf-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The OperationOutcome diagnostics, for assertions on error text.
+    pub fn diagnostics(&self) -> String {
+        self.body["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn entries(&self) -> Vec<Value> {
+        self.body["entry"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Ids of the `match` entries of a searchset.
+    pub fn ids(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    pub fn link(&self, rel: &str) -> Option<String> {
+        self.body["link"].as_array()?.iter().find(|l| l["relation"] == rel)?["url"].as_str().map(str::to_string)
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub token: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Client {
+    pub fn with_header(mut self, k: &str, v: &str) -> Client {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, path)
+        }
+    }
+
+    pub fn request(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<&[u8]>) -> Response {
+        let mut req = ureq::request(method, &self.url(path));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        for (k, v) in &self.headers {
+            req = req.set(k, v);
+        }
+        if let Some(ct) = content_type {
+            req = req.set("Content-Type", ct);
+        }
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: transport error {e}"),
+        };
+        let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
+            .collect();
+        let text = resp.into_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Response { status, headers, text, body }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, None, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.request("POST", path, Some("application/fhir+json"), Some(body.to_string().as_bytes()))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Response {
+        self.request("PUT", path, Some("application/fhir+json"), Some(body.to_string().as_bytes()))
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, None, None)
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Response {
+        self.request("PATCH", path, Some("application/json-patch+json"), Some(body.to_string().as_bytes()))
+    }
+}
