@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod db;
 pub mod fhir;
 pub mod web;
@@ -48,6 +49,13 @@ impl Healthfolio {
         let audit = audit::Auditor::start(db.clone());
         let store = Store::new(db.clone(), config.fhir_base(), audit);
         Ok(Healthfolio { config, db, store, keys })
+    }
+
+    /// Signs an operator token (every record, within `scope`) for scripts, tests and benchmarks.
+    pub fn issue_operator_token(&self, scope: &str, lifetime: i64) -> Result<String, auth::AuthError> {
+        let mut claims = auth::Claims::new(&self.config.base_url, &self.config.fhir_base(), "operator", "healthfolio-cli", scope, None, lifetime);
+        claims.reach = Some("all".into());
+        self.keys.sign(&claims)
     }
 
     /// Signs an access token for this server (its issuer and audience).

@@ -1,8 +1,20 @@
 //! Who is asking, for which patient, with which scopes: built once per request from the bearer
 //! token and passed to every domain call.
 
-use super::scope::{Context, Scopes};
+use super::scope::Scopes;
+use crate::db::{Conn, Sql};
 use crate::fhir::{params, FhirError, Interaction};
+
+/// Which patients' records a caller can reach at all (scopes then say what it may do there).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The operator (command line, demo, import): every record.
+    All,
+    /// One patient in context: the patient's own app, through the patient's grant.
+    Patient(String),
+    /// A provider system: the records whose patients granted this client or its organisation.
+    Granted { client_id: String, organization: Option<String> },
+}
 
 #[derive(Clone, Debug)]
 pub struct AccessContext {
@@ -10,8 +22,10 @@ pub struct AccessContext {
     pub subject: String,
     pub client_id: String,
     pub scopes: Scopes,
-    /// The patient in context (`patient` claim): every access is limited to this compartment.
-    pub patient: Option<String>,
+    pub reach: Reach,
+    /// What the patient's grant currently allows an app in patient context: the token's scopes
+    /// are intersected with it on every request, so narrowing a grant takes effect at once.
+    pub grant_scopes: Option<Scopes>,
     /// The token id, recorded in the audit trail.
     pub token_id: Option<String>,
 }
@@ -23,7 +37,8 @@ impl AccessContext {
             subject: format!("operator:{what}"),
             client_id: "healthfolio-cli".to_string(),
             scopes: Scopes::parse("system/*.cruds"),
-            patient: None,
+            reach: Reach::All,
+            grant_scopes: None,
             token_id: None,
         }
     }
@@ -33,35 +48,72 @@ impl AccessContext {
         format!("{}|{}", self.client_id, self.subject)
     }
 
+    fn allows(&self, rtype: &str, what: Interaction) -> bool {
+        self.scopes.allows(rtype, what) && self.grant_scopes.as_ref().is_none_or(|g| g.allows(rtype, what))
+    }
+
     /// Scope check for an interaction on a type.
     pub fn require(&self, rtype: &str, what: Interaction) -> Result<(), FhirError> {
-        if self.scopes.allows(rtype, what) {
+        if self.allows(rtype, what) {
             Ok(())
         } else {
             Err(FhirError::forbidden(format!(
-                "the access token's scopes do not allow {} on {rtype}",
+                "the access token's scopes (and the patient's grant) do not allow {} on {rtype}",
                 interaction_name(what)
             )))
         }
     }
 
-    /// The compartment every access of this context is limited to, if any.
+    /// The single patient compartment this context is limited to, if it is one.
     pub fn compartment(&self) -> Option<&str> {
-        self.patient.as_deref()
-    }
-
-    /// Whether a resource of `rtype` in compartment `patient_id` may be touched at all.
-    pub fn may_touch(&self, rtype: &str, patient_id: Option<&str>) -> bool {
-        match self.compartment() {
-            None => true,
-            Some(_) if params::is_shared(rtype) => true,
-            Some(p) => patient_id == Some(p),
+        match &self.reach {
+            Reach::Patient(p) => Some(p),
+            _ => None,
         }
     }
 
-    /// Only patient-context scopes name a compartment; a token with them but no patient is refused.
-    pub fn is_patient_scoped(&self) -> bool {
-        self.scopes.has_context(Context::Patient)
+    /// Whether a resource of `rtype` in compartment `patient_id` may be touched with `what`.
+    pub fn may_touch(&self, conn: &mut Conn, rtype: &str, patient_id: Option<&str>, what: Interaction) -> Result<bool, FhirError> {
+        if !self.allows(rtype, what) {
+            return Ok(false);
+        }
+        Ok(match &self.reach {
+            Reach::All => true,
+            _ if params::is_shared(rtype) => true,
+            Reach::Patient(p) => patient_id == Some(p.as_str()),
+            Reach::Granted { client_id, organization } => match patient_id {
+                Some(p) => crate::consent::covers(conn, p, client_id, organization.as_deref(), rtype, letter(what))?,
+                None => false,
+            },
+        })
+    }
+
+    /// Adds to a search the condition that limits it to what this context can reach.
+    pub fn limit_search(&self, q: &mut Sql, alias: &str, rtype: &str, what: Interaction) {
+        if params::is_shared(rtype) {
+            return;
+        }
+        let column = if rtype == "Patient" { format!("{alias}.id") } else { format!("{alias}.patient_id") };
+        match &self.reach {
+            Reach::All => {}
+            Reach::Patient(p) => {
+                q.push(&format!(" AND {column} = ")).text(p.clone());
+            }
+            Reach::Granted { client_id, organization } => {
+                crate::consent::granted_condition(q, &column, client_id, organization.as_deref(), rtype, letter(what))
+            }
+        }
+    }
+}
+
+/// The SMART permission letter of an interaction.
+pub fn letter(what: Interaction) -> char {
+    match what {
+        Interaction::Create => 'c',
+        Interaction::Read => 'r',
+        Interaction::Update => 'u',
+        Interaction::Delete => 'd',
+        Interaction::Search => 's',
     }
 }
 

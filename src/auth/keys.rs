@@ -44,6 +44,7 @@ pub struct Keys {
     secret: [u8; 32],
     signer: Arc<RwLock<Option<Arc<Signer>>>>,
     verifiers: Arc<RwLock<HashMap<String, Arc<DecodingKey>>>>,
+    pub(super) verified: Arc<super::token::VerifiedCache>,
 }
 
 impl Keys {
@@ -53,6 +54,7 @@ impl Keys {
             secret,
             signer: Arc::default(),
             verifiers: Arc::default(),
+            verified: Arc::default(),
         }
     }
 

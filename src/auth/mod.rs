@@ -3,10 +3,12 @@
 
 mod access;
 pub mod keys;
+pub mod live;
+pub mod password;
 pub mod scope;
 pub mod token;
 
-pub use access::{interaction_name, AccessContext};
+pub use access::{interaction_name, letter, AccessContext, Reach};
 pub use keys::Keys;
 pub use scope::{Scope, Scopes};
 pub use token::Claims;

@@ -1,6 +1,6 @@
 //! Access tokens: short-lived ES256 JWTs signed with the instance's current key.
 
-use super::{AccessContext, AuthError, Keys, Scopes};
+use super::{AccessContext, AuthError, Keys, Reach, Scopes};
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +17,18 @@ pub struct Claims {
     pub jti: String,
     pub client_id: String,
     pub scope: String,
+    /// The patient in context (SMART `patient`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    /// The provider organisation a backend client acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// `all` for operator tokens minted by this instance's command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<String>,
+    /// The authorization (code or refresh family) this token came from, for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 impl Claims {
@@ -35,15 +45,28 @@ impl Claims {
             client_id: client_id.to_string(),
             scope: scope.to_string(),
             patient,
+            org: None,
+            reach: None,
+            fam: None,
         }
     }
 
-    pub fn into_context(self) -> AccessContext {
+    pub fn reach(&self) -> Reach {
+        match (&self.reach, &self.patient) {
+            (Some(r), _) if r == "all" => Reach::All,
+            (_, Some(p)) => Reach::Patient(p.clone()),
+            _ => Reach::Granted { client_id: self.client_id.clone(), organization: self.org.clone() },
+        }
+    }
+
+    /// The context of a verified token; `grant_scopes` comes from the live grant check.
+    pub fn into_context(self, grant_scopes: Option<Scopes>) -> AccessContext {
         AccessContext {
+            reach: self.reach(),
             subject: self.sub,
             client_id: self.client_id,
             scopes: Scopes::parse(&self.scope),
-            patient: self.patient,
+            grant_scopes,
             token_id: Some(self.jti),
         }
     }
@@ -58,8 +81,19 @@ impl Keys {
         encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))
     }
 
-    /// Verifies signature, expiry, issuer and audience (the FHIR base URL).
+    /// Verifies signature, expiry, issuer and audience (the FHIR base URL). A token verified once
+    /// is remembered until it expires: ES256 verification costs more than the read it guards.
     pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(c) = self.verified.get(token, now) {
+            return Ok(c);
+        }
+        let claims = self.verify_signature(token, issuer, audience)?;
+        self.verified.put(token, &claims);
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::InvalidToken("the bearer token is not a JWT"))?;
         if header.alg != Algorithm::ES256 {
             return Err(AuthError::InvalidToken("the bearer token is not signed with ES256"));
@@ -78,5 +112,33 @@ impl Keys {
             _ => AuthError::InvalidToken("the bearer token's signature or claims are invalid"),
         })?;
         Ok(data.claims)
+    }
+}
+
+/// Tokens whose signature and claims were verified, until their `exp`.
+#[derive(Default)]
+pub struct VerifiedCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, Claims>>,
+}
+
+const CACHE_LIMIT: usize = 10_000;
+
+impl VerifiedCache {
+    fn get(&self, token: &str, now: i64) -> Option<Claims> {
+        let map = self.map.lock().ok()?;
+        map.get(token).filter(|c| c.exp > now).cloned()
+    }
+
+    fn put(&self, token: &str, claims: &Claims) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= CACHE_LIMIT {
+                let now = chrono::Utc::now().timestamp();
+                map.retain(|_, c| c.exp > now);
+                if map.len() >= CACHE_LIMIT {
+                    map.clear();
+                }
+            }
+            map.insert(token.to_string(), claims.clone());
+        }
     }
 }

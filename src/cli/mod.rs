@@ -145,7 +145,11 @@ fn run(command: Command) -> CliResult {
         }
         Command::Token { scope, patient, lifetime, o } => {
             let hf = open(&o)?;
-            println!("{}", hf.issue_token("operator", "healthfolio-cli", &scope, patient, lifetime)?);
+            let token = match patient {
+                Some(p) => hf.issue_token("operator", "healthfolio-cli", &scope, Some(p), lifetime)?,
+                None => hf.issue_operator_token(&scope, lifetime)?,
+            };
+            println!("{token}");
             Ok(())
         }
     }
@@ -168,7 +172,7 @@ fn demo(hf: &Healthfolio) -> CliResult {
         .as_array()
         .map_or(0, |e| e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count());
     hf.store.audit.flush();
-    let token = hf.issue_token("operator", "healthfolio-cli", "system/*.rs", None, 3600)?;
+    let token = hf.issue_operator_token("system/*.rs", 3600)?;
     println!("Healthfolio demo");
     println!("  base URL:   {}", hf.config.base_url);
     println!("  FHIR base:  {}", hf.config.fhir_base());

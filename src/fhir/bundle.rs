@@ -438,8 +438,11 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             ctx.require(t, Interaction::Read)?;
             let s = current(conn, t, id)?
                 .map(Stored::from)
-                .filter(|s| !s.deleted && ctx.may_touch(t, s.patient_id.as_deref()))
+                .filter(|s| !s.deleted)
                 .ok_or_else(|| FhirError::not_found(t, id))?;
+            if !ctx.may_touch(conn, t, s.patient_id.as_deref(), Interaction::Read)? {
+                return Err(FhirError::not_found(t, id));
+            }
             let mut v = response("200 OK", Some(&s));
             v["resource"] = raw(&s.body);
             Ok(v)

@@ -44,9 +44,6 @@ impl Store {
                 .ok_or_else(|| FhirError::invalid(format!("_since '{s}' is not a FHIR instant")))?;
             q.push(" AND v.last_updated > ").int(at.lo);
         }
-        if let Some(p) = ctx.compartment() {
-            q.push(" AND (v.patient_id = ").text(p).push(" OR v.patient_id IS NULL)");
-        }
         if let Some(c) = &req.cursor {
             let (lu, rid, ver) = parse_cursor(c)?;
             q.push(" AND (v.last_updated < ").int(lu);
@@ -58,17 +55,15 @@ impl Store {
         let rows: Vec<Row> = conn.load(&q)?;
         let more = rows.len() as i64 > count;
         let mut next = None;
-        let versions: Vec<Stored> = rows
-            .into_iter()
-            .take(count as usize)
-            .filter(|r| ctx.scopes.allows(&r.res_type, Interaction::Read))
-            .map(|r| {
-                if more {
-                    next = Some((r.last_updated, r.rid, r.version_id));
-                }
-                Stored::from(r)
-            })
-            .collect();
+        let mut versions: Vec<Stored> = Vec::with_capacity(rows.len());
+        for r in rows.into_iter().take(count as usize) {
+            next = Some((r.last_updated, r.rid, r.version_id));
+            let s = Stored::from(r);
+            // History shows only versions the caller could read now (scope and reach).
+            if ctx.may_touch(&mut conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)? {
+                versions.push(s);
+            }
+        }
         let next = next.filter(|_| more).map(|(lu, rid, ver)| {
             let mut p = vec![("_count".to_string(), count.to_string())];
             if let Some(s) = &req.since {

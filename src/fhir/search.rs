@@ -95,7 +95,7 @@ pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<
         }
     }
     limit_to_compartment(&mut plan.conds, "r", &req.rtype, req.compartment.as_deref());
-    limit_to_compartment(&mut plan.conds, "r", &req.rtype, ctx.compartment());
+    ctx.limit_search(&mut plan.conds, "r", &req.rtype, Interaction::Search);
     if plan.total || out.summary_count {
         out.total = Some(count(conn, &req.rtype, &plan.conds)?);
     }
@@ -569,11 +569,15 @@ fn rids_of(conn: &mut Conn, items: &[Stored]) -> Result<Vec<i64>, FhirError> {
     Ok(conn.load::<Int>(&q)?.into_iter().map(|r| r.n).collect())
 }
 
-fn readable(ctx: &AccessContext, rows: Vec<Row>) -> Vec<Stored> {
-    rows.into_iter()
-        .map(Stored::from)
-        .filter(|s| ctx.scopes.allows(&s.rtype, Interaction::Read) && ctx.may_touch(&s.rtype, s.patient_id.as_deref()))
-        .collect()
+/// Included resources pass the same checks as a read: scope, and reach for this caller.
+fn readable(conn: &mut Conn, ctx: &AccessContext, rows: Vec<Row>) -> Result<Vec<Stored>, FhirError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for s in rows.into_iter().map(Stored::from) {
+        if ctx.may_touch(conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 fn forward(conn: &mut Conn, ctx: &AccessContext, inc: &Include, rids: &[i64]) -> Result<Vec<Stored>, FhirError> {
@@ -589,7 +593,8 @@ fn forward(conn: &mut Conn, ctx: &AccessContext, inc: &Include, rids: &[i64]) ->
         q.push(" AND r.res_type = ").text(t.clone());
     }
     q.push(" LIMIT ").int(MAX_INCLUDED);
-    Ok(readable(ctx, conn.load(&q)?))
+    let rows = conn.load(&q)?;
+    readable(conn, ctx, rows)
 }
 
 fn reverse(conn: &mut Conn, ctx: &AccessContext, inc: &Include, matches: &[Stored]) -> Result<Vec<Stored>, FhirError> {
@@ -606,7 +611,8 @@ fn reverse(conn: &mut Conn, ctx: &AccessContext, inc: &Include, matches: &[Store
         q.push("(target_type = ").text(m.rtype.clone()).push(" AND target_id = ").text(m.id.clone()).push(")");
     }
     q.push(")) LIMIT ").int(MAX_INCLUDED);
-    Ok(readable(ctx, conn.load(&q)?))
+    let rows = conn.load(&q)?;
+    readable(conn, ctx, rows)
 }
 
 /// Resolves a conditional query (`If-None-Exist`, conditional update, conditional references)

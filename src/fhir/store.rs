@@ -117,8 +117,8 @@ impl Store {
         let mut conn = self.db.conn()?;
         let row = current(&mut conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
         let stored = Stored::from(row);
-        // Another patient's resource is reported as absent: its existence is not ours to reveal.
-        if !ctx.may_touch(rtype, stored.patient_id.as_deref()) {
+        // A resource out of reach is reported as absent: its existence is not ours to reveal.
+        if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), what)? {
             return Err(FhirError::not_found(rtype, id));
         }
         if stored.deleted {
@@ -147,7 +147,7 @@ impl Store {
                 .first(&q)?
                 .ok_or_else(|| FhirError::NotFound(format!("{rtype}/{id}/_history/{vid}")))?;
             let stored = Stored::from(row);
-            if !ctx.may_touch(rtype, stored.patient_id.as_deref()) {
+            if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), Interaction::Read)? {
                 return Err(FhirError::not_found(rtype, id));
             }
             if stored.deleted {
@@ -296,11 +296,11 @@ fn admit(
         super::validate::Violation::Unprocessable(m) => FhirError::Unprocessable(m),
     })?;
     let patient = compartment(conn, rtype, id, body)?;
-    if !ctx.may_touch(rtype, patient.as_deref()) {
-        return Err(FhirError::forbidden(format!(
-            "this token may only write to the record of Patient/{}",
-            ctx.compartment().unwrap_or_default()
-        )));
+    if !ctx.may_touch(conn, rtype, patient.as_deref(), what)? {
+        return Err(FhirError::forbidden(match patient {
+            Some(p) => format!("no grant from Patient/{p} lets this client {} {rtype}", crate::auth::interaction_name(what)),
+            None => format!("{rtype} must belong to a patient record this client can reach"),
+        }));
     }
     if rtype == "Patient" {
         one_record_per_person(conn, id, body)?;
@@ -527,8 +527,8 @@ pub(crate) fn update_in(
         let stored = create_in(conn, ctx, refs, rtype, body, id.to_string(), "PUT")?;
         return Ok(WriteOutcome { stored, created: true });
     };
-    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
-        return Err(FhirError::forbidden(format!("this token may not write {rtype}/{id}")));
+    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
+        return Err(FhirError::not_found(rtype, id));
     }
     if let Some(v) = if_match {
         if v != row.version_id {
@@ -587,7 +587,7 @@ pub(crate) fn patch_in(
     if_match: Option<i64>,
 ) -> Result<WriteOutcome, FhirError> {
     let row = current(conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
-    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
+    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
         return Err(FhirError::not_found(rtype, id));
     }
     if row.deleted != 0 {
@@ -613,7 +613,7 @@ pub(crate) fn delete_in(
     }
     ctx.require(rtype, Interaction::Delete)?;
     let Some(row) = current(conn, rtype, id)? else { return Ok(None) };
-    if !ctx.may_touch(rtype, row.patient_id.as_deref()) {
+    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Delete)? {
         return Ok(None);
     }
     if row.deleted != 0 {

@@ -30,8 +30,13 @@ impl FromRequest for Caller {
                 .trim()
                 .to_string();
             let hf = state.hf.clone();
-            let claims = web::block(move || hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())).await??;
-            Ok(Caller(claims.into_context()))
+            let ctx = web::block(move || {
+                let claims = hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())?;
+                let mut conn = hf.db.conn()?;
+                crate::auth::live::check(&mut conn, claims)
+            })
+            .await??;
+            Ok(Caller(ctx))
         })
     }
 }

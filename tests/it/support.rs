@@ -106,13 +106,28 @@ impl TestApp {
         self.hf.issue_token("test-user", "test-client", scope, None, 600).expect("token")
     }
 
+    /// A patient-app token for `patient`, after the patient granted `scope` to the test client.
     pub fn patient_token(&self, scope: &str, patient: &str) -> String {
+        self.grant(patient, healthfolio::consent::Grantee::Client("test-client".into()), scope);
         self.hf.issue_token("test-user", "test-client", scope, Some(patient.to_string()), 600).expect("token")
     }
 
-    /// An all-powerful system token for setting up fixtures.
+    /// Records the patient's grant to a client or organisation.
+    pub fn grant(&self, patient: &str, grantee: healthfolio::consent::Grantee, scope: &str) -> String {
+        let g = healthfolio::consent::NewGrant {
+            patient_id: patient.to_string(),
+            grantee,
+            scope: scope.to_string(),
+            expires_at: None,
+            created_by: "test".into(),
+        };
+        let mut conn = self.hf.db.conn().expect("conn");
+        healthfolio::consent::grant(&mut conn, &g).expect("grant").id
+    }
+
+    /// An operator token (every record) for setting up fixtures.
     pub fn admin(&self) -> String {
-        self.token("system/*.cruds")
+        self.hf.issue_operator_token("system/*.cruds", 600).expect("token")
     }
 
     pub fn client(&self) -> Client {
