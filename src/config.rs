@@ -14,6 +14,8 @@ pub struct Config {
     pub body_limit: usize,
     pub pool_size: u32,
     pub secret_key: Option<String>,
+    /// Access token lifetime in seconds.
+    pub token_lifetime: i64,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -37,6 +39,9 @@ pub struct Overrides {
     /// Database connections per process [env: HEALTHFOLIO_POOL_SIZE] [default: 16]
     #[arg(long, env = "HEALTHFOLIO_POOL_SIZE", hide_env = true)]
     pub pool_size: Option<u32>,
+    /// Access token lifetime in seconds [env: HEALTHFOLIO_TOKEN_LIFETIME] [default: 900]
+    #[arg(long, env = "HEALTHFOLIO_TOKEN_LIFETIME", hide_env = true)]
+    pub token_lifetime: Option<i64>,
     /// Configuration file [env: HEALTHFOLIO_CONFIG] [default: ./healthfolio.toml if present]
     #[arg(long, env = "HEALTHFOLIO_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
@@ -51,6 +56,7 @@ struct FileConfig {
     base_url: Option<String>,
     body_limit: Option<usize>,
     pool_size: Option<u32>,
+    token_lifetime: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +94,7 @@ impl Config {
             base_url,
             body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
             pool_size: o.pool_size.or(file.pool_size).unwrap_or(16).max(1),
+            token_lifetime: o.token_lifetime.or(file.token_lifetime).unwrap_or(900).clamp(60, 3600),
             secret_key: std::env::var("HEALTHFOLIO_SECRET_KEY").ok().filter(|s| !s.is_empty()),
         })
     }

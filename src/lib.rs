@@ -51,6 +51,15 @@ impl Healthfolio {
         Ok(Healthfolio { config, db, store, keys })
     }
 
+    pub fn endpoints(&self) -> auth::oauth::Endpoints {
+        auth::oauth::Endpoints {
+            issuer: self.config.base_url.clone(),
+            fhir_base: self.config.fhir_base(),
+            token_endpoint: format!("{}/oauth/token", self.config.base_url),
+            access_lifetime: self.config.token_lifetime,
+        }
+    }
+
     /// Signs an operator token (every record, within `scope`) for scripts, tests and benchmarks.
     pub fn issue_operator_token(&self, scope: &str, lifetime: i64) -> Result<String, auth::AuthError> {
         let mut claims = auth::Claims::new(&self.config.base_url, &self.config.fhir_base(), "operator", "healthfolio-cli", scope, None, lifetime);

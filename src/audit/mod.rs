@@ -85,6 +85,21 @@ impl AuditEntry {
         }
     }
 
+    /// An authorization event (token issued, refreshed, revoked; grant changed).
+    pub fn event(interaction: &str, what: &str, failure: Option<String>) -> Self {
+        AuditEntry {
+            action: "E",
+            interaction: interaction.to_string(),
+            res_type: None,
+            res_id: None,
+            patient_id: None,
+            query: Some(what.to_string()),
+            outcome: if failure.is_some() { 4 } else { 0 },
+            detail: failure,
+            count: None,
+        }
+    }
+
     pub fn search(rtype: Option<&str>, query: &str, patient: Option<&str>, result: Result<usize, &FhirError>) -> Self {
         let (outcome, detail, count) = match result {
             Ok(n) => (0, None, Some(n as i64)),

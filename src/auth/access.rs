@@ -43,6 +43,18 @@ impl AccessContext {
         }
     }
 
+    /// A client acting at the token endpoint (for the audit trail; it reaches no record).
+    pub fn client(client_id: &str) -> AccessContext {
+        AccessContext {
+            subject: client_id.to_string(),
+            client_id: client_id.to_string(),
+            scopes: Scopes::default(),
+            reach: Reach::Granted { client_id: client_id.to_string(), organization: None },
+            grant_scopes: None,
+            token_id: None,
+        }
+    }
+
     /// Who wrote a version, as stored with it.
     pub fn author(&self) -> String {
         format!("{}|{}", self.client_id, self.subject)

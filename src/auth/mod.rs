@@ -2,10 +2,16 @@
 //! domain call takes.
 
 mod access;
+pub mod accounts;
+mod assertion;
+pub mod oauth;
+mod pkce;
+pub mod clients;
 pub mod keys;
 pub mod live;
 pub mod password;
 pub mod scope;
+pub mod session;
 pub mod token;
 
 pub use access::{interaction_name, letter, AccessContext, Reach};
@@ -19,6 +25,8 @@ use crate::db::DbError;
 pub enum AuthError {
     #[error("{0}")]
     InvalidToken(&'static str),
+    #[error("{0}")]
+    Invalid(String),
     #[error("signing key problem: {0}")]
     Key(String),
     #[error(transparent)]

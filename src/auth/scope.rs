@@ -60,6 +60,17 @@ impl Scope {
         })
     }
 
+    /// Whether this scope permits everything `other` asks for (any context).
+    pub fn covers(&self, other: &Scope) -> bool {
+        let type_ok = self.resource.is_none() || self.resource == other.resource;
+        type_ok
+            && (self.create || !other.create)
+            && (self.read || !other.read)
+            && (self.update || !other.update)
+            && (self.delete || !other.delete)
+            && (self.search || !other.search)
+    }
+
     pub fn allows(&self, rtype: &str, what: Interaction) -> bool {
         let type_ok = self.resource.as_deref().is_none_or(|t| t == rtype);
         type_ok

@@ -81,6 +81,15 @@ impl Keys {
         encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))
     }
 
+    /// Signs arbitrary claims (the OpenID id_token) with the current key.
+    pub fn sign_value(&self, claims: &serde_json::Value) -> Result<String, AuthError> {
+        let (kid, key) = self.signing()?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid);
+        header.typ = Some("JWT".into());
+        encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))
+    }
+
     /// Verifies signature, expiry, issuer and audience (the FHIR base URL). A token verified once
     /// is remembered until it expires: ES256 verification costs more than the read it guards.
     pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, AuthError> {

@@ -1,5 +1,6 @@
 //! The command line: `serve`, `demo`, `migrate`, `load`, `generate`, `keys`, `token`.
 
+mod admin;
 pub mod demo_data;
 pub mod generate;
 mod load;
@@ -52,6 +53,34 @@ enum Command {
         /// Random seed: the same seed gives the same files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Patients and their logins.
+    Patient {
+        #[command(subcommand)]
+        cmd: admin::PatientCmd,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Practitioners and their logins.
+    Practitioner {
+        #[command(subcommand)]
+        cmd: admin::PractitionerCmd,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// OAuth clients: patient apps and provider systems.
+    Client {
+        #[command(subcommand)]
+        cmd: admin::ClientCmd,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Patients' grants (consent) to apps and provider organisations.
+    Grant {
+        #[command(subcommand)]
+        cmd: admin::GrantCmd,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Manage signing keys.
     Keys {
@@ -135,6 +164,10 @@ fn run(command: Command) -> CliResult {
             Ok(())
         }
         Command::Generate { patients, per_patient, out, seed } => generate_cmd(patients, per_patient, seed, &out),
+        Command::Patient { cmd, o } => admin::patient(&open(&o)?, cmd),
+        Command::Practitioner { cmd, o } => admin::practitioner(&open(&o)?, cmd),
+        Command::Client { cmd, o } => admin::client(&open(&o)?, cmd),
+        Command::Grant { cmd, o } => admin::grant(&open(&o)?, cmd),
         Command::Keys { action, o } => {
             let hf = open(&o)?;
             match action {

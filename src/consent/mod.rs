@@ -21,6 +21,15 @@ pub enum ConsentError {
     Db(#[from] DbError),
 }
 
+impl From<ConsentError> for crate::auth::AuthError {
+    fn from(e: ConsentError) -> Self {
+        match e {
+            ConsentError::Db(d) => crate::auth::AuthError::Db(d),
+            other => crate::auth::AuthError::Invalid(other.to_string()),
+        }
+    }
+}
+
 #[derive(QueryableByName, Debug, Clone)]
 pub struct Grant {
     #[diesel(sql_type = Text)]

@@ -23,6 +23,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::InvalidToken(m) => ApiError::Unauthorized(m.to_string()),
+            AuthError::Invalid(m) => ApiError::Fhir(FhirError::Invalid(m)),
             other => ApiError::Internal(other.to_string()),
         }
     }

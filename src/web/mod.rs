@@ -5,6 +5,8 @@
 pub mod error;
 pub mod extract;
 mod fhir;
+mod oauth;
+pub mod pages;
 mod wellknown;
 
 use crate::Healthfolio;
@@ -18,9 +20,17 @@ pub struct AppState {
     pub hf: Healthfolio,
 }
 
+impl AppState {
+    pub fn endpoints(&self) -> crate::auth::oauth::Endpoints {
+        self.hf.endpoints()
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     wellknown::configure(cfg);
+    oauth::configure(cfg);
     fhir::configure(cfg);
+    cfg.route("/static/app.css", web::get().to(pages::stylesheet));
 }
 
 /// Starts the server on an already-bound listener (tests bind port 0).

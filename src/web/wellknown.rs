@@ -10,35 +10,75 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/metadata", web::get().to(metadata))
         .route("/.well-known/smart-configuration", web::get().to(smart_configuration))
         .route("/fhir/.well-known/smart-configuration", web::get().to(smart_configuration))
+        .route("/.well-known/openid-configuration", web::get().to(openid_configuration))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
 }
 
-fn security() -> Value {
+fn security(base: &str) -> Value {
     json!({
         "cors": true,
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
-        "description": "Every request needs a bearer access token (ES256 JWT) whose scopes allow the interaction."
+        "description": "Every request needs a bearer access token (ES256 JWT) whose scopes, and the patient's grant, allow the interaction.",
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": [
+            {"url": "authorize", "valueUri": format!("{base}/oauth/authorize")},
+            {"url": "token", "valueUri": format!("{base}/oauth/token")},
+            {"url": "introspect", "valueUri": format!("{base}/oauth/introspect")},
+            {"url": "revoke", "valueUri": format!("{base}/oauth/revoke")},
+            {"url": "manage", "valueUri": format!("{base}/portal/sharing")}
+        ]}]
     })
 }
 
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    let cs = capability_statement(&state.hf.config.base_url, security());
-    HttpResponse::Ok().content_type(FHIR_JSON).body(cs.to_string())
+    let base = &state.hf.config.base_url;
+    let cs = capability_statement(base, security(base));
+    HttpResponse::Ok().content_type(FHIR_JSON).insert_header(("Access-Control-Allow-Origin", "*")).body(cs.to_string())
 }
 
+/// SMART App Launch 2.2 discovery: only capabilities that work are listed.
 async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
     let base = &state.hf.config.base_url;
-    // Only what works today is advertised; the OAuth flows are added on the same keys.
-    HttpResponse::Ok().json(json!({
+    HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(json!({
         "issuer": base,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
         "token_endpoint": format!("{base}/oauth/token"),
-        "grant_types_supported": [],
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "userinfo_endpoint": format!("{base}/oauth/userinfo"),
+        "management_endpoint": format!("{base}/portal/sharing"),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES384", "RS384", "ES256"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "capabilities": ["permission-v1", "permission-v2"],
-        "scopes_supported": ["patient/*.rs", "system/*.rs", "system/*.cruds"],
+        "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access", "patient/*.rs", "patient/*.cruds",
+            "patient/MedicationRequest.rs", "patient/MedicationStatement.cruds", "patient/AllergyIntolerance.rs", "system/*.rs", "system/*.cruds"],
+        "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
+            "context-standalone-patient", "permission-patient", "permission-user", "permission-offline", "permission-v1", "permission-v2",
+            "sso-openid-connect", "authorize-post"],
+    }))
+}
+
+async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
+    let base = &state.hf.config.base_url;
+    HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "userinfo_endpoint": format!("{base}/oauth/userinfo"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": ["openid", "fhirUser", "offline_access"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
     }))
 }
 

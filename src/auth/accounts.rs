@@ -1,0 +1,147 @@
+//! Sign-in accounts: a patient's login is linked to their Patient resource; a practitioner's to a
+//! Practitioner and an Organization. Passwords are argon2id; failures are rate limited.
+
+use super::{password, AuthError};
+use crate::db::{Bind, Conn, Int, Sql};
+use crate::fhir::now_micros;
+use diesel::sql_types::{Nullable, Text, BigInt};
+use diesel::QueryableByName;
+
+/// Failed sign-ins before an account pauses, and for how long.
+const ACCOUNT_FAILURES: i64 = 5;
+const ACCOUNT_LOCK_MICROS: i64 = 5 * 60 * 1_000_000;
+/// Failed sign-ins from one address within the window before it is refused.
+const ADDRESS_FAILURES: i64 = 20;
+const ADDRESS_WINDOW_MICROS: i64 = 15 * 60 * 1_000_000;
+
+#[derive(QueryableByName, Debug, Clone)]
+pub struct Account {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub password_hash: String,
+    /// `Patient/…` or `Practitioner/…`.
+    #[diesel(sql_type = Text)]
+    pub fhir_user: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub organization: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub failed_logins: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub locked_until: Option<i64>,
+}
+
+impl Account {
+    /// The Patient id of a patient's account.
+    pub fn patient_id(&self) -> Option<&str> {
+        self.fhir_user.strip_prefix("Patient/")
+    }
+}
+
+const COLUMNS: &str = "id, kind, email, password_hash, fhir_user, organization, failed_logins, locked_until";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The same answer for an unknown email and a wrong password.
+    #[error("the email address or password is not right")]
+    Wrong,
+    #[error("too many attempts: wait a few minutes and try again")]
+    Throttled,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl From<crate::db::DbError> for LoginError {
+    fn from(e: crate::db::DbError) -> Self {
+        LoginError::Auth(e.into())
+    }
+}
+
+pub fn create(conn: &mut Conn, kind: &str, email: &str, pw: &str, fhir_user: &str, organization: Option<&str>) -> Result<Account, AuthError> {
+    if pw.chars().count() < 10 {
+        return Err(AuthError::Invalid("a password needs at least 10 characters".into()));
+    }
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') {
+        return Err(AuthError::Invalid(format!("'{email}' is not an email address")));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let result = conn.execute(&Sql::with(
+        "INSERT INTO accounts (id, kind, email, password_hash, fhir_user, organization, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            Bind::Text(id.clone()),
+            Bind::Text(kind.into()),
+            Bind::Text(email.clone()),
+            Bind::Text(password::hash(pw)?),
+            Bind::Text(fhir_user.into()),
+            Bind::OptText(organization.map(str::to_string)),
+            Bind::Int(now_micros()),
+        ],
+    ));
+    match result {
+        Err(e) if e.is_unique_violation() => return Err(AuthError::Invalid(format!("an account for {email} already exists"))),
+        other => other?,
+    };
+    by_id(conn, &id)?.ok_or_else(|| AuthError::Key("account vanished".into()))
+}
+
+pub fn by_id(conn: &mut Conn, id: &str) -> Result<Option<Account>, AuthError> {
+    Ok(conn.first(&Sql::with(&format!("SELECT {COLUMNS} FROM accounts WHERE id = ?"), [Bind::Text(id.into())]))?)
+}
+
+pub fn by_email(conn: &mut Conn, email: &str) -> Result<Option<Account>, AuthError> {
+    let q = Sql::with(&format!("SELECT {COLUMNS} FROM accounts WHERE email = ?"), [Bind::Text(email.trim().to_lowercase())]);
+    Ok(conn.first(&q)?)
+}
+
+pub fn by_fhir_user(conn: &mut Conn, fhir_user: &str) -> Result<Option<Account>, AuthError> {
+    let q = Sql::with(&format!("SELECT {COLUMNS} FROM accounts WHERE fhir_user = ?"), [Bind::Text(fhir_user.into())]);
+    Ok(conn.first(&q)?)
+}
+
+/// Checks a sign-in. Slow on purpose (argon2), so callers run it off the async workers.
+pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Account, LoginError> {
+    let now = now_micros();
+    let recent = conn.first::<Int>(&Sql::with(
+        "SELECT COUNT(*) AS n FROM login_failures WHERE address = ? AND at > ?",
+        [Bind::Text(address.into()), Bind::Int(now - ADDRESS_WINDOW_MICROS)],
+    ))?;
+    if recent.is_some_and(|r| r.n >= ADDRESS_FAILURES) {
+        return Err(LoginError::Throttled);
+    }
+    let account = by_email(conn, email)?;
+    if account.as_ref().and_then(|a| a.locked_until).is_some_and(|t| t > now) {
+        return Err(LoginError::Throttled);
+    }
+    let hash = account.as_ref().map_or(password::dummy_hash(), |a| a.password_hash.as_str());
+    let ok = password::verify(pw, hash);
+    match (account, ok) {
+        (Some(a), true) => {
+            conn.execute(&Sql::with("UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = ?", [Bind::Text(a.id.clone())]))?;
+            Ok(a)
+        }
+        (account, _) => {
+            conn.execute(&Sql::with("INSERT INTO login_failures (address, at) VALUES (?, ?)", [Bind::Text(address.into()), Bind::Int(now)]))?;
+            if let Some(a) = account {
+                let lock = (a.failed_logins + 1 >= ACCOUNT_FAILURES).then_some(now + ACCOUNT_LOCK_MICROS);
+                conn.execute(&Sql::with(
+                    "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = ? WHERE id = ?",
+                    [Bind::OptInt(lock), Bind::Text(a.id)],
+                ))?;
+            }
+            Err(LoginError::Wrong)
+        }
+    }
+}
+
+pub fn set_password(conn: &mut Conn, id: &str, pw: &str) -> Result<(), AuthError> {
+    if pw.chars().count() < 10 {
+        return Err(AuthError::Invalid("a password needs at least 10 characters".into()));
+    }
+    conn.execute(&Sql::with("UPDATE accounts SET password_hash = ? WHERE id = ?", [Bind::Text(password::hash(pw)?), Bind::Text(id.into())]))?;
+    Ok(())
+}

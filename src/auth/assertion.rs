@@ -1,0 +1,123 @@
+//! Client authentication by signed assertion (`private_key_jwt`, SMART Backend Services §4):
+//! ES384, RS384 or ES256, `iss` = `sub` = client id, `aud` the token endpoint, `exp` at most five
+//! minutes ahead, and a `jti` never seen before.
+
+use super::clients::Client;
+use super::oauth::OAuthError;
+use crate::db::{Bind, Conn, Sql};
+use crate::fhir::now_micros;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const MAX_AHEAD_SECS: i64 = 300;
+const JWKS_CACHE: Duration = Duration::from_secs(300);
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    jti: Option<String>,
+}
+
+static FETCHED: Mutex<Option<HashMap<String, (Instant, Value)>>> = Mutex::new(None);
+
+fn invalid(msg: &str) -> OAuthError {
+    OAuthError::new("invalid_client", msg, 401)
+}
+
+/// The client's key set: registered by value, or fetched from its URL (with a timeout, cached).
+fn key_set(client: &Client) -> Result<Value, OAuthError> {
+    if let Some(j) = &client.jwks {
+        return Ok(j.clone());
+    }
+    let uri = client.jwks_uri.as_deref().ok_or_else(|| invalid("the client has no registered keys"))?;
+    if let Ok(guard) = FETCHED.lock() {
+        if let Some((at, v)) = guard.as_ref().and_then(|m| m.get(uri)) {
+            if at.elapsed() < JWKS_CACHE {
+                return Ok(v.clone());
+            }
+        }
+    }
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
+    let v: Value = agent
+        .get(uri)
+        .call()
+        .map_err(|e| invalid(&format!("the client's JWKS at {uri} could not be fetched: {e}")))?
+        .into_json()
+        .map_err(|_| invalid("the client's JWKS is not JSON"))?;
+    if let Ok(mut guard) = FETCHED.lock() {
+        guard.get_or_insert_with(HashMap::new).insert(uri.to_string(), (Instant::now(), v.clone()));
+    }
+    Ok(v)
+}
+
+fn kty_fits(alg: Algorithm, kty: &str) -> bool {
+    matches!((alg, kty), (Algorithm::ES384 | Algorithm::ES256, "EC") | (Algorithm::RS384, "RSA"))
+}
+
+/// The one key whose `kid` matches and whose type fits `alg`; none or several is a failure.
+fn select_key(jwks: &Value, kid: &str, alg: Algorithm) -> Result<DecodingKey, OAuthError> {
+    let keys = jwks.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
+    let found: Vec<&Value> = keys
+        .iter()
+        .filter(|k| k.get("kid").and_then(Value::as_str) == Some(kid))
+        .filter(|k| k.get("kty").and_then(Value::as_str).is_some_and(|t| kty_fits(alg, t)))
+        .collect();
+    let [key] = found.as_slice() else {
+        return Err(invalid("no single registered key matches the assertion's kid and alg"));
+    };
+    let jwk: Jwk = serde_json::from_value((*key).clone()).map_err(|_| invalid("the registered key is not a valid JWK"))?;
+    DecodingKey::from_jwk(&jwk).map_err(|_| invalid("the registered key cannot verify signatures"))
+}
+
+pub fn verify(conn: &mut Conn, client: &Client, assertion: &str, token_endpoint: &str) -> Result<(), OAuthError> {
+    let header = decode_header(assertion).map_err(|_| invalid("client_assertion is not a JWT"))?;
+    if !matches!(header.alg, Algorithm::ES384 | Algorithm::RS384 | Algorithm::ES256) {
+        return Err(invalid("client_assertion must be signed with ES384, RS384 or ES256"));
+    }
+    if let Some(jku) = &header.jku {
+        if client.jwks_uri.as_deref() != Some(jku.as_str()) {
+            return Err(invalid("the assertion's jku is not the client's registered JWKS URL"));
+        }
+    }
+    let kid = header.kid.ok_or_else(|| invalid("client_assertion has no kid"))?;
+    let key = select_key(&key_set(client)?, &kid, header.alg)?;
+    let mut v = Validation::new(header.alg);
+    v.set_audience(&[token_endpoint]);
+    v.set_issuer(&[&client.client_id]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    v.leeway = 5;
+    let claims = decode::<AssertionClaims>(assertion, &key, &v)
+        .map_err(|e| invalid(&format!("client_assertion rejected: {e}")))?
+        .claims;
+    if claims.sub != client.client_id || claims.iss != client.client_id {
+        return Err(invalid("client_assertion iss and sub must both be the client id"));
+    }
+    let now = chrono::Utc::now().timestamp();
+    if claims.exp > now + MAX_AHEAD_SECS + 5 {
+        return Err(invalid("client_assertion exp is more than five minutes ahead"));
+    }
+    let jti = claims.jti.ok_or_else(|| invalid("client_assertion has no jti"))?;
+    remember_jti(conn, &client.client_id, &jti, claims.exp)
+}
+
+/// Refuses a `jti` seen before for this issuer (replay), and forgets expired ones.
+fn remember_jti(conn: &mut Conn, issuer: &str, jti: &str, exp: i64) -> Result<(), OAuthError> {
+    conn.execute(&Sql::with("DELETE FROM assertion_jtis WHERE expires_at < ?", [Bind::Int(now_micros())]))
+        .map_err(OAuthError::server)?;
+    let inserted = conn.execute(&Sql::with(
+        "INSERT INTO assertion_jtis (issuer, jti, expires_at) VALUES (?, ?, ?)",
+        [Bind::Text(issuer.into()), Bind::Text(jti.into()), Bind::Int((exp + 60) * 1_000_000)],
+    ));
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_unique_violation() => Err(invalid("client_assertion jti was already used (replay)")),
+        Err(e) => Err(OAuthError::server(e)),
+    }
+}

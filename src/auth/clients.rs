@@ -1,0 +1,172 @@
+//! Registered OAuth clients: patient apps (public or confidential) and provider systems
+//! (backend, authenticated by signed assertions).
+
+use super::{live, password, AuthError};
+use crate::db::{Bind, Conn, Sql};
+use crate::fhir::now_micros;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    Public,
+    Confidential,
+    Backend,
+}
+
+impl ClientKind {
+    pub fn parse(s: &str) -> Option<ClientKind> {
+        match s {
+            "public" => Some(ClientKind::Public),
+            "confidential" => Some(ClientKind::Confidential),
+            "backend" => Some(ClientKind::Backend),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Public => "public",
+            ClientKind::Confidential => "confidential",
+            ClientKind::Backend => "backend",
+        }
+    }
+}
+
+#[derive(QueryableByName, Debug, Clone)]
+struct ClientRow {
+    #[diesel(sql_type = Text)]
+    client_id: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    kind: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    secret_hash: Option<String>,
+    #[diesel(sql_type = Text)]
+    redirect_uris: String,
+    #[diesel(sql_type = Text)]
+    scope: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    jwks: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    jwks_uri: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    organization: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    pub kind: ClientKind,
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    /// The most this client may ever be granted.
+    pub scope: String,
+    pub jwks: Option<Value>,
+    pub jwks_uri: Option<String>,
+    pub organization: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<ClientRow> for Client {
+    type Error = AuthError;
+    fn try_from(r: ClientRow) -> Result<Client, AuthError> {
+        Ok(Client {
+            kind: ClientKind::parse(&r.kind).ok_or_else(|| AuthError::Key(format!("client {} has unknown kind", r.client_id)))?,
+            redirect_uris: serde_json::from_str(&r.redirect_uris).unwrap_or_default(),
+            jwks: r.jwks.and_then(|j| serde_json::from_str(&j).ok()),
+            client_id: r.client_id,
+            name: r.name,
+            secret_hash: r.secret_hash,
+            scope: r.scope,
+            jwks_uri: r.jwks_uri,
+            organization: r.organization,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    pub name: String,
+    pub kind: Option<ClientKind>,
+    pub redirect_uris: Vec<String>,
+    pub scope: String,
+    pub jwks: Option<Value>,
+    pub jwks_uri: Option<String>,
+    pub organization: Option<String>,
+}
+
+const COLUMNS: &str = "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at";
+
+fn check(c: &NewClient, kind: ClientKind) -> Result<(), AuthError> {
+    let bad = |m: &str| Err(AuthError::Invalid(m.to_string()));
+    if c.name.trim().is_empty() {
+        return bad("a client needs a name");
+    }
+    match kind {
+        ClientKind::Backend if c.jwks.is_none() && c.jwks_uri.is_none() => bad("a backend client needs --jwks-file or --jwks-uri"),
+        ClientKind::Public | ClientKind::Confidential if c.redirect_uris.is_empty() => bad("an app needs at least one --redirect-uri"),
+        _ => {
+            for u in &c.redirect_uris {
+                if !(u.starts_with("https://") || u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost")) {
+                    return bad("redirect URIs must be https (or http on localhost)");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Registers a client; returns it and, for a confidential client, its secret (shown once).
+pub fn register(conn: &mut Conn, c: &NewClient) -> Result<(Client, Option<String>), AuthError> {
+    let kind = c.kind.unwrap_or(ClientKind::Public);
+    check(c, kind)?;
+    let client_id = uuid::Uuid::new_v4().simple().to_string();
+    let secret = (kind == ClientKind::Confidential).then(password::random_token);
+    let secret_hash = secret.as_deref().map(password::hash).transpose()?;
+    conn.execute(&Sql::with(
+        "INSERT INTO clients (client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            Bind::Text(client_id.clone()),
+            Bind::Text(c.name.clone()),
+            Bind::Text(kind.as_str().into()),
+            Bind::OptText(secret_hash),
+            Bind::Text(serde_json::to_string(&c.redirect_uris).unwrap_or_else(|_| "[]".into())),
+            Bind::Text(c.scope.clone()),
+            Bind::OptText(c.jwks.as_ref().map(Value::to_string)),
+            Bind::OptText(c.jwks_uri.clone()),
+            Bind::OptText(c.organization.clone()),
+            Bind::Int(now_micros()),
+        ],
+    ))?;
+    let client = get(conn, &client_id)?.ok_or_else(|| AuthError::Key("client vanished".into()))?;
+    Ok((client, secret))
+}
+
+pub fn get(conn: &mut Conn, client_id: &str) -> Result<Option<Client>, AuthError> {
+    let q = Sql::with(&format!("SELECT {COLUMNS} FROM clients WHERE client_id = ? AND removed_at IS NULL"), [Bind::Text(client_id.into())]);
+    conn.first::<ClientRow>(&q)?.map(Client::try_from).transpose()
+}
+
+pub fn list(conn: &mut Conn) -> Result<Vec<Client>, AuthError> {
+    let q = Sql::new(&format!("SELECT {COLUMNS} FROM clients WHERE removed_at IS NULL ORDER BY created_at"));
+    conn.load::<ClientRow>(&q)?.into_iter().map(Client::try_from).collect()
+}
+
+/// Removes a client; every token it holds stops working on the next request.
+pub fn remove(conn: &mut Conn, client_id: &str) -> Result<bool, AuthError> {
+    let n = conn.execute(&Sql::with(
+        "UPDATE clients SET removed_at = ? WHERE client_id = ? AND removed_at IS NULL",
+        [Bind::Int(now_micros()), Bind::Text(client_id.into())],
+    ))?;
+    if n == 1 {
+        live::revoke(conn, &format!("client:{client_id}"), now_micros() + super::keys::MAX_TOKEN_LIFETIME_SECS * 2_000_000)?;
+    }
+    Ok(n == 1)
+}

@@ -1,0 +1,234 @@
+//! Operator commands for people, clients and grants.
+
+use crate::auth::clients::{self, ClientKind, NewClient};
+use crate::auth::{accounts, AccessContext};
+use crate::consent::{self, Grantee, NewGrant};
+use crate::fhir::store::{create_in, new_id, Refs};
+use crate::fhir::{FhirError, NHS_NUMBER_SYSTEM};
+use crate::Healthfolio;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::Read;
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Subcommand)]
+pub enum PatientCmd {
+    /// Create a Patient and the login linked to it (the password is read from standard input).
+    Add {
+        #[arg(long)]
+        nhs_number: String,
+        #[arg(long)]
+        given: String,
+        #[arg(long)]
+        family: String,
+        /// YYYY-MM-DD
+        #[arg(long)]
+        birth_date: String,
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input (required: passwords never go on a command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PractitionerCmd {
+    /// Create a Practitioner, their role at an Organization, and their login (password from stdin).
+    Add {
+        #[arg(long)]
+        given: String,
+        #[arg(long)]
+        family: String,
+        #[arg(long)]
+        email: String,
+        /// The Organization they work for, e.g. Organization/123.
+        #[arg(long)]
+        organization: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClientCmd {
+    /// Register an app or provider system; prints its client id (and, once, a confidential client's secret).
+    Add(ClientAdd),
+    /// List registered clients.
+    List,
+    /// Remove a client; its tokens stop working at once.
+    Remove { client_id: String },
+}
+
+#[derive(Args)]
+pub struct ClientAdd {
+    #[arg(long)]
+    name: String,
+    /// public | confidential | backend
+    #[arg(long = "type", value_parser = ["public", "confidential", "backend"])]
+    kind: String,
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// The most this client may be granted (repeatable), e.g. patient/MedicationRequest.rs or system/*.rs.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A JWKS file with the public keys of a backend client.
+    #[arg(long)]
+    jwks_file: Option<std::path::PathBuf>,
+    #[arg(long)]
+    jwks_uri: Option<String>,
+    /// The provider organisation a backend client acts for, e.g. Organization/123.
+    #[arg(long)]
+    organization: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum GrantCmd {
+    /// Record a patient's consent for a client or an organisation.
+    Add {
+        #[arg(long)]
+        patient: String,
+        #[arg(long, conflicts_with = "organization", required_unless_present = "organization")]
+        client: Option<String>,
+        #[arg(long)]
+        organization: Option<String>,
+        /// e.g. patient/MedicationRequest.rs (repeatable)
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Last day of the grant, YYYY-MM-DD.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List grants, optionally of one patient.
+    List {
+        #[arg(long)]
+        patient: Option<String>,
+    },
+    /// Revoke a grant now.
+    Revoke { id: String },
+}
+
+fn read_password() -> Result<String, Box<dyn std::error::Error>> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn fhir_err(e: FhirError) -> Box<dyn std::error::Error> {
+    e.to_string().into()
+}
+
+pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
+    let PatientCmd::Add { nhs_number, given, family, birth_date, email, .. } = cmd;
+    let password = read_password()?;
+    let ctx = AccessContext::operator("patient add");
+    let body = json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs_number.replace(' ', "")}],
+        "name": [{"use": "official", "family": family, "given": [given]}],
+        "birthDate": birth_date,
+        "telecom": [{"system": "email", "value": email}],
+    });
+    let id = hf.db.transaction(|conn| {
+        let s = create_in(conn, &ctx, &mut Refs::default(), "Patient", body, new_id(), "POST").map_err(fhir_err)?;
+        accounts::create(conn, "patient", &email, &password, &format!("Patient/{}", s.id), None)?;
+        Ok::<_, Box<dyn std::error::Error>>(s.id)
+    })?;
+    hf.store.audit.flush();
+    println!("Patient/{id} created with a login for {email}");
+    Ok(())
+}
+
+pub fn practitioner(hf: &Healthfolio, cmd: PractitionerCmd) -> CliResult {
+    let PractitionerCmd::Add { given, family, email, organization, .. } = cmd;
+    let password = read_password()?;
+    let ctx = AccessContext::operator("practitioner add");
+    let id = hf.db.transaction(|conn| {
+        let mut refs = Refs::default();
+        let p = json!({"resourceType": "Practitioner", "name": [{"family": family, "given": [given]}], "telecom": [{"system": "email", "value": email}]});
+        let p = create_in(conn, &ctx, &mut refs, "Practitioner", p, new_id(), "POST").map_err(fhir_err)?;
+        let role = json!({"resourceType": "PractitionerRole", "active": true,
+            "practitioner": {"reference": format!("Practitioner/{}", p.id)}, "organization": {"reference": organization}});
+        create_in(conn, &ctx, &mut refs, "PractitionerRole", role, new_id(), "POST").map_err(fhir_err)?;
+        crate::fhir::store::check_refs(conn, &refs).map_err(fhir_err)?;
+        accounts::create(conn, "practitioner", &email, &password, &format!("Practitioner/{}", p.id), Some(&organization))?;
+        Ok::<_, Box<dyn std::error::Error>>(p.id)
+    })?;
+    println!("Practitioner/{id} created at {organization} with a login for {email}");
+    Ok(())
+}
+
+pub fn client(hf: &Healthfolio, cmd: ClientCmd) -> CliResult {
+    let mut conn = hf.db.conn()?;
+    match cmd {
+        ClientCmd::Add(a) => {
+            let jwks = match &a.jwks_file {
+                Some(f) => Some(serde_json::from_str(&std::fs::read_to_string(f)?).map_err(|e| format!("{}: not a JWKS: {e}", f.display()))?),
+                None => None,
+            };
+            let new = NewClient {
+                name: a.name,
+                kind: ClientKind::parse(&a.kind),
+                redirect_uris: a.redirect_uris,
+                scope: a.scopes.join(" "),
+                jwks,
+                jwks_uri: a.jwks_uri,
+                organization: a.organization,
+            };
+            let (c, secret) = clients::register(&mut conn, &new)?;
+            println!("client_id: {}", c.client_id);
+            if let Some(s) = secret {
+                println!("client_secret: {s}\n(shown once: it is stored hashed)");
+            }
+        }
+        ClientCmd::List => {
+            for c in clients::list(&mut conn)? {
+                println!("{}\t{}\t{}\t{}", c.client_id, c.kind.as_str(), c.name, c.organization.unwrap_or_default());
+            }
+        }
+        ClientCmd::Remove { client_id } => {
+            if !clients::remove(&mut conn, &client_id)? {
+                return Err(format!("no client {client_id}").into());
+            }
+            println!("client {client_id} removed; its tokens no longer work");
+        }
+    }
+    Ok(())
+}
+
+pub fn grant(hf: &Healthfolio, cmd: GrantCmd) -> CliResult {
+    let mut conn = hf.db.conn()?;
+    match cmd {
+        GrantCmd::Add { patient, client, organization, scopes, expires } => {
+            let grantee = match (client, organization) {
+                (Some(c), _) => Grantee::Client(c),
+                (None, Some(o)) => Grantee::Organization(o),
+                _ => return Err("give --client or --organization".into()),
+            };
+            let expires_at = match expires {
+                Some(d) => Some(crate::fhir::time::parse_range(&d).ok_or_else(|| format!("'{d}' is not a date (YYYY-MM-DD)"))?.hi),
+                None => None,
+            };
+            let patient = patient.trim_start_matches("Patient/").to_string();
+            let g = conn.transaction(|c| consent::grant(c, &NewGrant { patient_id: patient, grantee, scope: scopes.join(" "), expires_at, created_by: "operator".into() }))?;
+            println!("grant {} recorded: {}", g.id, g.scope);
+        }
+        GrantCmd::List { patient } => {
+            let now = crate::fhir::now_micros();
+            for g in consent::list(&mut conn, patient.as_deref().map(|p| p.trim_start_matches("Patient/")))? {
+                let who = g.client_id.clone().or(g.organization.clone()).unwrap_or_default();
+                let state = if g.is_active(now) { "active" } else { "inactive" };
+                println!("{}\tPatient/{}\t{who}\t{state}\t{}", g.id, g.patient_id, g.scope);
+            }
+        }
+        GrantCmd::Revoke { id } => {
+            if consent::revoke(&mut conn, &id)? {
+                println!("grant {id} revoked");
+            } else {
+                println!("grant {id} was already revoked");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! OAuth endpoints: a few lines each around `auth::oauth`; errors as RFC 6749 JSON, pages as HTML.
+
+use super::extract::Caller;
+use super::pages::{self, page_error};
+use super::AppState;
+use crate::audit::{record_in, AuditEntry};
+use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, OAuthError, TokenRequest};
+use crate::auth::session::{self, Session};
+use crate::auth::{accounts, password, AccessContext};
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use base64::Engine;
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth/authorize", web::get().to(authorize_get))
+        .route("/oauth/authorize", web::post().to(authorize_post))
+        .route("/oauth/login", web::post().to(login))
+        .route("/oauth/consent", web::post().to(consent))
+        .route("/oauth/token", web::post().to(token))
+        .route("/oauth/introspect", web::post().to(introspect))
+        .route("/oauth/revoke", web::post().to(revoke))
+        .route("/oauth/userinfo", web::get().to(userinfo));
+}
+
+const LOGIN_CSRF: &str = "hf_login_csrf";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    app_name: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    continue_to: String,
+    email: String,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage {
+    app_name: String,
+    who: String,
+    csrf: String,
+    request: String,
+    items: Vec<oauth::ConsentItem>,
+}
+
+fn oauth_error(e: &OAuthError) -> HttpResponse {
+    let mut r = HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
+    if e.status == 401 {
+        r.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"healthfolio\""));
+    }
+    r.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(serde_json::json!({"error": e.error, "error_description": e.description}))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static) -> Result<T, HttpResponse> {
+    match web::block(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(oauth_error(&e)),
+        Err(_) => Err(oauth_error(&OAuthError::server("worker pool unavailable"))),
+    }
+}
+
+pub fn session_cookie<'a>(state: &AppState, value: String) -> Cookie<'a> {
+    Cookie::build(session::COOKIE, value)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(state.hf.config.base_url.starts_with("https://"))
+        .path("/")
+        .finish()
+}
+
+/// The signed-in patient's session, if the cookie names a live one.
+pub async fn current_session(req: &HttpRequest, state: &web::Data<AppState>) -> Option<Session> {
+    let cookie = req.cookie(session::COOKIE)?.value().to_string();
+    let db = state.hf.db.clone();
+    web::block(move || {
+        let mut conn = db.conn().ok()?;
+        session::find(&mut conn, &cookie).ok().flatten()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn login_page(state: &AppState, app_name: Option<String>, error: Option<String>, continue_to: String, email: String) -> HttpResponse {
+    let csrf = password::random_token();
+    let body = LoginPage { app_name, error: error.clone(), csrf: csrf.clone(), continue_to, email }.render();
+    let cookie = Cookie::build(LOGIN_CSRF, csrf)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.hf.config.base_url.starts_with("https://"))
+        .path("/")
+        .finish();
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let mut r = pages::html(status, body);
+    let _ = r.add_cookie(&cookie);
+    r
+}
+
+async fn authorize_get(req: HttpRequest, state: web::Data<AppState>, q: web::Query<AuthorizeParams>) -> HttpResponse {
+    authorize(req, state, q.into_inner()).await
+}
+
+async fn authorize_post(req: HttpRequest, state: web::Data<AppState>, f: web::Form<AuthorizeParams>) -> HttpResponse {
+    authorize(req, state, f.into_inner()).await
+}
+
+async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizeParams) -> HttpResponse {
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    let params = p.clone();
+    let checked = web::block(move || {
+        let mut conn = hf.db.conn().map_err(|e| AuthorizeError::Page(e.to_string()))?;
+        oauth::check_authorize(&mut conn, &ep, &params)
+    })
+    .await;
+    let auth = match checked {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return authorize_error(&e),
+        Err(_) => return page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
+    };
+    let request = serde_urlencoded::to_string(&p).unwrap_or_default();
+    let Some(s) = current_session(&req, &state).await else {
+        return login_page(&state, Some(auth.client.name.clone()), None, format!("/oauth/authorize?{request}"), String::new());
+    };
+    let Some(patient) = s.account.patient_id().map(str::to_string) else {
+        return page_error(StatusCode::FORBIDDEN, "Only patients can share a record", "Sign in with a patient account to connect an app.");
+    };
+    let hf = state.hf.clone();
+    let account = s.account.clone();
+    let decided = web::block(move || {
+        let mut conn = hf.db.conn()?;
+        match oauth::consent_state(&mut conn, &patient, &auth)? {
+            ConsentState::AlreadyGranted => {
+                let all = auth.scopes.clone();
+                conn.transaction(|c| oauth::approve(c, &account, &auth, &all)).map(Ok)
+            }
+            ConsentState::Ask(items) => Ok(Err((auth.client.name.clone(), items))),
+        }
+    })
+    .await;
+    match decided {
+        Ok(Ok(Ok(url))) => pages::see_other(&url),
+        Ok(Ok(Err((app_name, items)))) => {
+            let body = ConsentPage { app_name, who: s.account.email.clone(), csrf: s.row.csrf.clone(), request, items }.render();
+            pages::html(StatusCode::OK, body)
+        }
+        _ => page_error(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Your request could not be completed. Please try again."),
+    }
+}
+
+fn authorize_error(e: &AuthorizeError) -> HttpResponse {
+    match (e, e.redirect_url()) {
+        (_, Some(url)) => pages::see_other(&url),
+        (AuthorizeError::Page(msg), None) => page_error(StatusCode::BAD_REQUEST, "This app cannot connect", msg),
+        _ => page_error(StatusCode::BAD_REQUEST, "This app cannot connect", "The request was not valid."),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+    #[serde(rename = "continue")]
+    continue_to: Option<String>,
+}
+
+/// Only our own pages may be returned to after sign-in (no open redirect).
+fn safe_continue(c: Option<&str>) -> String {
+    match c {
+        Some(c) if (c.starts_with("/oauth/authorize?") || c.starts_with("/portal")) && !c.starts_with("//") => c.to_string(),
+        _ => "/portal".to_string(),
+    }
+}
+
+async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<LoginForm>) -> HttpResponse {
+    let form = form.into_inner();
+    let continue_to = safe_continue(form.continue_to.as_deref());
+    let cookie_csrf = req.cookie(LOGIN_CSRF).map(|c| c.value().to_string());
+    if cookie_csrf.as_deref() != Some(form.csrf.as_str()) {
+        return login_page(&state, None, Some("Your sign-in form expired. Please try again.".into()), continue_to, form.email);
+    }
+    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let hf = state.hf.clone();
+    let (email, pw) = (form.email.clone(), form.password);
+    let result = web::block(move || {
+        let mut conn = hf.db.conn().map_err(|e| accounts::LoginError::Auth(e.into()))?;
+        let account = accounts::login(&mut conn, &email, &pw, &address)?;
+        let cookie = session::start(&mut conn, &account.id, ua.as_deref())?;
+        record_in(&mut conn, &AccessContext::client("portal"), &AuditEntry::event("login", &account.fhir_user, None)).map_err(|e| accounts::LoginError::Auth(e.into()))?;
+        Ok::<_, accounts::LoginError>(cookie)
+    })
+    .await;
+    match result {
+        Ok(Ok(cookie)) => {
+            let mut r = pages::see_other(&continue_to);
+            let _ = r.add_cookie(&session_cookie(&state, cookie));
+            r
+        }
+        Ok(Err(e)) => login_page(&state, None, Some(e.to_string()), continue_to, form.email),
+        Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
+    }
+}
+
+async fn consent(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(s) = current_session(&req, &state).await else {
+        return page_error(StatusCode::UNAUTHORIZED, "Please sign in again", "Your session has ended.");
+    };
+    if get("csrf").as_deref() != Some(s.row.csrf.as_str()) {
+        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back to the app and start again.");
+    }
+    let params: AuthorizeParams = serde_urlencoded::from_str(&get("request").unwrap_or_default()).unwrap_or_default();
+    let approved: Vec<String> = form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
+    let allow = get("decision").as_deref() == Some("allow");
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    let account = s.account.clone();
+    let result = web::block(move || {
+        let mut conn = hf.db.conn().map_err(|e| AuthorizeError::Page(e.to_string()))?;
+        let auth = oauth::check_authorize(&mut conn, &ep, &params)?;
+        if !allow {
+            return Ok(oauth::deny(&auth));
+        }
+        conn.transaction(|c| oauth::approve(c, &account, &auth, &approved))
+            .map_err(|e: crate::auth::AuthError| AuthorizeError::Page(e.to_string()))
+    })
+    .await;
+    match result {
+        Ok(Ok(url)) => pages::see_other(&url),
+        Ok(Err(e)) => authorize_error(&e),
+        Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
+    }
+}
+
+fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let unescape = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some((unescape(id), unescape(secret)))
+}
+
+fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
+    serde_urlencoded::from_bytes(body).map_err(|e| oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400)))
+}
+
+async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let tr: TokenRequest = match form(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let basic = basic_auth(&req);
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    let result = blocking(move || {
+        let out = hf.db.transaction(|c| oauth::token(c, &hf.keys, &ep, &tr, basic.clone()));
+        if let Err(e) = &out {
+            // The failed exchange rolled back; its audit row needs a transaction of its own.
+            let who = basic.map(|(id, _)| id).or(tr.client_id.clone()).unwrap_or_else(|| "unknown".into());
+            let entry = AuditEntry::event("token", tr.grant_type.as_deref().unwrap_or("?"), Some(e.description.clone()));
+            let _ = hf.db.transaction(|c| record_in(c, &AccessContext::client(&who), &entry));
+        }
+        out
+    })
+    .await;
+    match result {
+        Ok(t) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::PRAGMA, "no-cache"))
+            .json(t),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    token: Option<String>,
+}
+
+async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f: TokenForm = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    match blocking(move || {
+        let mut conn = hf.db.conn()?;
+        Ok(oauth::introspect(&mut conn, &hf.keys, &ep, &token))
+    })
+    .await
+    {
+        Ok(v) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(v),
+        Err(r) => r,
+    }
+}
+
+async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f: TokenForm = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    match blocking(move || hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))).await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({})),
+        Err(r) => r,
+    }
+}
+
+async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, super::error::ApiError> {
+    let hf = state.hf.clone();
+    let ep = state.endpoints();
+    let v = web::block(move || {
+        let mut conn = hf.db.conn()?;
+        oauth::userinfo(&mut conn, &caller.0, &ep)
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(v))
+}
