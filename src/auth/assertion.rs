@@ -111,10 +111,13 @@ pub fn verify(conn: &mut Conn, client: &Client, assertion: &str, token_endpoint:
 fn remember_jti(conn: &mut Conn, issuer: &str, jti: &str, exp: i64) -> Result<(), OAuthError> {
     conn.execute(&Sql::with("DELETE FROM assertion_jtis WHERE expires_at < ?", [Bind::Int(now_micros())]))
         .map_err(OAuthError::server)?;
-    let inserted = conn.execute(&Sql::with(
-        "INSERT INTO assertion_jtis (issuer, jti, expires_at) VALUES (?, ?, ?)",
-        [Bind::Text(issuer.into()), Bind::Text(jti.into()), Bind::Int((exp + 60) * 1_000_000)],
-    ));
+    // In a savepoint: on PostgreSQL a failed insert would otherwise poison the whole transaction.
+    let inserted = conn.savepoint(|c| {
+        c.execute(&Sql::with(
+            "INSERT INTO assertion_jtis (issuer, jti, expires_at) VALUES (?, ?, ?)",
+            [Bind::Text(issuer.into()), Bind::Text(jti.into()), Bind::Int((exp + 60) * 1_000_000)],
+        ))
+    });
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if e.is_unique_violation() => Err(invalid("client_assertion jti was already used (replay)")),

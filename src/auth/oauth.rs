@@ -382,6 +382,8 @@ fn revoke_family(conn: &mut Conn, family: &str) -> Result<(), OAuthError> {
     Ok(())
 }
 
+/// Runs a token request. Refusals have effects that must stay (a reused code or refresh token
+/// revokes its family; the attempt is audited), so callers commit whatever this returns.
 pub fn token(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, basic: Option<(String, String)>) -> Result<TokenResponse, OAuthError> {
     let grant_type = req.grant_type.as_deref().ok_or_else(|| OAuthError::request("grant_type is required"))?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
@@ -395,10 +397,7 @@ pub fn token(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, b
     };
     let ctx = AccessContext::client(&client.client_id);
     let entry = AuditEntry::event("token", grant_type, out.as_ref().err().map(|e| e.description.clone()));
-    // A failed exchange rolls back, so its audit row is written by the caller's fresh transaction.
-    if out.is_ok() {
-        record_in(conn, &ctx, &entry)?;
-    }
+    record_in(conn, &ctx, &entry)?;
     out
 }
 

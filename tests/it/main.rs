@@ -3,3 +3,5 @@
 mod support;
 mod fixtures;
 mod smoke;
+mod oauth;
+mod oauth_support;
