@@ -5,8 +5,10 @@
 //! GET into a database write, so their rows go through [`Auditor`], which commits them in batches
 //! a few milliseconds later (and on shutdown).
 
+mod read;
 mod view;
 
+pub use read::read_events;
 pub use view::{audit_event_json, search_audit_events, AuditQuery, AuditRow};
 
 use crate::auth::AccessContext;

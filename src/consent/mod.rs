@@ -1,8 +1,10 @@
 //! Grants: the patient's consent that an app or a provider organisation may do something to
 //! their record, until an expiry or a revocation. Every grant is also readable as a FHIR Consent.
 
+mod read;
 mod view;
 
+pub use read::read_consents;
 pub use view::consent_json;
 
 use crate::auth::{Scope, Scopes};

@@ -4,7 +4,7 @@
 use super::index::{self, split_reference};
 use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
 use crate::audit::{AuditEntry, Auditor};
-use crate::auth::AccessContext;
+use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Db, Int, Sql};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
@@ -229,6 +229,10 @@ impl Store {
             if let Some(prov) = &opts.provenance {
                 let prov = provenance_for(prov.clone(), &out.stored)?;
                 create_in(conn, ctx, &mut refs, "Provenance", prov, new_id(), "POST")?;
+            } else if let Some(prov) = author_provenance(conn, ctx)? {
+                // Recorded by the service itself: the writer needs no Provenance scope for it.
+                let service = AccessContext::operator("provenance");
+                create_in(conn, &service, &mut refs, "Provenance", provenance_for(prov, &out.stored)?, new_id(), "POST")?;
             }
             check_refs(conn, &refs)?;
             Ok(out)
@@ -690,6 +694,36 @@ pub(crate) fn check_refs(conn: &mut Conn, refs: &Refs) -> Result<(), FhirError> 
         }
     }
     Ok(())
+}
+
+/// Who wrote this, when the writer is a provider system or a patient's app (operators' loads
+/// carry their own provenance): the author of every version is then visible in the record.
+fn author_provenance(conn: &mut Conn, ctx: &AccessContext) -> Result<Option<Value>, FhirError> {
+    let client = json!({"identifier": {"system": "https://healthfolio.example/Id/client", "value": ctx.client_id}});
+    let (who, on_behalf_of) = match &ctx.reach {
+        Reach::All => return Ok(None),
+        Reach::Patient(p) => (json!({"reference": format!("Patient/{p}")}), None),
+        Reach::Granted { organization, .. } => {
+            let org = match organization.as_deref().and_then(split_reference) {
+                Some(("Organization", id)) if current(conn, "Organization", id)?.is_some_and(|r| r.deleted == 0) => {
+                    Some(json!({"reference": format!("Organization/{id}")}))
+                }
+                _ => organization.as_ref().map(|o| json!({"identifier": {"system": "https://healthfolio.example/Id/organization", "value": o}})),
+            };
+            (client.clone(), org)
+        }
+    };
+    let mut agent = json!({
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+        "who": who,
+    });
+    if let Some(o) = on_behalf_of {
+        agent["onBehalfOf"] = o;
+    }
+    Ok(Some(json!({
+        "resourceType": "Provenance",
+        "agent": [agent, {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]}, "who": client}],
+    })))
 }
 
 /// The `X-Provenance` resource, aimed at the version just written.

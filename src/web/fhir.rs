@@ -3,7 +3,8 @@
 use super::error::ApiError;
 use super::extract::{read_body, Caller};
 use super::{AppState, FHIR_JSON};
-use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
+use crate::audit::{read_events, AuditQuery};
+use crate::consent::read_consents;
 use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset};
 use crate::fhir::history::HistoryRequest;
 use crate::fhir::search::SearchRequest;
@@ -158,8 +159,8 @@ async fn read(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path
     let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
-    if t == "AuditEvent" {
-        return audit_events(&state, caller, AuditQuery { id: Some(id), limit: 1, ..AuditQuery::default() }, true, &n).await;
+    if let Some(v) = is_view(t) {
+        return view(&state, caller, v, Some(id), None, &n).await;
     }
     let store = state.hf.store.clone();
     let s = blocking(move || store.read(&caller.0, t, &id)).await?;
@@ -257,8 +258,8 @@ fn search_params(req: &HttpRequest, params: Vec<(String, String)>, rtype: &str, 
 
 async fn run_search(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, sr: SearchRequest, path: String) -> Result<HttpResponse, ApiError> {
     let n = negotiate(req)?;
-    if sr.rtype == "AuditEvent" {
-        return audit_search(state, caller, &sr, &n).await;
+    if let Some(v) = is_view(&sr.rtype) {
+        return view(state, caller, v, None, Some(sr), &n).await;
     }
     let store = state.hf.store.clone();
     let base = store.base.clone();
@@ -338,56 +339,45 @@ async fn bundle(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pa
     Ok(render(StatusCode::OK, &out, &n))
 }
 
-/// The access log as AuditEvent (read-only; the patient sees their own).
-async fn audit_events(state: &web::Data<AppState>, caller: Caller, mut q: AuditQuery, single: bool, n: &Negotiated) -> Result<HttpResponse, ApiError> {
-    let ctx = caller.0;
-    ctx.require("AuditEvent", if single { Interaction::Read } else { Interaction::Search })?;
-    if let Some(p) = ctx.compartment() {
-        q.patient = Some(p.to_string());
-    }
-    let db = state.hf.db.clone();
-    let auditor = state.hf.store.audit.clone();
-    let base = state.hf.store.base.clone();
-    let rows = blocking(move || {
-        let mut conn = db.conn()?;
-        let rows = search_audit_events(&mut conn, &q)?;
-        auditor.record(&ctx, AuditEntry::search(Some("AuditEvent"), "", q.patient.as_deref(), Ok(rows.len())));
-        Ok(rows)
+/// The read-only views: the access log as AuditEvent, grants as Consent.
+async fn view(state: &web::Data<AppState>, caller: Caller, rtype: &'static str, id: Option<String>, sr: Option<SearchRequest>, n: &Negotiated) -> Result<HttpResponse, ApiError> {
+    let hf = state.hf.clone();
+    let what = if id.is_some() { Interaction::Read } else { Interaction::Search };
+    let params = sr.as_ref().map(|s| s.params.clone()).unwrap_or_default();
+    let (compartment, strict) = sr.as_ref().map_or((None, false), |s| (s.compartment.clone(), s.strict));
+    let id2 = id.clone();
+    let items = blocking(move || match rtype {
+        "AuditEvent" => {
+            let mut q = AuditQuery::from_params(&params, compartment, strict)?;
+            q.id = id2.or(q.id);
+            read_events(&hf.db, &hf.store.audit, &caller.0, q, what)
+        }
+        _ => {
+            let mut params = params;
+            if let Some(p) = compartment {
+                params.push(("patient".into(), p));
+            }
+            read_consents(&hf.db, &caller.0, id2.as_deref(), &params, what)
+        }
     })
     .await?;
-    if single {
-        let row = rows.first().ok_or_else(|| FhirError::NotFound("AuditEvent".into()))?;
-        return Ok(render(StatusCode::OK, &audit_event_json(row), n));
+    if let Some(id) = id {
+        let one = items.into_iter().next().ok_or_else(|| FhirError::not_found(rtype, &id))?;
+        return Ok(render(StatusCode::OK, &one, n));
     }
-    let entries: Vec<Value> = rows
-        .iter()
-        .map(|r| serde_json::json!({"fullUrl": format!("{base}/AuditEvent/{}", r.id), "resource": audit_event_json(r), "search": {"mode": "match"}}))
+    let base = &state.hf.store.base;
+    let entries: Vec<Value> = items
+        .into_iter()
+        .map(|r| serde_json::json!({"fullUrl": format!("{base}/{rtype}/{}", r["id"].as_str().unwrap_or_default()), "resource": r, "search": {"mode": "match"}}))
         .collect();
-    let b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "link": [{"relation": "self", "url": format!("{base}/AuditEvent")}], "entry": entries});
+    let b = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "link": [{"relation": "self", "url": format!("{base}/{rtype}")}], "entry": entries});
     Ok(render(StatusCode::OK, &b, n))
 }
 
-async fn audit_search(state: &web::Data<AppState>, caller: Caller, sr: &SearchRequest, n: &Negotiated) -> Result<HttpResponse, ApiError> {
-    let mut q = AuditQuery { limit: 100, patient: sr.compartment.clone(), ..AuditQuery::default() };
-    for (k, v) in &sr.params {
-        match k.as_str() {
-            "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_string()),
-            "_count" => q.limit = v.parse::<i64>().map_err(|_| FhirError::invalid("_count must be a number"))?.clamp(1, 1000),
-            "date" => {
-                let r = time::parse_range(v.get(2..).filter(|_| v.starts_with(|c: char| c.is_ascii_alphabetic())).unwrap_or(v))
-                    .ok_or_else(|| FhirError::invalid(format!("'{v}' is not a date")))?;
-                match v.get(..2) {
-                    Some("ge") | Some("gt") => q.from = Some(r.lo),
-                    Some("le") | Some("lt") => q.to = Some(r.hi),
-                    _ => {
-                        q.from = Some(r.lo);
-                        q.to = Some(r.hi);
-                    }
-                }
-            }
-            other if sr.strict => return Err(FhirError::invalid(format!("AuditEvent search supports patient, date and _count, not '{other}'")).into()),
-            _ => {}
-        }
+fn is_view(rtype: &str) -> Option<&'static str> {
+    match rtype {
+        "AuditEvent" => Some("AuditEvent"),
+        "Consent" => Some("Consent"),
+        _ => None,
     }
-    audit_events(state, caller, q, false, n).await
 }

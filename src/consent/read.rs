@@ -1,0 +1,37 @@
+//! Reading grants as FHIR Consent, as a caller: scope, and only records the caller can reach.
+
+use super::{consent_json, get, list};
+use crate::auth::AccessContext;
+use crate::db::Db;
+use crate::fhir::{now_micros, FhirError, Interaction};
+use serde_json::Value;
+
+/// `Consent/{id}` (when `id` is given) or `Consent?patient=…&status=…`.
+pub fn read_consents(db: &Db, ctx: &AccessContext, id: Option<&str>, params: &[(String, String)], what: Interaction) -> Result<Vec<Value>, FhirError> {
+    ctx.require("Consent", what)?;
+    let mut patient = params.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string());
+    let status = params.iter().find(|(k, _)| k == "status").map(|(_, v)| v.clone());
+    if let Some(p) = ctx.compartment() {
+        if patient.as_deref().is_some_and(|asked| asked != p) {
+            return Ok(Vec::new());
+        }
+        patient = Some(p.to_string());
+    }
+    let mut conn = db.conn()?;
+    let grants = match id {
+        Some(id) => get(&mut conn, id).map(|g| vec![g]).unwrap_or_default(),
+        None => list(&mut conn, patient.as_deref()).map_err(|e| FhirError::invalid(e.to_string()))?,
+    };
+    let now = now_micros();
+    let mut out = Vec::new();
+    for g in grants {
+        if !ctx.may_touch(&mut conn, "Consent", Some(&g.patient_id), what)? {
+            continue;
+        }
+        let c = consent_json(&g, now);
+        if status.as_deref().is_none_or(|s| c["status"] == s) {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
