@@ -1,11 +1,11 @@
 //! The command line: `serve`, `demo`, `migrate`, `load`, `generate`, `keys`, `token`.
 
 mod admin;
+mod demo;
 pub mod demo_data;
 pub mod generate;
 mod load;
 
-use crate::auth::AccessContext;
 use crate::config::{Config, Overrides};
 use crate::Healthfolio;
 use clap::{Parser, Subcommand};
@@ -146,7 +146,7 @@ fn run(command: Command) -> CliResult {
         Command::Serve(o) => serve(open(&o)?),
         Command::Demo(o) => {
             let hf = open(&o)?;
-            demo(&hf)?;
+            demo::run(&hf)?;
             serve(hf)
         }
         Command::Migrate(o) => {
@@ -195,26 +195,6 @@ fn serve(hf: Healthfolio) -> CliResult {
     let audit = hf.store.audit.clone();
     actix_web::rt::System::new().block_on(async move { crate::web::server(hf, listener)?.await })?;
     audit.flush();
-    Ok(())
-}
-
-fn demo(hf: &Healthfolio) -> CliResult {
-    let ctx = AccessContext::operator("demo");
-    let out = hf.store.process_bundle(&ctx, demo_data::demo_bundle())?;
-    let created = out["entry"]
-        .as_array()
-        .map_or(0, |e| e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count());
-    hf.store.audit.flush();
-    let token = hf.issue_operator_token("system/*.rs", 3600)?;
-    println!("Healthfolio demo");
-    println!("  base URL:   {}", hf.config.base_url);
-    println!("  FHIR base:  {}", hf.config.fhir_base());
-    println!("  demo data:  {created} resource(s) created (0 means it was already loaded)");
-    for p in demo_data::demo_patients() {
-        println!("  patient:    {} {} (NHS {}, born {})", p.given, p.family, p.nhs_number, p.birth_date);
-    }
-    println!("  try:        curl -H 'Authorization: Bearer {token}' '{}/MedicationRequest?status=active'", hf.config.fhir_base());
-    println!("  (a read-only operator token valid for 1 hour; `healthfolio token --help` makes others)");
     Ok(())
 }
 
