@@ -15,6 +15,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::sqlite::SqliteConnection;
 use diesel::QueryableByName;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -51,7 +52,9 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub enum Db {
-    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    /// SQLite has one writer at a time; writers queue on the in-process lock (woken at once)
+    /// rather than on SQLite's busy handler, which sleeps in millisecond steps.
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>, Arc<Mutex<()>>),
     Postgres(Pool<ConnectionManager<PgConnection>>),
 }
 
@@ -94,20 +97,20 @@ impl Db {
                 .connection_customizer(Box::new(SqlitePragmas))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
                 .map_err(|e| DbError::Pool(e.to_string()))?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(pool, Arc::default()))
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite(..) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
 
     pub fn conn(&self) -> Result<Conn, DbError> {
         match self {
-            Db::Sqlite(p) => p.get().map(Conn::Sqlite),
+            Db::Sqlite(p, _) => p.get().map(Conn::Sqlite),
             Db::Postgres(p) => p.get().map(Conn::Postgres),
         }
         .map_err(|e| DbError::Pool(e.to_string()))
@@ -137,7 +140,7 @@ impl Db {
 
     pub fn pool_state(&self) -> (u32, u32) {
         let s = match self {
-            Db::Sqlite(p) => p.state(),
+            Db::Sqlite(p, _) => p.state(),
             Db::Postgres(p) => p.state(),
         };
         (s.connections, s.idle_connections)
@@ -149,6 +152,10 @@ impl Db {
         E: From<DbError>,
     {
         let mut conn = self.conn()?;
+        let _writer = match self {
+            Db::Sqlite(_, lock) => Some(lock.lock().unwrap_or_else(|p| p.into_inner())),
+            Db::Postgres(_) => None,
+        };
         conn.transaction(f)
     }
 }
