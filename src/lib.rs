@@ -8,6 +8,7 @@ pub mod config;
 pub mod consent;
 pub mod db;
 pub mod fhir;
+pub mod portability;
 pub mod web;
 
 use auth::Keys;

@@ -102,6 +102,25 @@ impl AuditEntry {
         }
     }
 
+    /// A FHIR operation on a record (`$everything`, `$summary`, export, import).
+    pub fn operation(name: &str, rtype: &str, id: &str, result: Result<usize, String>) -> Self {
+        let (outcome, detail, count) = match result {
+            Ok(n) => (0, None, Some(n as i64)),
+            Err(e) => (4, Some(e), None),
+        };
+        AuditEntry {
+            action: "E",
+            interaction: "operation".to_string(),
+            res_type: Some(rtype.to_string()),
+            res_id: Some(id.to_string()),
+            patient_id: (rtype == "Patient").then(|| id.to_string()),
+            query: Some(name.to_string()),
+            outcome,
+            detail,
+            count,
+        }
+    }
+
     pub fn search(rtype: Option<&str>, query: &str, patient: Option<&str>, result: Result<usize, &FhirError>) -> Self {
         let (outcome, detail, count) = match result {
             Ok(n) => (0, None, Some(n as i64)),

@@ -5,6 +5,7 @@ mod demo;
 pub mod demo_data;
 pub mod generate;
 mod load;
+mod portability;
 
 use crate::config::{Config, Overrides};
 use crate::Healthfolio;
@@ -53,6 +54,29 @@ enum Command {
         /// Random seed: the same seed gives the same files.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Write one patient's whole record (with Provenance, Consent, AuditEvent, a manifest and a summary page) to an archive file.
+    Export {
+        #[arg(long, conflicts_with = "nhs_number", required_unless_present = "nhs_number")]
+        patient: Option<String>,
+        #[arg(long)]
+        nhs_number: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Import a record archive: validated first, written in one transaction, new ids, a Provenance per resource; importing twice adds nothing.
+    Import {
+        file: PathBuf,
+        /// Merge into this existing patient (e.g. when the NHS number already has a record here).
+        #[arg(long)]
+        into: Option<String>,
+        /// Write new copies even of resources imported before.
+        #[arg(long)]
+        append: bool,
+        #[command(flatten)]
+        o: Overrides,
     },
     /// Patients and their logins.
     Patient {
@@ -164,6 +188,8 @@ fn run(command: Command) -> CliResult {
             Ok(())
         }
         Command::Generate { patients, per_patient, out, seed } => generate_cmd(patients, per_patient, seed, &out),
+        Command::Export { patient, nhs_number, out, o } => portability::export(&open(&o)?, patient, nhs_number, &out),
+        Command::Import { file, into, append, o } => portability::import(&open(&o)?, &file, into, append),
         Command::Patient { cmd, o } => admin::patient(&open(&o)?, cmd),
         Command::Practitioner { cmd, o } => admin::practitioner(&open(&o)?, cmd),
         Command::Client { cmd, o } => admin::client(&open(&o)?, cmd),

@@ -290,6 +290,9 @@ async fn search_post(req: HttpRequest, state: web::Data<AppState>, caller: Calle
 async fn instance_sub(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
     let (t, id, sub) = path.into_inner();
     let t = known(&t)?;
+    if sub.starts_with('$') && t == "Patient" {
+        return super::operations::patient_operation(&req, &state, caller, id, &sub).await;
+    }
     if sub == "_history" {
         let hr = history_request(&req, Some(t), Some(id.clone()))?;
         return history(&req, &state, caller, hr, format!("{t}/{id}/_history")).await;

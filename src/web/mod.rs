@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 mod fhir;
 mod oauth;
+mod operations;
 pub mod pages;
 mod wellknown;
 
@@ -29,6 +30,7 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     wellknown::configure(cfg);
     oauth::configure(cfg);
+    operations::configure(cfg);
     fhir::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet));
 }

@@ -5,3 +5,4 @@ mod fixtures;
 mod smoke;
 mod oauth;
 mod oauth_support;
+mod portability;

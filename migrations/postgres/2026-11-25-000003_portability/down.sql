@@ -1,0 +1,1 @@
+DROP TABLE jobs; DROP TABLE imported_origins;

@@ -1,0 +1,403 @@
+//! The record archive: one tar file with `manifest.json` (source, time, counts, SHA-256),
+//! `record.ndjson` (every resource, its Provenance, Consent and AuditEvent entries) and
+//! `summary.html` (for people). Import is validate-everything-then-one-transaction, with new ids,
+//! rewritten references, a Provenance naming each resource's origin, and de-duplication on that
+//! origin so a second import changes nothing.
+
+use super::summary::label;
+use super::{everything_in, EverythingRequest};
+use crate::audit::{search_audit_events, audit_event_json, AuditEntry, AuditQuery};
+use crate::auth::AccessContext;
+use crate::db::{Bind, Conn, Sql};
+use crate::fhir::index::split_reference;
+use crate::fhir::store::{check_refs, create_in, new_id, Refs};
+use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store, NHS_NUMBER_SYSTEM};
+use askama::Template;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+
+pub const FORMAT: &str = "healthfolio-archive/1";
+/// Hostile-input bounds: more than this is refused before anything is parsed further.
+pub const MAX_RESOURCES: usize = 200_000;
+pub const MAX_ARCHIVE_BYTES: u64 = 512 * 1024 * 1024;
+const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub source: String,
+    pub exported_at: String,
+    pub patient: String,
+    pub nhs_number: Option<String>,
+    pub counts: BTreeMap<String, usize>,
+    pub resources: usize,
+    pub sha256: String,
+}
+
+#[derive(Template)]
+#[template(path = "archive_summary.html")]
+struct SummaryPage<'a> {
+    manifest: &'a Manifest,
+    name: String,
+    lines: Vec<(String, String)>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn nhs_number(patient: &Value) -> Option<String> {
+    patient["identifier"].as_array()?.iter().find(|i| i["system"] == NHS_NUMBER_SYSTEM)?["value"].as_str().map(str::to_string)
+}
+
+fn display_name(patient: &Value) -> String {
+    let n = &patient["name"][0];
+    let given = n["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()
+}
+
+/// Every line of the record: resources, shared resources they use, Consent and AuditEvent.
+fn record_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Vec<Value>, FhirError> {
+    let mut conn = store.db.conn()?;
+    let mut lines = Vec::new();
+    let mut seen = HashSet::new();
+    let mut req = EverythingRequest { patient: patient.to_string(), count: Some(1000), ..EverythingRequest::default() };
+    loop {
+        let page = everything_in(&mut conn, ctx, &req)?;
+        for s in page.matches.iter().chain(page.included.iter()) {
+            if seen.insert((s.rtype.clone(), s.id.clone())) {
+                lines.push(serde_json::from_str(&s.body).unwrap_or(Value::Null));
+            }
+        }
+        match page.next_cursor.and_then(|c| c.parse().ok()) {
+            Some(c) => req.cursor = Some(c),
+            None => break,
+        }
+    }
+    let now = now_micros();
+    for g in crate::consent::list(&mut conn, Some(patient)).map_err(|e| FhirError::invalid(e.to_string()))? {
+        lines.push(crate::consent::consent_json(&g, now));
+    }
+    let q = AuditQuery { patient: Some(patient.to_string()), limit: 100_000, ..AuditQuery::default() };
+    lines.extend(search_audit_events(&mut conn, &q)?.iter().map(audit_event_json));
+    Ok(lines)
+}
+
+/// Every line of the record as the caller may see it (the PHR export), audited as an export.
+pub fn export_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Vec<Value>, FhirError> {
+    store.read(ctx, "Patient", patient)?;
+    let lines = record_lines(store, ctx, patient)?;
+    store.audit.record(ctx, AuditEntry::operation("export", "Patient", patient, Ok(lines.len())));
+    Ok(lines)
+}
+
+/// Writes the archive of `patient`'s record to `out`; returns its manifest.
+pub fn export(store: &Store, ctx: &AccessContext, patient: &str, out: impl std::io::Write) -> Result<Manifest, FhirError> {
+    let p = store.read(ctx, "Patient", patient)?;
+    let pv: Value = serde_json::from_str(&p.body).unwrap_or(Value::Null);
+    let lines = export_lines(store, ctx, patient)?;
+    let mut ndjson = Vec::new();
+    let mut counts = BTreeMap::new();
+    for l in &lines {
+        *counts.entry(l["resourceType"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        ndjson.extend(l.to_string().as_bytes());
+        ndjson.push(b'\n');
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        source: store.base.clone(),
+        exported_at: time::format_instant(now_micros()),
+        patient: patient.to_string(),
+        nhs_number: nhs_number(&pv),
+        counts,
+        resources: lines.len(),
+        sha256: hex(&Sha256::digest(&ndjson)),
+    };
+    let summary_lines = lines
+        .iter()
+        .filter(|l| matches!(l["resourceType"].as_str(), Some("MedicationStatement" | "MedicationRequest" | "AllergyIntolerance" | "Condition")))
+        .map(|l| (l["resourceType"].as_str().unwrap_or_default().to_string(), label(l)))
+        .collect();
+    let html = SummaryPage { manifest: &manifest, name: display_name(&pv), lines: summary_lines }
+        .render()
+        .map_err(|e| FhirError::invalid(format!("summary page: {e}")))?;
+    write_tar(out, &manifest, &ndjson, html.as_bytes()).map_err(|e| FhirError::invalid(format!("the archive could not be written: {e}")))?;
+    Ok(manifest)
+}
+
+fn write_tar(out: impl std::io::Write, m: &Manifest, ndjson: &[u8], html: &[u8]) -> std::io::Result<()> {
+    let mut t = tar::Builder::new(out);
+    let manifest = serde_json::to_vec_pretty(m).map_err(std::io::Error::other)?;
+    for (name, data) in [("manifest.json", manifest.as_slice()), ("record.ndjson", ndjson), ("summary.html", html)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+        h.set_cksum();
+        t.append_data(&mut h, name, data)?;
+    }
+    t.into_inner().map(|_| ())
+}
+
+/// Reads an archive's manifest and resources, checking format, size and checksum.
+pub fn read_archive(bytes: impl Read) -> Result<(Manifest, Vec<Value>), FhirError> {
+    let bad = |m: &str| FhirError::invalid(format!("not a valid Healthfolio archive: {m}"));
+    let mut manifest: Option<Manifest> = None;
+    let mut ndjson: Option<Vec<u8>> = None;
+    let mut archive = tar::Archive::new(bytes.take(MAX_ARCHIVE_BYTES));
+    let entries = archive.entries().map_err(|e| bad(&e.to_string()))?;
+    for (i, entry) in entries.enumerate() {
+        if i > 16 {
+            return Err(bad("too many files"));
+        }
+        let mut e = entry.map_err(|e| bad(&format!("truncated or corrupt ({e})")))?;
+        let name = e.path().map_err(|_| bad("a file name is unreadable"))?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).map_err(|err| bad(&format!("{name} is truncated ({err})")))?;
+        match name.as_str() {
+            "manifest.json" => manifest = Some(serde_json::from_slice(&data).map_err(|e| bad(&format!("manifest.json: {e}")))?),
+            "record.ndjson" => ndjson = Some(data),
+            _ => {}
+        }
+    }
+    let manifest = manifest.ok_or_else(|| bad("manifest.json is missing"))?;
+    let ndjson = ndjson.ok_or_else(|| bad("record.ndjson is missing (truncated archive?)"))?;
+    if manifest.format != FORMAT {
+        return Err(bad(&format!("format '{}' is not {FORMAT}", manifest.format)));
+    }
+    if hex(&Sha256::digest(&ndjson)) != manifest.sha256 {
+        return Err(FhirError::Unprocessable("the archive's content does not match its SHA-256 checksum: it was changed or damaged".into()));
+    }
+    Ok((manifest, parse_lines(&ndjson)?))
+}
+
+pub fn parse_lines(ndjson: &[u8]) -> Result<Vec<Value>, FhirError> {
+    let mut out = Vec::new();
+    for (i, line) in ndjson.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            return Err(FhirError::TooLarge(format!("line {} is larger than {MAX_LINE_BYTES} bytes", i + 1)));
+        }
+        if out.len() >= MAX_RESOURCES {
+            return Err(FhirError::TooLarge(format!("a record may hold at most {MAX_RESOURCES} resources")));
+        }
+        out.push(serde_json::from_slice(line).map_err(|e| FhirError::invalid(format!("line {}: {e}", i + 1)))?);
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// De-duplicate on origin: what was imported before is matched, not written again.
+    Merge,
+    /// Always write new copies.
+    Append,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// An existing Patient the record merges into (the signed-in patient, or `--into`).
+    pub into: Option<String>,
+    pub append: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub patient: String,
+    pub created: usize,
+    pub already_present: usize,
+    /// Consent and AuditEvent entries stay with the source instance's record of them.
+    pub not_imported: usize,
+}
+
+/// Imports the resources of one patient's record, exported by `source`.
+pub fn import(store: &Store, source: &str, lines: Vec<Value>, opts: &ImportOptions) -> Result<ImportReport, FhirError> {
+    let ctx = AccessContext::operator("import");
+    let (resources, not_imported) = split_views(lines)?;
+    let report = store.db.transaction(|conn| import_in(conn, &ctx, source, resources, not_imported, opts))?;
+    store.audit.record(&ctx, AuditEntry::operation("import", "Patient", &report.patient, Ok(report.created)));
+    Ok(report)
+}
+
+fn split_views(lines: Vec<Value>) -> Result<(Vec<Value>, usize), FhirError> {
+    let mut keep = Vec::new();
+    let mut views = 0;
+    for (i, l) in lines.into_iter().enumerate() {
+        let t = l["resourceType"].as_str().ok_or_else(|| FhirError::invalid(format!("entry {i} has no resourceType")))?;
+        if matches!(t, "Consent" | "AuditEvent") {
+            views += 1;
+            continue;
+        }
+        if resource_type(t).is_none() {
+            return Err(FhirError::unprocessable(format!("entry {i}: {t} is not a type this record holds")));
+        }
+        if !l["id"].as_str().is_some_and(valid_id) {
+            return Err(FhirError::invalid(format!("entry {i} ({t}) has no valid id")));
+        }
+        keep.push(l);
+    }
+    Ok((keep, views))
+}
+
+fn key(v: &Value) -> String {
+    format!("{}/{}", v["resourceType"].as_str().unwrap_or_default(), v["id"].as_str().unwrap_or_default())
+}
+
+fn known_origins(conn: &mut Conn, origins: &[String]) -> Result<HashMap<String, String>, FhirError> {
+    #[derive(diesel::QueryableByName)]
+    struct O {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        origin: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        res_id: String,
+    }
+    let mut out = HashMap::new();
+    for chunk in origins.chunks(500) {
+        let mut q = Sql::new("SELECT origin, res_id FROM imported_origins WHERE origin IN ");
+        q.list(chunk.iter().map(|o| Bind::Text(o.clone())));
+        for o in conn.load::<O>(&q)? {
+            out.insert(o.origin, o.res_id);
+        }
+    }
+    Ok(out)
+}
+
+/// The local Patient that already holds this NHS number, if any.
+fn local_patient(conn: &mut Conn, nhs: &str) -> Result<Option<String>, FhirError> {
+    let q = Sql::with(
+        "SELECT r.id AS id FROM resources r JOIN idx_token t ON t.rid = r.rid WHERE r.res_type = 'Patient' AND r.deleted = 0 \
+         AND t.param = 'identifier' AND t.system = ? AND t.code = ?",
+        [Bind::Text(NHS_NUMBER_SYSTEM.into()), Bind::Text(nhs.into())],
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    Ok(conn.first::<Id>(&q)?.map(|i| i.id))
+}
+
+fn target_patient(conn: &mut Conn, patient: &Value, mapped: Option<&String>, opts: &ImportOptions) -> Result<(String, bool), FhirError> {
+    if let Some(id) = mapped.filter(|_| !opts.append) {
+        return Ok((id.clone(), false));
+    }
+    let local = match nhs_number(patient) {
+        Some(n) => local_patient(conn, &n)?,
+        None => None,
+    };
+    match (&opts.into, local) {
+        (Some(into), Some(l)) if *into != l => Err(FhirError::Conflict(format!("the archive's NHS number belongs to Patient/{l} here, not Patient/{into}"))),
+        (Some(into), _) => Ok((into.clone(), false)),
+        (None, Some(l)) => Err(FhirError::Conflict(format!(
+            "the archive's NHS number already belongs to Patient/{l} here: import into that record (--into Patient/{l}, or sign in as that patient)"
+        ))),
+        (None, None) => Ok((new_id(), true)),
+    }
+}
+
+fn import_in(conn: &mut Conn, ctx: &AccessContext, source: &str, resources: Vec<Value>, not_imported: usize, opts: &ImportOptions) -> Result<ImportReport, FhirError> {
+    let patients: Vec<&Value> = resources.iter().filter(|r| r["resourceType"] == "Patient").collect();
+    let [patient] = patients.as_slice() else {
+        return Err(FhirError::unprocessable(format!("an archive holds exactly one Patient, this one has {}", patients.len())));
+    };
+    let origin = |v: &Value| format!("{source}|{}", key(v));
+    let origins: Vec<String> = resources.iter().map(origin).collect();
+    let known = if opts.append { HashMap::new() } else { known_origins(conn, &origins)? };
+    let (patient_id, write_patient) = target_patient(conn, patient, known.get(&origin(patient)), opts)?;
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for r in &resources {
+        let new = match (r["resourceType"].as_str(), known.get(&origin(r))) {
+            (Some("Patient"), _) => patient_id.clone(),
+            (_, Some(existing)) => existing.clone(),
+            _ => new_id(),
+        };
+        ids.insert(key(r), new);
+    }
+    let mut refs = Refs::default();
+    let (mut created, mut present) = (0, 0);
+    for mut r in resources {
+        let k = key(&r);
+        let o = origin(&r);
+        rewrite_refs(&mut r, &ids, &k)?;
+        let is_patient = r["resourceType"] == "Patient";
+        if known.contains_key(&o) || (is_patient && !write_patient) {
+            present += 1;
+            continue;
+        }
+        let t = resource_type(r["resourceType"].as_str().unwrap_or_default()).ok_or_else(|| FhirError::invalid("unknown type"))?;
+        let id = ids.get(&k).cloned().unwrap_or_else(new_id);
+        strip_server_meta(&mut r);
+        let s = create_in(conn, ctx, &mut refs, t, r, id, "POST")?;
+        create_in(conn, ctx, &mut refs, "Provenance", origin_provenance(source, &k, &s.rtype, &s.id), new_id(), "POST")?;
+        conn.execute(&Sql::with(
+            "INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES (?, ?, ?, ?)",
+            [Bind::Text(o), Bind::Text(s.rtype.clone()), Bind::Text(s.id.clone()), Bind::Int(now_micros())],
+        ))?;
+        created += 1;
+    }
+    check_refs(conn, &refs)?;
+    Ok(ImportReport { patient: patient_id, created, already_present: present, not_imported })
+}
+
+fn strip_server_meta(r: &mut Value) {
+    if let Some(meta) = r.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+    }
+}
+
+/// Rewrites every relative reference to its new id; a reference to something outside the record
+/// is refused (the record must arrive whole).
+fn rewrite_refs(v: &mut Value, ids: &HashMap<String, String>, at: &str) -> Result<(), FhirError> {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o.iter_mut() {
+                if k == "reference" {
+                    if let Some(s) = child.as_str() {
+                        if s.starts_with('#') || s.starts_with("http://") || s.starts_with("https://") || s.starts_with("urn:") {
+                            continue;
+                        }
+                        let (t, id) = split_reference(s).ok_or_else(|| FhirError::invalid(format!("{at}: reference '{s}' is malformed")))?;
+                        let new = ids
+                            .get(&format!("{t}/{id}"))
+                            .ok_or_else(|| FhirError::unprocessable(format!("{at}: reference '{s}' points outside the record")))?;
+                        *child = Value::String(format!("{t}/{new}"));
+                    }
+                } else if k != "contained" {
+                    rewrite_refs(child, ids, at)?;
+                }
+            }
+        }
+        Value::Array(a) => {
+            for c in a {
+                rewrite_refs(c, ids, at)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The Provenance of an imported resource: where it came from and under which id.
+fn origin_provenance(source: &str, original: &str, rtype: &str, id: &str) -> Value {
+    json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": format!("{rtype}/{id}")}],
+        "recorded": time::format_instant(now_micros()),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
+            "who": {"display": "Healthfolio import"}
+        }],
+        "entity": [{
+            "role": "source",
+            "what": {"identifier": {"system": format!("{source}/{}", original.split('/').next().unwrap_or_default()), "value": original.split('/').nth(1).unwrap_or_default()},
+                     "display": format!("{original} at {source}")}
+        }]
+    })
+}

@@ -1,0 +1,119 @@
+//! FHIR operations on a record: `$everything`, `$summary`, `$phr-export`, `$phr-import`.
+
+use super::error::ApiError;
+use super::extract::{read_body, Caller};
+use super::AppState;
+use crate::auth::Reach;
+use crate::fhir::bundle::searchset;
+use crate::fhir::FhirError;
+use crate::portability::archive::{self, ImportOptions};
+use crate::portability::{summary, EverythingRequest};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/fhir/$phr-import", web::post().to(phr_import))
+        .route("/fhir/Bundle/$phr-export", web::get().to(phr_export_by_param));
+}
+
+fn params(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(req.query_string()).map_err(|_| FhirError::invalid("the query string is not valid URL encoding").into())
+}
+
+fn json_response(v: &Value) -> HttpResponse {
+    HttpResponse::Ok().content_type(super::FHIR_JSON).body(v.to_string())
+}
+
+/// `Patient/{id}/${op}`; called by the instance route for names starting with `$`.
+pub async fn patient_operation(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, id: String, op: &str) -> Result<HttpResponse, ApiError> {
+    let q = params(req)?;
+    let store = state.hf.store.clone();
+    match op {
+        "$everything" => {
+            let er = EverythingRequest::from_params(&id, &q)?;
+            let path = format!("Patient/{id}/$everything");
+            let base = store.base.clone();
+            let r = web::block(move || store.everything(&caller.0, &er)).await??;
+            Ok(json_response(&searchset(&base, &path, &r)))
+        }
+        "$summary" => Ok(json_response(&web::block(move || summary(&store, &caller.0, &id)).await??)),
+        "$phr-export" => phr_export(state, caller, id, &q).await,
+        other => Err(FhirError::NotFound(format!("operation {other} on Patient")).into()),
+    }
+}
+
+async fn phr_export_by_param(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let q = params(&req)?;
+    let patient = q
+        .iter()
+        .find(|(k, _)| k == "patient")
+        .map(|(_, v)| v.trim_start_matches("Patient/").to_string())
+        .or_else(|| match &caller.0.reach {
+            Reach::Patient(p) => Some(p.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| FhirError::invalid("Bundle/$phr-export needs a patient parameter"))?;
+    phr_export(&state, caller, patient, &q).await
+}
+
+/// The PHR export: the record as one collection Bundle (default) or NDJSON.
+async fn phr_export(state: &web::Data<AppState>, caller: Caller, patient: String, q: &[(String, String)]) -> Result<HttpResponse, ApiError> {
+    let format = q.iter().find(|(k, _)| k == "outputFormat").map(|(_, v)| v.as_str()).unwrap_or("bundle").to_string();
+    if !matches!(format.as_str(), "bundle" | "ndjson" | "application/fhir+ndjson") {
+        return Err(FhirError::invalid(format!("outputFormat={format} is not one of bundle, ndjson")).into());
+    }
+    let store = state.hf.store.clone();
+    let lines = web::block(move || archive::export_lines(&store, &caller.0, &patient)).await??;
+    if format == "bundle" {
+        let entries: Vec<Value> = lines.into_iter().map(|r| json!({"fullUrl": format!("{}/{}/{}", state.hf.store.base, r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()), "resource": r})).collect();
+        let b = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": state.hf.store.base}, "timestamp": crate::fhir::time::format_instant(crate::fhir::now_micros()), "entry": entries});
+        return Ok(json_response(&b));
+    }
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push('\n');
+    }
+    Ok(HttpResponse::Ok().content_type("application/fhir+ndjson").body(body))
+}
+
+/// `POST /fhir/$phr-import?strategy=merge|append` with a collection Bundle (or NDJSON).
+async fn phr_import(req: HttpRequest, state: web::Data<AppState>, caller: Caller, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let q = params(&req)?;
+    let strategy = q.iter().find(|(k, _)| k == "strategy").map(|(_, v)| v.as_str()).unwrap_or("merge");
+    let append = match strategy {
+        "merge" => false,
+        "append" => true,
+        other => return Err(FhirError::invalid(format!("strategy={other} is not one of merge, append")).into()),
+    };
+    let into = match &caller.0.reach {
+        Reach::All => q.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string()),
+        Reach::Patient(p) => Some(p.clone()),
+        Reach::Granted { .. } => return Err(FhirError::forbidden("only the patient (or an operator) can import a record").into()),
+    };
+    let body = read_body(payload, state.hf.config.body_limit).await?;
+    let (source, lines) = import_lines(&body)?;
+    let store = state.hf.store.clone();
+    let opts = ImportOptions { into, append };
+    let report = web::block(move || archive::import(&store, &source, lines, &opts)).await??;
+    let outcome = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
+        "diagnostics": format!("Patient/{}: {} created, {} already present, {} consent/audit entries kept at the source", report.patient, report.created, report.already_present, report.not_imported)}]});
+    Ok(HttpResponse::build(StatusCode::OK).content_type(super::FHIR_JSON).body(outcome.to_string()))
+}
+
+/// A collection Bundle (source from `meta.source`) or NDJSON lines (source unknown).
+fn import_lines(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if v["resourceType"] != "Bundle" {
+            return Err(FhirError::invalid("$phr-import takes a Bundle or NDJSON").into());
+        }
+        let source = v["meta"]["source"].as_str().unwrap_or("urn:unknown-source").to_string();
+        let entries = v["entry"].as_array().cloned().unwrap_or_default();
+        if entries.len() > archive::MAX_RESOURCES {
+            return Err(FhirError::TooLarge(format!("a record may hold at most {} resources", archive::MAX_RESOURCES)).into());
+        }
+        return Ok((source, entries.into_iter().filter_map(|e| e.get("resource").cloned()).collect()));
+    }
+    Ok(("urn:unknown-source".into(), archive::parse_lines(body)?))
+}

@@ -1,0 +1,171 @@
+//! The record leaving and arriving: $everything, $summary, $phr-export/$phr-import, archives.
+
+use crate::both;
+use crate::fixtures::*;
+use crate::support::TestApp;
+use healthfolio::auth::AccessContext;
+use healthfolio::portability::archive::{self, ImportOptions};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// A record with medicines (one referencing a Medication), an allergy and a Provenance.
+fn seed(app: &TestApp, nhs: &str) -> String {
+    let p = app.create(patient(nhs, "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let (code, display) = SIMVASTATIN;
+    app.create(medication_request(&p, code, display, "stopped", "2023-05-02"));
+    let med = app.create(json!({"resourceType": "Medication", "code": {"coding": [{"system": "https://dmd.nhs.uk", "code": "39113611000001102", "display": "Salbutamol 100micrograms/dose inhaler CFC free"}]}}));
+    app.create(json!({"resourceType": "MedicationStatement", "status": "active", "subject": {"reference": format!("Patient/{p}")},
+        "medicationReference": {"reference": format!("Medication/{med}")}, "effectiveDateTime": "2024-02-01", "dosage": [{"text": "2 puffs when required"}]}));
+    app.create(allergy(&p, "high"));
+    p
+}
+
+/// Clinical content without ids and server metadata, for comparing two copies of a record.
+fn content(bundle: &Value) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in bundle["entry"].as_array().cloned().unwrap_or_default() {
+        let mut r = e["resource"].clone();
+        let t = r["resourceType"].as_str().unwrap_or_default().to_string();
+        if matches!(t.as_str(), "Provenance" | "AuditEvent" | "Consent") {
+            continue;
+        }
+        r.as_object_mut().map(|o| {
+            o.remove("id");
+            o.remove("meta");
+        });
+        strip_refs(&mut r);
+        *out.entry(r.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+fn strip_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, c) in o.iter_mut() {
+                if k == "reference" {
+                    *c = Value::String(c.as_str().and_then(|s| s.split('/').next()).unwrap_or_default().to_string());
+                } else {
+                    strip_refs(c);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_refs),
+        _ => {}
+    }
+}
+
+fn everything_pages_and_includes(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let c = app.client();
+    let first = c.get(&format!("Patient/{p}/$everything?_count=2"));
+    assert_eq!(first.status, 200, "{}", first.text);
+    let mut seen = first.ids();
+    let mut next = first.link("next");
+    let mut included: Vec<String> = first.entries().iter().filter(|e| e["search"]["mode"] == "include").map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string()).collect();
+    while let Some(url) = next {
+        let page = c.get(&url);
+        seen.extend(page.ids());
+        included.extend(page.entries().iter().filter(|e| e["search"]["mode"] == "include").map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string()));
+        next = page.link("next");
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no resource twice across pages");
+    assert!(seen.contains(&p), "the Patient is in $everything");
+    assert!(seen.len() >= 5, "{seen:?}");
+    assert!(included.iter().any(|t| t == "Medication"), "referenced Medication included");
+    let only = c.get(&format!("Patient/{p}/$everything?_type=AllergyIntolerance"));
+    assert!(only.entries().iter().filter(|e| e["search"]["mode"] == "match").all(|e| e["resource"]["resourceType"] == "AllergyIntolerance"));
+}
+
+fn summary_is_an_ips_document(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let r = app.client().get(&format!("Patient/{p}/$summary"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["type"], "document");
+    let comp = &r.body["entry"][0]["resource"];
+    assert_eq!(comp["resourceType"], "Composition");
+    assert_eq!(comp["type"]["coding"][0]["code"], "60591-5");
+    let codes: Vec<&str> = comp["section"].as_array().expect("sections").iter().map(|s| s["code"]["coding"][0]["code"].as_str().unwrap_or_default()).collect();
+    assert_eq!(codes, vec!["10160-0", "48765-2", "11450-4"]);
+    assert!(comp["section"][0]["entry"].as_array().is_some_and(|e| e.len() == 2), "active medicines only");
+    assert_eq!(comp["section"][2]["emptyReason"]["coding"][0]["code"], "unavailable", "no problems: emptyReason");
+}
+
+fn phr_round_trip_between_two_instances(a: &TestApp) {
+    let b = TestApp::sqlite();
+    let p = seed(a, NHS[0]);
+    let export = a.client().get(&format!("Patient/{p}/$phr-export"));
+    assert_eq!(export.status, 200, "{}", export.text);
+    let imported = b.client().post("$phr-import?strategy=merge", &export.body);
+    assert_eq!(imported.status, 200, "{}", imported.text);
+    let found = b.client().get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0]));
+    let new_p = found.ids().pop().expect("patient arrived");
+    let back = b.client().get(&format!("Patient/{new_p}/$phr-export"));
+    assert_eq!(content(&export.body), content(&back.body), "same clinical content, ids aside");
+    // Every imported resource has a Provenance naming its origin.
+    let mrs = b.client().get(&format!("MedicationRequest?patient={new_p}&_revinclude=Provenance:target"));
+    let provs = mrs.entries().iter().filter(|e| e["resource"]["resourceType"] == "Provenance").count();
+    assert!(provs >= 2, "{}", mrs.text);
+    // A second import adds nothing.
+    let count = |app: &TestApp| app.client().get("MedicationRequest?_summary=count").body["total"].as_i64();
+    let before = count(&b);
+    let again = b.client().post("$phr-import?strategy=merge", &export.body);
+    assert_eq!(again.status, 200);
+    assert!(again.diagnostics().contains("0 created"), "{}", again.text);
+    assert_eq!(count(&b), before);
+}
+
+fn archive_round_trip_and_refusals(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let op = AccessContext::operator("test");
+    let mut file = Vec::new();
+    let m = archive::export(&app.hf.store, &op, &p, &mut file).expect("export");
+    assert_eq!(m.counts.get("MedicationRequest"), Some(&2));
+    let other = TestApp::sqlite();
+    let (manifest, lines) = archive::read_archive(file.as_slice()).expect("read");
+    let r = archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("import");
+    assert!(r.created >= 6, "{r:?}");
+    let again = archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("again");
+    assert_eq!(again.created, 0, "importing twice creates no duplicates");
+    // Tampered: flip a byte of the content.
+    let mut tampered = file.clone();
+    if let Some(i) = tampered.windows(9).position(|w| w == b"322236009") {
+        tampered[i] = b'4';
+    }
+    assert!(matches!(archive::read_archive(tampered.as_slice()), Err(healthfolio::fhir::FhirError::Unprocessable(_))));
+    // Truncated.
+    assert!(archive::read_archive(&file[..file.len() / 3]).is_err());
+    // A reference outside the record, and a conflicting NHS number elsewhere.
+    let mut outside = lines.clone();
+    for l in outside.iter_mut().filter(|l| l["resourceType"] == "MedicationRequest") {
+        l["requester"] = json!({"reference": "Practitioner/not-in-this-record"});
+    }
+    let fresh = TestApp::sqlite();
+    let err = archive::import(&fresh.hf.store, "https://elsewhere.example/fhir", outside, &ImportOptions::default()).expect_err("outside");
+    assert!(err.to_string().contains("outside the record"), "{err}");
+    assert_eq!(fresh.client().get("MedicationRequest?_summary=count").body["total"], 0, "nothing written");
+    fresh.create(patient(NHS[0], "Someone", "Else"));
+    let conflict = archive::import(&fresh.hf.store, &manifest.source, lines, &ImportOptions::default()).expect_err("conflict");
+    assert!(matches!(conflict, healthfolio::fhir::FhirError::Conflict(_)), "{conflict}");
+}
+
+fn patient_app_exports_only_own_record(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let q = seed(app, NHS[1]);
+    let t = app.patient_token("patient/*.rs", &p);
+    let c = app.client_with(Some(t));
+    assert_eq!(c.get(&format!("Patient/{p}/$everything")).status, 200);
+    assert_eq!(c.get(&format!("Patient/{q}/$everything")).status, 404);
+    assert_eq!(c.get(&format!("Patient/{q}/$summary")).status, 404);
+}
+
+both!(
+    everything_pages_and_includes,
+    summary_is_an_ips_document,
+    phr_round_trip_between_two_instances,
+    archive_round_trip_and_refusals,
+    patient_app_exports_only_own_record,
+);
