@@ -52,6 +52,11 @@ impl Healthfolio {
         Ok(Healthfolio { config, db, store, keys })
     }
 
+    /// Where bulk export files are written.
+    pub fn bulk_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("bulk")
+    }
+
     pub fn endpoints(&self) -> auth::oauth::Endpoints {
         auth::oauth::Endpoints {
             issuer: self.config.base_url.clone(),

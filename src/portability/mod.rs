@@ -1,6 +1,7 @@
 //! The record leaving and arriving: `$everything`, the IPS `$summary`, and the archive.
 
 pub mod archive;
+pub mod bulk;
 mod summary;
 
 pub use summary::summary;

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+mod bulk;
 mod fhir;
 mod oauth;
 mod operations;
@@ -30,6 +31,7 @@ impl AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     wellknown::configure(cfg);
     oauth::configure(cfg);
+    bulk::configure(cfg);
     operations::configure(cfg);
     fhir::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet));
@@ -38,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Starts the server on an already-bound listener (tests bind port 0).
 pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    crate::portability::bulk::start_worker(hf.db.clone(), hf.config.base_url.clone(), hf.bulk_dir());
     let state = web::Data::new(AppState { hf });
     let server = HttpServer::new(move || {
         App::new()

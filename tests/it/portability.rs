@@ -169,3 +169,61 @@ both!(
     archive_round_trip_and_refusals,
     patient_app_exports_only_own_record,
 );
+
+/// Polls a bulk status URL until the manifest is ready.
+fn wait_manifest(c: &crate::support::Client, url: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let r = c.get(url);
+        match r.status {
+            200 => return r.body,
+            202 => std::thread::sleep(std::time::Duration::from_millis(50)),
+            other => panic!("status {other}: {}", r.text),
+        }
+    }
+    panic!("export did not finish");
+}
+
+fn bulk_export_respects_grants(app: &TestApp) {
+    use crate::oauth_support::*;
+    let granted = seed(app, NHS[0]);
+    let _other = seed(app, NHS[1]);
+    let org = "Organization/riverside";
+    app.grant(&granted, healthfolio::consent::Grantee::Organization(org.into()), "patient/MedicationRequest.rs patient/Patient.rs");
+    let (pkcs8, jwks) = backend_keys("k1");
+    let client_id = backend_client(app, jwks, org);
+    let a = assertion(app, &client_id, "k1", &pkcs8, "bulk-1", 200);
+    let (_, tok) = token_request(app, &[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &a)]);
+    let c = app.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async");
+    let kick = c.get("Patient/$export");
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let status_url = kick.header("content-location").expect("Content-Location").to_string();
+    let manifest = wait_manifest(&c, &status_url);
+    assert_eq!(manifest["requiresAccessToken"], true);
+    let outputs = manifest["output"].as_array().expect("output");
+    let types: Vec<&str> = outputs.iter().filter_map(|o| o["type"].as_str()).collect();
+    assert!(types.contains(&"MedicationRequest") && types.contains(&"Patient"), "{types:?}");
+    assert!(!types.contains(&"AllergyIntolerance"), "only granted types: {types:?}");
+    let mr = outputs.iter().find(|o| o["type"] == "MedicationRequest").expect("mr");
+    assert_eq!(mr["count"], 2, "only the granted patient's prescriptions");
+    let file = c.get(mr["url"].as_str().expect("url"));
+    assert_eq!(file.status, 200);
+    assert_eq!(file.text.lines().count(), 2);
+    assert!(file.text.lines().all(|l| l.contains(&granted)));
+    assert_eq!(app.client_with(None).get(mr["url"].as_str().expect("url")).status, 401, "files need the token");
+    assert_eq!(app.client().get(&status_url).status, 404, "another client's job is not found");
+    assert_eq!(c.delete(&status_url).status, 202);
+    assert_eq!(c.get(&status_url).status, 404, "cancelled");
+}
+
+mod bulk {
+    #[test]
+    fn sqlite() {
+        super::bulk_export_respects_grants(&crate::support::TestApp::sqlite());
+    }
+    #[test]
+    fn postgres() {
+        if let Some(app) = crate::support::TestApp::postgres() {
+            super::bulk_export_respects_grants(&app);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Bulk Data 2.0 export: jobs live in the database and are leased by whichever replica's worker
+//! is free (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so they survive restarts; output streams to
+//! NDJSON files page by page, so memory stays flat whatever the size.
+
+use crate::auth::{AccessContext, Reach, Scopes};
+use crate::db::{Backend, Bind, Conn, Db, Sql};
+use crate::fhir::store::Row;
+use crate::fhir::{now_micros, params, time, FhirError, Interaction, RESOURCE_TYPES, READ_ONLY_TYPES};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PAGE: i64 = 2000;
+const LEASE_MICROS: i64 = 30 * 1_000_000;
+
+/// Which resources a job exports.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Level {
+    System,
+    Patient,
+}
+
+/// The caller as stored with the job, so the worker applies the same scope and grants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobParams {
+    pub level: Level,
+    pub types: Option<Vec<String>>,
+    pub since: Option<String>,
+    pub subject: String,
+    pub client_id: String,
+    pub scope: String,
+    pub reach: StoredReach,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredReach {
+    All,
+    Patient(String),
+    Granted { client_id: String, organization: Option<String> },
+}
+
+impl JobParams {
+    fn context(&self) -> AccessContext {
+        AccessContext {
+            subject: self.subject.clone(),
+            client_id: self.client_id.clone(),
+            scopes: Scopes::parse(&self.scope),
+            reach: match &self.reach {
+                StoredReach::All => Reach::All,
+                StoredReach::Patient(p) => Reach::Patient(p.clone()),
+                StoredReach::Granted { client_id, organization } => Reach::Granted { client_id: client_id.clone(), organization: organization.clone() },
+            },
+            grant_scopes: None,
+            token_id: None,
+        }
+    }
+}
+
+#[derive(QueryableByName, Debug, Clone)]
+pub struct Job {
+    #[diesel(sql_type = Text)]
+    pub id: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Text)]
+    pub client_id: String,
+    #[diesel(sql_type = Text)]
+    pub request: String,
+    #[diesel(sql_type = Text)]
+    pub params: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub progress: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub result: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub error: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, status, client_id, request, params, progress, result, error, created_at";
+
+/// Starts an export job for `ctx`; returns its id.
+pub fn kick_off(db: &Db, ctx: &AccessContext, level: Level, request: &str, types: Option<Vec<String>>, since: Option<String>) -> Result<String, FhirError> {
+    if let Some(s) = &since {
+        time::parse_range(s).ok_or_else(|| FhirError::invalid(format!("_since '{s}' is not a FHIR instant")))?;
+    }
+    if let Some(ts) = &types {
+        if let Some(bad) = ts.iter().find(|t| crate::fhir::resource_type(t).is_none()) {
+            return Err(FhirError::invalid(format!("_type {bad} is not a type this server holds")));
+        }
+    }
+    let reach = match &ctx.reach {
+        Reach::All => StoredReach::All,
+        Reach::Patient(p) => StoredReach::Patient(p.clone()),
+        Reach::Granted { client_id, organization } => StoredReach::Granted { client_id: client_id.clone(), organization: organization.clone() },
+    };
+    let scope = ctx.scopes.resources.iter().map(|s| format!("system/{}.{}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s))).collect::<Vec<_>>().join(" ");
+    let params = JobParams { level, types, since, subject: ctx.subject.clone(), client_id: ctx.client_id.clone(), scope, reach };
+    let id = uuid::Uuid::new_v4().to_string();
+    db.transaction(|c| {
+        c.execute(&Sql::with(
+            "INSERT INTO jobs (id, kind, status, client_id, request, params, created_at) VALUES (?, 'bulk-export', 'queued', ?, ?, ?, ?)",
+            [
+                Bind::Text(id.clone()),
+                Bind::Text(ctx.client_id.clone()),
+                Bind::Text(request.into()),
+                Bind::Text(serde_json::to_string(&params).unwrap_or_default()),
+                Bind::Int(now_micros()),
+            ],
+        ))
+    })?;
+    Ok(id)
+}
+
+/// A job as its owner sees it (another client's job is not found).
+pub fn get(db: &Db, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
+    let mut conn = db.conn()?;
+    let q = Sql::with(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"), [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())]);
+    conn.first::<Job>(&q)?.filter(|j| j.status != "cancelled").ok_or_else(|| FhirError::NotFound(format!("export job {id}")))
+}
+
+pub fn cancel(db: &Db, ctx: &AccessContext, id: &str, files: &Path) -> Result<(), FhirError> {
+    get(db, ctx, id)?;
+    db.transaction(|c| c.execute(&Sql::with("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", [Bind::Int(now_micros()), Bind::Text(id.into())])))?;
+    let _ = std::fs::remove_dir_all(files.join(id));
+    Ok(())
+}
+
+/// Leases the oldest queued job, or one whose worker stopped renewing its lease.
+fn lease(conn: &mut Conn, worker: &str) -> Result<Option<Job>, FhirError> {
+    let now = now_micros();
+    let pick = match conn.backend() {
+        Backend::Postgres => "SELECT id FROM jobs WHERE kind = 'bulk-export' AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "SELECT id FROM jobs WHERE kind = 'bulk-export' AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created_at LIMIT 1",
+    };
+    let q = Sql::with(
+        &format!("UPDATE jobs SET status = 'running', lease_until = ?, leased_by = ? WHERE id = ({pick}) RETURNING {COLUMNS}"),
+        [Bind::Int(now + LEASE_MICROS), Bind::Text(worker.into()), Bind::Int(now)],
+    );
+    Ok(conn.first(&q)?)
+}
+
+/// Runs forever on its own thread: lease, export, repeat.
+pub fn start_worker(db: Db, base: String, files: PathBuf) {
+    let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let spawned = std::thread::Builder::new().name("bulk-export".into()).spawn(move || loop {
+        let leased = db.transaction(|c| lease(c, &worker));
+        match leased {
+            Ok(Some(job)) => {
+                if let Err(e) = run(&db, &base, &files, &job, &worker) {
+                    tracing::warn!(job = %job.id, "bulk export failed: {e}");
+                    let _ = db.transaction(|c| c.execute(&Sql::with("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?", [Bind::Text(e.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone())])));
+                }
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => {
+                tracing::warn!("bulk export worker: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("bulk export worker did not start: {e}");
+    }
+}
+
+fn types_for(p: &JobParams) -> Vec<&'static str> {
+    RESOURCE_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !READ_ONLY_TYPES.contains(t))
+        .filter(|t| p.level == Level::System || !params::is_shared(t))
+        .filter(|t| p.types.as_ref().is_none_or(|w| w.iter().any(|x| x == t)))
+        .collect()
+}
+
+/// Still ours? A cancelled job, or one another worker took over, stops here.
+fn renew(db: &Db, job: &str, worker: &str, progress: &str) -> Result<bool, FhirError> {
+    let n = db.transaction(|c| {
+        c.execute(&Sql::with(
+            "UPDATE jobs SET lease_until = ?, progress = ? WHERE id = ? AND leased_by = ? AND status = 'running'",
+            [Bind::Int(now_micros() + LEASE_MICROS), Bind::Text(progress.into()), Bind::Text(job.into()), Bind::Text(worker.into())],
+        ))
+    })?;
+    Ok(n == 1)
+}
+
+fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &str) -> Result<(), FhirError> {
+    let p: JobParams = serde_json::from_str(&job.params).map_err(|e| FhirError::invalid(format!("job parameters unreadable: {e}")))?;
+    let ctx = p.context();
+    let dir = files.join(&job.id);
+    std::fs::create_dir_all(&dir).map_err(|e| FhirError::invalid(format!("cannot write export files: {e}")))?;
+    let transaction_time = time::format_instant(now_micros());
+    let since = p.since.as_deref().and_then(time::parse_range).map(|r| r.lo);
+    let mut output = Vec::new();
+    let types = types_for(&p);
+    for (i, t) in types.iter().enumerate() {
+        if !ctx.scopes.allows(t, Interaction::Read) {
+            continue;
+        }
+        let n = export_type(db, &ctx, t, since, &dir.join(format!("{t}.ndjson")))?;
+        if n > 0 {
+            output.push(json!({"type": t, "url": format!("{base}/bulk/files/{}/{t}.ndjson", job.id), "count": n}));
+        } else {
+            let _ = std::fs::remove_file(dir.join(format!("{t}.ndjson")));
+        }
+        if !renew(db, &job.id, worker, &format!("{}/{} types", i + 1, types.len()))? {
+            return Ok(());
+        }
+    }
+    let manifest = json!({
+        "transactionTime": transaction_time, "request": job.request, "requiresAccessToken": true,
+        "output": output, "deleted": [], "error": []
+    });
+    db.transaction(|c| {
+        c.execute(&Sql::with(
+            "UPDATE jobs SET status = 'completed', result = ?, finished_at = ?, progress = 'done' WHERE id = ? AND leased_by = ? AND status = 'running'",
+            [Bind::Text(manifest.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone()), Bind::Text(worker.into())],
+        ))
+    })?;
+    Ok(())
+}
+
+/// Streams one type to a file, a keyset page at a time; returns the count written.
+fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, path: &Path) -> Result<usize, FhirError> {
+    let io = |e: std::io::Error| FhirError::invalid(format!("cannot write {}: {e}", path.display()));
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
+    let mut conn = db.conn()?;
+    let (mut after, mut n) = (0i64, 0usize);
+    loop {
+        let mut q = Sql::new(&format!("SELECT {} FROM resources r WHERE r.res_type = ", crate::fhir::store::ROW_COLUMNS));
+        q.text(rtype).push(" AND r.deleted = 0 AND r.rid > ").int(after);
+        if let Some(s) = since {
+            q.push(" AND r.last_updated > ").int(s);
+        }
+        ctx.limit_search(&mut q, "r", rtype, Interaction::Read);
+        q.push(" ORDER BY r.rid LIMIT ").int(PAGE);
+        let rows: Vec<Row> = conn.load(&q)?;
+        let Some(last) = rows.last().map(|r| r.rid) else { break };
+        for r in &rows {
+            out.write_all(r.body.as_deref().unwrap_or("{}").as_bytes()).map_err(io)?;
+            out.write_all(b"\n").map_err(io)?;
+        }
+        n += rows.len();
+        after = last;
+    }
+    out.flush().map_err(io)?;
+    Ok(n)
+}
+
+/// The manifest of a completed job, or where it stands.
+pub enum Status {
+    InProgress(String),
+    Completed(Value),
+    Failed(String),
+}
+
+pub fn status(job: &Job) -> Status {
+    match job.status.as_str() {
+        "completed" => Status::Completed(job.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null)),
+        "failed" => Status::Failed(job.error.clone().unwrap_or_default()),
+        _ => Status::InProgress(job.progress.clone().unwrap_or_else(|| job.status.clone())),
+    }
+}
+
+/// The path of an output file, checked against the job's owner and the file name.
+pub fn file(db: &Db, ctx: &AccessContext, files: &Path, id: &str, name: &str) -> Result<PathBuf, FhirError> {
+    let job = get(db, ctx, id)?;
+    let valid = name.strip_suffix(".ndjson").is_some_and(|t| crate::fhir::resource_type(t).is_some());
+    if job.status != "completed" || !valid {
+        return Err(FhirError::NotFound(format!("export file {id}/{name}")));
+    }
+    Ok(files.join(id).join(name))
+}
