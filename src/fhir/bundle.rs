@@ -22,7 +22,7 @@ fn subset(body: &str, elements: &[String]) -> Value {
     let Ok(Value::Object(full)) = serde_json::from_str::<Value>(body) else { return json!({}) };
     let mut out = Map::new();
     for (k, v) in full {
-        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| *e == k) {
+        if matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.contains(&k) {
             out.insert(k, v);
         }
     }
@@ -228,7 +228,7 @@ fn split_url<'a>(base: &str, url: &'a str) -> (&'a str, Option<&'a str>, Option<
     }
 }
 
-fn known_type<'a>(t: &'a str, index: usize) -> Result<&'a str, FhirError> {
+fn known_type(t: &str, index: usize) -> Result<&str, FhirError> {
     resource_type(t).map(|_| t).ok_or_else(|| FhirError::NotFound(format!("entry {index}: resource type '{t}'")))
 }
 
@@ -278,12 +278,8 @@ fn conditional_refs(v: &Value, out: &mut Vec<String>) {
 
 /// Assigns ids to the transaction's new resources and resolves conditional references, so every
 /// reference can be rewritten before anything is written (the result must not depend on order).
-fn resolve_identities(
-    conn: &mut Conn,
-    ctx: &AccessContext,
-    base: &str,
-    entries: &mut [Entry],
-) -> Result<(HashMap<String, String>, HashMap<usize, String>), FhirError> {
+/// Returns the reference rewrites and, per entry index, the existing resource an `ifNoneExist` matched.
+fn resolve_identities(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: &mut [Entry]) -> Result<Identities, FhirError> {
     let mut map = HashMap::new();
     let mut existing = HashMap::new();
     for e in entries.iter_mut() {
@@ -322,6 +318,8 @@ fn resolve_identities(
     }
     Ok((map, existing))
 }
+
+type Identities = (HashMap<String, String>, HashMap<usize, String>);
 
 fn method_rank(m: &str) -> u8 {
     match m {

@@ -251,14 +251,14 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
     Some((unescape(id), unescape(secret)))
 }
 
-fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_urlencoded::from_bytes(body).map_err(|e| oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400)))
+fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
+    serde_urlencoded::from_bytes(body).map_err(|e| Box::new(oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400))))
 }
 
 async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let tr: TokenRequest = match form(&body) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let basic = basic_auth(&req);
     let hf = state.hf.clone();
@@ -285,7 +285,7 @@ struct TokenForm {
 async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f: TokenForm = match form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
     let hf = state.hf.clone();
@@ -304,7 +304,7 @@ async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpRespons
 async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f: TokenForm = match form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
     let hf = state.hf.clone();

@@ -31,10 +31,10 @@ fn content(bundle: &Value) -> BTreeMap<String, usize> {
         if matches!(t.as_str(), "Provenance" | "AuditEvent" | "Consent") {
             continue;
         }
-        r.as_object_mut().map(|o| {
+        if let Some(o) = r.as_object_mut() {
             o.remove("id");
             o.remove("meta");
-        });
+        }
         strip_refs(&mut r);
         *out.entry(r.to_string()).or_insert(0) += 1;
     }
