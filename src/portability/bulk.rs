@@ -253,6 +253,15 @@ fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, pa
     Ok(n)
 }
 
+/// (queued, running) jobs, for the metrics.
+pub fn counts(db: &Db) -> Result<(i64, i64), FhirError> {
+    let mut conn = db.conn()?;
+    let n = |conn: &mut Conn, s: &str| -> Result<i64, FhirError> {
+        Ok(conn.first::<crate::db::Int>(&Sql::with("SELECT COUNT(*) AS n FROM jobs WHERE status = ?", [Bind::Text(s.into())]))?.map_or(0, |r| r.n))
+    };
+    Ok((n(&mut conn, "queued")?, n(&mut conn, "running")?))
+}
+
 /// The manifest of a completed job, or where it stands.
 pub enum Status {
     InProgress(String),

@@ -6,6 +6,8 @@ pub mod error;
 pub mod extract;
 mod bulk;
 mod fhir;
+pub mod limits;
+pub mod observe;
 mod oauth;
 mod operations;
 pub mod pages;
@@ -20,6 +22,8 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 pub struct AppState {
     pub hf: Healthfolio,
+    pub metrics: std::sync::Arc<observe::Metrics>,
+    pub limits: limits::Limits,
 }
 
 impl AppState {
@@ -34,18 +38,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     bulk::configure(cfg);
     operations::configure(cfg);
     fhir::configure(cfg);
-    cfg.route("/static/app.css", web::get().to(pages::stylesheet));
+    cfg.route("/static/app.css", web::get().to(pages::stylesheet))
+        .route("/metrics", web::get().to(observe::metrics));
 }
 
 /// Starts the server on an already-bound listener (tests bind port 0).
 pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     crate::portability::bulk::start_worker(hf.db.clone(), hf.config.base_url.clone(), hf.bulk_dir());
-    let state = web::Data::new(AppState { hf });
+    let state = web::Data::new(AppState { hf, metrics: Default::default(), limits: Default::default() });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(middleware::Compress::default())
+            .wrap(middleware::from_fn(limits::in_flight))
+            .wrap(middleware::from_fn(observe::observe))
             .wrap(
                 middleware::DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))

@@ -181,12 +181,16 @@ fn safe_continue(c: Option<&str>) -> String {
 
 async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<LoginForm>) -> HttpResponse {
     let form = form.into_inner();
+    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if !state.limits.allow(&address, None) {
+        state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return page_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Wait a few minutes and try again.");
+    }
     let continue_to = safe_continue(form.continue_to.as_deref());
     let cookie_csrf = req.cookie(LOGIN_CSRF).map(|c| c.value().to_string());
     if cookie_csrf.as_deref() != Some(form.csrf.as_str()) {
         return login_page(&state, None, Some("Your sign-in form expired. Please try again.".into()), continue_to, form.email);
     }
-    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let hf = state.hf.clone();
     let (email, pw) = (form.email.clone(), form.password);
@@ -204,7 +208,10 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
             let _ = r.add_cookie(&session_cookie(&state, cookie));
             r
         }
-        Ok(Err(e)) => login_page(&state, None, Some(e.to_string()), continue_to, form.email),
+        Ok(Err(e)) => {
+            state.metrics.failed_logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            login_page(&state, None, Some(e.to_string()), continue_to, form.email)
+        }
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }
 }
@@ -261,6 +268,12 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         Err(r) => return *r,
     };
     let basic = basic_auth(&req);
+    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let client = basic.as_ref().map(|(id, _)| id.clone()).or(tr.client_id.clone());
+    if !state.limits.allow(&address, client.as_deref()) {
+        state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return super::limits::too_many();
+    }
     let hf = state.hf.clone();
     let ep = state.endpoints();
     let result = blocking(move || {
@@ -269,10 +282,13 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
     })
     .await;
     match result {
-        Ok(t) => HttpResponse::Ok()
+        Ok(t) => {
+            state.metrics.tokens_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"))
-            .json(t),
+            .json(t)
+        }
         Err(r) => r,
     }
 }

@@ -1,0 +1,63 @@
+//! Rate limits on the endpoints that guess-and-retry attacks aim at (token, sign-in), per address
+//! and per client, and a global in-flight limit. Each replica limits on its own: a limit is a
+//! safety valve, not state that must be shared.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpResponse};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Limits {
+    per_address: DefaultKeyedRateLimiter<String>,
+    per_client: DefaultKeyedRateLimiter<String>,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+}
+
+fn quota(per_minute: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(rate).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_address: RateLimiter::keyed(quota(600, 120)),
+            per_client: RateLimiter::keyed(quota(600, 120)),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: 4096,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether one more request from this address (and client, if known) may go on now.
+    pub fn allow(&self, address: &str, client: Option<&str>) -> bool {
+        self.per_address.check_key(&address.to_string()).is_ok() && client.is_none_or(|c| self.per_client.check_key(&c.to_string()).is_ok())
+    }
+}
+
+pub fn too_many() -> HttpResponse {
+    HttpResponse::build(StatusCode::TOO_MANY_REQUESTS)
+        .insert_header((header::RETRY_AFTER, "10"))
+        .json(serde_json::json!({"error": "temporarily_unavailable", "error_description": "too many requests: wait and try again"}))
+}
+
+/// Refuses work beyond the global in-flight limit rather than queueing without bound.
+pub async fn in_flight(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = req.app_data::<web::Data<super::AppState>>().cloned();
+    let Some(state) = state else { return next.call(req).await.map(ServiceResponse::map_into_boxed_body) };
+    let now = state.limits.in_flight.fetch_add(1, Ordering::AcqRel);
+    let result = if now >= state.limits.max_in_flight {
+        state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        Ok(req.into_response(too_many()))
+    } else {
+        next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+    };
+    state.limits.in_flight.fetch_sub(1, Ordering::AcqRel);
+    result
+}
