@@ -42,6 +42,9 @@ pub struct Overrides {
     /// Access token lifetime in seconds [env: HEALTHFOLIO_TOKEN_LIFETIME] [default: 900]
     #[arg(long, env = "HEALTHFOLIO_TOKEN_LIFETIME", hide_env = true)]
     pub token_lifetime: Option<i64>,
+    /// Allow a plain-http base URL on a non-local address (behind a TLS-terminating proxy).
+    #[arg(long, env = "HEALTHFOLIO_INSECURE_HTTP", hide_env = true)]
+    pub insecure_http: bool,
     /// Configuration file [env: HEALTHFOLIO_CONFIG] [default: ./healthfolio.toml if present]
     #[arg(long, env = "HEALTHFOLIO_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
@@ -97,6 +100,38 @@ impl Config {
             token_lifetime: o.token_lifetime.or(file.token_lifetime).unwrap_or(900).clamp(60, 3600),
             secret_key: std::env::var("HEALTHFOLIO_SECRET_KEY").ok().filter(|s| !s.is_empty()),
         })
+    }
+
+    /// `config show`: every effective setting, with secrets and database passwords hidden.
+    pub fn redacted(&self) -> String {
+        let url = match (self.database_url.find("://"), self.database_url.rfind('@')) {
+            (Some(s), Some(at)) if self.database_url[s + 3..at].contains(':') => {
+                let user_end = self.database_url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
+                format!("{}:***{}", &self.database_url[..user_end], &self.database_url[at..])
+            }
+            _ => self.database_url.clone(),
+        };
+        let secret = if self.secret_key.is_some() { "set (HEALTHFOLIO_SECRET_KEY, hidden)" } else { "not set: generated into the data dir" };
+        format!(
+            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}",
+            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime
+        )
+    }
+
+    /// Refuses a configuration that would be unsafe in production: plain http on a non-local
+    /// address (unless explicitly allowed), or https without a configured secret key.
+    pub fn check_production(&self, insecure_http: bool) -> Result<(), ConfigError> {
+        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| self.base_url.starts_with(p));
+        if self.base_url.starts_with("http://") && !local && !insecure_http {
+            return Err(ConfigError::Invalid(format!(
+                "base URL {} is plain http on a non-local address: serve https (or put a TLS proxy in front and pass --insecure-http)",
+                self.base_url
+            )));
+        }
+        if self.base_url.starts_with("https://") && self.secret_key.is_none() {
+            return Err(ConfigError::Invalid("HEALTHFOLIO_SECRET_KEY must be set in production (base64 of 32 random bytes, the same on every replica)".into()));
+        }
+        Ok(())
     }
 
     pub fn fhir_base(&self) -> String {

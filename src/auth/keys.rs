@@ -36,7 +36,12 @@ struct KeyRow {
 struct Signer {
     kid: String,
     key: EncodingKey,
+    loaded: std::time::Instant,
 }
+
+/// How long a replica signs with the key it read before looking for a newer one (another replica
+/// may have rotated): well inside the time a retired key stays published.
+const SIGNER_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Keys {
@@ -121,14 +126,16 @@ impl Keys {
 
     fn load_signer(&self) -> Result<Option<Arc<Signer>>, AuthError> {
         if let Some(s) = self.signer.read().map_err(|_| AuthError::Key("lock poisoned".into()))?.clone() {
-            return Ok(Some(s));
+            if s.loaded.elapsed() < SIGNER_REFRESH {
+                return Ok(Some(s));
+            }
         }
         let rows = self.rows(
             "SELECT kid, private_key, public_jwk, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC LIMIT 1",
         )?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let der = self.open(&row.private_key)?;
-        let signer = Arc::new(Signer { kid: row.kid, key: EncodingKey::from_ec_der(&der) });
+        let signer = Arc::new(Signer { kid: row.kid, key: EncodingKey::from_ec_der(&der), loaded: std::time::Instant::now() });
         *self.signer.write().map_err(|_| AuthError::Key("lock poisoned".into()))? = Some(signer.clone());
         Ok(Some(signer))
     }

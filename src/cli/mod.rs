@@ -78,6 +78,26 @@ enum Command {
         #[command(flatten)]
         o: Overrides,
     },
+    /// Write a consistent backup of the whole database (either backend) to a file.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Restore a backup into an empty database (of either kind).
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+        #[command(flatten)]
+        o: Overrides,
+    },
     /// Patients and their logins.
     Patient {
         #[command(subcommand)]
@@ -130,6 +150,12 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration, secrets redacted.
+    Show,
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Create a new signing key; older keys keep verifying until their tokens expire.
     Rotate,
@@ -167,7 +193,10 @@ fn open(o: &Overrides) -> Result<Healthfolio, Box<dyn std::error::Error>> {
 
 fn run(command: Command) -> CliResult {
     match command {
-        Command::Serve(o) => serve(open(&o)?),
+        Command::Serve(o) => {
+            Config::resolve(&o)?.check_production(o.insecure_http)?;
+            serve(open(&o)?)
+        }
         Command::Demo(o) => {
             let hf = open(&o)?;
             demo::run(&hf)?;
@@ -190,6 +219,27 @@ fn run(command: Command) -> CliResult {
         Command::Generate { patients, per_patient, out, seed } => generate_cmd(patients, per_patient, seed, &out),
         Command::Export { patient, nhs_number, out, o } => portability::export(&open(&o)?, patient, nhs_number, &out),
         Command::Import { file, into, append, o } => portability::import(&open(&o)?, &file, into, append),
+        Command::Backup { out, o } => {
+            let config = Config::resolve(&o)?;
+            let db = crate::db::Db::open(&config.database_url, 2)?;
+            let tmp = out.with_extension("partial");
+            let counts = crate::db::backup::backup(&db, std::io::BufWriter::new(std::fs::File::create(&tmp)?))?;
+            std::fs::rename(&tmp, &out)?;
+            let total: usize = counts.iter().map(|(_, n)| n).sum();
+            println!("backup of {total} rows in {} tables written to {}", counts.len(), out.display());
+            Ok(())
+        }
+        Command::Restore { file, o } => {
+            let hf = open(&o)?;
+            let counts = crate::db::backup::restore(&hf.db, std::io::BufReader::new(std::fs::File::open(&file)?))?;
+            let total: usize = counts.iter().map(|(_, n)| n).sum();
+            println!("restored {total} rows from {}", file.display());
+            Ok(())
+        }
+        Command::Config { cmd: ConfigCmd::Show, o } => {
+            println!("{}", Config::resolve(&o)?.redacted());
+            Ok(())
+        }
         Command::Patient { cmd, o } => admin::patient(&open(&o)?, cmd),
         Command::Practitioner { cmd, o } => admin::practitioner(&open(&o)?, cmd),
         Command::Client { cmd, o } => admin::client(&open(&o)?, cmd),

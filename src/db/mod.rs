@@ -4,6 +4,7 @@
 //! execution time (`?` on SQLite, `$n` on PostgreSQL). The few places where the SQL itself must differ
 //! ask [`Conn::backend`].
 
+pub mod backup;
 mod sql;
 
 pub use sql::{Bind, Sql};

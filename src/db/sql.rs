@@ -14,6 +14,7 @@ pub enum Bind {
     OptInt(Option<i64>),
     /// A JSON document: `jsonb` on PostgreSQL, text on SQLite.
     Json(String),
+    OptJson(Option<String>),
 }
 
 impl Bind {
@@ -30,7 +31,7 @@ impl Bind {
     {
         match self {
             Bind::Text(s) | Bind::Json(s) => q.bind::<Text, _>(s.clone()),
-            Bind::OptText(s) => q.bind::<Nullable<Text>, _>(s.clone()),
+            Bind::OptText(s) | Bind::OptJson(s) => q.bind::<Nullable<Text>, _>(s.clone()),
             Bind::Int(n) => q.bind::<BigInt, _>(*n),
             Bind::OptInt(n) => q.bind::<Nullable<BigInt>, _>(*n),
         }
@@ -117,7 +118,7 @@ impl Sql {
                     if ch == '?' {
                         n += 1;
                         match self.binds.get(n - 1) {
-                            Some(Bind::Json(_)) => out.push_str(&format!("CAST(${n} AS jsonb)")),
+                            Some(Bind::Json(_) | Bind::OptJson(_)) => out.push_str(&format!("CAST(${n} AS jsonb)")),
                             _ => out.push_str(&format!("${n}")),
                         }
                     } else {

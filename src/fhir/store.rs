@@ -451,7 +451,7 @@ fn finish_write(
             Bind::OptText(s.patient_id.clone()),
             Bind::Text(method.into()),
             Bind::Text(ctx.author()),
-            if s.deleted { Bind::OptText(None) } else { Bind::Json(s.body.clone()) },
+            if s.deleted { Bind::OptJson(None) } else { Bind::Json(s.body.clone()) },
         ],
     );
     conn.execute(&q)?;

@@ -6,3 +6,4 @@ mod smoke;
 mod oauth;
 mod oauth_support;
 mod portability;
+mod ops;

@@ -13,6 +13,7 @@ pub struct TestApp {
     pub hf: Healthfolio,
     handle: actix_web::dev::ServerHandle,
     dir: PathBuf,
+    database_url: String,
     pg_database: Option<(String, String)>,
 }
 
@@ -74,14 +75,32 @@ impl TestApp {
         Some(TestApp::start(temp_dir(), url, Some((admin, name))))
     }
 
+    /// A second server on the same database, with the same secret and public URL: another replica.
+    pub fn replica(&self) -> TestApp {
+        self.replica_of_service(self)
+    }
+
+    /// A server on this app's database that presents itself as `service` (its secret and public
+    /// URL), as an operator would start it after restoring `service`'s backup here.
+    pub fn replica_of_service(&self, service: &TestApp) -> TestApp {
+        let dir = temp_dir();
+        std::fs::copy(service.dir.join("secret.key"), dir.join("secret.key")).expect("copy secret");
+        TestApp::start_as(dir, self.database_url.clone(), None, Some(service.base.clone()))
+    }
+
     fn start(dir: PathBuf, database_url: String, pg_database: Option<(String, String)>) -> TestApp {
+        TestApp::start_as(dir, database_url, pg_database, None)
+    }
+
+    fn start_as(dir: PathBuf, database_url: String, pg_database: Option<(String, String)>, public: Option<String>) -> TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let overrides = Overrides {
             addr: Some(addr.clone()),
             data_dir: Some(dir.clone()),
-            database_url: Some(database_url),
+            database_url: Some(database_url.clone()),
             pool_size: Some(4),
+            base_url: public.clone(),
             body_limit: Some(1024 * 1024),
             ..Overrides::default()
         };
@@ -98,7 +117,8 @@ impl TestApp {
         });
         let handle = rx.recv().expect("server handle");
         let base = format!("http://{addr}");
-        TestApp { fhir: format!("{base}/fhir"), base, hf, handle, dir, pg_database }
+        let fhir = format!("{}/fhir", public.unwrap_or_else(|| base.clone()));
+        TestApp { fhir, base, hf, handle, dir, database_url, pg_database }
     }
 
     /// A token with `scope`, signed by this instance (the library path the OAuth flows also use).
@@ -131,11 +151,11 @@ impl TestApp {
     }
 
     pub fn client(&self) -> Client {
-        Client { base: self.fhir.clone(), token: Some(self.admin()), headers: Vec::new() }
+        Client { base: format!("{}/fhir", self.base), token: Some(self.admin()), headers: Vec::new() }
     }
 
     pub fn client_with(&self, token: Option<String>) -> Client {
-        Client { base: self.fhir.clone(), token, headers: Vec::new() }
+        Client { base: format!("{}/fhir", self.base), token, headers: Vec::new() }
     }
 
     /// Creates a resource with the admin token and returns its id.

@@ -1,0 +1,85 @@
+//! Operations: backup and restore across backends, several replicas on one database, health and metrics.
+
+use crate::both;
+use crate::fixtures::*;
+use crate::support::TestApp;
+use healthfolio::consent::Grantee;
+use serde_json::json;
+
+fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let mr = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let mut changed = app.client().get(&format!("MedicationRequest/{mr}")).body;
+    changed["status"] = json!("stopped");
+    assert_eq!(app.client().put(&format!("MedicationRequest/{mr}"), &changed).status, 200);
+    app.client().get(&format!("Patient/{p}"));
+    app.hf.store.audit.flush();
+    let mut file = Vec::new();
+    healthfolio::db::backup::backup(&app.hf.db, &mut file).expect("backup");
+
+    // Restore into a fresh SQLite database, whatever the source, then serve it as the same service.
+    let empty = TestApp::sqlite();
+    healthfolio::db::backup::restore(&empty.hf.db, file.as_slice()).expect("restore");
+    let restored = empty.replica_of_service(app);
+    let before = app.client().get(&format!("MedicationRequest/{mr}"));
+    let after = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}"));
+    assert_eq!(after.status, 200, "a token of the source verifies: its keys came along");
+    assert_eq!(after.header("etag"), Some("W/\"2\""));
+    assert_eq!(before.body, after.body);
+    let history = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}/_history"));
+    assert_eq!(history.entries().len(), 2);
+    let audit_a = app.client().get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
+    let audit_b = restored.client_with(Some(app.admin())).get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
+    assert!(audit_b >= audit_a.saturating_sub(1) && audit_a > 0, "{audit_a} vs {audit_b}");
+    assert!(healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(), "restore refuses a non-empty database");
+}
+
+fn health_and_metrics(app: &TestApp) {
+    let c = app.client_with(None);
+    assert_eq!(c.get(&format!("{}/healthz", app.base)).status, 200);
+    assert_eq!(c.get(&format!("{}/readyz", app.base)).body["status"], "ready");
+    let r = app.client().get("Patient");
+    assert!(r.header("x-request-id").is_some_and(|id| id.len() >= 16));
+    let m = c.get(&format!("{}/metrics", app.base));
+    assert!(m.text.contains("healthfolio_http_request_duration_seconds_count{method=\"GET\",route=\"/fhir/{type}\",status=\"200\"}"), "{}", m.text);
+    assert!(m.text.contains("healthfolio_db_pool_connections"));
+}
+
+both!(backup_restore_keeps_record_versions_and_audit, health_and_metrics);
+
+/// Two servers on one PostgreSQL database behave as one service.
+#[test]
+fn replicas_share_keys_grants_and_jobs() {
+    let Some(a) = TestApp::postgres() else { return };
+    let b = a.replica();
+    let p = a.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let mr = a.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    // A token signed by one replica is accepted by the other.
+    assert_eq!(b.client_with(Some(a.admin())).get(&format!("MedicationRequest/{mr}")).status, 200);
+    // A grant revoked through one replica is refused by the other on the next request.
+    let token = a.patient_token("patient/*.rs", &p);
+    assert_eq!(b.client_with(Some(token.clone())).get(&format!("MedicationRequest/{mr}")).status, 200);
+    let mut conn = a.hf.db.conn().expect("conn");
+    let g = healthfolio::consent::active_for(&mut conn, &p, &Grantee::Client("test-client".into())).expect("q").expect("grant");
+    healthfolio::consent::revoke(&mut conn, &g.id).expect("revoke");
+    assert_eq!(b.client_with(Some(token)).get(&format!("MedicationRequest/{mr}")).status, 401);
+    // A job whose worker died (lease expired mid-run) is finished by another replica.
+    let admin = a.client_with(Some(a.admin()));
+    let kick = admin.get("$export?_type=MedicationRequest");
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let status = kick.header("content-location").expect("location").to_string();
+    let id = status.rsplit('/').next().expect("id").to_string();
+    use healthfolio::db::{Bind, Sql};
+    conn.execute(&Sql::with("UPDATE jobs SET status = 'running', leased_by = 'dead-worker', lease_until = 0 WHERE id = ?", [Bind::Text(id)])).expect("simulate");
+    let done = (0..200).find_map(|_| {
+        let r = b.client_with(Some(a.admin())).get(&status);
+        (r.status == 200).then_some(r.body).or_else(|| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            None
+        })
+    });
+    let manifest = done.expect("another replica finished the job");
+    assert_eq!(manifest["output"][0]["count"], 1);
+}
