@@ -111,7 +111,11 @@ impl Config {
             }
             _ => self.database_url.clone(),
         };
-        let secret = if self.secret_key.is_some() { "set (HEALTHFOLIO_SECRET_KEY, hidden)" } else { "not set: generated into the data dir" };
+        let secret = if self.secret_key.is_some() {
+            "set (HEALTHFOLIO_SECRET_KEY, hidden)"
+        } else {
+            "not set: generated into the data dir"
+        };
         format!(
             "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}",
             self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime
@@ -121,7 +125,8 @@ impl Config {
     /// Refuses a configuration that would be unsafe in production: plain http on a non-local
     /// address (unless explicitly allowed), or https without a configured secret key.
     pub fn check_production(&self, insecure_http: bool) -> Result<(), ConfigError> {
-        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| self.base_url.starts_with(p));
+        let local =
+            ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| self.base_url.starts_with(p));
         if self.base_url.starts_with("http://") && !local && !insecure_http {
             return Err(ConfigError::Invalid(format!(
                 "base URL {} is plain http on a non-local address: serve https (or put a TLS proxy in front and pass --insecure-http)",
@@ -149,12 +154,7 @@ fn read_file(explicit: Option<&Path>) -> Result<FileConfig, ConfigError> {
         None if Path::new("healthfolio.toml").exists() => PathBuf::from("healthfolio.toml"),
         None => return Ok(FileConfig::default()),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })
 }

@@ -68,14 +68,37 @@ impl Healthfolio {
 
     /// Signs an operator token (every record, within `scope`) for scripts, tests and benchmarks.
     pub fn issue_operator_token(&self, scope: &str, lifetime: i64) -> Result<String, auth::AuthError> {
-        let mut claims = auth::Claims::new(&self.config.base_url, &self.config.fhir_base(), "operator", "healthfolio-cli", scope, None, lifetime);
+        let mut claims = auth::Claims::new(
+            &self.config.base_url,
+            &self.config.fhir_base(),
+            "operator",
+            "healthfolio-cli",
+            scope,
+            None,
+            lifetime,
+        );
         claims.reach = Some("all".into());
         self.keys.sign(&claims)
     }
 
     /// Signs an access token for this server (its issuer and audience).
-    pub fn issue_token(&self, sub: &str, client_id: &str, scope: &str, patient: Option<String>, lifetime: i64) -> Result<String, auth::AuthError> {
-        let claims = auth::Claims::new(&self.config.base_url, &self.config.fhir_base(), sub, client_id, scope, patient, lifetime);
+    pub fn issue_token(
+        &self,
+        sub: &str,
+        client_id: &str,
+        scope: &str,
+        patient: Option<String>,
+        lifetime: i64,
+    ) -> Result<String, auth::AuthError> {
+        let claims = auth::Claims::new(
+            &self.config.base_url,
+            &self.config.fhir_base(),
+            sub,
+            client_id,
+            scope,
+            patient,
+            lifetime,
+        );
         self.keys.sign(&claims)
     }
 }

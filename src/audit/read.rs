@@ -9,16 +9,27 @@ use serde_json::Value;
 
 impl AuditQuery {
     /// `AuditEvent?patient=…&date=…&_count=…`
-    pub fn from_params(params: &[(String, String)], compartment: Option<String>, strict: bool) -> Result<AuditQuery, FhirError> {
+    pub fn from_params(
+        params: &[(String, String)],
+        compartment: Option<String>,
+        strict: bool,
+    ) -> Result<AuditQuery, FhirError> {
         let mut q = AuditQuery { limit: 100, patient: compartment, ..AuditQuery::default() };
         for (k, v) in params {
             match k.as_str() {
                 "patient" => q.patient = Some(v.trim_start_matches("Patient/").to_string()),
                 "_id" => q.id = Some(v.clone()),
-                "_count" => q.limit = v.parse::<i64>().map_err(|_| FhirError::invalid("_count must be a number"))?.clamp(1, 1000),
+                "_count" => {
+                    q.limit =
+                        v.parse::<i64>().map_err(|_| FhirError::invalid("_count must be a number"))?.clamp(1, 1000)
+                }
                 "date" => q.date(v)?,
                 "_format" | "_pretty" => {}
-                other if strict => return Err(FhirError::invalid(format!("AuditEvent search supports patient, date, _id and _count, not '{other}'"))),
+                other if strict => {
+                    return Err(FhirError::invalid(format!(
+                        "AuditEvent search supports patient, date, _id and _count, not '{other}'"
+                    )))
+                }
                 _ => {}
             }
         }
@@ -44,7 +55,13 @@ impl AuditQuery {
 }
 
 /// AuditEvents the caller may see, as FHIR JSON.
-pub fn read_events(db: &Db, auditor: &super::Auditor, ctx: &AccessContext, mut q: AuditQuery, what: Interaction) -> Result<Vec<Value>, FhirError> {
+pub fn read_events(
+    db: &Db,
+    auditor: &super::Auditor,
+    ctx: &AccessContext,
+    mut q: AuditQuery,
+    what: Interaction,
+) -> Result<Vec<Value>, FhirError> {
     ctx.require("AuditEvent", what)?;
     if let Some(p) = ctx.compartment() {
         if q.patient.as_deref().is_some_and(|asked| asked != p) {

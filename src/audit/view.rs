@@ -106,7 +106,8 @@ pub fn audit_event_json(r: &AuditRow) -> Value {
         ev["entity"] = Value::Array(entity);
     }
     if let Some(n) = r.count {
-        ev["extension"] = json!([{"url": "https://healthfolio.example/fhir/StructureDefinition/result-count", "valueInteger": n}]);
+        ev["extension"] =
+            json!([{"url": "https://healthfolio.example/fhir/StructureDefinition/result-count", "valueInteger": n}]);
     }
     ev
 }

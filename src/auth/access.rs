@@ -85,7 +85,13 @@ impl AccessContext {
     }
 
     /// Whether a resource of `rtype` in compartment `patient_id` may be touched with `what`.
-    pub fn may_touch(&self, conn: &mut Conn, rtype: &str, patient_id: Option<&str>, what: Interaction) -> Result<bool, FhirError> {
+    pub fn may_touch(
+        &self,
+        conn: &mut Conn,
+        rtype: &str,
+        patient_id: Option<&str>,
+        what: Interaction,
+    ) -> Result<bool, FhirError> {
         if !self.allows(rtype, what) {
             return Ok(false);
         }

@@ -4,7 +4,7 @@
 use super::{password, AuthError};
 use crate::db::{Bind, Conn, Int, Sql};
 use crate::fhir::now_micros;
-use diesel::sql_types::{Nullable, Text, BigInt};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 
 /// Failed sign-ins before an account pauses, and for how long.
@@ -61,7 +61,14 @@ impl From<crate::db::DbError> for LoginError {
     }
 }
 
-pub fn create(conn: &mut Conn, kind: &str, email: &str, pw: &str, fhir_user: &str, organization: Option<&str>) -> Result<Account, AuthError> {
+pub fn create(
+    conn: &mut Conn,
+    kind: &str,
+    email: &str,
+    pw: &str,
+    fhir_user: &str,
+    organization: Option<&str>,
+) -> Result<Account, AuthError> {
     if pw.chars().count() < 10 {
         return Err(AuthError::Invalid("a password needs at least 10 characters".into()));
     }
@@ -83,7 +90,9 @@ pub fn create(conn: &mut Conn, kind: &str, email: &str, pw: &str, fhir_user: &st
         ],
     ));
     match result {
-        Err(e) if e.is_unique_violation() => return Err(AuthError::Invalid(format!("an account for {email} already exists"))),
+        Err(e) if e.is_unique_violation() => {
+            return Err(AuthError::Invalid(format!("an account for {email} already exists")))
+        }
         other => other?,
     };
     by_id(conn, &id)?.ok_or_else(|| AuthError::Key("account vanished".into()))
@@ -94,7 +103,10 @@ pub fn by_id(conn: &mut Conn, id: &str) -> Result<Option<Account>, AuthError> {
 }
 
 pub fn by_email(conn: &mut Conn, email: &str) -> Result<Option<Account>, AuthError> {
-    let q = Sql::with(&format!("SELECT {COLUMNS} FROM accounts WHERE email = ?"), [Bind::Text(email.trim().to_lowercase())]);
+    let q = Sql::with(
+        &format!("SELECT {COLUMNS} FROM accounts WHERE email = ?"),
+        [Bind::Text(email.trim().to_lowercase())],
+    );
     Ok(conn.first(&q)?)
 }
 
@@ -121,11 +133,17 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
     let ok = password::verify(pw, hash);
     match (account, ok) {
         (Some(a), true) => {
-            conn.execute(&Sql::with("UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = ?", [Bind::Text(a.id.clone())]))?;
+            conn.execute(&Sql::with(
+                "UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = ?",
+                [Bind::Text(a.id.clone())],
+            ))?;
             Ok(a)
         }
         (account, _) => {
-            conn.execute(&Sql::with("INSERT INTO login_failures (address, at) VALUES (?, ?)", [Bind::Text(address.into()), Bind::Int(now)]))?;
+            conn.execute(&Sql::with(
+                "INSERT INTO login_failures (address, at) VALUES (?, ?)",
+                [Bind::Text(address.into()), Bind::Int(now)],
+            ))?;
             if let Some(a) = account {
                 let lock = (a.failed_logins + 1 >= ACCOUNT_FAILURES).then_some(now + ACCOUNT_LOCK_MICROS);
                 conn.execute(&Sql::with(
@@ -142,6 +160,9 @@ pub fn set_password(conn: &mut Conn, id: &str, pw: &str) -> Result<(), AuthError
     if pw.chars().count() < 10 {
         return Err(AuthError::Invalid("a password needs at least 10 characters".into()));
     }
-    conn.execute(&Sql::with("UPDATE accounts SET password_hash = ? WHERE id = ?", [Bind::Text(password::hash(pw)?), Bind::Text(id.into())]))?;
+    conn.execute(&Sql::with(
+        "UPDATE accounts SET password_hash = ? WHERE id = ?",
+        [Bind::Text(password::hash(pw)?), Bind::Text(id.into())],
+    ))?;
     Ok(())
 }

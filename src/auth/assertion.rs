@@ -72,7 +72,8 @@ fn select_key(jwks: &Value, kid: &str, alg: Algorithm) -> Result<DecodingKey, OA
     let [key] = found.as_slice() else {
         return Err(invalid("no single registered key matches the assertion's kid and alg"));
     };
-    let jwk: Jwk = serde_json::from_value((*key).clone()).map_err(|_| invalid("the registered key is not a valid JWK"))?;
+    let jwk: Jwk =
+        serde_json::from_value((*key).clone()).map_err(|_| invalid("the registered key is not a valid JWK"))?;
     DecodingKey::from_jwk(&jwk).map_err(|_| invalid("the registered key cannot verify signatures"))
 }
 

@@ -76,7 +76,8 @@ impl TryFrom<ClientRow> for Client {
     type Error = AuthError;
     fn try_from(r: ClientRow) -> Result<Client, AuthError> {
         Ok(Client {
-            kind: ClientKind::parse(&r.kind).ok_or_else(|| AuthError::Key(format!("client {} has unknown kind", r.client_id)))?,
+            kind: ClientKind::parse(&r.kind)
+                .ok_or_else(|| AuthError::Key(format!("client {} has unknown kind", r.client_id)))?,
             redirect_uris: serde_json::from_str(&r.redirect_uris).unwrap_or_default(),
             jwks: r.jwks.and_then(|j| serde_json::from_str(&j).ok()),
             client_id: r.client_id,
@@ -101,7 +102,8 @@ pub struct NewClient {
     pub organization: Option<String>,
 }
 
-const COLUMNS: &str = "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at";
+const COLUMNS: &str =
+    "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at";
 
 fn check(c: &NewClient, kind: ClientKind) -> Result<(), AuthError> {
     let bad = |m: &str| Err(AuthError::Invalid(m.to_string()));
@@ -109,11 +111,18 @@ fn check(c: &NewClient, kind: ClientKind) -> Result<(), AuthError> {
         return bad("a client needs a name");
     }
     match kind {
-        ClientKind::Backend if c.jwks.is_none() && c.jwks_uri.is_none() => bad("a backend client needs --jwks-file or --jwks-uri"),
-        ClientKind::Public | ClientKind::Confidential if c.redirect_uris.is_empty() => bad("an app needs at least one --redirect-uri"),
+        ClientKind::Backend if c.jwks.is_none() && c.jwks_uri.is_none() => {
+            bad("a backend client needs --jwks-file or --jwks-uri")
+        }
+        ClientKind::Public | ClientKind::Confidential if c.redirect_uris.is_empty() => {
+            bad("an app needs at least one --redirect-uri")
+        }
         _ => {
             for u in &c.redirect_uris {
-                if !(u.starts_with("https://") || u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost")) {
+                if !(u.starts_with("https://")
+                    || u.starts_with("http://127.0.0.1")
+                    || u.starts_with("http://localhost"))
+                {
                     return bad("redirect URIs must be https (or http on localhost)");
                 }
             }
@@ -150,7 +159,10 @@ pub fn register(conn: &mut Conn, c: &NewClient) -> Result<(Client, Option<String
 }
 
 pub fn get(conn: &mut Conn, client_id: &str) -> Result<Option<Client>, AuthError> {
-    let q = Sql::with(&format!("SELECT {COLUMNS} FROM clients WHERE client_id = ? AND removed_at IS NULL"), [Bind::Text(client_id.into())]);
+    let q = Sql::with(
+        &format!("SELECT {COLUMNS} FROM clients WHERE client_id = ? AND removed_at IS NULL"),
+        [Bind::Text(client_id.into())],
+    );
     conn.first::<ClientRow>(&q)?.map(Client::try_from).transpose()
 }
 
@@ -166,7 +178,11 @@ pub fn remove(conn: &mut Conn, client_id: &str) -> Result<bool, AuthError> {
         [Bind::Int(now_micros()), Bind::Text(client_id.into())],
     ))?;
     if n == 1 {
-        live::revoke(conn, &format!("client:{client_id}"), now_micros() + super::keys::MAX_TOKEN_LIFETIME_SECS * 2_000_000)?;
+        live::revoke(
+            conn,
+            &format!("client:{client_id}"),
+            now_micros() + super::keys::MAX_TOKEN_LIFETIME_SECS * 2_000_000,
+        )?;
     }
     Ok(n == 1)
 }

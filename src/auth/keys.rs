@@ -9,7 +9,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use diesel::sql_types::{Nullable, Text, BigInt};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::RngCore;
@@ -54,13 +54,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(db: Db, secret: [u8; 32]) -> Keys {
-        Keys {
-            db,
-            secret,
-            signer: Arc::default(),
-            verifiers: Arc::default(),
-            verified: Arc::default(),
-        }
+        Keys { db, secret, signer: Arc::default(), verifiers: Arc::default(), verified: Arc::default() }
     }
 
     /// Makes sure a current signing key exists (creating the first one on a new database).
@@ -104,7 +98,9 @@ impl Keys {
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
         let mut out = nonce.to_vec();
-        out.extend(cipher.encrypt(Nonce::from_slice(&nonce), plain).map_err(|_| AuthError::Key("encryption failed".into()))?);
+        out.extend(
+            cipher.encrypt(Nonce::from_slice(&nonce), plain).map_err(|_| AuthError::Key("encryption failed".into()))?,
+        );
         Ok(STANDARD.encode(out))
     }
 
@@ -114,9 +110,11 @@ impl Keys {
             return Err(AuthError::Key("stored key too short".into()));
         }
         let cipher = Aes256Gcm::new_from_slice(&self.secret).map_err(|_| AuthError::Key("bad secret".into()))?;
-        cipher
-            .decrypt(Nonce::from_slice(&bytes[..12]), &bytes[12..])
-            .map_err(|_| AuthError::Key("the signing key cannot be decrypted: is HEALTHFOLIO_SECRET_KEY the one it was made with?".into()))
+        cipher.decrypt(Nonce::from_slice(&bytes[..12]), &bytes[12..]).map_err(|_| {
+            AuthError::Key(
+                "the signing key cannot be decrypted: is HEALTHFOLIO_SECRET_KEY the one it was made with?".into(),
+            )
+        })
     }
 
     fn rows(&self, sql: &str) -> Result<Vec<KeyRow>, AuthError> {
@@ -135,7 +133,8 @@ impl Keys {
         )?;
         let Some(row) = rows.into_iter().next() else { return Ok(None) };
         let der = self.open(&row.private_key)?;
-        let signer = Arc::new(Signer { kid: row.kid, key: EncodingKey::from_ec_der(&der), loaded: std::time::Instant::now() });
+        let signer =
+            Arc::new(Signer { kid: row.kid, key: EncodingKey::from_ec_der(&der), loaded: std::time::Instant::now() });
         *self.signer.write().map_err(|_| AuthError::Key("lock poisoned".into()))? = Some(signer.clone());
         Ok(Some(signer))
     }
@@ -143,7 +142,9 @@ impl Keys {
     /// The current signing key: (kid, key). Another replica may have rotated since we cached it;
     /// that is harmless, as both keys verify.
     pub(super) fn signing(&self) -> Result<(String, EncodingKey), AuthError> {
-        let s = self.load_signer()?.ok_or_else(|| AuthError::Key("no signing key: run `healthfolio keys rotate`".into()))?;
+        let s = self
+            .load_signer()?
+            .ok_or_else(|| AuthError::Key("no signing key: run `healthfolio keys rotate`".into()))?;
         Ok((s.kid.clone(), s.key.clone()))
     }
 
@@ -173,7 +174,8 @@ impl Keys {
     /// Public keys that may still verify a live token.
     pub fn published(&self) -> Result<Vec<Value>, AuthError> {
         let horizon = now_micros() - MAX_TOKEN_LIFETIME_SECS * 1_000_000;
-        let rows = self.rows("SELECT kid, private_key, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC")?;
+        let rows =
+            self.rows("SELECT kid, private_key, public_jwk, retired_at FROM signing_keys ORDER BY created_at DESC")?;
         Ok(rows
             .into_iter()
             .filter(|r| r.retired_at.is_none_or(|t| t > horizon))
@@ -206,7 +208,8 @@ pub fn load_secret(configured: Option<&str>, data_dir: &std::path::Path) -> Resu
     tracing::warn!(path = %path.display(), "HEALTHFOLIO_SECRET_KEY is not set: generated a secret key file; set the variable in production");
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);
-    std::fs::create_dir_all(data_dir).map_err(|e| AuthError::Key(format!("cannot create {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| AuthError::Key(format!("cannot create {}: {e}", data_dir.display())))?;
     write_private(&path, &STANDARD.encode(key))?;
     Ok(key)
 }

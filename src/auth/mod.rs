@@ -4,12 +4,12 @@
 mod access;
 pub mod accounts;
 mod assertion;
-pub mod oauth;
-mod pkce;
 pub mod clients;
 pub mod keys;
 pub mod live;
+pub mod oauth;
 pub mod password;
+mod pkce;
 pub mod scope;
 pub mod session;
 pub mod token;

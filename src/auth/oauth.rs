@@ -129,7 +129,8 @@ fn client_may_ask(client: &Client, word: &str) -> bool {
 
 pub fn check_authorize(conn: &mut Conn, ep: &Endpoints, p: &AuthorizeParams) -> Result<Authorization, AuthorizeError> {
     let page = |m: &str| AuthorizeError::Page(m.to_string());
-    let client_id = p.client_id.as_deref().ok_or_else(|| page("the app did not say who it is (client_id is missing)"))?;
+    let client_id =
+        p.client_id.as_deref().ok_or_else(|| page("the app did not say who it is (client_id is missing)"))?;
     let client = clients::get(conn, client_id)
         .map_err(|e| page(&e.to_string()))?
         .filter(|c| c.kind != ClientKind::Backend)
@@ -147,11 +148,16 @@ pub fn check_authorize(conn: &mut Conn, ep: &Endpoints, p: &AuthorizeParams) -> 
     if p.response_type.as_deref() != Some("code") {
         return Err(redirect("unsupported_response_type", "response_type must be code"));
     }
-    let state = p.state.clone().filter(|s| !s.is_empty()).ok_or_else(|| redirect("invalid_request", "state is required"))?;
+    let state =
+        p.state.clone().filter(|s| !s.is_empty()).ok_or_else(|| redirect("invalid_request", "state is required"))?;
     if p.aud.as_deref().map(|a| a.trim_end_matches('/')) != Some(ep.fhir_base.as_str()) {
         return Err(redirect("invalid_request", &format!("aud must be this FHIR server: {}", ep.fhir_base)));
     }
-    let code_challenge = p.code_challenge.clone().filter(|c| !c.is_empty()).ok_or_else(|| redirect("invalid_request", "PKCE is required: send code_challenge"))?;
+    let code_challenge = p
+        .code_challenge
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| redirect("invalid_request", "PKCE is required: send code_challenge"))?;
     if p.code_challenge_method.as_deref() != Some("S256") {
         return Err(redirect("invalid_request", "code_challenge_method must be S256"));
     }
@@ -165,7 +171,10 @@ pub fn check_authorize(conn: &mut Conn, ep: &Endpoints, p: &AuthorizeParams) -> 
         .map(str::to_string)
         .collect();
     if !scopes.iter().any(|w| Scope::parse(w).is_some()) {
-        return Err(redirect("invalid_scope", "ask for at least one resource scope such as patient/MedicationRequest.rs"));
+        return Err(redirect(
+            "invalid_scope",
+            "ask for at least one resource scope such as patient/MedicationRequest.rs",
+        ));
     }
     Ok(Authorization { client, redirect_uri, scopes, state, code_challenge, nonce: p.nonce.clone() })
 }
@@ -225,7 +234,8 @@ pub fn describe(scope: &Scope) -> String {
 
 pub fn consent_state(conn: &mut Conn, patient: &str, auth: &Authorization) -> Result<ConsentState, AuthError> {
     let wanted: Vec<Scope> = auth.scopes.iter().filter_map(|w| Scope::parse(w)).collect();
-    let existing = consent::active_for(conn, patient, &Grantee::Client(auth.client.client_id.clone())).map_err(|e| AuthError::Key(e.to_string()))?;
+    let existing = consent::active_for(conn, patient, &Grantee::Client(auth.client.client_id.clone()))
+        .map_err(|e| AuthError::Key(e.to_string()))?;
     if let Some(g) = existing {
         let have = g.scopes();
         if wanted.iter().all(|w| have.resources.iter().any(|h| h.covers(w))) {
@@ -233,28 +243,47 @@ pub fn consent_state(conn: &mut Conn, patient: &str, auth: &Authorization) -> Re
         }
     }
     Ok(ConsentState::Ask(
-        wanted.iter().zip(auth.scopes.iter().filter(|w| Scope::parse(w).is_some())).map(|(s, w)| ConsentItem { scope: w.clone(), label: describe(s) }).collect(),
+        wanted
+            .iter()
+            .zip(auth.scopes.iter().filter(|w| Scope::parse(w).is_some()))
+            .map(|(s, w)| ConsentItem { scope: w.clone(), label: describe(s) })
+            .collect(),
     ))
 }
 
 /// The patient approved `approved` (a subset of what was asked): record the grant and issue a code.
-pub fn approve(conn: &mut Conn, account: &Account, auth: &Authorization, approved: &[String]) -> Result<String, AuthError> {
-    let patient = account.patient_id().ok_or_else(|| AuthError::Invalid("only a patient can share their record".into()))?;
-    let resource: Vec<&String> = auth.scopes.iter().filter(|w| Scope::parse(w).is_some() && approved.contains(w)).collect();
+pub fn approve(
+    conn: &mut Conn,
+    account: &Account,
+    auth: &Authorization,
+    approved: &[String],
+) -> Result<String, AuthError> {
+    let patient =
+        account.patient_id().ok_or_else(|| AuthError::Invalid("only a patient can share their record".into()))?;
+    let resource: Vec<&String> =
+        auth.scopes.iter().filter(|w| Scope::parse(w).is_some() && approved.contains(w)).collect();
     if resource.is_empty() {
         return Ok(deny(auth));
     }
     let grant_scope = resource.iter().map(|w| w.replacen("user/", "patient/", 1)).collect::<Vec<_>>().join(" ");
-    let existing = consent::active_for(conn, patient, &Grantee::Client(auth.client.client_id.clone())).map_err(|e| AuthError::Key(e.to_string()))?;
+    let existing = consent::active_for(conn, patient, &Grantee::Client(auth.client.client_id.clone()))
+        .map_err(|e| AuthError::Key(e.to_string()))?;
     let covered = existing.as_ref().is_some_and(|g| {
         let have = g.scopes();
         Scopes::parse(&grant_scope).resources.iter().all(|w| have.resources.iter().any(|h| h.covers(w)))
     });
     if !covered {
-        let g = NewGrant { patient_id: patient.to_string(), grantee: Grantee::Client(auth.client.client_id.clone()), scope: grant_scope, expires_at: None, created_by: format!("Patient/{patient}") };
+        let g = NewGrant {
+            patient_id: patient.to_string(),
+            grantee: Grantee::Client(auth.client.client_id.clone()),
+            scope: grant_scope,
+            expires_at: None,
+            created_by: format!("Patient/{patient}"),
+        };
         consent::grant(conn, &g).map_err(|e| AuthError::Invalid(e.to_string()))?;
     }
-    let scope: Vec<&str> = auth.scopes.iter().filter(|w| Scope::parse(w).is_none() || approved.contains(w)).map(String::as_str).collect();
+    let scope: Vec<&str> =
+        auth.scopes.iter().filter(|w| Scope::parse(w).is_none() || approved.contains(w)).map(String::as_str).collect();
     let code = password::random_token();
     conn.execute(&Sql::with(
         "INSERT INTO auth_codes (code_hash, client_id, account_id, redirect_uri, scope, patient_id, code_challenge, nonce, family, expires_at) \
@@ -278,7 +307,11 @@ pub fn approve(conn: &mut Conn, account: &Account, auth: &Authorization, approve
 pub fn deny(auth: &Authorization) -> String {
     with_query(
         &auth.redirect_uri,
-        &[("error", "access_denied".into()), ("error_description", "the patient declined".into()), ("state", auth.state.clone())],
+        &[
+            ("error", "access_denied".into()),
+            ("error_description", "the patient declined".into()),
+            ("state", auth.state.clone()),
+        ],
     )
 }
 
@@ -317,11 +350,18 @@ pub struct TokenResponse {
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Who is calling the token endpoint, proven by secret, assertion, or (public apps) only named.
-fn authenticate(conn: &mut Conn, ep: &Endpoints, req: &TokenRequest, basic: Option<(String, String)>) -> Result<Client, OAuthError> {
+fn authenticate(
+    conn: &mut Conn,
+    ep: &Endpoints,
+    req: &TokenRequest,
+    basic: Option<(String, String)>,
+) -> Result<Client, OAuthError> {
     let bad = |d: &str, status: u16| OAuthError::new("invalid_client", d, status);
     if let Some(assertion) = &req.client_assertion {
         if req.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
-            return Err(OAuthError::request("client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer"));
+            return Err(OAuthError::request(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
         }
         let claimed = unverified_issuer(assertion).ok_or_else(|| bad("client_assertion has no iss", 401))?;
         let client = clients::get(conn, &claimed)?.ok_or_else(|| bad("unknown client", 401))?;
@@ -330,13 +370,19 @@ fn authenticate(conn: &mut Conn, ep: &Endpoints, req: &TokenRequest, basic: Opti
     }
     let (id, secret, status) = match basic {
         Some((id, secret)) => (id, Some(secret), 401),
-        None => (req.client_id.clone().ok_or_else(|| bad("the client must identify itself (client_id)", 400))?, req.client_secret.clone(), 400),
+        None => (
+            req.client_id.clone().ok_or_else(|| bad("the client must identify itself (client_id)", 400))?,
+            req.client_secret.clone(),
+            400,
+        ),
     };
     let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
     match (client.kind, &client.secret_hash, secret) {
         (ClientKind::Public, _, None) => Ok(client),
         (ClientKind::Confidential, Some(hash), Some(s)) if password::verify(&s, hash) => Ok(client),
-        (ClientKind::Backend, _, _) => Err(bad("a backend client must authenticate with a signed client_assertion", status)),
+        (ClientKind::Backend, _, _) => {
+            Err(bad("a backend client must authenticate with a signed client_assertion", status))
+        }
         _ => Err(bad("client authentication failed", status)),
     }
 }
@@ -378,16 +424,29 @@ struct CodeRow {
 fn revoke_family(conn: &mut Conn, family: &str) -> Result<(), OAuthError> {
     let until = now_micros() + REFRESH_LIFETIME_MICROS;
     live::revoke(conn, &format!("fam:{family}"), until)?;
-    conn.execute(&Sql::with("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL", [Bind::Int(now_micros()), Bind::Text(family.into())]))?;
+    conn.execute(&Sql::with(
+        "UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+        [Bind::Int(now_micros()), Bind::Text(family.into())],
+    ))?;
     Ok(())
 }
 
 /// Runs a token request. Refusals have effects that must stay (a reused code or refresh token
 /// revokes its family; the attempt is audited), so callers commit whatever this returns.
-pub fn token(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, basic: Option<(String, String)>) -> Result<TokenResponse, OAuthError> {
+pub fn token(
+    conn: &mut Conn,
+    keys: &Keys,
+    ep: &Endpoints,
+    req: &TokenRequest,
+    basic: Option<(String, String)>,
+) -> Result<TokenResponse, OAuthError> {
     let grant_type = req.grant_type.as_deref().ok_or_else(|| OAuthError::request("grant_type is required"))?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
-        return Err(OAuthError::new("unsupported_grant_type", &format!("grant_type {grant_type} is not supported"), 400));
+        return Err(OAuthError::new(
+            "unsupported_grant_type",
+            &format!("grant_type {grant_type} is not supported"),
+            400,
+        ));
     }
     let client = authenticate(conn, ep, req, basic)?;
     let out = match grant_type {
@@ -401,7 +460,13 @@ pub fn token(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, b
     out
 }
 
-fn authorization_code(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, client: &Client) -> Result<TokenResponse, OAuthError> {
+fn authorization_code(
+    conn: &mut Conn,
+    keys: &Keys,
+    ep: &Endpoints,
+    req: &TokenRequest,
+    client: &Client,
+) -> Result<TokenResponse, OAuthError> {
     let code = req.code.as_deref().ok_or_else(|| OAuthError::request("code is required"))?;
     let row: CodeRow = conn
         .first(&Sql::with(
@@ -427,12 +492,23 @@ fn authorization_code(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenR
     if !pkce::matches(verifier, &row.code_challenge) {
         return Err(OAuthError::grant("code_verifier does not match the code_challenge"));
     }
-    let n = conn.execute(&Sql::with("UPDATE auth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL", [Bind::Int(now_micros()), Bind::Text(password::digest(code))]))?;
+    let n = conn.execute(&Sql::with(
+        "UPDATE auth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL",
+        [Bind::Int(now_micros()), Bind::Text(password::digest(code))],
+    ))?;
     if n != 1 {
         return Err(OAuthError::grant("the authorization code was already used"));
     }
-    let account = accounts::by_id(conn, &row.account_id)?.ok_or_else(|| OAuthError::grant("the account no longer exists"))?;
-    let issued = Issue { account: &account, client, scope: row.scope, patient: row.patient_id, family: row.family, nonce: row.nonce };
+    let account =
+        accounts::by_id(conn, &row.account_id)?.ok_or_else(|| OAuthError::grant("the account no longer exists"))?;
+    let issued = Issue {
+        account: &account,
+        client,
+        scope: row.scope,
+        patient: row.patient_id,
+        family: row.family,
+        nonce: row.nonce,
+    };
     issue(conn, keys, ep, issued)
 }
 
@@ -447,7 +523,15 @@ struct Issue<'a> {
 
 fn issue(conn: &mut Conn, keys: &Keys, ep: &Endpoints, i: Issue) -> Result<TokenResponse, OAuthError> {
     let scopes = Scopes::parse(&i.scope);
-    let mut claims = Claims::new(&ep.issuer, &ep.fhir_base, &i.account.id, &i.client.client_id, &i.scope, i.patient.clone(), ep.access_lifetime);
+    let mut claims = Claims::new(
+        &ep.issuer,
+        &ep.fhir_base,
+        &i.account.id,
+        &i.client.client_id,
+        &i.scope,
+        i.patient.clone(),
+        ep.access_lifetime,
+    );
     claims.fam = Some(i.family.clone());
     let access_token = keys.sign(&claims)?;
     let refresh_token = if scopes.offline_access {
@@ -521,7 +605,13 @@ fn find_refresh(conn: &mut Conn, token: &str) -> Result<Option<RefreshRow>, OAut
     ))?)
 }
 
-fn refresh(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, client: &Client) -> Result<TokenResponse, OAuthError> {
+fn refresh(
+    conn: &mut Conn,
+    keys: &Keys,
+    ep: &Endpoints,
+    req: &TokenRequest,
+    client: &Client,
+) -> Result<TokenResponse, OAuthError> {
     let token = req.refresh_token.as_deref().ok_or_else(|| OAuthError::request("refresh_token is required"))?;
     let row = find_refresh(conn, token)?.ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
     if row.client_id != client.client_id {
@@ -544,9 +634,18 @@ fn refresh(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, cli
         Some(s) => narrow(&row.scope, s)?,
         None => row.scope.clone(),
     };
-    conn.execute(&Sql::with("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?", [Bind::Int(now_micros()), Bind::Text(password::digest(token))]))?;
-    let account = accounts::by_id(conn, &row.account_id)?.ok_or_else(|| OAuthError::grant("the account no longer exists"))?;
-    issue(conn, keys, ep, Issue { account: &account, client, scope, patient: row.patient_id, family: row.family, nonce: None })
+    conn.execute(&Sql::with(
+        "UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?",
+        [Bind::Int(now_micros()), Bind::Text(password::digest(token))],
+    ))?;
+    let account =
+        accounts::by_id(conn, &row.account_id)?.ok_or_else(|| OAuthError::grant("the account no longer exists"))?;
+    issue(
+        conn,
+        keys,
+        ep,
+        Issue { account: &account, client, scope, patient: row.patient_id, family: row.family, nonce: None },
+    )
 }
 
 /// A refresh may ask for less than was granted, never more.
@@ -554,7 +653,8 @@ fn narrow(granted: &str, asked: &str) -> Result<String, OAuthError> {
     let have: Vec<&str> = granted.split_whitespace().collect();
     let have_scopes = Scopes::parse(granted);
     for w in asked.split_whitespace() {
-        let ok = have.contains(&w) || Scope::parse(w).is_some_and(|s| have_scopes.resources.iter().any(|h| h.covers(&s)));
+        let ok =
+            have.contains(&w) || Scope::parse(w).is_some_and(|s| have_scopes.resources.iter().any(|h| h.covers(&s)));
         if !ok {
             return Err(OAuthError::new("invalid_scope", &format!("'{w}' was not granted"), 400));
         }
@@ -562,20 +662,44 @@ fn narrow(granted: &str, asked: &str) -> Result<String, OAuthError> {
     Ok(asked.to_string())
 }
 
-fn client_credentials(conn: &mut Conn, keys: &Keys, ep: &Endpoints, req: &TokenRequest, client: &Client) -> Result<TokenResponse, OAuthError> {
+fn client_credentials(
+    conn: &mut Conn,
+    keys: &Keys,
+    ep: &Endpoints,
+    req: &TokenRequest,
+    client: &Client,
+) -> Result<TokenResponse, OAuthError> {
     if client.kind != ClientKind::Backend || req.client_assertion.is_none() {
-        return Err(OAuthError::new("unauthorized_client", "client_credentials is for backend clients authenticating with a signed assertion", 400));
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            "client_credentials is for backend clients authenticating with a signed assertion",
+            400,
+        ));
     }
     let asked = req.scope.as_deref().unwrap_or("system/*.rs");
     let mut kept = Vec::new();
     for w in asked.split_whitespace() {
         match Scope::parse(w) {
             Some(s) if w.starts_with("system/") && client_may_ask(client, w) => kept.push((w.to_string(), s)),
-            _ => return Err(OAuthError::new("invalid_scope", &format!("'{w}' is not a system scope this client may have"), 400)),
+            _ => {
+                return Err(OAuthError::new(
+                    "invalid_scope",
+                    &format!("'{w}' is not a system scope this client may have"),
+                    400,
+                ))
+            }
         }
     }
     let scope = kept.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(" ");
-    let mut claims = Claims::new(&ep.issuer, &ep.fhir_base, &client.client_id, &client.client_id, &scope, None, ep.access_lifetime.min(BACKEND_TOKEN_SECS));
+    let mut claims = Claims::new(
+        &ep.issuer,
+        &ep.fhir_base,
+        &client.client_id,
+        &client.client_id,
+        &scope,
+        None,
+        ep.access_lifetime.min(BACKEND_TOKEN_SECS),
+    );
     claims.org = client.organization.clone();
     let _ = conn;
     Ok(TokenResponse {
@@ -628,6 +752,9 @@ pub fn userinfo(conn: &mut Conn, ctx: &AccessContext, ep: &Endpoints) -> Result<
     if !ctx.scopes.openid {
         return Err(AuthError::Invalid("userinfo needs a token with the openid scope".into()));
     }
-    let account = accounts::by_id(conn, &ctx.subject)?.ok_or(AuthError::InvalidToken("the token's user no longer exists"))?;
-    Ok(json!({"sub": account.id, "fhirUser": format!("{}/{}", ep.fhir_base, account.fhir_user), "email": account.email}))
+    let account =
+        accounts::by_id(conn, &ctx.subject)?.ok_or(AuthError::InvalidToken("the token's user no longer exists"))?;
+    Ok(
+        json!({"sub": account.id, "fhirUser": format!("{}/{}", ep.fhir_base, account.fhir_user), "email": account.email}),
+    )
 }

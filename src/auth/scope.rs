@@ -130,10 +130,7 @@ mod tests {
 
     #[test]
     fn v1_and_v2_parse_to_the_same_permissions() {
-        assert_eq!(
-            Scope::parse("patient/MedicationRequest.read"),
-            Scope::parse("patient/MedicationRequest.rs")
-        );
+        assert_eq!(Scope::parse("patient/MedicationRequest.read"), Scope::parse("patient/MedicationRequest.rs"));
         let w = Scope::parse("system/*.write").unwrap();
         assert!(w.create && w.update && w.delete && !w.read && !w.search);
         assert!(Scope::parse("user/*.cruds").unwrap().allows("Patient", Interaction::Delete));

@@ -60,12 +60,18 @@ pub fn find(conn: &mut Conn, cookie: &str) -> Result<Option<Session>, AuthError>
     );
     let Some(row) = conn.first::<SessionRow>(&q)? else { return Ok(None) };
     let Some(account) = accounts::by_id(conn, &row.account_id)? else { return Ok(None) };
-    conn.execute(&Sql::with("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?", [Bind::Int(now_micros()), Bind::Text(row.id_hash.clone())]))?;
+    conn.execute(&Sql::with(
+        "UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?",
+        [Bind::Int(now_micros()), Bind::Text(row.id_hash.clone())],
+    ))?;
     Ok(Some(Session { row, account }))
 }
 
 pub fn end(conn: &mut Conn, cookie: &str) -> Result<(), AuthError> {
-    conn.execute(&Sql::with("UPDATE sessions SET revoked_at = ? WHERE id_hash = ?", [Bind::Int(now_micros()), Bind::Text(password::digest(cookie))]))?;
+    conn.execute(&Sql::with(
+        "UPDATE sessions SET revoked_at = ? WHERE id_hash = ?",
+        [Bind::Int(now_micros()), Bind::Text(password::digest(cookie))],
+    ))?;
     Ok(())
 }
 

@@ -33,7 +33,15 @@ pub struct Claims {
 
 impl Claims {
     /// Claims for a new token valid for `lifetime` seconds from now.
-    pub fn new(issuer: &str, audience: &str, sub: &str, client_id: &str, scope: &str, patient: Option<String>, lifetime: i64) -> Claims {
+    pub fn new(
+        issuer: &str,
+        audience: &str,
+        sub: &str,
+        client_id: &str,
+        scope: &str,
+        patient: Option<String>,
+        lifetime: i64,
+    ) -> Claims {
         let now = chrono::Utc::now().timestamp();
         Claims {
             iss: issuer.to_string(),
@@ -115,9 +123,15 @@ impl Keys {
         v.leeway = 5;
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let data = decode::<Claims>(token, &key, &v).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::InvalidToken("the bearer token has expired"),
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => AuthError::InvalidToken("the bearer token is for another server (aud)"),
-            jsonwebtoken::errors::ErrorKind::InvalidIssuer => AuthError::InvalidToken("the bearer token was issued by another server"),
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                AuthError::InvalidToken("the bearer token has expired")
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                AuthError::InvalidToken("the bearer token is for another server (aud)")
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                AuthError::InvalidToken("the bearer token was issued by another server")
+            }
             _ => AuthError::InvalidToken("the bearer token's signature or claims are invalid"),
         })?;
         Ok(data.claims)

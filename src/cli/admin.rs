@@ -164,7 +164,10 @@ pub fn client(hf: &Healthfolio, cmd: ClientCmd) -> CliResult {
     match cmd {
         ClientCmd::Add(a) => {
             let jwks = match &a.jwks_file {
-                Some(f) => Some(serde_json::from_str(&std::fs::read_to_string(f)?).map_err(|e| format!("{}: not a JWKS: {e}", f.display()))?),
+                Some(f) => Some(
+                    serde_json::from_str(&std::fs::read_to_string(f)?)
+                        .map_err(|e| format!("{}: not a JWKS: {e}", f.display()))?,
+                ),
                 None => None,
             };
             let new = NewClient {
@@ -207,11 +210,24 @@ pub fn grant(hf: &Healthfolio, cmd: GrantCmd) -> CliResult {
                 _ => return Err("give --client or --organization".into()),
             };
             let expires_at = match expires {
-                Some(d) => Some(crate::fhir::time::parse_range(&d).ok_or_else(|| format!("'{d}' is not a date (YYYY-MM-DD)"))?.hi),
+                Some(d) => Some(
+                    crate::fhir::time::parse_range(&d).ok_or_else(|| format!("'{d}' is not a date (YYYY-MM-DD)"))?.hi,
+                ),
                 None => None,
             };
             let patient = patient.trim_start_matches("Patient/").to_string();
-            let g = conn.transaction(|c| consent::grant(c, &NewGrant { patient_id: patient, grantee, scope: scopes.join(" "), expires_at, created_by: "operator".into() }))?;
+            let g = conn.transaction(|c| {
+                consent::grant(
+                    c,
+                    &NewGrant {
+                        patient_id: patient,
+                        grantee,
+                        scope: scopes.join(" "),
+                        expires_at,
+                        created_by: "operator".into(),
+                    },
+                )
+            })?;
             println!("grant {} recorded: {}", g.id, g.scope);
         }
         GrantCmd::List { patient } => {

@@ -29,7 +29,12 @@ fn patient_id(hf: &Healthfolio, nhs: &str) -> CliResult<Option<String>> {
 
 fn organization_id(hf: &Healthfolio, ods: &str) -> CliResult<Option<String>> {
     let ctx = AccessContext::operator("demo");
-    let req = SearchRequest { rtype: "Organization".into(), params: vec![("identifier".into(), ods.into())], compartment: None, strict: true };
+    let req = SearchRequest {
+        rtype: "Organization".into(),
+        params: vec![("identifier".into(), ods.into())],
+        compartment: None,
+        strict: true,
+    };
     let mut conn = hf.db.conn()?;
     Ok(search::run(&mut conn, &ctx, &req)?.matches.into_iter().next().map(|s| s.id))
 }
@@ -42,7 +47,9 @@ fn client_named(hf: &Healthfolio, name: &str) -> CliResult<Option<clients::Clien
 pub fn run(hf: &Healthfolio) -> CliResult<()> {
     let ctx = AccessContext::operator("demo");
     let out = hf.store.process_bundle(&ctx, demo_data::demo_bundle())?;
-    let created = out["entry"].as_array().map_or(0, |e| e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count());
+    let created = out["entry"].as_array().map_or(0, |e| {
+        e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count()
+    });
     let mut logins = Vec::new();
     for p in demo_data::demo_patients() {
         let Some(id) = patient_id(hf, p.nhs_number)? else { continue };
@@ -59,7 +66,10 @@ pub fn run(hf: &Healthfolio) -> CliResult<()> {
             let new = NewClient {
                 name: DEMO_APP.into(),
                 kind: Some(ClientKind::Public),
-                redirect_uris: vec![format!("{}/demo-app/callback", hf.config.base_url), "http://127.0.0.1:9000/callback".into()],
+                redirect_uris: vec![
+                    format!("{}/demo-app/callback", hf.config.base_url),
+                    "http://127.0.0.1:9000/callback".into(),
+                ],
                 ..NewClient::default()
             };
             clients::register(&mut conn, &new)?.0
@@ -80,7 +90,14 @@ fn demo_provider(hf: &Healthfolio, first_patient: Option<&str>) -> CliResult<Str
         None => {
             let (jwks, key_path) = demo_key(hf)?;
             let mut conn = hf.db.conn()?;
-            let new = NewClient { name: DEMO_PROVIDER.into(), kind: Some(ClientKind::Backend), scope: "system/*.cruds".into(), jwks: Some(jwks), organization: org.clone(), ..NewClient::default() };
+            let new = NewClient {
+                name: DEMO_PROVIDER.into(),
+                kind: Some(ClientKind::Backend),
+                scope: "system/*.cruds".into(),
+                jwks: Some(jwks),
+                organization: org.clone(),
+                ..NewClient::default()
+            };
             let c = clients::register(&mut conn, &new)?.0;
             println!("  demo provider signing key (ES384, PKCS#8 DER): {}", key_path.display());
             c.client_id
@@ -89,7 +106,13 @@ fn demo_provider(hf: &Healthfolio, first_patient: Option<&str>) -> CliResult<Str
     if let (Some(p), Some(o)) = (first_patient, org) {
         let mut conn = hf.db.conn()?;
         if consent::active_for(&mut conn, p, &Grantee::Organization(o.clone()))?.is_none() {
-            let g = NewGrant { patient_id: p.into(), grantee: Grantee::Organization(o), scope: "patient/*.cruds".into(), expires_at: None, created_by: "demo".into() };
+            let g = NewGrant {
+                patient_id: p.into(),
+                grantee: Grantee::Organization(o),
+                scope: "patient/*.cruds".into(),
+                expires_at: None,
+                created_by: "demo".into(),
+            };
             conn.transaction(|c| consent::grant(c, &g))?;
         }
     }
@@ -100,8 +123,10 @@ fn demo_key(hf: &Healthfolio) -> CliResult<(serde_json::Value, std::path::PathBu
     use base64::Engine;
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).map_err(|_| "key generation failed")?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng).map_err(|_| "key unreadable")?;
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).map_err(|_| "key generation failed")?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| "key unreadable")?;
     let p = pair.public_key().as_ref();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let jwks = json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "demo-provider-1", "alg": "ES384", "x": b64(&p[1..49]), "y": b64(&p[49..97])}]});
@@ -110,18 +135,30 @@ fn demo_key(hf: &Healthfolio) -> CliResult<(serde_json::Value, std::path::PathBu
     Ok((jwks, path))
 }
 
-fn print_summary(hf: &Healthfolio, created: usize, logins: &[(demo_data::DemoPatient, String)], app: &str, provider: &str) {
+fn print_summary(
+    hf: &Healthfolio,
+    created: usize,
+    logins: &[(demo_data::DemoPatient, String)],
+    app: &str,
+    provider: &str,
+) {
     println!("Healthfolio demo");
     println!("  base URL:   {}", hf.config.base_url);
     println!("  FHIR base:  {}", hf.config.fhir_base());
     println!("  demo data:  {created} resource(s) created (0 means it was already loaded)");
     for (p, id) in logins {
-        println!("  login:      {} / {DEMO_PASSWORD}  ({} {}, NHS {}, Patient/{id})", p.email, p.given, p.family, p.nhs_number);
+        println!(
+            "  login:      {} / {DEMO_PASSWORD}  ({} {}, NHS {}, Patient/{id})",
+            p.email, p.given, p.family, p.nhs_number
+        );
     }
     println!("  demo app:   client_id {app} (public, PKCE)");
     println!("  provider:   client_id {provider} (backend, private_key_jwt)");
     if let Ok(token) = hf.issue_operator_token("system/*.rs", 3600) {
-        println!("  try:        curl -H 'Authorization: Bearer {token}' '{}/MedicationRequest?status=active'", hf.config.fhir_base());
+        println!(
+            "  try:        curl -H 'Authorization: Bearer {token}' '{}/MedicationRequest?status=active'",
+            hf.config.fhir_base()
+        );
         println!("  (a read-only operator token valid for 1 hour; `healthfolio token --help` makes others)");
     }
 }

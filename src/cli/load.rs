@@ -75,7 +75,8 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let entries = std::fs::read_dir(p).map_err(|e| LoadError::Read { file: p.display().to_string(), reason: e.to_string() })?;
+            let entries = std::fs::read_dir(p)
+                .map_err(|e| LoadError::Read { file: p.display().to_string(), reason: e.to_string() })?;
             let mut inner: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("json" | "ndjson")))
@@ -101,13 +102,20 @@ fn parse_file(path: &Path) -> Result<Vec<(usize, Value)>, LoadError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(|e| LoadError::Line { file: file.clone(), line: i + 1, reason: e.to_string() })?;
+            let v: Value = serde_json::from_str(&line).map_err(|e| LoadError::Line {
+                file: file.clone(),
+                line: i + 1,
+                reason: e.to_string(),
+            })?;
             out.push((i + 1, v));
         }
         return Ok(out);
     }
-    let v: Value = serde_json::from_reader(std::io::BufReader::new(f))
-        .map_err(|e| LoadError::Line { file: file.clone(), line: e.line(), reason: e.to_string() })?;
+    let v: Value = serde_json::from_reader(std::io::BufReader::new(f)).map_err(|e| LoadError::Line {
+        file: file.clone(),
+        line: e.line(),
+        reason: e.to_string(),
+    })?;
     Ok(vec![(1, v)])
 }
 
@@ -140,7 +148,13 @@ impl From<crate::db::DbError> for AtLine {
     }
 }
 
-fn load_items(hf: &Healthfolio, ctx: &AccessContext, file: &str, items: Vec<(usize, Value)>, bar: &mut Progress) -> Result<usize, LoadError> {
+fn load_items(
+    hf: &Healthfolio,
+    ctx: &AccessContext,
+    file: &str,
+    items: Vec<(usize, Value)>,
+    bar: &mut Progress,
+) -> Result<usize, LoadError> {
     // Bundles go through the bundle processor (transaction semantics, urn:uuid references).
     if let [(_, v)] = items.as_slice() {
         if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
@@ -153,7 +167,10 @@ fn load_items(hf: &Healthfolio, ctx: &AccessContext, file: &str, items: Vec<(usi
             let mut refs = Refs::default();
             for (i, (line, body)) in items.into_iter().enumerate() {
                 let at = |e: FhirError| AtLine(line, e);
-                let t = body.get("resourceType").and_then(Value::as_str).and_then(resource_type)
+                let t = body
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .and_then(resource_type)
                     .ok_or_else(|| at(FhirError::invalid("no resourceType this server holds")))?;
                 match body.get("id").and_then(Value::as_str).map(str::to_string) {
                     Some(id) => update_in(conn, ctx, &mut refs, t, &id, body, None).map(|_| ()),
@@ -167,7 +184,11 @@ fn load_items(hf: &Healthfolio, ctx: &AccessContext, file: &str, items: Vec<(usi
         })
         .map_err(|AtLine(line, e)| match line {
             0 => LoadError::Write { file: file.to_string(), source: e },
-            line => LoadError::Line { file: file.to_string(), line, reason: format!("{e}; nothing from this file was written") },
+            line => LoadError::Line {
+                file: file.to_string(),
+                line,
+                reason: format!("{e}; nothing from this file was written"),
+            },
         })
 }
 

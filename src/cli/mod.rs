@@ -14,11 +14,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "healthfolio", version, about = "A patient-owned medicines record: FHIR R4 server with SMART on FHIR authorization.",
+#[command(
+    name = "healthfolio",
+    version,
+    about = "A patient-owned medicines record: FHIR R4 server with SMART on FHIR authorization.",
     long_about = "Healthfolio keeps a patient's medicines record (prescriptions, what they take, dispensing, allergies) \
                   and serves it as a FHIR R4 API. Storage is an embedded SQLite file by default, or PostgreSQL when \
                   --database-url is a postgres:// URL.\n\nSettings come from defaults < healthfolio.toml < HEALTHFOLIO_* \
-                  environment < command line.")]
+                  environment < command line."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -37,9 +37,11 @@ pub fn export(hf: &Healthfolio, patient: Option<String>, nhs: Option<String>, ou
 
 pub fn import(hf: &Healthfolio, file: &Path, into: Option<String>, append: bool) -> CliResult {
     let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let (manifest, lines) = archive::read_archive(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (manifest, lines) =
+        archive::read_archive(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", file.display()))?;
     let opts = ImportOptions { into: into.map(|p| p.trim_start_matches("Patient/").to_string()), append };
-    let report = archive::import(&hf.store, &manifest.source, lines, &opts).map_err(|e| format!("{}: nothing was imported: {e}", file.display()))?;
+    let report = archive::import(&hf.store, &manifest.source, lines, &opts)
+        .map_err(|e| format!("{}: nothing was imported: {e}", file.display()))?;
     hf.store.audit.flush();
     println!(
         "imported into Patient/{}: {} created, {} already present, {} consent/audit entries kept with the source",

@@ -83,13 +83,16 @@ pub struct NewGrant {
     pub created_by: String,
 }
 
-const COLUMNS: &str = "id, patient_id, client_id, organization, scope, created_at, created_by, expires_at, revoked_at, last_used_at";
+const COLUMNS: &str =
+    "id, patient_id, client_id, organization, scope, created_at, created_by, expires_at, revoked_at, last_used_at";
 
 /// Only the resource scopes of a grant matter; they are stored in patient context.
 fn normalise_scope(scope: &str) -> Result<(String, Vec<Scope>), ConsentError> {
     let parsed = Scopes::parse(scope).resources;
     if parsed.is_empty() {
-        return Err(ConsentError::Invalid(format!("'{scope}' grants nothing: give resource scopes such as patient/MedicationRequest.rs")));
+        return Err(ConsentError::Invalid(format!(
+            "'{scope}' grants nothing: give resource scopes such as patient/MedicationRequest.rs"
+        )));
     }
     let text = parsed.iter().map(scope_text).collect::<Vec<_>>().join(" ");
     Ok((text, parsed))
@@ -135,7 +138,11 @@ pub fn grant(conn: &mut Conn, g: &NewGrant) -> Result<Grant, ConsentError> {
     for s in &parsed {
         conn.execute(&Sql::with(
             "INSERT INTO grant_permissions (grant_id, resource_type, perms) VALUES (?, ?, ?)",
-            [Bind::Text(id.clone()), Bind::Text(s.resource.clone().unwrap_or_else(|| "*".into())), Bind::Text(perms(s))],
+            [
+                Bind::Text(id.clone()),
+                Bind::Text(s.resource.clone().unwrap_or_else(|| "*".into())),
+                Bind::Text(perms(s)),
+            ],
         ))?;
     }
     get(conn, &id)
@@ -184,13 +191,23 @@ pub fn list(conn: &mut Conn, patient: Option<&str>) -> Result<Vec<Grant>, Consen
 }
 
 pub fn touch(conn: &mut Conn, id: &str) -> Result<(), ConsentError> {
-    conn.execute(&Sql::with("UPDATE grants SET last_used_at = ? WHERE id = ?", [Bind::Int(now_micros()), Bind::Text(id.into())]))?;
+    conn.execute(&Sql::with(
+        "UPDATE grants SET last_used_at = ? WHERE id = ?",
+        [Bind::Int(now_micros()), Bind::Text(id.into())],
+    ))?;
     Ok(())
 }
 
 /// SQL that is true when an active grant to this client or organisation lets `letter` be done to
 /// `rtype` in the compartment given by `patient_column`.
-pub fn granted_condition(q: &mut Sql, patient_column: &str, client: &str, organization: Option<&str>, rtype: &str, letter: char) {
+pub fn granted_condition(
+    q: &mut Sql,
+    patient_column: &str,
+    client: &str,
+    organization: Option<&str>,
+    rtype: &str,
+    letter: char,
+) {
     q.push(&format!(
         " AND {patient_column} IN (SELECT g.patient_id FROM grants g JOIN grant_permissions gp ON gp.grant_id = g.id \
          WHERE g.revoked_at IS NULL AND (g.expires_at IS NULL OR g.expires_at > "
@@ -204,7 +221,14 @@ pub fn granted_condition(q: &mut Sql, patient_column: &str, client: &str, organi
 }
 
 /// Whether an active grant to the client or organisation covers `letter` on `rtype` for `patient`.
-pub fn covers(conn: &mut Conn, patient: &str, client: &str, organization: Option<&str>, rtype: &str, letter: char) -> Result<bool, DbError> {
+pub fn covers(
+    conn: &mut Conn,
+    patient: &str,
+    client: &str,
+    organization: Option<&str>,
+    rtype: &str,
+    letter: char,
+) -> Result<bool, DbError> {
     let mut q = Sql::new("SELECT COUNT(*) AS n FROM (SELECT ");
     q.text(patient).push(" AS pid) x WHERE 1 = 1");
     granted_condition(&mut q, "x.pid", client, organization, rtype, letter);

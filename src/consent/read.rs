@@ -7,9 +7,16 @@ use crate::fhir::{now_micros, FhirError, Interaction};
 use serde_json::Value;
 
 /// `Consent/{id}` (when `id` is given) or `Consent?patient=…&status=…`.
-pub fn read_consents(db: &Db, ctx: &AccessContext, id: Option<&str>, params: &[(String, String)], what: Interaction) -> Result<Vec<Value>, FhirError> {
+pub fn read_consents(
+    db: &Db,
+    ctx: &AccessContext,
+    id: Option<&str>,
+    params: &[(String, String)],
+    what: Interaction,
+) -> Result<Vec<Value>, FhirError> {
     ctx.require("Consent", what)?;
-    let mut patient = params.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string());
+    let mut patient =
+        params.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string());
     let status = params.iter().find(|(k, _)| k == "status").map(|(_, v)| v.clone());
     if let Some(p) = ctx.compartment() {
         if patient.as_deref().is_some_and(|asked| asked != p) {

@@ -22,19 +22,139 @@ type Table = (&'static str, &'static str, &'static [(&'static str, Col)]);
 
 /// (table, ORDER BY, columns), in restore order.
 const TABLES: &[Table] = &[
-    ("resources", "rid", &[("rid", Int), ("res_type", Text), ("id", Text), ("version_id", Int), ("last_updated", Int), ("deleted", Int), ("patient_id", OptText), ("source", OptText), ("body", Json)]),
-    ("resource_versions", "rid, version_id", &[("rid", Int), ("version_id", Int), ("res_type", Text), ("id", Text), ("last_updated", Int), ("deleted", Int), ("patient_id", OptText), ("method", Text), ("author", Text), ("body", OptJson)]),
+    (
+        "resources",
+        "rid",
+        &[
+            ("rid", Int),
+            ("res_type", Text),
+            ("id", Text),
+            ("version_id", Int),
+            ("last_updated", Int),
+            ("deleted", Int),
+            ("patient_id", OptText),
+            ("source", OptText),
+            ("body", Json),
+        ],
+    ),
+    (
+        "resource_versions",
+        "rid, version_id",
+        &[
+            ("rid", Int),
+            ("version_id", Int),
+            ("res_type", Text),
+            ("id", Text),
+            ("last_updated", Int),
+            ("deleted", Int),
+            ("patient_id", OptText),
+            ("method", Text),
+            ("author", Text),
+            ("body", OptJson),
+        ],
+    ),
     ("idx_token", "rid, param, code", &[("rid", Int), ("param", Text), ("system", OptText), ("code", Text)]),
     ("idx_string", "rid, param, value", &[("rid", Int), ("param", Text), ("value", Text), ("raw", Text)]),
     ("idx_date", "rid, param, lo", &[("rid", Int), ("param", Text), ("lo", Int), ("hi", Int)]),
     ("idx_ref", "rid, param, target_id", &[("rid", Int), ("param", Text), ("target_type", Text), ("target_id", Text)]),
-    ("signing_keys", "kid", &[("kid", Text), ("alg", Text), ("private_key", Text), ("public_jwk", Text), ("created_at", Int), ("retired_at", OptInt)]),
-    ("audit_events", "aid", &[("aid", Int), ("id", Text), ("recorded", Int), ("patient_id", OptText), ("client_id", OptText), ("subject", OptText), ("action", Text), ("interaction", Text), ("res_type", OptText), ("res_id", OptText), ("query", OptText), ("outcome", Int), ("detail", OptText), ("count", OptInt), ("organization", OptText)]),
-    ("accounts", "id", &[("id", Text), ("kind", Text), ("email", Text), ("password_hash", Text), ("fhir_user", Text), ("organization", OptText), ("created_at", Int), ("failed_logins", Int), ("locked_until", OptInt)]),
-    ("clients", "client_id", &[("client_id", Text), ("name", Text), ("kind", Text), ("secret_hash", OptText), ("redirect_uris", Text), ("scope", Text), ("jwks", OptText), ("jwks_uri", OptText), ("organization", OptText), ("created_at", Int), ("removed_at", OptInt)]),
-    ("grants", "id", &[("id", Text), ("patient_id", Text), ("client_id", OptText), ("organization", OptText), ("scope", Text), ("created_at", Int), ("created_by", Text), ("expires_at", OptInt), ("revoked_at", OptInt), ("last_used_at", OptInt)]),
+    (
+        "signing_keys",
+        "kid",
+        &[
+            ("kid", Text),
+            ("alg", Text),
+            ("private_key", Text),
+            ("public_jwk", Text),
+            ("created_at", Int),
+            ("retired_at", OptInt),
+        ],
+    ),
+    (
+        "audit_events",
+        "aid",
+        &[
+            ("aid", Int),
+            ("id", Text),
+            ("recorded", Int),
+            ("patient_id", OptText),
+            ("client_id", OptText),
+            ("subject", OptText),
+            ("action", Text),
+            ("interaction", Text),
+            ("res_type", OptText),
+            ("res_id", OptText),
+            ("query", OptText),
+            ("outcome", Int),
+            ("detail", OptText),
+            ("count", OptInt),
+            ("organization", OptText),
+        ],
+    ),
+    (
+        "accounts",
+        "id",
+        &[
+            ("id", Text),
+            ("kind", Text),
+            ("email", Text),
+            ("password_hash", Text),
+            ("fhir_user", Text),
+            ("organization", OptText),
+            ("created_at", Int),
+            ("failed_logins", Int),
+            ("locked_until", OptInt),
+        ],
+    ),
+    (
+        "clients",
+        "client_id",
+        &[
+            ("client_id", Text),
+            ("name", Text),
+            ("kind", Text),
+            ("secret_hash", OptText),
+            ("redirect_uris", Text),
+            ("scope", Text),
+            ("jwks", OptText),
+            ("jwks_uri", OptText),
+            ("organization", OptText),
+            ("created_at", Int),
+            ("removed_at", OptInt),
+        ],
+    ),
+    (
+        "grants",
+        "id",
+        &[
+            ("id", Text),
+            ("patient_id", Text),
+            ("client_id", OptText),
+            ("organization", OptText),
+            ("scope", Text),
+            ("created_at", Int),
+            ("created_by", Text),
+            ("expires_at", OptInt),
+            ("revoked_at", OptInt),
+            ("last_used_at", OptInt),
+        ],
+    ),
     ("grant_permissions", "grant_id, resource_type", &[("grant_id", Text), ("resource_type", Text), ("perms", Text)]),
-    ("refresh_tokens", "token_hash", &[("token_hash", Text), ("family", Text), ("client_id", Text), ("account_id", Text), ("scope", Text), ("patient_id", OptText), ("created_at", Int), ("expires_at", Int), ("used_at", OptInt), ("revoked_at", OptInt)]),
+    (
+        "refresh_tokens",
+        "token_hash",
+        &[
+            ("token_hash", Text),
+            ("family", Text),
+            ("client_id", Text),
+            ("account_id", Text),
+            ("scope", Text),
+            ("patient_id", OptText),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("used_at", OptInt),
+            ("revoked_at", OptInt),
+        ],
+    ),
     ("revocations", "token_key", &[("token_key", Text), ("expires_at", Int)]),
     ("imported_origins", "origin", &[("origin", Text), ("res_type", Text), ("res_id", Text), ("imported_at", Int)]),
 ];
@@ -88,7 +208,10 @@ fn write_tables(conn: &mut Conn, out: impl Write) -> Result<Vec<(String, usize)>
         let mut offset = 0;
         loop {
             let q = Sql::with(
-                &format!("SELECT {} AS j FROM {table} ORDER BY {order} LIMIT ? OFFSET ?", row_json(conn.backend(), cols)),
+                &format!(
+                    "SELECT {} AS j FROM {table} ORDER BY {order} LIMIT ? OFFSET ?",
+                    row_json(conn.backend(), cols)
+                ),
                 [Bind::Int(PAGE), Bind::Int(offset)],
             );
             let rows: Vec<J> = conn.load(&q)?;
@@ -141,7 +264,10 @@ pub fn restore(db: &Db, input: impl Read) -> Result<Vec<(String, usize)>, DbErro
         e.read_to_end(&mut data).map_err(io)?;
         files.insert(name, data);
     }
-    let manifest: Value = files.get("manifest.json").and_then(|m| serde_json::from_slice(m).ok()).ok_or_else(|| DbError::Pool("not a Healthfolio backup: manifest.json missing".into()))?;
+    let manifest: Value = files
+        .get("manifest.json")
+        .and_then(|m| serde_json::from_slice(m).ok())
+        .ok_or_else(|| DbError::Pool("not a Healthfolio backup: manifest.json missing".into()))?;
     if manifest["format"] != FORMAT {
         return Err(DbError::Pool(format!("backup format {} is not {FORMAT}", manifest["format"])));
     }
@@ -170,9 +296,11 @@ fn restore_table(conn: &mut Conn, table: &str, cols: &[(&str, Col)], data: &[u8]
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
     let mut n = 0;
     for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let row: Map<String, Value> = serde_json::from_slice(line).map_err(|e| DbError::Pool(format!("{table}: {e}")))?;
+        let row: Map<String, Value> =
+            serde_json::from_slice(line).map_err(|e| DbError::Pool(format!("{table}: {e}")))?;
         let mut q = Sql::new(&format!("INSERT INTO {table} ({}) VALUES ", names.join(", ")));
-        let binds = cols.iter().map(|(c, t)| bind(row.get(*c).unwrap_or(&Value::Null), *t)).collect::<Result<Vec<_>, _>>()?;
+        let binds =
+            cols.iter().map(|(c, t)| bind(row.get(*c).unwrap_or(&Value::Null), *t)).collect::<Result<Vec<_>, _>>()?;
         q.list(binds);
         conn.execute(&q)?;
         n += 1;

@@ -37,10 +37,7 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(
             self,
-            DbError::Query(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _
-            ))
+            DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
         )
     }
 }
@@ -134,9 +131,7 @@ impl Db {
             Conn::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
             Conn::Postgres(c) => c.has_pending_migration(PG_MIGRATIONS),
         };
-        pending
-            .map(|p| !p)
-            .map_err(|e| DbError::Migration(e.to_string()))
+        pending.map(|p| !p).map_err(|e| DbError::Migration(e.to_string()))
     }
 
     pub fn pool_state(&self) -> (u32, u32) {

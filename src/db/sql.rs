@@ -18,10 +18,7 @@ pub enum Bind {
 }
 
 impl Bind {
-    pub(super) fn apply<'f, DB>(
-        &self,
-        q: BoxedSqlQuery<'f, DB, SqlQuery>,
-    ) -> BoxedSqlQuery<'f, DB, SqlQuery>
+    pub(super) fn apply<'f, DB>(&self, q: BoxedSqlQuery<'f, DB, SqlQuery>) -> BoxedSqlQuery<'f, DB, SqlQuery>
     where
         DB: DieselBackend + HasSqlType<Text> + HasSqlType<BigInt>,
         String: ToSql<Text, DB>,
@@ -47,10 +44,7 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_string(),
-            binds: Vec::new(),
-        }
+        Sql { text: text.to_string(), binds: Vec::new() }
     }
 
     /// Appends SQL text (never user input: that goes through `bind`).
@@ -91,10 +85,7 @@ impl Sql {
     pub fn with(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
         let binds: Vec<Bind> = binds.into_iter().collect();
         debug_assert_eq!(text.matches('?').count(), binds.len());
-        Sql {
-            text: text.to_string(),
-            binds,
-        }
+        Sql { text: text.to_string(), binds }
     }
 
     /// Appends another statement fragment with its parameters.
@@ -141,10 +132,7 @@ mod tests {
             "INSERT INTO t (a, b, c) VALUES (?, ?, ?)",
             [Bind::Int(1), Bind::Json("{}".into()), Bind::Text("x".into())],
         );
-        assert_eq!(
-            q.render(Backend::Postgres),
-            "INSERT INTO t (a, b, c) VALUES ($1, CAST($2 AS jsonb), $3)"
-        );
+        assert_eq!(q.render(Backend::Postgres), "INSERT INTO t (a, b, c) VALUES ($1, CAST($2 AS jsonb), $3)");
         assert_eq!(q.render(Backend::Sqlite), "INSERT INTO t (a, b, c) VALUES (?, ?, ?)");
     }
 }

@@ -1,9 +1,7 @@
 //! Bundles: searchset and history responses, and batch / transaction processing (conformance §1.9).
 
 use super::search::{self, SearchRequest, SearchResult};
-use super::store::{
-    check_refs, create_in, current, delete_in, new_id, patch_in, update_in, Refs, Stored,
-};
+use super::store::{check_refs, create_in, current, delete_in, new_id, patch_in, update_in, Refs, Stored};
 use super::{resource_type, time, FhirError, Interaction, Store};
 use crate::auth::AccessContext;
 use crate::db::Conn;
@@ -27,7 +25,8 @@ fn subset(body: &str, elements: &[String]) -> Value {
         }
     }
     let mut v = Value::Object(out);
-    v["meta"]["tag"] = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}]);
+    v["meta"]["tag"] =
+        json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}]);
     v
 }
 
@@ -70,7 +69,9 @@ pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
             .iter()
             .map(|w| json!({"severity": "warning", "code": "not-supported", "diagnostics": w}))
             .collect();
-        entries.push(json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}));
+        entries.push(
+            json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}),
+        );
     }
     let mut b = json!({
         "resourceType": "Bundle",
@@ -94,10 +95,7 @@ impl Store {
         let query = url_encode(&req.params);
         let patient = req.compartment.as_deref().or(ctx.compartment());
         let counted = result.as_ref().map(|r| r.matches.len() + r.included.len());
-        self.audit.record(
-            ctx,
-            crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted),
-        );
+        self.audit.record(ctx, crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted));
         result
     }
 
@@ -141,7 +139,9 @@ impl Store {
             },
             [id] => {
                 if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
-                    return Err(FhirError::invalid(format!("the body id does not match the resource the query found ({id})")));
+                    return Err(FhirError::invalid(format!(
+                        "the body id does not match the resource the query found ({id})"
+                    )));
                 }
                 body["id"] = Value::String(id.clone());
                 self.update(ctx, rtype, id, body, opts)
@@ -186,9 +186,11 @@ fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, FhirError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(list.len());
     for (index, e) in list.into_iter().enumerate() {
-        let req = e.get("request").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request (bdl-3)")))?;
+        let req =
+            e.get("request").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request (bdl-3)")))?;
         let text = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
-        let method = text("method").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request.method")))?;
+        let method =
+            text("method").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request.method")))?;
         let url = text("url").ok_or_else(|| FhirError::invalid(format!("entry {index} has no request.url")))?;
         let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
         if let Some(f) = &full_url {
@@ -279,7 +281,12 @@ fn conditional_refs(v: &Value, out: &mut Vec<String>) {
 /// Assigns ids to the transaction's new resources and resolves conditional references, so every
 /// reference can be rewritten before anything is written (the result must not depend on order).
 /// Returns the reference rewrites and, per entry index, the existing resource an `ifNoneExist` matched.
-fn resolve_identities(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: &mut [Entry]) -> Result<Identities, FhirError> {
+fn resolve_identities(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    base: &str,
+    entries: &mut [Entry],
+) -> Result<Identities, FhirError> {
     let mut map = HashMap::new();
     let mut existing = HashMap::new();
     for e in entries.iter_mut() {
@@ -292,7 +299,12 @@ fn resolve_identities(conn: &mut Conn, ctx: &AccessContext, base: &str, entries:
                     existing.insert(e.index, found.clone());
                     format!("{t}/{found}")
                 }
-                _ => return Err(FhirError::MultipleMatches(format!("entry {}: ifNoneExist '{q}' matches more than one {t}", e.index))),
+                _ => {
+                    return Err(FhirError::MultipleMatches(format!(
+                        "entry {}: ifNoneExist '{q}' matches more than one {t}",
+                        e.index
+                    )))
+                }
             },
             ("POST", _, None) => format!("{t}/{}", new_id()),
             (_, Some(id), _) => format!("{t}/{id}"),
@@ -313,7 +325,11 @@ fn resolve_identities(conn: &mut Conn, ctx: &AccessContext, base: &str, entries:
         match search::matching_ids(conn, ctx, t, query)?.as_slice() {
             [id] => map.insert(c.clone(), format!("{t}/{id}")),
             [] => return Err(FhirError::unprocessable(format!("conditional reference '{c}' matches nothing"))),
-            _ => return Err(FhirError::MultipleMatches(format!("conditional reference '{c}' matches more than one {t}"))),
+            _ => {
+                return Err(FhirError::MultipleMatches(format!(
+                    "conditional reference '{c}' matches more than one {t}"
+                )))
+            }
         };
     }
     Ok((map, existing))
@@ -348,8 +364,7 @@ fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Ve
                 let (t, _, _) = split_url(base, &e.url);
                 response("200 OK", current(conn, t, id)?.map(Stored::from).as_ref())
             }
-            None => run_entry(conn, ctx, base, e, &mut refs)
-                .map_err(|err| prefix_error(err, e))?,
+            None => run_entry(conn, ctx, base, e, &mut refs).map_err(|err| prefix_error(err, e))?,
         };
     }
     check_refs(conn, &refs)?;
@@ -379,7 +394,9 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
                     match search::matching_ids(c, ctx, t, q)?.as_slice() {
                         [] => run_entry(c, ctx, base, e, &mut refs)?,
                         [id] => response("200 OK", current(c, t, id)?.map(Stored::from).as_ref()),
-                        _ => return Err(FhirError::MultipleMatches(format!("ifNoneExist '{q}' matches more than one"))),
+                        _ => {
+                            return Err(FhirError::MultipleMatches(format!("ifNoneExist '{q}' matches more than one")))
+                        }
                     }
                 }
                 None => run_entry(c, ctx, base, e, &mut refs)?,
@@ -417,7 +434,11 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let id = match found.as_slice() {
                 [] => body.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(new_id),
                 [id] => id.clone(),
-                _ => return Err(FhirError::MultipleMatches(format!("conditional update '{q}' matches more than one {t}"))),
+                _ => {
+                    return Err(FhirError::MultipleMatches(format!(
+                        "conditional update '{q}' matches more than one {t}"
+                    )))
+                }
             };
             body["id"] = Value::String(id.clone());
             let out = update_in(conn, ctx, refs, t, &id, body, e.if_match)?;
@@ -461,8 +482,10 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
 /// A JSON Patch inside a Bundle travels as a Binary (FHIR R4 §3.1.0.7.1).
 fn binary_patch(resource: Option<&Value>) -> Result<Value, FhirError> {
     use base64::Engine;
-    let r = resource.ok_or_else(|| FhirError::invalid("a PATCH entry needs a Binary resource holding the JSON Patch"))?;
-    let data = r.get("data").and_then(Value::as_str).ok_or_else(|| FhirError::invalid("the PATCH Binary has no data"))?;
+    let r =
+        resource.ok_or_else(|| FhirError::invalid("a PATCH entry needs a Binary resource holding the JSON Patch"))?;
+    let data =
+        r.get("data").and_then(Value::as_str).ok_or_else(|| FhirError::invalid("the PATCH Binary has no data"))?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|_| FhirError::invalid("the PATCH Binary data is not base64"))?;

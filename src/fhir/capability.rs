@@ -23,10 +23,8 @@ fn resource(rtype: &str) -> Value {
     .into_iter()
     .map(|c| json!({"code": c}))
     .collect();
-    let mut search_params: Vec<Value> = vec![
-        json!({"name": "_id", "type": "token"}),
-        json!({"name": "_lastUpdated", "type": "date"}),
-    ];
+    let mut search_params: Vec<Value> =
+        vec![json!({"name": "_id", "type": "token"}), json!({"name": "_lastUpdated", "type": "date"})];
     search_params.extend(params_for(rtype).iter().map(|p| {
         json!({"name": p.name, "type": p.kind.as_str(),
                "definition": format!("http://hl7.org/fhir/SearchParameter/{rtype}-{}", p.name)})

@@ -48,12 +48,8 @@ pub fn collect<'a>(v: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
 
 fn add(param: &'static Param, node: &Value, rows: &mut IndexRows) {
     match param.kind {
-        Kind::Token => tokens(node, &mut |system, code| {
-            rows.tokens.push((param.name, system, code))
-        }),
-        Kind::String => strings(node, &mut |raw| {
-            rows.strings.push((param.name, normalize(raw), raw.to_string()))
-        }),
+        Kind::Token => tokens(node, &mut |system, code| rows.tokens.push((param.name, system, code))),
+        Kind::String => strings(node, &mut |raw| rows.strings.push((param.name, normalize(raw), raw.to_string()))),
         Kind::Date => {
             if let Some(r) = date_range(node) {
                 rows.dates.push((param.name, r));
@@ -117,10 +113,7 @@ fn date_range(node: &Value) -> Option<Range> {
             if start.is_none() && end.is_none() {
                 return None;
             }
-            Some(Range {
-                lo: start.map_or(OPEN_LO, |r| r.lo),
-                hi: end.map_or(OPEN_HI, |r| r.hi),
-            })
+            Some(Range { lo: start.map_or(OPEN_LO, |r| r.lo), hi: end.map_or(OPEN_HI, |r| r.hi) })
         }
         _ => None,
     }
@@ -136,25 +129,19 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
     let mut parts = r.rsplit('/');
     let id = parts.next()?;
     let t = parts.next()?;
-    let type_ok = t.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-        && t.chars().all(|c| c.is_ascii_alphabetic());
+    let type_ok =
+        t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphabetic());
     (type_ok && super::valid_id(id)).then_some((t, id))
 }
 
 /// The dm+d system is written with and without a trailing slash (conformance §8.3).
 pub fn normalize_system(s: &str) -> String {
-    s.strip_suffix('/')
-        .filter(|b| *b == super::DMD_SYSTEM)
-        .unwrap_or(s)
-        .to_string()
+    s.strip_suffix('/').filter(|b| *b == super::DMD_SYSTEM).unwrap_or(s).to_string()
 }
 
 /// String search is case- and accent-insensitive: fold both sides the same way.
 pub fn normalize(s: &str) -> String {
-    s.chars()
-        .flat_map(char::to_lowercase)
-        .map(fold_accent)
-        .collect()
+    s.chars().flat_map(char::to_lowercase).map(fold_accent).collect()
 }
 
 fn fold_accent(c: char) -> char {
@@ -187,9 +174,7 @@ mod tests {
         let rows = extract("MedicationRequest", &mr);
         assert!(rows.refs.contains(&("patient", "Patient".into(), "p1".into())));
         assert!(rows.refs.contains(&("subject", "Patient".into(), "p1".into())));
-        assert!(rows
-            .tokens
-            .contains(&("code", Some("https://dmd.nhs.uk".into()), "322236009".into())));
+        assert!(rows.tokens.contains(&("code", Some("https://dmd.nhs.uk".into()), "322236009".into())));
         assert!(rows.tokens.contains(&("status", None, "active".into())));
         assert_eq!(rows.dates.len(), 1);
     }
@@ -205,10 +190,7 @@ mod tests {
     #[test]
     fn references_in_all_forms() {
         assert_eq!(split_reference("Patient/1"), Some(("Patient", "1")));
-        assert_eq!(
-            split_reference("https://x.example/fhir/Patient/1/_history/2"),
-            Some(("Patient", "1"))
-        );
+        assert_eq!(split_reference("https://x.example/fhir/Patient/1/_history/2"), Some(("Patient", "1")));
         assert_eq!(split_reference("#med"), None);
         assert_eq!(split_reference("urn:uuid:abc"), None);
     }

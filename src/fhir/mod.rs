@@ -48,11 +48,7 @@ pub fn resource_type(name: &str) -> Option<&'static str> {
 
 /// FHIR id syntax: `[A-Za-z0-9\-\.]{1,64}`.
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// The interactions a scope or capability can allow.

@@ -31,21 +31,11 @@ pub struct Param {
 }
 
 const fn p(name: &'static str, kind: Kind, paths: &'static [&'static str]) -> Param {
-    Param {
-        name,
-        kind,
-        paths,
-        target: None,
-    }
+    Param { name, kind, paths, target: None }
 }
 
 const fn r(name: &'static str, paths: &'static [&'static str], target: &'static str) -> Param {
-    Param {
-        name,
-        kind: Kind::Reference,
-        paths,
-        target: Some(target),
-    }
+    Param { name, kind: Kind::Reference, paths, target: Some(target) }
 }
 
 use Kind::{Date, Reference, String as Str, Token};
@@ -65,11 +55,7 @@ static PATIENT: &[Param] = &[
     p("active", Token, &["active"]),
     p("email", Token, &["telecom"]),
     p("address-postalcode", Str, &["address.postalCode"]),
-    r(
-        "general-practitioner",
-        &["generalPractitioner"],
-        "Organization",
-    ),
+    r("general-practitioner", &["generalPractitioner"], "Organization"),
 ];
 
 static PRACTITIONER: &[Param] = &[
@@ -140,11 +126,7 @@ static MEDICATION_DISPENSE: &[Param] = &[
     p("whenhandedover", Date, &["whenHandedOver"]),
     p("whenprepared", Date, &["whenPrepared"]),
     p("performer", Reference, &["performer.actor"]),
-    r(
-        "prescription",
-        &["authorizingPrescription"],
-        "MedicationRequest",
-    ),
+    r("prescription", &["authorizingPrescription"], "MedicationRequest"),
     p("type", Token, &["type"]),
 ];
 
@@ -155,11 +137,7 @@ static MEDICATION_ADMINISTRATION: &[Param] = &[
     p("code", Token, MED_CODE),
     r("medication", MED_REF, "Medication"),
     p("identifier", Token, IDENTIFIER),
-    p(
-        "effective-time",
-        Date,
-        &["effectiveDateTime", "effectivePeriod"],
-    ),
+    p("effective-time", Date, &["effectiveDateTime", "effectivePeriod"]),
     p("performer", Reference, &["performer.actor"]),
     r("request", &["request"], "MedicationRequest"),
 ];
@@ -248,8 +226,11 @@ pub fn find(rtype: &str, name: &str) -> Option<&'static Param> {
 /// The element that places a resource of `rtype` in a patient's compartment, when it has one.
 pub fn compartment_path(rtype: &str) -> Option<&'static str> {
     match rtype {
-        "MedicationRequest" | "MedicationStatement" | "MedicationDispense"
-        | "MedicationAdministration" | "Condition" => Some("subject"),
+        "MedicationRequest"
+        | "MedicationStatement"
+        | "MedicationDispense"
+        | "MedicationAdministration"
+        | "Condition" => Some("subject"),
         "AllergyIntolerance" | "Consent" => Some("patient"),
         _ => None,
     }
@@ -257,8 +238,5 @@ pub fn compartment_path(rtype: &str) -> Option<&'static str> {
 
 /// Types whose resources never belong to one patient: shared reference data.
 pub fn is_shared(rtype: &str) -> bool {
-    matches!(
-        rtype,
-        "Practitioner" | "PractitionerRole" | "Organization" | "Medication"
-    )
+    matches!(rtype, "Practitioner" | "PractitionerRole" | "Organization" | "Medication")
 }

@@ -62,19 +62,14 @@ struct Plan {
     total: bool,
 }
 
-const CONTROL: &[&str] = &[
-    "_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor",
-    "_format", "_pretty",
-];
+const CONTROL: &[&str] =
+    &["_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_cursor", "_format", "_pretty"];
 
 /// Runs a search on `conn` as `ctx`.
 pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<SearchResult, FhirError> {
     ctx.require(&req.rtype, Interaction::Search)?;
     let mut out = SearchResult::default();
-    let mut plan = Plan {
-        count: DEFAULT_COUNT,
-        ..Plan::default()
-    };
+    let mut plan = Plan { count: DEFAULT_COUNT, ..Plan::default() };
     for (name, value) in &req.params {
         let known = if CONTROL.contains(&base_name(name)) {
             control(&req.rtype, name, value, &mut plan, &mut out)?
@@ -86,10 +81,7 @@ pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<
                 out.applied.push((name.clone(), value.clone()));
             }
         } else if req.strict {
-            return Err(FhirError::invalid(format!(
-                "unknown search parameter '{name}' for {}",
-                req.rtype
-            )));
+            return Err(FhirError::invalid(format!("unknown search parameter '{name}' for {}", req.rtype)));
         } else {
             out.warnings.push(format!("search parameter '{name}' is not supported for {} and was ignored", req.rtype));
         }
@@ -134,7 +126,9 @@ fn control(rtype: &str, name: &str, value: &str, plan: &mut Plan, out: &mut Sear
         }
         "_sort" => plan.sort = Some(parse_sort(rtype, value)?),
         "_include" | "_include:iterate" => plan.includes.push(parse_include(value, name.ends_with(":iterate"), false)?),
-        "_revinclude" | "_revinclude:iterate" => plan.revincludes.push(parse_include(value, name.ends_with(":iterate"), true)?),
+        "_revinclude" | "_revinclude:iterate" => {
+            plan.revincludes.push(parse_include(value, name.ends_with(":iterate"), true)?)
+        }
         "_summary" => match value {
             "count" => out.summary_count = true,
             "false" => {}
@@ -191,12 +185,7 @@ fn parse_include(value: &str, iterate: bool, rev: bool) -> Result<Include, FhirE
     } else {
         Some(find(source, pname).filter(|p| p.kind == Kind::Reference).ok_or_else(bad)?)
     };
-    Ok(Include {
-        source: source.to_string(),
-        param,
-        target: parts.get(2).map(|t| t.to_string()),
-        iterate,
-    })
+    Ok(Include { source: source.to_string(), param, target: parts.get(2).map(|t| t.to_string()), iterate })
 }
 
 /// Adds the condition of one filter parameter; returns false when the parameter is unknown.
@@ -300,12 +289,9 @@ fn token(conds: &mut Sql, alias: &str, p: &Param, modifier: Option<&str>, value:
         match alt.split_once('|') {
             Some(("", code)) => conds.push("(code = ").text(code).push(" AND system IS NULL)"),
             Some((system, "")) => conds.push("system = ").text(normalize_system(system)),
-            Some((system, code)) => conds
-                .push("(code = ")
-                .text(code)
-                .push(" AND system = ")
-                .text(normalize_system(system))
-                .push(")"),
+            Some((system, code)) => {
+                conds.push("(code = ").text(code).push(" AND system = ").text(normalize_system(system)).push(")")
+            }
             None => conds.push("code = ").text(alt.clone()),
         };
     }
@@ -326,14 +312,10 @@ fn string(conds: &mut Sql, alias: &str, p: &Param, modifier: Option<&str>, value
         }
         match modifier {
             Some("exact") => conds.push("raw = ").text(alt.clone()),
-            Some("contains") => conds
-                .push("value LIKE ")
-                .text(format!("%{}%", like_escape(&normalize(alt))))
-                .push(" ESCAPE '\\'"),
-            None => conds
-                .push("value LIKE ")
-                .text(format!("{}%", like_escape(&normalize(alt))))
-                .push(" ESCAPE '\\'"),
+            Some("contains") => {
+                conds.push("value LIKE ").text(format!("%{}%", like_escape(&normalize(alt)))).push(" ESCAPE '\\'")
+            }
+            None => conds.push("value LIKE ").text(format!("{}%", like_escape(&normalize(alt)))).push(" ESCAPE '\\'"),
             Some(m) => return Err(FhirError::invalid(format!("modifier :{m} is not supported on {}", p.name))),
         };
     }
@@ -379,7 +361,9 @@ fn parse_date_value(value: &str) -> Result<(Prefix, Range), FhirError> {
 fn date_condition(conds: &mut Sql, lo: &str, hi: &str, prefix: Prefix, r: Range) {
     match prefix {
         Prefix::Eq => conds.push(&format!("{lo} >= ")).int(r.lo).push(&format!(" AND {hi} <= ")).int(r.hi),
-        Prefix::Ne => conds.push(&format!("NOT ({lo} >= ")).int(r.lo).push(&format!(" AND {hi} <= ")).int(r.hi).push(")"),
+        Prefix::Ne => {
+            conds.push(&format!("NOT ({lo} >= ")).int(r.lo).push(&format!(" AND {hi} <= ")).int(r.hi).push(")")
+        }
         Prefix::Gt => conds.push(&format!("{hi} > ")).int(r.hi),
         Prefix::Lt => conds.push(&format!("{lo} < ")).int(r.lo),
         Prefix::Ge => conds.push(&format!("{hi} >= ")).int(r.lo),
@@ -390,7 +374,11 @@ fn date_condition(conds: &mut Sql, lo: &str, hi: &str, prefix: Prefix, r: Range)
             // "Approximately": within 10% of the distance from now, and at least a day.
             let now = super::now_micros();
             let gap = ((now - r.lo).abs() / 10).max(86_400_000_000);
-            conds.push(&format!("{lo} <= ")).int(r.hi.saturating_add(gap)).push(&format!(" AND {hi} >= ")).int(r.lo.saturating_sub(gap))
+            conds
+                .push(&format!("{lo} <= "))
+                .int(r.hi.saturating_add(gap))
+                .push(&format!(" AND {hi} >= "))
+                .int(r.lo.saturating_sub(gap))
         }
     };
 }
@@ -413,7 +401,10 @@ fn date(conds: &mut Sql, alias: &str, p: &Param, value: &str) -> Result<(), Fhir
 }
 
 /// `123`, `Patient/123` and `{base}/Patient/123` all name the same target.
-fn reference_target<'a>(value: &'a str, type_modifier: Option<&'a str>) -> Result<(Option<&'a str>, &'a str), FhirError> {
+fn reference_target<'a>(
+    value: &'a str,
+    type_modifier: Option<&'a str>,
+) -> Result<(Option<&'a str>, &'a str), FhirError> {
     if value.contains('/') {
         let (t, id) = split_reference(value)
             .ok_or_else(|| FhirError::invalid(format!("'{value}' is not a reference (id, Type/id or URL)")))?;
@@ -423,17 +414,22 @@ fn reference_target<'a>(value: &'a str, type_modifier: Option<&'a str>) -> Resul
     }
 }
 
-fn reference(conds: &mut Sql, alias: &str, rtype: &str, p: &Param, modifier: Option<&str>, value: &str) -> Result<(), FhirError> {
+fn reference(
+    conds: &mut Sql,
+    alias: &str,
+    rtype: &str,
+    p: &Param,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<(), FhirError> {
     let type_modifier = match modifier {
         None => None,
         Some(m) if super::resource_type(m).is_some() => Some(m),
         Some(m) => return Err(FhirError::invalid(format!("modifier :{m} is not supported on {}", p.name))),
     };
     let alts = alternatives(value);
-    let targets: Vec<(Option<&str>, &str)> = alts
-        .iter()
-        .map(|a| reference_target(a, type_modifier.or(p.target)))
-        .collect::<Result<_, _>>()?;
+    let targets: Vec<(Option<&str>, &str)> =
+        alts.iter().map(|a| reference_target(a, type_modifier.or(p.target))).collect::<Result<_, _>>()?;
     // The compartment column answers `patient=` without touching the reference index.
     let compartment_param = p.name == "patient" && params::compartment_path(rtype) == p.paths.first().copied();
     if compartment_param && targets.iter().all(|(t, _)| t.is_none_or(|t| t == "Patient")) {
@@ -464,9 +460,9 @@ fn chain(conds: &mut Sql, alias: &str, rtype: &str, head: &str, chained: &str, v
         None => (head, None),
     };
     let Some(param) = find(rtype, pname).filter(|p| p.kind == Kind::Reference) else { return Ok(false) };
-    let target = type_modifier.or(param.target).ok_or_else(|| {
-        FhirError::invalid(format!("chain on {pname} needs a type: use {pname}:Patient.{chained}"))
-    })?;
+    let target = type_modifier
+        .or(param.target)
+        .ok_or_else(|| FhirError::invalid(format!("chain on {pname} needs a type: use {pname}:Patient.{chained}")))?;
     if chained.contains('.') {
         return Err(FhirError::invalid("only one level of chaining is supported"));
     }
@@ -477,7 +473,9 @@ fn chain(conds: &mut Sql, alias: &str, rtype: &str, head: &str, chained: &str, v
     }
     conds.push(&format!(" AND {alias}.rid IN (SELECT x.rid FROM idx_ref x WHERE x.param = "));
     conds.text(param.name).push(" AND x.target_type = ").text(target);
-    conds.push(&format!(" AND x.target_id IN (SELECT {inner_alias}.id FROM resources {inner_alias} WHERE {inner_alias}.res_type = "));
+    conds.push(&format!(
+        " AND x.target_id IN (SELECT {inner_alias}.id FROM resources {inner_alias} WHERE {inner_alias}.res_type = "
+    ));
     conds.text(target).push(&format!(" AND {inner_alias}.deleted = 0"));
     conds.append(&inner);
     conds.push("))");
@@ -525,7 +523,8 @@ fn sort_key(sort: Option<Sort>) -> (String, bool) {
 
 fn page(conn: &mut Conn, rtype: &str, plan: &Plan) -> Result<Vec<(Row, i64)>, FhirError> {
     let (sk, desc) = sort_key(plan.sort);
-    let mut q = Sql::new(&format!("SELECT * FROM (SELECT {ROW_COLUMNS}, {sk} AS sk FROM resources r WHERE r.res_type = "));
+    let mut q =
+        Sql::new(&format!("SELECT * FROM (SELECT {ROW_COLUMNS}, {sk} AS sk FROM resources r WHERE r.res_type = "));
     q.text(rtype).push(" AND r.deleted = 0");
     q.append(&plan.conds);
     q.push(") q");
@@ -539,7 +538,13 @@ fn page(conn: &mut Conn, rtype: &str, plan: &Plan) -> Result<Vec<(Row, i64)>, Fh
     Ok(rows.into_iter().map(|r| (r.resource, r.sk)).collect())
 }
 
-fn includes(conn: &mut Conn, ctx: &AccessContext, plan: &Plan, rids: &[i64], matches: &[Stored]) -> Result<Vec<Stored>, FhirError> {
+fn includes(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    plan: &Plan,
+    rids: &[i64],
+    matches: &[Stored],
+) -> Result<Vec<Stored>, FhirError> {
     let mut out: Vec<Stored> = Vec::new();
     if rids.is_empty() {
         return Ok(out);
@@ -603,9 +608,7 @@ fn forward(conn: &mut Conn, ctx: &AccessContext, inc: &Include, rids: &[i64]) ->
 
 fn reverse(conn: &mut Conn, ctx: &AccessContext, inc: &Include, matches: &[Stored]) -> Result<Vec<Stored>, FhirError> {
     let Some(p) = inc.param else { return Ok(Vec::new()) };
-    let mut q = Sql::new(&format!(
-        "SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0 AND r.res_type = "
-    ));
+    let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0 AND r.res_type = "));
     q.text(inc.source.clone());
     q.push(" AND r.rid IN (SELECT rid FROM idx_ref WHERE param = ").text(p.name).push(" AND (");
     for (i, m) in matches.iter().enumerate() {

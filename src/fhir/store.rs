@@ -28,10 +28,7 @@ impl Stored {
         format!("W/\"{}\"", self.version_id)
     }
     pub fn location(&self, base: &str) -> String {
-        format!(
-            "{base}/{}/{}/_history/{}",
-            self.rtype, self.id, self.version_id
-        )
+        format!("{base}/{}/{}/_history/{}", self.rtype, self.id, self.version_id)
     }
 }
 
@@ -106,13 +103,7 @@ impl Store {
         result
     }
 
-    fn read_checked(
-        &self,
-        ctx: &AccessContext,
-        rtype: &str,
-        id: &str,
-        what: Interaction,
-    ) -> Result<Stored, FhirError> {
+    fn read_checked(&self, ctx: &AccessContext, rtype: &str, id: &str, what: Interaction) -> Result<Stored, FhirError> {
         ctx.require(rtype, what)?;
         let mut conn = self.db.conn()?;
         let row = current(&mut conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
@@ -127,13 +118,7 @@ impl Store {
         Ok(stored)
     }
 
-    pub fn vread(
-        &self,
-        ctx: &AccessContext,
-        rtype: &str,
-        id: &str,
-        vid: i64,
-    ) -> Result<Stored, FhirError> {
+    pub fn vread(&self, ctx: &AccessContext, rtype: &str, id: &str, vid: i64) -> Result<Stored, FhirError> {
         let result = (|| {
             ctx.require(rtype, Interaction::Read)?;
             let mut conn = self.db.conn()?;
@@ -143,9 +128,8 @@ impl Store {
                  WHERE v.res_type = ? AND v.id = ? AND v.version_id = ?",
                 [Bind::Text(rtype.into()), Bind::Text(id.into()), Bind::Int(vid)],
             );
-            let row: Row = conn
-                .first(&q)?
-                .ok_or_else(|| FhirError::NotFound(format!("{rtype}/{id}/_history/{vid}")))?;
+            let row: Row =
+                conn.first(&q)?.ok_or_else(|| FhirError::NotFound(format!("{rtype}/{id}/_history/{vid}")))?;
             let stored = Stored::from(row);
             if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), Interaction::Read)? {
                 return Err(FhirError::not_found(rtype, id));
@@ -167,13 +151,14 @@ impl Store {
         body: Value,
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, FhirError> {
-        self.write(ctx, |conn, refs| {
-            let stored = create_in(conn, ctx, refs, rtype, body, new_id(), "POST")?;
-            Ok(WriteOutcome {
-                stored,
-                created: true,
-            })
-        }, opts)
+        self.write(
+            ctx,
+            |conn, refs| {
+                let stored = create_in(conn, ctx, refs, rtype, body, new_id(), "POST")?;
+                Ok(WriteOutcome { stored, created: true })
+            },
+            opts,
+        )
     }
 
     /// Update, or create with the client's id when the resource does not exist.
@@ -201,15 +186,8 @@ impl Store {
     }
 
     /// Delete; deleting what is absent or already deleted is not an error (returns `None`).
-    pub fn delete(
-        &self,
-        ctx: &AccessContext,
-        rtype: &str,
-        id: &str,
-    ) -> Result<Option<Stored>, FhirError> {
-        let result = self
-            .db
-            .transaction(|conn| delete_in(conn, ctx, rtype, id));
+    pub fn delete(&self, ctx: &AccessContext, rtype: &str, id: &str) -> Result<Option<Stored>, FhirError> {
+        let result = self.db.transaction(|conn| delete_in(conn, ctx, rtype, id));
         if let Err(e) = &result {
             self.audit.record(ctx, AuditEntry::failed_write("delete", rtype, Some(id), e));
         }
@@ -232,7 +210,15 @@ impl Store {
             } else if let Some(prov) = author_provenance(conn, ctx)? {
                 // Recorded by the service itself: the writer needs no Provenance scope for it.
                 let service = AccessContext::operator("provenance");
-                create_in(conn, &service, &mut refs, "Provenance", provenance_for(prov, &out.stored)?, new_id(), "POST")?;
+                create_in(
+                    conn,
+                    &service,
+                    &mut refs,
+                    "Provenance",
+                    provenance_for(prov, &out.stored)?,
+                    new_id(),
+                    "POST",
+                )?;
             }
             check_refs(conn, &refs)?;
             Ok(out)
@@ -258,14 +244,10 @@ pub(crate) fn current(conn: &mut Conn, rtype: &str, id: &str) -> Result<Option<R
 
 /// Sets `id` and the server-owned parts of `meta`, keeping the client's profile, tags and source.
 fn stamp(body: &mut Value, id: &str, version: i64, now: i64) -> Result<(), FhirError> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| FhirError::invalid("the resource must be a JSON object"))?;
+    let obj = body.as_object_mut().ok_or_else(|| FhirError::invalid("the resource must be a JSON object"))?;
     obj.insert("id".into(), Value::String(id.to_string()));
     let meta = obj.entry("meta").or_insert_with(|| json!({}));
-    let meta = meta
-        .as_object_mut()
-        .ok_or_else(|| FhirError::invalid("meta must be an object"))?;
+    let meta = meta.as_object_mut().ok_or_else(|| FhirError::invalid("meta must be an object"))?;
     meta.insert("versionId".into(), Value::String(version.to_string()));
     meta.insert("lastUpdated".into(), Value::String(time::format_instant(now)));
     Ok(())
@@ -281,18 +263,12 @@ fn admit(
     what: Interaction,
 ) -> Result<Option<String>, FhirError> {
     if super::READ_ONLY_TYPES.contains(&rtype) {
-        return Err(FhirError::NotSupported(format!(
-            "{rtype} is read-only here: it is written by the service itself"
-        )));
+        return Err(FhirError::NotSupported(format!("{rtype} is read-only here: it is written by the service itself")));
     }
     ctx.require(rtype, what)?;
     match body.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == rtype => {}
-        Some(t) => {
-            return Err(FhirError::invalid(format!(
-                "resourceType '{t}' does not match the URL type '{rtype}'"
-            )))
-        }
+        Some(t) => return Err(FhirError::invalid(format!("resourceType '{t}' does not match the URL type '{rtype}'"))),
         None => return Err(FhirError::invalid("the resource has no resourceType")),
     }
     super::validate::validate(rtype, body).map_err(|v| match v {
@@ -302,7 +278,9 @@ fn admit(
     let patient = compartment(conn, rtype, id, body)?;
     if !ctx.may_touch(conn, rtype, patient.as_deref(), what)? {
         return Err(FhirError::forbidden(match patient {
-            Some(p) => format!("no grant from Patient/{p} lets this client {} {rtype}", crate::auth::interaction_name(what)),
+            Some(p) => {
+                format!("no grant from Patient/{p} lets this client {} {rtype}", crate::auth::interaction_name(what))
+            }
             None => format!("{rtype} must belong to a patient record this client can reach"),
         }));
     }
@@ -313,21 +291,13 @@ fn admit(
 }
 
 /// The patient compartment a resource belongs to, from its subject/patient reference.
-fn compartment(
-    conn: &mut Conn,
-    rtype: &str,
-    id: &str,
-    body: &Value,
-) -> Result<Option<String>, FhirError> {
+fn compartment(conn: &mut Conn, rtype: &str, id: &str, body: &Value) -> Result<Option<String>, FhirError> {
     if rtype == "Patient" {
         return Ok(Some(id.to_string()));
     }
     if let Some(path) = params::compartment_path(rtype) {
         let reference = body.get(path).and_then(|r| r.get("reference")).and_then(Value::as_str);
-        return Ok(reference
-            .and_then(split_reference)
-            .filter(|(t, _)| *t == "Patient")
-            .map(|(_, id)| id.to_string()));
+        return Ok(reference.and_then(split_reference).filter(|(t, _)| *t == "Patient").map(|(_, id)| id.to_string()));
     }
     if rtype == "Provenance" {
         // A Provenance belongs to the compartment of what it describes.
@@ -411,9 +381,7 @@ pub(crate) fn create_in(
     let rid = match conn.first::<Int>(&q) {
         Ok(Some(r)) => r.n,
         Ok(None) => return Err(FhirError::invalid("insert returned no row")),
-        Err(e) if e.is_unique_violation() => {
-            return Err(FhirError::Conflict(format!("{rtype}/{id} already exists")))
-        }
+        Err(e) if e.is_unique_violation() => return Err(FhirError::Conflict(format!("{rtype}/{id} already exists"))),
         Err(e) => return Err(e.into()),
     };
     let stored = Stored {
@@ -516,9 +484,7 @@ pub(crate) fn update_in(
     match body.get("id").and_then(Value::as_str) {
         Some(bid) if bid == id => {}
         Some(bid) => {
-            return Err(FhirError::invalid(format!(
-                "the resource id '{bid}' does not match the URL id '{id}'"
-            )))
+            return Err(FhirError::invalid(format!("the resource id '{bid}' does not match the URL id '{id}'")))
         }
         None => return Err(FhirError::invalid("an update must carry the resource id in its body")),
     }
@@ -575,10 +541,7 @@ pub(crate) fn update_in(
         body: text,
     };
     finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
-    Ok(WriteOutcome {
-        stored,
-        created: row.deleted != 0,
-    })
+    Ok(WriteOutcome { stored, created: row.deleted != 0 })
 }
 
 pub(crate) fn patch_in(
@@ -708,7 +671,9 @@ fn author_provenance(conn: &mut Conn, ctx: &AccessContext) -> Result<Option<Valu
                 Some(("Organization", id)) if current(conn, "Organization", id)?.is_some_and(|r| r.deleted == 0) => {
                     Some(json!({"reference": format!("Organization/{id}")}))
                 }
-                _ => organization.as_ref().map(|o| json!({"identifier": {"system": "https://healthfolio.example/Id/organization", "value": o}})),
+                _ => organization.as_ref().map(
+                    |o| json!({"identifier": {"system": "https://healthfolio.example/Id/organization", "value": o}}),
+                ),
             };
             (client.clone(), org)
         }
@@ -731,14 +696,11 @@ fn provenance_for(mut prov: Value, target: &Stored) -> Result<Value, FhirError> 
     if prov.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
         return Err(FhirError::invalid("X-Provenance must hold a Provenance resource"));
     }
-    let obj = prov
-        .as_object_mut()
-        .ok_or_else(|| FhirError::invalid("X-Provenance must be a JSON object"))?;
+    let obj = prov.as_object_mut().ok_or_else(|| FhirError::invalid("X-Provenance must be a JSON object"))?;
     obj.insert(
         "target".into(),
         json!([{ "reference": format!("{}/{}/_history/{}", target.rtype, target.id, target.version_id) }]),
     );
-    obj.entry("recorded")
-        .or_insert_with(|| Value::String(time::format_instant(target.last_updated)));
+    obj.entry("recorded").or_insert_with(|| Value::String(time::format_instant(target.last_updated)));
     Ok(prov)
 }

@@ -25,26 +25,17 @@ pub fn parse_range(s: &str) -> Option<Range> {
             let y: i32 = s.parse().ok()?;
             let a = NaiveDate::from_ymd_opt(y, 1, 1)?;
             let b = NaiveDate::from_ymd_opt(y + 1, 1, 1)?;
-            Some(Range {
-                lo: day_start(a)?,
-                hi: day_start(b)? - 1,
-            })
+            Some(Range { lo: day_start(a)?, hi: day_start(b)? - 1 })
         }
         7 => {
             let a = NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d").ok()?;
             let b = a.checked_add_months(Months::new(1))?;
-            Some(Range {
-                lo: day_start(a)?,
-                hi: day_start(b)? - 1,
-            })
+            Some(Range { lo: day_start(a)?, hi: day_start(b)? - 1 })
         }
         10 => {
             let a = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
             let lo = day_start(a)?;
-            Some(Range {
-                lo,
-                hi: lo + 86_400_000_000 - 1,
-            })
+            Some(Range { lo, hi: lo + 86_400_000_000 - 1 })
         }
         _ => parse_datetime_range(s),
     }
@@ -62,10 +53,7 @@ fn parse_datetime_range(s: &str) -> Option<Range> {
     let t = NaiveDateTime::parse_from_str(head, "%Y-%m-%dT%H:%M").ok()?;
     let t = DateTime::parse_from_rfc3339(&format!("{}{zone}", t.format("%Y-%m-%dT%H:%M:%S"))).ok()?;
     let lo = t.timestamp_micros();
-    Some(Range {
-        lo,
-        hi: lo + 60_000_000 - 1,
-    })
+    Some(Range { lo, hi: lo + 60_000_000 - 1 })
 }
 
 fn split_zone(s: &str) -> Option<(&str, &str)> {
@@ -93,9 +81,7 @@ pub fn format_http_date(micros: i64) -> String {
 }
 
 pub fn parse_http_date(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc2822(s)
-        .ok()
-        .map(|t| t.timestamp_micros())
+    DateTime::parse_from_rfc2822(s).ok().map(|t| t.timestamp_micros())
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`.

@@ -6,7 +6,7 @@
 
 use super::summary::label;
 use super::{everything_in, EverythingRequest};
-use crate::audit::{search_audit_events, audit_event_json, AuditEntry, AuditQuery};
+use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
 use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
@@ -50,12 +50,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn nhs_number(patient: &Value) -> Option<String> {
-    patient["identifier"].as_array()?.iter().find(|i| i["system"] == NHS_NUMBER_SYSTEM)?["value"].as_str().map(str::to_string)
+    patient["identifier"].as_array()?.iter().find(|i| i["system"] == NHS_NUMBER_SYSTEM)?["value"]
+        .as_str()
+        .map(str::to_string)
 }
 
 fn display_name(patient: &Value) -> String {
     let n = &patient["name"][0];
-    let given = n["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let given = n["given"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()
 }
 
@@ -95,7 +100,12 @@ pub fn export_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result
 }
 
 /// Writes the archive of `patient`'s record to `out`; returns its manifest.
-pub fn export(store: &Store, ctx: &AccessContext, patient: &str, out: impl std::io::Write) -> Result<Manifest, FhirError> {
+pub fn export(
+    store: &Store,
+    ctx: &AccessContext,
+    patient: &str,
+    out: impl std::io::Write,
+) -> Result<Manifest, FhirError> {
     let p = store.read(ctx, "Patient", patient)?;
     let pv: Value = serde_json::from_str(&p.body).unwrap_or(Value::Null);
     let lines = export_lines(store, ctx, patient)?;
@@ -118,13 +128,19 @@ pub fn export(store: &Store, ctx: &AccessContext, patient: &str, out: impl std::
     };
     let summary_lines = lines
         .iter()
-        .filter(|l| matches!(l["resourceType"].as_str(), Some("MedicationStatement" | "MedicationRequest" | "AllergyIntolerance" | "Condition")))
+        .filter(|l| {
+            matches!(
+                l["resourceType"].as_str(),
+                Some("MedicationStatement" | "MedicationRequest" | "AllergyIntolerance" | "Condition")
+            )
+        })
         .map(|l| (l["resourceType"].as_str().unwrap_or_default().to_string(), label(l)))
         .collect();
     let html = SummaryPage { manifest: &manifest, name: display_name(&pv), lines: summary_lines }
         .render()
         .map_err(|e| FhirError::invalid(format!("summary page: {e}")))?;
-    write_tar(out, &manifest, &ndjson, html.as_bytes()).map_err(|e| FhirError::invalid(format!("the archive could not be written: {e}")))?;
+    write_tar(out, &manifest, &ndjson, html.as_bytes())
+        .map_err(|e| FhirError::invalid(format!("the archive could not be written: {e}")))?;
     Ok(manifest)
 }
 
@@ -158,7 +174,9 @@ pub fn read_archive(bytes: impl Read) -> Result<(Manifest, Vec<Value>), FhirErro
         let mut data = Vec::new();
         e.read_to_end(&mut data).map_err(|err| bad(&format!("{name} is truncated ({err})")))?;
         match name.as_str() {
-            "manifest.json" => manifest = Some(serde_json::from_slice(&data).map_err(|e| bad(&format!("manifest.json: {e}")))?),
+            "manifest.json" => {
+                manifest = Some(serde_json::from_slice(&data).map_err(|e| bad(&format!("manifest.json: {e}")))?)
+            }
             "record.ndjson" => ndjson = Some(data),
             _ => {}
         }
@@ -169,7 +187,9 @@ pub fn read_archive(bytes: impl Read) -> Result<(Manifest, Vec<Value>), FhirErro
         return Err(bad(&format!("format '{}' is not {FORMAT}", manifest.format)));
     }
     if hex(&Sha256::digest(&ndjson)) != manifest.sha256 {
-        return Err(FhirError::Unprocessable("the archive's content does not match its SHA-256 checksum: it was changed or damaged".into()));
+        return Err(FhirError::Unprocessable(
+            "the archive's content does not match its SHA-256 checksum: it was changed or damaged".into(),
+        ));
     }
     Ok((manifest, parse_lines(&ndjson)?))
 }
@@ -228,7 +248,8 @@ fn split_views(lines: Vec<Value>) -> Result<(Vec<Value>, usize), FhirError> {
     let mut keep = Vec::new();
     let mut views = 0;
     for (i, l) in lines.into_iter().enumerate() {
-        let t = l["resourceType"].as_str().ok_or_else(|| FhirError::invalid(format!("entry {i} has no resourceType")))?;
+        let t =
+            l["resourceType"].as_str().ok_or_else(|| FhirError::invalid(format!("entry {i} has no resourceType")))?;
         if matches!(t, "Consent" | "AuditEvent") {
             views += 1;
             continue;
@@ -282,7 +303,12 @@ fn local_patient(conn: &mut Conn, nhs: &str) -> Result<Option<String>, FhirError
     Ok(conn.first::<Id>(&q)?.map(|i| i.id))
 }
 
-fn target_patient(conn: &mut Conn, patient: &Value, mapped: Option<&String>, opts: &ImportOptions) -> Result<(String, bool), FhirError> {
+fn target_patient(
+    conn: &mut Conn,
+    patient: &Value,
+    mapped: Option<&String>,
+    opts: &ImportOptions,
+) -> Result<(String, bool), FhirError> {
     if let Some(id) = mapped.filter(|_| !opts.append) {
         return Ok((id.clone(), false));
     }
@@ -300,10 +326,20 @@ fn target_patient(conn: &mut Conn, patient: &Value, mapped: Option<&String>, opt
     }
 }
 
-fn import_in(conn: &mut Conn, ctx: &AccessContext, source: &str, resources: Vec<Value>, not_imported: usize, opts: &ImportOptions) -> Result<ImportReport, FhirError> {
+fn import_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    source: &str,
+    resources: Vec<Value>,
+    not_imported: usize,
+    opts: &ImportOptions,
+) -> Result<ImportReport, FhirError> {
     let patients: Vec<&Value> = resources.iter().filter(|r| r["resourceType"] == "Patient").collect();
     let [patient] = patients.as_slice() else {
-        return Err(FhirError::unprocessable(format!("an archive holds exactly one Patient, this one has {}", patients.len())));
+        return Err(FhirError::unprocessable(format!(
+            "an archive holds exactly one Patient, this one has {}",
+            patients.len()
+        )));
     };
     let origin = |v: &Value| format!("{source}|{}", key(v));
     let origins: Vec<String> = resources.iter().map(origin).collect();
@@ -329,11 +365,20 @@ fn import_in(conn: &mut Conn, ctx: &AccessContext, source: &str, resources: Vec<
             present += 1;
             continue;
         }
-        let t = resource_type(r["resourceType"].as_str().unwrap_or_default()).ok_or_else(|| FhirError::invalid("unknown type"))?;
+        let t = resource_type(r["resourceType"].as_str().unwrap_or_default())
+            .ok_or_else(|| FhirError::invalid("unknown type"))?;
         let id = ids.get(&k).cloned().unwrap_or_else(new_id);
         strip_server_meta(&mut r);
         let s = create_in(conn, ctx, &mut refs, t, r, id, "POST")?;
-        create_in(conn, ctx, &mut refs, "Provenance", origin_provenance(source, &k, &s.rtype, &s.id), new_id(), "POST")?;
+        create_in(
+            conn,
+            ctx,
+            &mut refs,
+            "Provenance",
+            origin_provenance(source, &k, &s.rtype, &s.id),
+            new_id(),
+            "POST",
+        )?;
         conn.execute(&Sql::with(
             "INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES (?, ?, ?, ?)",
             [Bind::Text(o), Bind::Text(s.rtype.clone()), Bind::Text(s.id.clone()), Bind::Int(now_micros())],
@@ -359,13 +404,18 @@ fn rewrite_refs(v: &mut Value, ids: &HashMap<String, String>, at: &str) -> Resul
             for (k, child) in o.iter_mut() {
                 if k == "reference" {
                     if let Some(s) = child.as_str() {
-                        if s.starts_with('#') || s.starts_with("http://") || s.starts_with("https://") || s.starts_with("urn:") {
+                        if s.starts_with('#')
+                            || s.starts_with("http://")
+                            || s.starts_with("https://")
+                            || s.starts_with("urn:")
+                        {
                             continue;
                         }
-                        let (t, id) = split_reference(s).ok_or_else(|| FhirError::invalid(format!("{at}: reference '{s}' is malformed")))?;
-                        let new = ids
-                            .get(&format!("{t}/{id}"))
-                            .ok_or_else(|| FhirError::unprocessable(format!("{at}: reference '{s}' points outside the record")))?;
+                        let (t, id) = split_reference(s)
+                            .ok_or_else(|| FhirError::invalid(format!("{at}: reference '{s}' is malformed")))?;
+                        let new = ids.get(&format!("{t}/{id}")).ok_or_else(|| {
+                            FhirError::unprocessable(format!("{at}: reference '{s}' points outside the record"))
+                        })?;
                         *child = Value::String(format!("{t}/{new}"));
                     }
                 } else if k != "contained" {

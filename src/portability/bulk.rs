@@ -5,7 +5,7 @@
 use crate::auth::{AccessContext, Reach, Scopes};
 use crate::db::{Backend, Bind, Conn, Db, Sql};
 use crate::fhir::store::Row;
-use crate::fhir::{now_micros, params, time, FhirError, Interaction, RESOURCE_TYPES, READ_ONLY_TYPES};
+use crate::fhir::{now_micros, params, time, FhirError, Interaction, READ_ONLY_TYPES, RESOURCE_TYPES};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,9 @@ impl JobParams {
             reach: match &self.reach {
                 StoredReach::All => Reach::All,
                 StoredReach::Patient(p) => Reach::Patient(p.clone()),
-                StoredReach::Granted { client_id, organization } => Reach::Granted { client_id: client_id.clone(), organization: organization.clone() },
+                StoredReach::Granted { client_id, organization } => {
+                    Reach::Granted { client_id: client_id.clone(), organization: organization.clone() }
+                }
             },
             grant_scopes: None,
             token_id: None,
@@ -85,7 +87,14 @@ pub struct Job {
 const COLUMNS: &str = "id, status, client_id, request, params, progress, result, error, created_at";
 
 /// Starts an export job for `ctx`; returns its id.
-pub fn kick_off(db: &Db, ctx: &AccessContext, level: Level, request: &str, types: Option<Vec<String>>, since: Option<String>) -> Result<String, FhirError> {
+pub fn kick_off(
+    db: &Db,
+    ctx: &AccessContext,
+    level: Level,
+    request: &str,
+    types: Option<Vec<String>>,
+    since: Option<String>,
+) -> Result<String, FhirError> {
     if let Some(s) = &since {
         time::parse_range(s).ok_or_else(|| FhirError::invalid(format!("_since '{s}' is not a FHIR instant")))?;
     }
@@ -97,10 +106,19 @@ pub fn kick_off(db: &Db, ctx: &AccessContext, level: Level, request: &str, types
     let reach = match &ctx.reach {
         Reach::All => StoredReach::All,
         Reach::Patient(p) => StoredReach::Patient(p.clone()),
-        Reach::Granted { client_id, organization } => StoredReach::Granted { client_id: client_id.clone(), organization: organization.clone() },
+        Reach::Granted { client_id, organization } => {
+            StoredReach::Granted { client_id: client_id.clone(), organization: organization.clone() }
+        }
     };
-    let scope = ctx.scopes.resources.iter().map(|s| format!("system/{}.{}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s))).collect::<Vec<_>>().join(" ");
-    let params = JobParams { level, types, since, subject: ctx.subject.clone(), client_id: ctx.client_id.clone(), scope, reach };
+    let scope = ctx
+        .scopes
+        .resources
+        .iter()
+        .map(|s| format!("system/{}.{}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let params =
+        JobParams { level, types, since, subject: ctx.subject.clone(), client_id: ctx.client_id.clone(), scope, reach };
     let id = uuid::Uuid::new_v4().to_string();
     db.transaction(|c| {
         c.execute(&Sql::with(
@@ -120,13 +138,23 @@ pub fn kick_off(db: &Db, ctx: &AccessContext, level: Level, request: &str, types
 /// A job as its owner sees it (another client's job is not found).
 pub fn get(db: &Db, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
     let mut conn = db.conn()?;
-    let q = Sql::with(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"), [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())]);
-    conn.first::<Job>(&q)?.filter(|j| j.status != "cancelled").ok_or_else(|| FhirError::NotFound(format!("export job {id}")))
+    let q = Sql::with(
+        &format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"),
+        [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())],
+    );
+    conn.first::<Job>(&q)?
+        .filter(|j| j.status != "cancelled")
+        .ok_or_else(|| FhirError::NotFound(format!("export job {id}")))
 }
 
 pub fn cancel(db: &Db, ctx: &AccessContext, id: &str, files: &Path) -> Result<(), FhirError> {
     get(db, ctx, id)?;
-    db.transaction(|c| c.execute(&Sql::with("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", [Bind::Int(now_micros()), Bind::Text(id.into())])))?;
+    db.transaction(|c| {
+        c.execute(&Sql::with(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
+            [Bind::Int(now_micros()), Bind::Text(id.into())],
+        ))
+    })?;
     let _ = std::fs::remove_dir_all(files.join(id));
     Ok(())
 }
@@ -154,7 +182,12 @@ pub fn start_worker(db: Db, base: String, files: PathBuf) {
             Ok(Some(job)) => {
                 if let Err(e) = run(&db, &base, &files, &job, &worker) {
                     tracing::warn!(job = %job.id, "bulk export failed: {e}");
-                    let _ = db.transaction(|c| c.execute(&Sql::with("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?", [Bind::Text(e.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone())])));
+                    let _ = db.transaction(|c| {
+                        c.execute(&Sql::with(
+                            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                            [Bind::Text(e.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone())],
+                        ))
+                    });
                 }
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(200)),
@@ -184,14 +217,20 @@ fn renew(db: &Db, job: &str, worker: &str, progress: &str) -> Result<bool, FhirE
     let n = db.transaction(|c| {
         c.execute(&Sql::with(
             "UPDATE jobs SET lease_until = ?, progress = ? WHERE id = ? AND leased_by = ? AND status = 'running'",
-            [Bind::Int(now_micros() + LEASE_MICROS), Bind::Text(progress.into()), Bind::Text(job.into()), Bind::Text(worker.into())],
+            [
+                Bind::Int(now_micros() + LEASE_MICROS),
+                Bind::Text(progress.into()),
+                Bind::Text(job.into()),
+                Bind::Text(worker.into()),
+            ],
         ))
     })?;
     Ok(n == 1)
 }
 
 fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &str) -> Result<(), FhirError> {
-    let p: JobParams = serde_json::from_str(&job.params).map_err(|e| FhirError::invalid(format!("job parameters unreadable: {e}")))?;
+    let p: JobParams =
+        serde_json::from_str(&job.params).map_err(|e| FhirError::invalid(format!("job parameters unreadable: {e}")))?;
     let ctx = p.context();
     let dir = files.join(&job.id);
     std::fs::create_dir_all(&dir).map_err(|e| FhirError::invalid(format!("cannot write export files: {e}")))?;
@@ -233,7 +272,8 @@ fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, pa
     let mut conn = db.conn()?;
     let (mut after, mut n) = (0i64, 0usize);
     loop {
-        let mut q = Sql::new(&format!("SELECT {} FROM resources r WHERE r.res_type = ", crate::fhir::store::ROW_COLUMNS));
+        let mut q =
+            Sql::new(&format!("SELECT {} FROM resources r WHERE r.res_type = ", crate::fhir::store::ROW_COLUMNS));
         q.text(rtype).push(" AND r.deleted = 0 AND r.rid > ").int(after);
         if let Some(s) = since {
             q.push(" AND r.last_updated > ").int(s);
@@ -257,7 +297,12 @@ fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, pa
 pub fn counts(db: &Db) -> Result<(i64, i64), FhirError> {
     let mut conn = db.conn()?;
     let n = |conn: &mut Conn, s: &str| -> Result<i64, FhirError> {
-        Ok(conn.first::<crate::db::Int>(&Sql::with("SELECT COUNT(*) AS n FROM jobs WHERE status = ?", [Bind::Text(s.into())]))?.map_or(0, |r| r.n))
+        Ok(conn
+            .first::<crate::db::Int>(&Sql::with(
+                "SELECT COUNT(*) AS n FROM jobs WHERE status = ?",
+                [Bind::Text(s.into())],
+            ))?
+            .map_or(0, |r| r.n))
     };
     Ok((n(&mut conn, "queued")?, n(&mut conn, "running")?))
 }
@@ -271,7 +316,9 @@ pub enum Status {
 
 pub fn status(job: &Job) -> Status {
     match job.status.as_str() {
-        "completed" => Status::Completed(job.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null)),
+        "completed" => {
+            Status::Completed(job.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
+        }
         "failed" => Status::Failed(job.error.clone().unwrap_or_default()),
         _ => Status::InProgress(job.progress.clone().unwrap_or_else(|| job.status.clone())),
     }

@@ -6,8 +6,8 @@ mod summary;
 
 pub use summary::summary;
 
-use crate::auth::AccessContext;
 use crate::audit::AuditEntry;
+use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::search::SearchResult;
 use crate::fhir::store::{Row, Stored, ROW_COLUMNS};
@@ -35,7 +35,9 @@ impl EverythingRequest {
                 "start" => r.start = Some(v.clone()),
                 "end" => r.end = Some(v.clone()),
                 "_count" => r.count = Some(v.parse().map_err(|_| FhirError::invalid("_count must be a number"))?),
-                "_cursor" => r.cursor = Some(v.parse().map_err(|_| FhirError::invalid("the paging cursor is malformed"))?),
+                "_cursor" => {
+                    r.cursor = Some(v.parse().map_err(|_| FhirError::invalid("the paging cursor is malformed"))?)
+                }
                 _ => {}
             }
         }
@@ -59,9 +61,16 @@ impl EverythingRequest {
 }
 
 /// The types of the patient's record this caller may read (scope and grant, per type).
-pub fn readable_types(conn: &mut Conn, ctx: &AccessContext, patient: &str, wanted: Option<&[String]>) -> Result<Vec<&'static str>, FhirError> {
+pub fn readable_types(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    patient: &str,
+    wanted: Option<&[String]>,
+) -> Result<Vec<&'static str>, FhirError> {
     let mut out = Vec::new();
-    for t in RESOURCE_TYPES.iter().copied().filter(|t| !params::is_shared(t) && !crate::fhir::READ_ONLY_TYPES.contains(t)) {
+    for t in
+        RESOURCE_TYPES.iter().copied().filter(|t| !params::is_shared(t) && !crate::fhir::READ_ONLY_TYPES.contains(t))
+    {
         if wanted.is_some_and(|w| !w.iter().any(|x| x == t)) {
             continue;
         }
@@ -85,12 +94,24 @@ impl Store {
         let mut conn = self.db.conn()?;
         let result = everything_in(&mut conn, ctx, req);
         let n = result.as_ref().map(|r| r.matches.len() + r.included.len());
-        self.audit.record(ctx, AuditEntry::operation("$everything", "Patient", &req.patient, n.as_ref().map(|n| *n).map_err(|e| e.to_string())));
+        self.audit.record(
+            ctx,
+            AuditEntry::operation(
+                "$everything",
+                "Patient",
+                &req.patient,
+                n.as_ref().map(|n| *n).map_err(|e| e.to_string()),
+            ),
+        );
         result
     }
 }
 
-pub(crate) fn everything_in(conn: &mut Conn, ctx: &AccessContext, req: &EverythingRequest) -> Result<SearchResult, FhirError> {
+pub(crate) fn everything_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    req: &EverythingRequest,
+) -> Result<SearchResult, FhirError> {
     let types = readable_types(conn, ctx, &req.patient, req.types.as_deref())?;
     if !ctx.may_touch(conn, "Patient", Some(&req.patient), Interaction::Read)? && types.is_empty() {
         return Err(FhirError::not_found("Patient", &req.patient));

@@ -23,8 +23,16 @@ const SECTIONS: &[Section] = &[
             ("MedicationRequest", &[("status", "active,on-hold")]),
         ],
     },
-    Section { title: "Allergies and Intolerances", loinc: "48765-2", types: &[("AllergyIntolerance", &[("clinical-status", "active")])] },
-    Section { title: "Problem List", loinc: "11450-4", types: &[("Condition", &[("clinical-status", "active,recurrence,relapse")])] },
+    Section {
+        title: "Allergies and Intolerances",
+        loinc: "48765-2",
+        types: &[("AllergyIntolerance", &[("clinical-status", "active")])],
+    },
+    Section {
+        title: "Problem List",
+        loinc: "11450-4",
+        types: &[("Condition", &[("clinical-status", "active,recurrence,relapse")])],
+    },
 ];
 
 fn escape(s: &str) -> String {
@@ -36,7 +44,12 @@ pub fn label(v: &Value) -> String {
     let concept = v
         .get("medicationCodeableConcept")
         .or_else(|| v.get("code"))
-        .map(|c| c.get("text").or_else(|| c["coding"].get(0).and_then(|x| x.get("display"))).and_then(Value::as_str).unwrap_or("(unnamed)"))
+        .map(|c| {
+            c.get("text")
+                .or_else(|| c["coding"].get(0).and_then(|x| x.get("display")))
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)")
+        })
         .unwrap_or("(unnamed)");
     let dose = v
         .get("dosage")
@@ -60,7 +73,8 @@ fn section(s: &Section, found: &[Stored]) -> Value {
     } else {
         let items: String = bodies.iter().map(|b| format!("<li>{}</li>", escape(&label(b)))).collect();
         v["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\"><ul>{items}</ul></div>")});
-        v["entry"] = Value::Array(found.iter().map(|f| json!({"reference": format!("{}/{}", f.rtype, f.id)})).collect());
+        v["entry"] =
+            Value::Array(found.iter().map(|f| json!({"reference": format!("{}/{}", f.rtype, f.id)})).collect());
     }
     v
 }
@@ -74,9 +88,11 @@ pub fn summary(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Valu
     for s in SECTIONS {
         let mut found = Vec::new();
         for (t, filters) in s.types {
-            let mut params: Vec<(String, String)> = filters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut params: Vec<(String, String)> =
+                filters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             params.push(("_count".into(), "1000".into()));
-            let req = SearchRequest { rtype: t.to_string(), params, compartment: Some(patient.to_string()), strict: false };
+            let req =
+                SearchRequest { rtype: t.to_string(), params, compartment: Some(patient.to_string()), strict: false };
             match search::run(&mut conn, ctx, &req) {
                 Ok(r) => found.extend(r.matches),
                 // A type the caller may not read is left out of the summary, not an error.

@@ -17,8 +17,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/bulk/files/{id}/{name}", web::get().to(file));
 }
 
-async fn kick_off(req: HttpRequest, state: web::Data<AppState>, caller: Caller, level: Level) -> Result<HttpResponse, ApiError> {
-    let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).map_err(|_| FhirError::invalid("the query string is not valid URL encoding"))?;
+async fn kick_off(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    level: Level,
+) -> Result<HttpResponse, ApiError> {
+    let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| FhirError::invalid("the query string is not valid URL encoding"))?;
     let mut types: Option<Vec<String>> = None;
     let mut since = None;
     for (k, v) in &q {
@@ -27,8 +33,15 @@ async fn kick_off(req: HttpRequest, state: web::Data<AppState>, caller: Caller, 
             "_type" => types.get_or_insert_with(Vec::new).extend(v.split(',').map(|t| t.trim().to_string())),
             "_since" => since = Some(v.clone()),
             "_outputFormat" if matches!(v.as_str(), "application/fhir+ndjson" | "application/ndjson" | "ndjson") => {}
-            "_outputFormat" => return Err(FhirError::invalid(format!("_outputFormat {v} is not supported: use application/fhir+ndjson")).into()),
-            other => return Err(FhirError::invalid(format!("bulk export does not support the parameter {other}")).into()),
+            "_outputFormat" => {
+                return Err(FhirError::invalid(format!(
+                    "_outputFormat {v} is not supported: use application/fhir+ndjson"
+                ))
+                .into())
+            }
+            other => {
+                return Err(FhirError::invalid(format!("bulk export does not support the parameter {other}")).into())
+            }
         }
     }
     let request = format!("{}{}", state.hf.config.base_url, req.uri());
@@ -43,12 +56,20 @@ async fn system_export(req: HttpRequest, state: web::Data<AppState>, caller: Cal
     kick_off(req, state, caller, Level::System).await
 }
 
-async fn patient_export(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn patient_export(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     kick_off(req, state, caller, Level::Patient).await
 }
 
 async fn group_export(_caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Err(FhirError::NotFound(format!("Group/{}: groups are not held here; Patient/$export exports every patient whose grant covers you", path.into_inner())).into())
+    Err(FhirError::NotFound(format!(
+        "Group/{}: groups are not held here; Patient/$export exports every patient whose grant covers you",
+        path.into_inner()
+    ))
+    .into())
 }
 
 async fn poll(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -56,8 +77,16 @@ async fn poll(state: web::Data<AppState>, caller: Caller, path: web::Path<String
     let id = path.into_inner();
     let job = web::block(move || bulk::get(&db, &caller.0, &id)).await??;
     Ok(match bulk::status(&job) {
-        Status::InProgress(p) => HttpResponse::Accepted().insert_header(("X-Progress", p.chars().take(90).collect::<String>())).insert_header((header::RETRY_AFTER, "1")).finish(),
-        Status::Completed(manifest) => HttpResponse::Ok().insert_header((header::EXPIRES, crate::fhir::time::format_http_date(crate::fhir::now_micros() + 24 * 3600 * 1_000_000))).json(manifest),
+        Status::InProgress(p) => HttpResponse::Accepted()
+            .insert_header(("X-Progress", p.chars().take(90).collect::<String>()))
+            .insert_header((header::RETRY_AFTER, "1"))
+            .finish(),
+        Status::Completed(manifest) => HttpResponse::Ok()
+            .insert_header((
+                header::EXPIRES,
+                crate::fhir::time::format_http_date(crate::fhir::now_micros() + 24 * 3600 * 1_000_000),
+            ))
+            .json(manifest),
         Status::Failed(e) => return Err(ApiError::Internal(format!("export job failed: {e}"))),
     })
 }
@@ -69,10 +98,16 @@ async fn cancel(state: web::Data<AppState>, caller: Caller, path: web::Path<Stri
     Ok(HttpResponse::Accepted().finish())
 }
 
-async fn file(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn file(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
     let hf = state.hf.clone();
     let p = web::block(move || bulk::file(&hf.db, &caller.0, &hf.bulk_dir(), &id, &name)).await??;
     let f = actix_files::NamedFile::open(p).map_err(|_| FhirError::NotFound("export file".into()))?;
-    Ok(f.set_content_type("application/fhir+ndjson".parse().map_err(|_| ApiError::Internal("mime".into()))?).into_response(&req))
+    Ok(f.set_content_type("application/fhir+ndjson".parse().map_err(|_| ApiError::Internal("mime".into()))?)
+        .into_response(&req))
 }

@@ -69,7 +69,10 @@ impl ResponseError for ApiError {
         if status == 401 {
             r.insert_header((
                 header::WWW_AUTHENTICATE,
-                format!("Bearer realm=\"healthfolio\", error=\"invalid_token\", error_description=\"{}\"", msg.replace('"', "'")),
+                format!(
+                    "Bearer realm=\"healthfolio\", error=\"invalid_token\", error_description=\"{}\"",
+                    msg.replace('"', "'")
+                ),
             ));
         }
         r.body(outcome("error", code, &msg).to_string())

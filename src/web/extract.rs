@@ -22,7 +22,9 @@ impl FromRequest for Caller {
         let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let auth = auth.ok_or_else(|| ApiError::Unauthorized("this API needs an access token: Authorization: Bearer <token>".into()))?;
+            let auth = auth.ok_or_else(|| {
+                ApiError::Unauthorized("this API needs an access token: Authorization: Bearer <token>".into())
+            })?;
             let token = auth
                 .strip_prefix("Bearer ")
                 .or_else(|| auth.strip_prefix("bearer "))
@@ -47,7 +49,9 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| FhirError::invalid(format!("the request body could not be read: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(FhirError::TooLarge(format!("the request body is larger than the limit of {limit} bytes")).into());
+            return Err(
+                FhirError::TooLarge(format!("the request body is larger than the limit of {limit} bytes")).into()
+            );
         }
         body.extend_from_slice(&chunk);
     }

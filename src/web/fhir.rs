@@ -64,7 +64,13 @@ fn query_params(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn known(rtype: &str) -> Result<&'static str, ApiError> {
-    resource_type(rtype).ok_or_else(|| FhirError::NotFound(format!("resource type '{rtype}' (this server holds {})", crate::fhir::RESOURCE_TYPES.join(", "))).into())
+    resource_type(rtype).ok_or_else(|| {
+        FhirError::NotFound(format!(
+            "resource type '{rtype}' (this server holds {})",
+            crate::fhir::RESOURCE_TYPES.join(", ")
+        ))
+        .into()
+    })
 }
 
 fn json_body(req: &HttpRequest, body: &[u8], patch: bool) -> Result<Value, ApiError> {
@@ -121,7 +127,10 @@ fn written(req: &HttpRequest, base: &str, out: WriteOutcome, n: &Negotiated) -> 
         Some("OperationOutcome") => {
             let msg = format!("{}/{} version {} stored", out.stored.rtype, out.stored.id, out.stored.version_id);
             let mut r = render(status, &outcome("information", "informational", &msg), n);
-            r.headers_mut().insert(header::ETAG, header::HeaderValue::from_str(&out.stored.etag()).unwrap_or(header::HeaderValue::from_static("")));
+            r.headers_mut().insert(
+                header::ETAG,
+                header::HeaderValue::from_str(&out.stored.etag()).unwrap_or(header::HeaderValue::from_static("")),
+            );
             r
         }
         _ => resource(status, &out.stored, n, location),
@@ -155,7 +164,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, FhirError> + 
     Ok(web::block(f).await??)
 }
 
-async fn read(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn read(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
@@ -164,7 +178,9 @@ async fn read(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path
     }
     let store = state.hf.store.clone();
     let s = blocking(move || store.read(&caller.0, t, &id)).await?;
-    if let Some(since) = req.headers().get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(time::parse_http_date) {
+    if let Some(since) =
+        req.headers().get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()).and_then(time::parse_http_date)
+    {
         if s.last_updated / 1_000_000 <= since / 1_000_000 {
             return Ok(HttpResponse::NotModified().insert_header((header::ETAG, s.etag())).finish());
         }
@@ -177,7 +193,12 @@ async fn read(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path
     Ok(resource(StatusCode::OK, &s, &n, None))
 }
 
-async fn vread(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+async fn vread(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let (t, id, vid) = path.into_inner();
     let t = known(&t)?;
@@ -187,7 +208,13 @@ async fn vread(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pat
     Ok(resource(StatusCode::OK, &s, &n, None))
 }
 
-async fn create(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let t = known(&path.into_inner())?;
     let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
@@ -202,7 +229,13 @@ async fn create(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pa
     Ok(written(&req, &state.hf.store.base, out, &n))
 }
 
-async fn update(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
@@ -213,12 +246,21 @@ async fn update(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pa
     Ok(written(&req, &state.hf.store.base, out, &n))
 }
 
-async fn conditional_update(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn conditional_update(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let t = known(&path.into_inner())?;
     let query = req.query_string().to_string();
     if query.is_empty() {
-        return Err(FhirError::invalid("PUT on a type needs search parameters (conditional update) or an id in the URL").into());
+        return Err(FhirError::invalid(
+            "PUT on a type needs search parameters (conditional update) or an id in the URL",
+        )
+        .into());
     }
     let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
     let opts = write_options(&req)?;
@@ -227,7 +269,13 @@ async fn conditional_update(req: HttpRequest, state: web::Data<AppState>, caller
     Ok(written(&req, &state.hf.store.base, out, &n))
 }
 
-async fn patch(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn patch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
@@ -238,7 +286,12 @@ async fn patch(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pat
     Ok(written(&req, &state.hf.store.base, out, &n))
 }
 
-async fn delete(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
@@ -251,12 +304,23 @@ async fn delete(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pa
     Ok(render(StatusCode::OK, &outcome("information", "informational", &msg), &n))
 }
 
-fn search_params(req: &HttpRequest, params: Vec<(String, String)>, rtype: &str, compartment: Option<String>) -> SearchRequest {
+fn search_params(
+    req: &HttpRequest,
+    params: Vec<(String, String)>,
+    rtype: &str,
+    compartment: Option<String>,
+) -> SearchRequest {
     let strict = prefer(req, "handling").as_deref() == Some("strict");
     SearchRequest { rtype: rtype.to_string(), params, compartment, strict }
 }
 
-async fn run_search(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, sr: SearchRequest, path: String) -> Result<HttpResponse, ApiError> {
+async fn run_search(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    caller: Caller,
+    sr: SearchRequest,
+    path: String,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(req)?;
     if let Some(v) = is_view(&sr.rtype) {
         return view(state, caller, v, None, Some(sr), &n).await;
@@ -267,27 +331,44 @@ async fn run_search(req: &HttpRequest, state: &web::Data<AppState>, caller: Call
     Ok(render(StatusCode::OK, &searchset(&base, &path, &r), &n))
 }
 
-async fn search_get(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn search_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let t = known(&path.into_inner())?;
     let sr = search_params(&req, query_params(&req)?, t, None);
     run_search(&req, &state, caller, sr, t.to_string()).await
 }
 
-async fn search_post(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn search_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let t = known(&path.into_inner())?;
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err(ApiError::UnsupportedMedia("POST _search takes application/x-www-form-urlencoded".into()));
     }
     let body = read_body(payload, state.hf.config.body_limit).await?;
-    let mut params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|_| FhirError::invalid("the form body is not valid URL encoding"))?;
+    let mut params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| FhirError::invalid("the form body is not valid URL encoding"))?;
     params.extend(query_params(&req)?);
     let sr = search_params(&req, params, t, None);
     run_search(&req, &state, caller, sr, t.to_string()).await
 }
 
 /// `/fhir/{type}/{id}/_history` or the compartment search `/fhir/Patient/{id}/{type}`.
-async fn instance_sub(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ApiError> {
+async fn instance_sub(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (t, id, sub) = path.into_inner();
     let t = known(&t)?;
     if sub.starts_with('$') && t == "Patient" {
@@ -309,13 +390,21 @@ fn history_request(req: &HttpRequest, rtype: Option<&str>, id: Option<String>) -
     let q = query_params(req)?;
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let count = match get("_count") {
-        Some(c) => Some(c.parse().map_err(|_| FhirError::invalid(format!("_count must be a whole number, not '{c}'")))?),
+        Some(c) => {
+            Some(c.parse().map_err(|_| FhirError::invalid(format!("_count must be a whole number, not '{c}'")))?)
+        }
         None => None,
     };
     Ok(HistoryRequest { rtype: rtype.map(str::to_string), id, since: get("_since"), count, cursor: get("_cursor") })
 }
 
-async fn history(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, hr: HistoryRequest, path: String) -> Result<HttpResponse, ApiError> {
+async fn history(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    caller: Caller,
+    hr: HistoryRequest,
+    path: String,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(req)?;
     let store = state.hf.store.clone();
     let base = store.base.clone();
@@ -323,18 +412,32 @@ async fn history(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller,
     Ok(render(StatusCode::OK, &history_bundle(&base, &path, &h), &n))
 }
 
-async fn type_history(req: HttpRequest, state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn type_history(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let t = known(&path.into_inner())?;
     let hr = history_request(&req, Some(t), None)?;
     history(&req, &state, caller, hr, format!("{t}/_history")).await
 }
 
-async fn system_history(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn system_history(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     let hr = history_request(&req, None, None)?;
     history(&req, &state, caller, hr, "_history".into()).await
 }
 
-async fn bundle(req: HttpRequest, state: web::Data<AppState>, caller: Caller, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn bundle(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let n = negotiate(&req)?;
     let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
     let store = state.hf.store.clone();
@@ -343,7 +446,14 @@ async fn bundle(req: HttpRequest, state: web::Data<AppState>, caller: Caller, pa
 }
 
 /// The read-only views: the access log as AuditEvent, grants as Consent.
-async fn view(state: &web::Data<AppState>, caller: Caller, rtype: &'static str, id: Option<String>, sr: Option<SearchRequest>, n: &Negotiated) -> Result<HttpResponse, ApiError> {
+async fn view(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    rtype: &'static str,
+    id: Option<String>,
+    sr: Option<SearchRequest>,
+    n: &Negotiated,
+) -> Result<HttpResponse, ApiError> {
     let hf = state.hf.clone();
     let what = if id.is_some() { Interaction::Read } else { Interaction::Search };
     let params = sr.as_ref().map(|s| s.params.clone()).unwrap_or_default();

@@ -37,7 +37,8 @@ impl Default for Limits {
 impl Limits {
     /// Whether one more request from this address (and client, if known) may go on now.
     pub fn allow(&self, address: &str, client: Option<&str>) -> bool {
-        self.per_address.check_key(&address.to_string()).is_ok() && client.is_none_or(|c| self.per_client.check_key(&c.to_string()).is_ok())
+        self.per_address.check_key(&address.to_string()).is_ok()
+            && client.is_none_or(|c| self.per_client.check_key(&c.to_string()).is_ok())
     }
 }
 
@@ -48,7 +49,10 @@ pub fn too_many() -> HttpResponse {
 }
 
 /// Refuses work beyond the global in-flight limit rather than queueing without bound.
-pub async fn in_flight(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<BoxBody>, Error> {
+pub async fn in_flight(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = req.app_data::<web::Data<super::AppState>>().cloned();
     let Some(state) = state else { return next.call(req).await.map(ServiceResponse::map_into_boxed_body) };
     let now = state.limits.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -2,13 +2,13 @@
 //! they parse, call the domain with the caller's [`AccessContext`](crate::auth::AccessContext),
 //! and render.
 
+mod bulk;
 pub mod error;
 pub mod extract;
-mod bulk;
 mod fhir;
 pub mod limits;
-pub mod observe;
 mod oauth;
+pub mod observe;
 mod operations;
 pub mod pages;
 mod wellknown;
@@ -38,8 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     bulk::configure(cfg);
     operations::configure(cfg);
     fhir::configure(cfg);
-    cfg.route("/static/app.css", web::get().to(pages::stylesheet))
-        .route("/metrics", web::get().to(observe::metrics));
+    cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
 }
 
 /// Starts the server on an already-bound listener (tests bind port 0).

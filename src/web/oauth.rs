@@ -57,7 +57,9 @@ fn oauth_error(e: &OAuthError) -> HttpResponse {
         .json(serde_json::json!({"error": e.error, "error_description": e.description}))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static) -> Result<T, HttpResponse> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static,
+) -> Result<T, HttpResponse> {
     match web::block(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(oauth_error(&e)),
@@ -87,7 +89,13 @@ pub async fn current_session(req: &HttpRequest, state: &web::Data<AppState>) -> 
     .flatten()
 }
 
-fn login_page(state: &AppState, app_name: Option<String>, error: Option<String>, continue_to: String, email: String) -> HttpResponse {
+fn login_page(
+    state: &AppState,
+    app_name: Option<String>,
+    error: Option<String>,
+    continue_to: String,
+    email: String,
+) -> HttpResponse {
     let csrf = password::random_token();
     let body = LoginPage { app_name, error: error.clone(), csrf: csrf.clone(), continue_to, email }.render();
     let cookie = Cookie::build(LOGIN_CSRF, csrf)
@@ -126,10 +134,20 @@ async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizePar
     };
     let request = serde_urlencoded::to_string(&p).unwrap_or_default();
     let Some(s) = current_session(&req, &state).await else {
-        return login_page(&state, Some(auth.client.name.clone()), None, format!("/oauth/authorize?{request}"), String::new());
+        return login_page(
+            &state,
+            Some(auth.client.name.clone()),
+            None,
+            format!("/oauth/authorize?{request}"),
+            String::new(),
+        );
     };
     let Some(patient) = s.account.patient_id().map(str::to_string) else {
-        return page_error(StatusCode::FORBIDDEN, "Only patients can share a record", "Sign in with a patient account to connect an app.");
+        return page_error(
+            StatusCode::FORBIDDEN,
+            "Only patients can share a record",
+            "Sign in with a patient account to connect an app.",
+        );
     };
     let hf = state.hf.clone();
     let account = s.account.clone();
@@ -147,10 +165,15 @@ async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizePar
     match decided {
         Ok(Ok(Ok(url))) => pages::see_other(&url),
         Ok(Ok(Err((app_name, items)))) => {
-            let body = ConsentPage { app_name, who: s.account.email.clone(), csrf: s.row.csrf.clone(), request, items }.render();
+            let body = ConsentPage { app_name, who: s.account.email.clone(), csrf: s.row.csrf.clone(), request, items }
+                .render();
             pages::html(StatusCode::OK, body)
         }
-        _ => page_error(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Your request could not be completed. Please try again."),
+        _ => page_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "Your request could not be completed. Please try again.",
+        ),
     }
 }
 
@@ -174,7 +197,9 @@ struct LoginForm {
 /// Only our own pages may be returned to after sign-in (no open redirect).
 fn safe_continue(c: Option<&str>) -> String {
     match c {
-        Some(c) if (c.starts_with("/oauth/authorize?") || c.starts_with("/portal")) && !c.starts_with("//") => c.to_string(),
+        Some(c) if (c.starts_with("/oauth/authorize?") || c.starts_with("/portal")) && !c.starts_with("//") => {
+            c.to_string()
+        }
         _ => "/portal".to_string(),
     }
 }
@@ -189,7 +214,13 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
     let continue_to = safe_continue(form.continue_to.as_deref());
     let cookie_csrf = req.cookie(LOGIN_CSRF).map(|c| c.value().to_string());
     if cookie_csrf.as_deref() != Some(form.csrf.as_str()) {
-        return login_page(&state, None, Some("Your sign-in form expired. Please try again.".into()), continue_to, form.email);
+        return login_page(
+            &state,
+            None,
+            Some("Your sign-in form expired. Please try again.".into()),
+            continue_to,
+            form.email,
+        );
     }
     let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
     let hf = state.hf.clone();
@@ -198,7 +229,8 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
         let mut conn = hf.db.conn().map_err(|e| accounts::LoginError::Auth(e.into()))?;
         let account = accounts::login(&mut conn, &email, &pw, &address)?;
         let cookie = session::start(&mut conn, &account.id, ua.as_deref())?;
-        record_in(&mut conn, &AccessContext::client("portal"), &AuditEntry::event("login", &account.fhir_user, None)).map_err(|e| accounts::LoginError::Auth(e.into()))?;
+        record_in(&mut conn, &AccessContext::client("portal"), &AuditEntry::event("login", &account.fhir_user, None))
+            .map_err(|e| accounts::LoginError::Auth(e.into()))?;
         Ok::<_, accounts::LoginError>(cookie)
     })
     .await;
@@ -259,7 +291,9 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
 }
 
 fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
-    serde_urlencoded::from_bytes(body).map_err(|e| Box::new(oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400))))
+    serde_urlencoded::from_bytes(body).map_err(|e| {
+        Box::new(oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400)))
+    })
 }
 
 async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -285,9 +319,9 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         Ok(t) => {
             state.metrics.tokens_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::PRAGMA, "no-cache"))
-            .json(t)
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .json(t)
         }
         Err(r) => r,
     }
@@ -303,7 +337,9 @@ async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpRespons
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
+    let Some(token) = f.token else {
+        return oauth_error(&OAuthError::new("invalid_request", "token is required", 400));
+    };
     let hf = state.hf.clone();
     let ep = state.endpoints();
     match blocking(move || {
@@ -322,7 +358,9 @@ async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    let Some(token) = f.token else { return oauth_error(&OAuthError::new("invalid_request", "token is required", 400)) };
+    let Some(token) = f.token else {
+        return oauth_error(&OAuthError::new("invalid_request", "token is required", 400));
+    };
     let hf = state.hf.clone();
     let ep = state.endpoints();
     match blocking(move || hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))).await {

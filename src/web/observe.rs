@@ -53,17 +53,37 @@ impl Metrics {
             for ((method, route, status), h) in m.iter() {
                 let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
                 for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "healthfolio_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+                    let _ = writeln!(
+                        out,
+                        "healthfolio_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
                 }
-                let _ = writeln!(out, "healthfolio_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "healthfolio_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    h.count
+                );
                 let _ = writeln!(out, "healthfolio_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
                 let _ = writeln!(out, "healthfolio_http_request_duration_seconds_count{{{labels}}} {}", h.count);
             }
         }
         for (name, help, v) in [
-            ("healthfolio_tokens_issued_total", "Access tokens issued by the token endpoint.", self.tokens_issued.load(Ordering::Relaxed) as f64),
-            ("healthfolio_failed_logins_total", "Failed sign-in attempts.", self.failed_logins.load(Ordering::Relaxed) as f64),
-            ("healthfolio_rate_limited_total", "Requests refused with 429.", self.rate_limited.load(Ordering::Relaxed) as f64),
+            (
+                "healthfolio_tokens_issued_total",
+                "Access tokens issued by the token endpoint.",
+                self.tokens_issued.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "healthfolio_failed_logins_total",
+                "Failed sign-in attempts.",
+                self.failed_logins.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "healthfolio_rate_limited_total",
+                "Requests refused with 429.",
+                self.rate_limited.load(Ordering::Relaxed) as f64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
@@ -84,7 +104,10 @@ fn request_id(req: &ServiceRequest) -> String {
 }
 
 /// The middleware: request id, one log line, metrics.
-pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().to_string();
@@ -106,7 +129,8 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Resul
 pub async fn metrics(state: web::Data<super::AppState>) -> HttpResponse {
     let (connections, idle) = state.hf.db.pool_state();
     let db = state.hf.db.clone();
-    let jobs = web::block(move || crate::portability::bulk::counts(&db)).await.ok().and_then(Result::ok).unwrap_or_default();
+    let jobs =
+        web::block(move || crate::portability::bulk::counts(&db)).await.ok().and_then(Result::ok).unwrap_or_default();
     let gauges = [
         ("healthfolio_db_pool_connections", "Open database connections.", connections as f64),
         ("healthfolio_db_pool_idle", "Idle database connections.", idle as f64),

@@ -18,7 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn params(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(req.query_string()).map_err(|_| FhirError::invalid("the query string is not valid URL encoding").into())
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| FhirError::invalid("the query string is not valid URL encoding").into())
 }
 
 fn json_response(v: &Value) -> HttpResponse {
@@ -26,7 +27,13 @@ fn json_response(v: &Value) -> HttpResponse {
 }
 
 /// `Patient/{id}/${op}`; called by the instance route for names starting with `$`.
-pub async fn patient_operation(req: &HttpRequest, state: &web::Data<AppState>, caller: Caller, id: String, op: &str) -> Result<HttpResponse, ApiError> {
+pub async fn patient_operation(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    caller: Caller,
+    id: String,
+    op: &str,
+) -> Result<HttpResponse, ApiError> {
     let q = params(req)?;
     let store = state.hf.store.clone();
     match op {
@@ -43,7 +50,11 @@ pub async fn patient_operation(req: &HttpRequest, state: &web::Data<AppState>, c
     }
 }
 
-async fn phr_export_by_param(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn phr_export_by_param(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     let q = params(&req)?;
     let patient = q
         .iter()
@@ -58,7 +69,12 @@ async fn phr_export_by_param(req: HttpRequest, state: web::Data<AppState>, calle
 }
 
 /// The PHR export: the record as one collection Bundle (default) or NDJSON.
-async fn phr_export(state: &web::Data<AppState>, caller: Caller, patient: String, q: &[(String, String)]) -> Result<HttpResponse, ApiError> {
+async fn phr_export(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    patient: String,
+    q: &[(String, String)],
+) -> Result<HttpResponse, ApiError> {
     let format = q.iter().find(|(k, _)| k == "outputFormat").map(|(_, v)| v.as_str()).unwrap_or("bundle").to_string();
     if !matches!(format.as_str(), "bundle" | "ndjson" | "application/fhir+ndjson") {
         return Err(FhirError::invalid(format!("outputFormat={format} is not one of bundle, ndjson")).into());
@@ -79,7 +95,12 @@ async fn phr_export(state: &web::Data<AppState>, caller: Caller, patient: String
 }
 
 /// `POST /fhir/$phr-import?strategy=merge|append` with a collection Bundle (or NDJSON).
-async fn phr_import(req: HttpRequest, state: web::Data<AppState>, caller: Caller, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+async fn phr_import(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let q = params(&req)?;
     let strategy = q.iter().find(|(k, _)| k == "strategy").map(|(_, v)| v.as_str()).unwrap_or("merge");
     let append = match strategy {
@@ -90,7 +111,9 @@ async fn phr_import(req: HttpRequest, state: web::Data<AppState>, caller: Caller
     let into = match &caller.0.reach {
         Reach::All => q.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string()),
         Reach::Patient(p) => Some(p.clone()),
-        Reach::Granted { .. } => return Err(FhirError::forbidden("only the patient (or an operator) can import a record").into()),
+        Reach::Granted { .. } => {
+            return Err(FhirError::forbidden("only the patient (or an operator) can import a record").into())
+        }
     };
     let body = read_body(payload, state.hf.config.body_limit).await?;
     let (source, lines) = import_lines(&body)?;
@@ -111,7 +134,9 @@ fn import_lines(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
         let source = v["meta"]["source"].as_str().unwrap_or("urn:unknown-source").to_string();
         let entries = v["entry"].as_array().cloned().unwrap_or_default();
         if entries.len() > archive::MAX_RESOURCES {
-            return Err(FhirError::TooLarge(format!("a record may hold at most {} resources", archive::MAX_RESOURCES)).into());
+            return Err(
+                FhirError::TooLarge(format!("a record may hold at most {} resources", archive::MAX_RESOURCES)).into()
+            );
         }
         return Ok((source, entries.into_iter().filter_map(|e| e.get("resource").cloned()).collect()));
     }

@@ -25,7 +25,9 @@ pub fn html(status: StatusCode, body: Result<String, askama::Error>) -> HttpResp
             .body(text),
         Err(e) => {
             tracing::error!("template failed: {e}");
-            HttpResponse::InternalServerError().content_type("text/plain; charset=utf-8").body("The page could not be shown.")
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("The page could not be shown.")
         }
     }
 }
@@ -35,7 +37,10 @@ pub fn page_error(status: StatusCode, title: &str, message: &str) -> HttpRespons
 }
 
 pub fn see_other(url: &str) -> HttpResponse {
-    HttpResponse::SeeOther().insert_header((header::LOCATION, url)).insert_header((header::CACHE_CONTROL, "no-store")).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 pub async fn stylesheet() -> HttpResponse {

@@ -1,9 +1,9 @@
 //! One integration test binary (link time), every test over real HTTP on both databases.
 
-mod support;
 mod fixtures;
-mod smoke;
 mod oauth;
 mod oauth_support;
-mod portability;
 mod ops;
+mod portability;
+mod smoke;
+mod support;

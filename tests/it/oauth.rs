@@ -8,7 +8,8 @@ use healthfolio::consent::Grantee;
 use oauth2::{AuthorizationCode, PkceCodeVerifier, RefreshToken, TokenResponse};
 use serde_json::Value;
 
-const APP_SCOPES: &str = "launch/patient openid fhirUser offline_access patient/MedicationRequest.rs patient/AllergyIntolerance.rs";
+const APP_SCOPES: &str =
+    "launch/patient openid fhirUser offline_access patient/MedicationRequest.rs patient/AllergyIntolerance.rs";
 
 fn exchange(app: &TestApp, client: &SmartClient, code: &str, verifier: &str) -> SmartToken {
     let _ = app;
@@ -45,7 +46,10 @@ fn standalone_launch_reads_own_record(app: &TestApp) {
     assert_eq!(c.get(&format!("MedicationRequest?patient={patient}")).ids(), vec![mr]);
     // Not granted: conditions; not in scope: writes.
     assert_eq!(c.get("Condition").status, 403);
-    assert_eq!(c.post("MedicationRequest", &medication_request(&patient, code, display, "active", "2025-02-01")).status, 403);
+    assert_eq!(
+        c.post("MedicationRequest", &medication_request(&patient, code, display, "active", "2025-02-01")).status,
+        403
+    );
 }
 
 fn another_patients_record_is_absent(app: &TestApp) {
@@ -78,7 +82,10 @@ fn refresh_rotates_and_reuse_revokes_family(app: &TestApp) {
     let c = app.client_with(Some(second.access_token().secret().clone()));
     assert_eq!(c.get("MedicationRequest").status, 200);
     // The old one again: refused, and everything of that lineage stops working.
-    let (status, body) = token_request(app, &[("grant_type", "refresh_token"), ("refresh_token", first.secret()), ("client_id", &client_id)]);
+    let (status, body) = token_request(
+        app,
+        &[("grant_type", "refresh_token"), ("refresh_token", first.secret()), ("client_id", &client_id)],
+    );
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(c.get("MedicationRequest").status, 401);
     let again = client.exchange_refresh_token(&RefreshToken::new(rotated.secret().clone())).request(&http());
@@ -95,7 +102,13 @@ fn code_is_single_use_and_reuse_revokes(app: &TestApp) {
     let token = exchange(app, &client, &code, &verifier);
     let c = app.client_with(Some(token.access_token().secret().clone()));
     assert_eq!(c.get("MedicationRequest").status, 200);
-    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("code_verifier", verifier.as_str()), ("client_id", client_id.as_str())];
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier.as_str()),
+        ("client_id", client_id.as_str()),
+    ];
     let (status, body) = token_request(app, &form);
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
     assert_eq!(c.get("MedicationRequest").status, 401, "tokens from a reused code are revoked");
@@ -108,7 +121,16 @@ fn token_refusals(app: &TestApp) {
     let (url, verifier, _) = authorize_url(app, &client, APP_SCOPES);
     let (code, _) = sign_in_and_approve(app, &mut Browser::default(), &url, "ada@example.org");
     let base = |code: &str, verifier: &str, redirect: &str| {
-        token_request(app, &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect), ("code_verifier", verifier), ("client_id", &client_id)])
+        token_request(
+            app,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier),
+                ("client_id", &client_id),
+            ],
+        )
     };
     let wrong = "x".repeat(50);
     assert_eq!(base(&code, &wrong, REDIRECT).1["error"], "invalid_grant", "wrong verifier");
@@ -117,7 +139,8 @@ fn token_refusals(app: &TestApp) {
     assert_eq!(base("not-a-code", &verifier, REDIRECT).1["error"], "invalid_grant");
     let (status, body) = token_request(app, &[("grant_type", "password"), ("client_id", &client_id)]);
     assert_eq!((status, body["error"].as_str()), (400, Some("unsupported_grant_type")));
-    let (status, body) = token_request(app, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "nobody")]);
+    let (status, body) =
+        token_request(app, &[("grant_type", "authorization_code"), ("code", &code), ("client_id", "nobody")]);
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")));
 }
 
@@ -127,11 +150,19 @@ fn authorize_refusals(app: &TestApp) {
     let base = format!("{}/oauth/authorize", app.base);
     let q = |pairs: &[(&str, &str)]| format!("{base}?{}", serde_urlencoded::to_string(pairs).expect("query"));
     let good = [
-        ("response_type", "code"), ("client_id", client_id.as_str()), ("redirect_uri", REDIRECT), ("scope", "patient/*.rs"),
-        ("state", "s1"), ("aud", app.fhir.as_str()), ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"), ("code_challenge_method", "S256"),
+        ("response_type", "code"),
+        ("client_id", client_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("scope", "patient/*.rs"),
+        ("state", "s1"),
+        ("aud", app.fhir.as_str()),
+        ("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+        ("code_challenge_method", "S256"),
     ];
     let without = |k: &str| good.iter().filter(|(n, _)| *n != k).cloned().collect::<Vec<_>>();
-    let with = |k: &str, v: &'static str| good.iter().map(|(n, x)| if *n == k { (*n, v) } else { (*n, *x) }).collect::<Vec<_>>();
+    let with = |k: &str, v: &'static str| {
+        good.iter().map(|(n, x)| if *n == k { (*n, v) } else { (*n, *x) }).collect::<Vec<_>>()
+    };
     let mut b = Browser::default();
     for (case, pairs) in [
         ("no PKCE", without("code_challenge")),
@@ -158,9 +189,18 @@ fn wrong_password_and_unknown_user_look_the_same(app: &TestApp) {
     let mut b = Browser::default();
     let mut answer = |email: &str| {
         let login = b.get(&url);
-        let form = [("email", email), ("password", "wrong password!"), ("csrf", &login.field("csrf")), ("continue", &login.field("continue"))];
+        let form = [
+            ("email", email),
+            ("password", "wrong password!"),
+            ("csrf", &login.field("csrf")),
+            ("continue", &login.field("continue")),
+        ];
         let p = b.post(&format!("{}/oauth/login", app.base), &form);
-        (p.status, p.body.contains("The email address or password is not right") || p.body.contains("the email address or password is not right"))
+        (
+            p.status,
+            p.body.contains("The email address or password is not right")
+                || p.body.contains("the email address or password is not right"),
+        )
     };
     assert_eq!(answer("ada@example.org"), (401, true));
     assert_eq!(answer("nobody@example.org"), (401, true));
@@ -172,13 +212,29 @@ fn backend_services_with_grants(app: &TestApp) {
     let client_id = backend_client(app, jwks, org);
     let jti = uuid::Uuid::new_v4().to_string();
     let a = assertion(app, &client_id, "k1", &pkcs8, &jti, 240);
-    let form = [("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", a.as_str())];
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "system/*.rs"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", a.as_str()),
+    ];
     let (status, body) = token_request(app, &form);
     assert_eq!(status, 200, "{body}");
     assert!(body["expires_in"].as_i64().is_some_and(|e| e <= 300));
     let (status, body) = token_request(app, &form);
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "a replayed jti is refused");
-    let c = app.client_with(body_token(&token_request(app, &[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &assertion(app, &client_id, "k1", &pkcs8, "j2", 240))]).1));
+    let c = app.client_with(body_token(
+        &token_request(
+            app,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.rs"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &assertion(app, &client_id, "k1", &pkcs8, "j2", 240)),
+            ],
+        )
+        .1,
+    ));
     let p = app.create(patient(NHS[0], "Okafor", "Ada"));
     let (code, display) = PARACETAMOL;
     let mr = app.create(medication_request(&p, code, display, "active", "2025-02-01"));
@@ -201,7 +257,17 @@ fn assertion_refusals(app: &TestApp) {
     let (pkcs8, jwks) = backend_keys("k1");
     let client_id = backend_client(app, jwks, "Organization/o");
     let (other_key, _) = backend_keys("k1");
-    let try_with = |a: &str| token_request(app, &[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", a)]);
+    let try_with = |a: &str| {
+        token_request(
+            app,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/*.rs"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", a),
+            ],
+        )
+    };
     for (case, a) in [
         ("exp too far ahead", assertion(app, &client_id, "k1", &pkcs8, "a1", 3600)),
         ("expired", assertion(app, &client_id, "k1", &pkcs8, "a2", -120)),
@@ -219,7 +285,9 @@ fn bad_tokens_are_401(app: &TestApp) {
     let good = app.admin();
     let parts: Vec<&str> = good.split('.').collect();
     let none_header = base64_url(r#"{"alg":"none","typ":"JWT"}"#);
-    let tampered_payload = base64_url(r#"{"iss":"x","sub":"x","aud":"x","exp":9999999999,"iat":0,"jti":"j","client_id":"c","scope":"system/*.cruds","reach":"all"}"#);
+    let tampered_payload = base64_url(
+        r#"{"iss":"x","sub":"x","aud":"x","exp":9999999999,"iat":0,"jti":"j","client_id":"c","scope":"system/*.cruds","reach":"all"}"#,
+    );
     let unknown_kid = {
         let claims = healthfolio::auth::Claims::new(&app.base, &app.fhir, "s", "c", "system/*.rs", None, 600);
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -232,7 +300,19 @@ fn bad_tokens_are_401(app: &TestApp) {
         claims.exp = chrono::Utc::now().timestamp() - 120;
         app.hf.keys.sign(&claims).expect("sign")
     };
-    let wrong_aud = app.hf.keys.sign(&healthfolio::auth::Claims::new(&app.base, "https://other.example/fhir", "s", "c", "system/*.rs", None, 600)).expect("sign");
+    let wrong_aud = app
+        .hf
+        .keys
+        .sign(&healthfolio::auth::Claims::new(
+            &app.base,
+            "https://other.example/fhir",
+            "s",
+            "c",
+            "system/*.rs",
+            None,
+            600,
+        ))
+        .expect("sign");
     for (case, t) in [
         ("alg none", format!("{none_header}.{}.", parts[1])),
         ("tampered", format!("{}.{tampered_payload}.{}", parts[0], parts[2])),
@@ -280,14 +360,18 @@ fn withdrawn_grant_stops_the_app(app: &TestApp) {
     let c = app.client_with(Some(token.access_token().secret().clone()));
     assert_eq!(c.get("MedicationRequest").status, 200);
     let mut conn = app.hf.db.conn().expect("conn");
-    let g = healthfolio::consent::active_for(&mut conn, &patient, &Grantee::Client(client_id)).expect("q").expect("grant");
+    let g =
+        healthfolio::consent::active_for(&mut conn, &patient, &Grantee::Client(client_id)).expect("q").expect("grant");
     healthfolio::consent::revoke(&mut conn, &g.id).expect("revoke");
     assert_eq!(c.get("MedicationRequest").status, 401);
 }
 
 fn discovery_documents(app: &TestApp) {
     let c = app.client_with(None);
-    for path in [format!("{}/.well-known/smart-configuration", app.base), format!("{}/.well-known/smart-configuration", app.fhir)] {
+    for path in [
+        format!("{}/.well-known/smart-configuration", app.base),
+        format!("{}/.well-known/smart-configuration", app.fhir),
+    ] {
         let r = c.get(&path);
         assert_eq!(r.status, 200);
         assert_eq!(r.body["code_challenge_methods_supported"], serde_json::json!(["S256"]));

@@ -2,12 +2,12 @@
 //! client, and plain HTTP (no redirects followed) for the sign-in and consent pages.
 
 use crate::support::TestApp;
-use healthfolio::auth::clients::{self, ClientKind, NewClient};
 use healthfolio::auth::accounts;
+use healthfolio::auth::clients::{self, ClientKind, NewClient};
 use oauth2::basic::BasicTokenType;
 use oauth2::{
-    AuthUrl, ClientId, CsrfToken, EmptyExtraTokenFields, ExtraTokenFields, PkceCodeChallenge, RedirectUrl, Scope, StandardTokenResponse,
-    TokenUrl,
+    AuthUrl, ClientId, CsrfToken, EmptyExtraTokenFields, ExtraTokenFields, PkceCodeChallenge, RedirectUrl, Scope,
+    StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -46,7 +46,12 @@ pub fn patient_with_login(app: &TestApp, nhs: &str, email: &str) -> String {
 
 pub fn public_app(app: &TestApp) -> String {
     let mut conn = app.hf.db.conn().expect("conn");
-    let new = NewClient { name: "Pill Pal".into(), kind: Some(ClientKind::Public), redirect_uris: vec![REDIRECT.into()], ..NewClient::default() };
+    let new = NewClient {
+        name: "Pill Pal".into(),
+        kind: Some(ClientKind::Public),
+        redirect_uris: vec![REDIRECT.into()],
+        ..NewClient::default()
+    };
     clients::register(&mut conn, &new).expect("client").0.client_id
 }
 
@@ -77,14 +82,23 @@ impl Page {
     /// The value of a hidden form field.
     pub fn field(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker).map(|i| i + marker.len()).unwrap_or_else(|| panic!("no field {name} in {}", self.body));
+        let start = self
+            .body
+            .find(&marker)
+            .map(|i| i + marker.len())
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body));
         let end = self.body[start..].find('"').expect("end quote") + start;
         html_unescape(&self.body[start..end])
     }
 }
 
 fn html_unescape(s: &str) -> String {
-    s.replace("&amp;", "&").replace("&quot;", "\"").replace("&#x27;", "'").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">")
+    s.replace("&amp;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
 }
 
 impl Default for Browser {
@@ -138,7 +152,10 @@ impl Browser {
 /// The authorize URL an app would open, with PKCE S256; returns (url, verifier, state).
 pub fn authorize_url(app: &TestApp, client: &SmartClient, scopes: &str) -> (String, String, String) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut req = client.authorize_url(CsrfToken::new_random).set_pkce_challenge(challenge).add_extra_param("aud", app.fhir.clone());
+    let mut req = client
+        .authorize_url(CsrfToken::new_random)
+        .set_pkce_challenge(challenge)
+        .add_extra_param("aud", app.fhir.clone());
     for s in scopes.split_whitespace() {
         req = req.add_scope(Scope::new(s.to_string()));
     }
@@ -151,7 +168,10 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
     let login = browser.get(url);
     assert_eq!(login.status, 200, "login page: {}", login.body);
     let (csrf, cont) = (login.field("csrf"), login.field("continue"));
-    let after = browser.post(&format!("{}/oauth/login", app.base), &[("email", email), ("password", PASSWORD), ("csrf", &csrf), ("continue", &cont)]);
+    let after = browser.post(
+        &format!("{}/oauth/login", app.base),
+        &[("email", email), ("password", PASSWORD), ("csrf", &csrf), ("continue", &cont)],
+    );
     assert_eq!(after.status, 303, "login: {}", after.body);
     let next = after.location.expect("redirect after login");
     let consent = browser.get(&format!("{}{next}", app.base));
@@ -161,10 +181,14 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
         assert_eq!(consent.status, 200, "consent page: {}", consent.body);
         let (csrf, request) = (consent.field("csrf"), consent.field("request"));
         let mut form: Vec<(&str, String)> = vec![("csrf", csrf), ("request", request), ("decision", "allow".into())];
-        let scopes: Vec<String> = consent.body.match_indices("name=\"scope\" type=\"checkbox\" value=\"").map(|(i, m)| {
-            let start = i + m.len();
-            html_unescape(&consent.body[start..start + consent.body[start..].find('"').expect("quote")])
-        }).collect();
+        let scopes: Vec<String> = consent
+            .body
+            .match_indices("name=\"scope\" type=\"checkbox\" value=\"")
+            .map(|(i, m)| {
+                let start = i + m.len();
+                html_unescape(&consent.body[start..start + consent.body[start..].find('"').expect("quote")])
+            })
+            .collect();
         form.extend(scopes.into_iter().map(|s| ("scope", s)));
         let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let done = browser.post(&format!("{}/oauth/consent", app.base), &form_ref);
@@ -172,8 +196,11 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
         done.location.expect("location")
     };
     assert!(redirect.starts_with(REDIRECT), "{redirect}");
-    let q: Vec<(String, String)> = serde_urlencoded::from_str(redirect.split_once('?').map(|x| x.1).unwrap_or_default()).expect("query");
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {k} in {redirect}"));
+    let q: Vec<(String, String)> =
+        serde_urlencoded::from_str(redirect.split_once('?').map(|x| x.1).unwrap_or_default()).expect("query");
+    let get = |k: &str| {
+        q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {k} in {redirect}"))
+    };
     (get("code"), get("state"))
 }
 

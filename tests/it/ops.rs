@@ -30,9 +30,13 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     let history = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}/_history"));
     assert_eq!(history.entries().len(), 2);
     let audit_a = app.client().get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
-    let audit_b = restored.client_with(Some(app.admin())).get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
+    let audit_b =
+        restored.client_with(Some(app.admin())).get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
     assert!(audit_b >= audit_a.saturating_sub(1) && audit_a > 0, "{audit_a} vs {audit_b}");
-    assert!(healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(), "restore refuses a non-empty database");
+    assert!(
+        healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(),
+        "restore refuses a non-empty database"
+    );
 }
 
 fn health_and_metrics(app: &TestApp) {
@@ -42,7 +46,13 @@ fn health_and_metrics(app: &TestApp) {
     let r = app.client().get("Patient");
     assert!(r.header("x-request-id").is_some_and(|id| id.len() >= 16));
     let m = c.get(&format!("{}/metrics", app.base));
-    assert!(m.text.contains("healthfolio_http_request_duration_seconds_count{method=\"GET\",route=\"/fhir/{type}\",status=\"200\"}"), "{}", m.text);
+    assert!(
+        m.text.contains(
+            "healthfolio_http_request_duration_seconds_count{method=\"GET\",route=\"/fhir/{type}\",status=\"200\"}"
+        ),
+        "{}",
+        m.text
+    );
     assert!(m.text.contains("healthfolio_db_pool_connections"));
 }
 
@@ -62,7 +72,9 @@ fn replicas_share_keys_grants_and_jobs() {
     let token = a.patient_token("patient/*.rs", &p);
     assert_eq!(b.client_with(Some(token.clone())).get(&format!("MedicationRequest/{mr}")).status, 200);
     let mut conn = a.hf.db.conn().expect("conn");
-    let g = healthfolio::consent::active_for(&mut conn, &p, &Grantee::Client("test-client".into())).expect("q").expect("grant");
+    let g = healthfolio::consent::active_for(&mut conn, &p, &Grantee::Client("test-client".into()))
+        .expect("q")
+        .expect("grant");
     healthfolio::consent::revoke(&mut conn, &g.id).expect("revoke");
     assert_eq!(b.client_with(Some(token)).get(&format!("MedicationRequest/{mr}")).status, 401);
     // A job whose worker died (lease expired mid-run) is finished by another replica.
@@ -72,7 +84,11 @@ fn replicas_share_keys_grants_and_jobs() {
     let status = kick.header("content-location").expect("location").to_string();
     let id = status.rsplit('/').next().expect("id").to_string();
     use healthfolio::db::{Bind, Sql};
-    conn.execute(&Sql::with("UPDATE jobs SET status = 'running', leased_by = 'dead-worker', lease_until = 0 WHERE id = ?", [Bind::Text(id)])).expect("simulate");
+    conn.execute(&Sql::with(
+        "UPDATE jobs SET status = 'running', leased_by = 'dead-worker', lease_until = 0 WHERE id = ?",
+        [Bind::Text(id)],
+    ))
+    .expect("simulate");
     let done = (0..200).find_map(|_| {
         let r = b.client_with(Some(a.admin())).get(&status);
         (r.status == 200).then_some(r.body).or_else(|| {

@@ -64,11 +64,21 @@ fn everything_pages_and_includes(app: &TestApp) {
     assert_eq!(first.status, 200, "{}", first.text);
     let mut seen = first.ids();
     let mut next = first.link("next");
-    let mut included: Vec<String> = first.entries().iter().filter(|e| e["search"]["mode"] == "include").map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string()).collect();
+    let mut included: Vec<String> = first
+        .entries()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string())
+        .collect();
     while let Some(url) = next {
         let page = c.get(&url);
         seen.extend(page.ids());
-        included.extend(page.entries().iter().filter(|e| e["search"]["mode"] == "include").map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string()));
+        included.extend(
+            page.entries()
+                .iter()
+                .filter(|e| e["search"]["mode"] == "include")
+                .map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string()),
+        );
         next = page.link("next");
     }
     let unique: std::collections::HashSet<_> = seen.iter().collect();
@@ -77,7 +87,11 @@ fn everything_pages_and_includes(app: &TestApp) {
     assert!(seen.len() >= 5, "{seen:?}");
     assert!(included.iter().any(|t| t == "Medication"), "referenced Medication included");
     let only = c.get(&format!("Patient/{p}/$everything?_type=AllergyIntolerance"));
-    assert!(only.entries().iter().filter(|e| e["search"]["mode"] == "match").all(|e| e["resource"]["resourceType"] == "AllergyIntolerance"));
+    assert!(only
+        .entries()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .all(|e| e["resource"]["resourceType"] == "AllergyIntolerance"));
 }
 
 fn summary_is_an_ips_document(app: &TestApp) {
@@ -88,7 +102,12 @@ fn summary_is_an_ips_document(app: &TestApp) {
     let comp = &r.body["entry"][0]["resource"];
     assert_eq!(comp["resourceType"], "Composition");
     assert_eq!(comp["type"]["coding"][0]["code"], "60591-5");
-    let codes: Vec<&str> = comp["section"].as_array().expect("sections").iter().map(|s| s["code"]["coding"][0]["code"].as_str().unwrap_or_default()).collect();
+    let codes: Vec<&str> = comp["section"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .map(|s| s["code"]["coding"][0]["code"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(codes, vec!["10160-0", "48765-2", "11450-4"]);
     assert!(comp["section"][0]["entry"].as_array().is_some_and(|e| e.len() == 2), "active medicines only");
     assert_eq!(comp["section"][2]["emptyReason"]["coding"][0]["code"], "unavailable", "no problems: emptyReason");
@@ -126,9 +145,11 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
     assert_eq!(m.counts.get("MedicationRequest"), Some(&2));
     let other = TestApp::sqlite();
     let (manifest, lines) = archive::read_archive(file.as_slice()).expect("read");
-    let r = archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("import");
+    let r =
+        archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("import");
     assert!(r.created >= 6, "{r:?}");
-    let again = archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("again");
+    let again =
+        archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("again");
     assert_eq!(again.created, 0, "importing twice creates no duplicates");
     // Tampered: flip a byte of the content.
     let mut tampered = file.clone();
@@ -144,11 +165,13 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
         l["requester"] = json!({"reference": "Practitioner/not-in-this-record"});
     }
     let fresh = TestApp::sqlite();
-    let err = archive::import(&fresh.hf.store, "https://elsewhere.example/fhir", outside, &ImportOptions::default()).expect_err("outside");
+    let err = archive::import(&fresh.hf.store, "https://elsewhere.example/fhir", outside, &ImportOptions::default())
+        .expect_err("outside");
     assert!(err.to_string().contains("outside the record"), "{err}");
     assert_eq!(fresh.client().get("MedicationRequest?_summary=count").body["total"], 0, "nothing written");
     fresh.create(patient(NHS[0], "Someone", "Else"));
-    let conflict = archive::import(&fresh.hf.store, &manifest.source, lines, &ImportOptions::default()).expect_err("conflict");
+    let conflict =
+        archive::import(&fresh.hf.store, &manifest.source, lines, &ImportOptions::default()).expect_err("conflict");
     assert!(matches!(conflict, healthfolio::fhir::FhirError::Conflict(_)), "{conflict}");
 }
 
@@ -188,11 +211,23 @@ fn bulk_export_respects_grants(app: &TestApp) {
     let granted = seed(app, NHS[0]);
     let _other = seed(app, NHS[1]);
     let org = "Organization/riverside";
-    app.grant(&granted, healthfolio::consent::Grantee::Organization(org.into()), "patient/MedicationRequest.rs patient/Patient.rs");
+    app.grant(
+        &granted,
+        healthfolio::consent::Grantee::Organization(org.into()),
+        "patient/MedicationRequest.rs patient/Patient.rs",
+    );
     let (pkcs8, jwks) = backend_keys("k1");
     let client_id = backend_client(app, jwks, org);
     let a = assertion(app, &client_id, "k1", &pkcs8, "bulk-1", 200);
-    let (_, tok) = token_request(app, &[("grant_type", "client_credentials"), ("scope", "system/*.rs"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &a)]);
+    let (_, tok) = token_request(
+        app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.rs"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &a),
+        ],
+    );
     let c = app.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async");
     let kick = c.get("Patient/$export");
     assert_eq!(kick.status, 202, "{}", kick.text);

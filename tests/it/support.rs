@@ -40,7 +40,8 @@ macro_rules! both {
 }
 
 fn admin_url() -> String {
-    std::env::var("HEALTHFOLIO_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("HEALTHFOLIO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn postgres_enabled() -> bool {
@@ -49,7 +50,8 @@ pub fn postgres_enabled() -> bool {
 
 fn pg_admin(sql: &str) {
     use diesel::{Connection, RunQueryDsl};
-    let mut c = diesel::PgConnection::establish(&admin_url()).expect("PostgreSQL reachable (set HEALTHFOLIO_TEST_POSTGRES=off to skip)");
+    let mut c = diesel::PgConnection::establish(&admin_url())
+        .expect("PostgreSQL reachable (set HEALTHFOLIO_TEST_POSTGRES=off to skip)");
     diesel::sql_query(sql).execute(&mut c).expect(sql);
 }
 
@@ -92,7 +94,12 @@ impl TestApp {
         TestApp::start_as(dir, database_url, pg_database, None)
     }
 
-    fn start_as(dir: PathBuf, database_url: String, pg_database: Option<(String, String)>, public: Option<String>) -> TestApp {
+    fn start_as(
+        dir: PathBuf,
+        database_url: String,
+        pg_database: Option<(String, String)>,
+        public: Option<String>,
+    ) -> TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let overrides = Overrides {
