@@ -25,3 +25,23 @@ fn no_token_is_401(app: &TestApp) {
 }
 
 both!(create_read_and_search, no_token_is_401);
+
+fn update_patch_and_scopes(app: &TestApp) {
+    let c = app.client();
+    let pid = app.create(patient(NHS[1], "Seacole", "Mary"));
+    let mut body = c.get(&format!("Patient/{pid}")).body;
+    body["gender"] = serde_json::json!("other");
+    let r = c.put(&format!("Patient/{pid}"), &body);
+    assert_eq!((r.status, r.header("etag")), (200, Some("W/\"2\"")));
+    let p = c.patch(
+        &format!("Patient/{pid}"),
+        &serde_json::json!([{"op": "replace", "path": "/gender", "value": "female"}]),
+    );
+    assert_eq!((p.status, p.body["gender"].as_str()), (200, Some("female")));
+    assert_eq!(p.body["meta"]["versionId"], "3");
+    // A provider system token without a grant reaches no patient record.
+    let other = app.client_with(Some(app.token("system/*.rs")));
+    assert_eq!(other.get(&format!("Patient/{pid}")).status, 404);
+}
+
+both!(update_patch_and_scopes);
