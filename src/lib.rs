@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod db;
+pub mod federation;
 pub mod fhir;
 pub mod portability;
 pub mod web;

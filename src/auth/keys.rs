@@ -93,7 +93,7 @@ impl Keys {
         Ok(kid)
     }
 
-    fn seal(&self, plain: &[u8]) -> Result<String, AuthError> {
+    pub(crate) fn seal(&self, plain: &[u8]) -> Result<String, AuthError> {
         let cipher = Aes256Gcm::new_from_slice(&self.secret).map_err(|_| AuthError::Key("bad secret".into()))?;
         let mut nonce = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut nonce);
@@ -104,7 +104,7 @@ impl Keys {
         Ok(STANDARD.encode(out))
     }
 
-    fn open(&self, sealed: &str) -> Result<Vec<u8>, AuthError> {
+    pub(crate) fn open(&self, sealed: &str) -> Result<Vec<u8>, AuthError> {
         let bytes = STANDARD.decode(sealed).map_err(|_| AuthError::Key("stored key is not base64".into()))?;
         if bytes.len() < 12 {
             return Err(AuthError::Key("stored key too short".into()));

@@ -6,6 +6,7 @@ pub mod demo_data;
 pub mod generate;
 mod load;
 mod portability;
+mod sources;
 
 use crate::config::{Config, Overrides};
 use crate::Healthfolio;
@@ -99,6 +100,13 @@ enum Command {
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+        #[command(flatten)]
+        o: Overrides,
+    },
+    /// Federated sources (the shared-record roadmap stages).
+    Source {
+        #[command(subcommand)]
+        cmd: sources::SourceCmd,
         #[command(flatten)]
         o: Overrides,
     },
@@ -244,6 +252,7 @@ fn run(command: Command) -> CliResult {
             println!("{}", Config::resolve(&o)?.redacted());
             Ok(())
         }
+        Command::Source { cmd, o } => sources::run(&open(&o)?, cmd),
         Command::Patient { cmd, o } => admin::patient(&open(&o)?, cmd),
         Command::Practitioner { cmd, o } => admin::practitioner(&open(&o)?, cmd),
         Command::Client { cmd, o } => admin::client(&open(&o)?, cmd),

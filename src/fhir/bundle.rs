@@ -62,12 +62,17 @@ pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
     }
     let elements = r.elements.as_deref();
     let mut entries: Vec<Value> = r.matches.iter().map(|s| entry(base, s, "match", elements)).collect();
+    entries.extend(
+        r.remote.iter().map(|(url, res)| json!({"fullUrl": url, "resource": res, "search": {"mode": "match"}})),
+    );
     entries.extend(r.included.iter().map(|s| entry(base, s, "include", elements)));
-    if !r.warnings.is_empty() {
+    if !r.warnings.is_empty() || !r.unavailable.is_empty() {
+        let warn = |code: &str, w: &String| json!({"severity": "warning", "code": code, "diagnostics": w});
         let issues: Vec<Value> = r
             .warnings
             .iter()
-            .map(|w| json!({"severity": "warning", "code": "not-supported", "diagnostics": w}))
+            .map(|w| warn("not-supported", w))
+            .chain(r.unavailable.iter().map(|w| warn("transient", w)))
             .collect();
         entries.push(
             json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}),

@@ -34,6 +34,10 @@ pub struct SearchResult {
     pub warnings: Vec<String>,
     pub summary_count: bool,
     pub elements: Option<Vec<String>>,
+    /// Federated results: (full URL at their source, resource).
+    pub remote: Vec<(String, serde_json::Value)>,
+    /// Sources that could not answer.
+    pub unavailable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -350,6 +350,26 @@ fn one_record_per_person(conn: &mut Conn, id: &str, body: &Value) -> Result<(), 
     Ok(())
 }
 
+/// A persisted copy belongs to its source: only the service itself (syncing, adopting) may change
+/// it; anyone else is told which source owns it.
+fn refuse_copy(conn: &mut Conn, ctx: &AccessContext, rid: i64, rtype: &str, id: &str) -> Result<(), FhirError> {
+    if ctx.reach == Reach::All {
+        return Ok(());
+    }
+    #[derive(QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = Nullable<Text>)]
+        source: Option<String>,
+    }
+    let owner = conn.first::<Owner>(&Sql::with("SELECT source FROM resources WHERE rid = ?", [Bind::Int(rid)]))?;
+    match owner.and_then(|o| o.source) {
+        Some(s) => Err(FhirError::Conflict(format!(
+            "{rtype}/{id} is a persisted copy owned by the federated source '{s}': change it there (or an operator adopts the source)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn create_in(
     conn: &mut Conn,
     ctx: &AccessContext,
@@ -500,6 +520,7 @@ pub(crate) fn update_in(
     if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
         return Err(FhirError::not_found(rtype, id));
     }
+    refuse_copy(conn, ctx, row.rid, rtype, id)?;
     if let Some(v) = if_match {
         if v != row.version_id {
             return Err(FhirError::PreconditionFailed(format!(
@@ -586,6 +607,7 @@ pub(crate) fn delete_in(
     if row.deleted != 0 {
         return Ok(None);
     }
+    refuse_copy(conn, ctx, row.rid, rtype, id)?;
     let version = row.version_id + 1;
     let now = now_micros().max(row.last_updated + 1);
     let q = Sql::with(

@@ -325,9 +325,10 @@ async fn run_search(
     if let Some(v) = is_view(&sr.rtype) {
         return view(state, caller, v, None, Some(sr), &n).await;
     }
-    let store = state.hf.store.clone();
-    let base = store.base.clone();
-    let r = blocking(move || store.search(&caller.0, &sr)).await?;
+    let hf = state.hf.clone();
+    let sources = state.sources.clone();
+    let base = hf.store.base.clone();
+    let r = blocking(move || crate::federation::search(&hf.store, &hf.keys, &sources, &caller.0, &sr)).await?;
     Ok(render(StatusCode::OK, &searchset(&base, &path, &r), &n))
 }
 

@@ -23,6 +23,7 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 pub struct AppState {
     pub hf: Healthfolio,
     pub metrics: std::sync::Arc<observe::Metrics>,
+    pub sources: std::sync::Arc<crate::federation::client::SourceClient>,
     pub limits: limits::Limits,
 }
 
@@ -45,7 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     crate::portability::bulk::start_worker(hf.db.clone(), hf.config.base_url.clone(), hf.bulk_dir());
-    let state = web::Data::new(AppState { hf, metrics: Default::default(), limits: Default::default() });
+    let state = web::Data::new(AppState {
+        hf,
+        metrics: Default::default(),
+        limits: Default::default(),
+        sources: Default::default(),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

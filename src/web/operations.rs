@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/$phr-import", web::post().to(phr_import))
+        .route("/fhir/$process-message", web::post().to(process_message))
         .route("/fhir/Bundle/$phr-export", web::get().to(phr_export_by_param));
 }
 
@@ -141,4 +142,23 @@ fn import_lines(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
         return Ok((source, entries.into_iter().filter_map(|e| e.get("resource").cloned()).collect()));
     }
     Ok(("urn:unknown-source".into(), archive::parse_lines(body)?))
+}
+
+/// `POST /fhir/$process-message`: an event from a provider system, answered with a response message.
+async fn process_message(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let ct = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(ct.starts_with("application/fhir+json") || ct.starts_with("application/json")) {
+        return Err(ApiError::UnsupportedMedia("send the message as application/fhir+json".into()));
+    }
+    let body = read_body(payload, state.hf.config.body_limit).await?;
+    let bundle: Value =
+        serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let store = state.hf.store.clone();
+    let answer = web::block(move || crate::federation::messages::process(&store, &caller.0, &bundle)).await??;
+    Ok(json_response(&answer))
 }

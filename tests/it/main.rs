@@ -1,5 +1,6 @@
 //! One integration test binary (link time), every test over real HTTP on both databases.
 
+mod federation;
 mod fixtures;
 mod oauth;
 mod oauth_support;

@@ -1,0 +1,1 @@
+DROP TABLE processed_messages; DROP TABLE source_fetches; DROP TABLE source_links; DROP TABLE federated_sources;

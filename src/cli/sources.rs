@@ -1,0 +1,128 @@
+//! `healthfolio source …`: the federated sources of the shared-record roadmap.
+
+use crate::federation::client::SourceClient;
+use crate::federation::sources::{self, NewSource, Policy};
+use crate::Healthfolio;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::time::Duration;
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Subcommand)]
+pub enum SourceCmd {
+    /// Register an external FHIR server holding part of patients' records.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        fhir_base: String,
+        /// none | client-credentials (SMART Backend Services with an ES384 key)
+        #[arg(long, default_value = "none", value_parser = ["none", "client-credentials"])]
+        auth: String,
+        #[arg(long)]
+        client_id: Option<String>,
+        /// PKCS#8 DER file of the EC P-384 key registered with the source (stored encrypted).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The kid of that key in the JWKS the source knows.
+        #[arg(long, default_value = "1")]
+        key_id: String,
+        /// never (federated) | on-read (hybrid) | always (persisted copy)
+        #[arg(long, value_parser = ["never", "on-read", "always"])]
+        policy: String,
+        /// How long an on-read copy is served before asking again, e.g. 10m, 30s, 1h.
+        #[arg(long, default_value = "10m")]
+        max_age: String,
+        /// Per-request timeout, e.g. 2s or 500ms.
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+        /// Only these types are asked of this source (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        types: Option<Vec<String>>,
+    },
+    /// List sources.
+    List,
+    /// Check a source: reachable, SMART discovery, capabilities.
+    Test { name: String },
+    /// Retire a source (its persisted copies stay, still owned by it).
+    Remove { name: String },
+    /// Single-and-only: the source's copies become locally owned and the source is retired.
+    Adopt { name: String },
+}
+
+/// `10m`, `30s`, `1h`, `500ms` as a duration.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a duration like 10m, 30s or 500ms"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("'{s}': use ms, s, m or h")),
+    })
+}
+
+pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
+    let mut conn = hf.db.conn()?;
+    match cmd {
+        SourceCmd::Add { name, fhir_base, auth, client_id, key_file, key_id, policy, max_age, timeout, types } => {
+            let credentials = match (auth.as_str(), client_id, key_file) {
+                ("client-credentials", Some(c), Some(f)) => {
+                    Some((c, key_id, std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?))
+                }
+                ("client-credentials", _, _) => {
+                    return Err("client-credentials needs --client-id and --key-file".into())
+                }
+                _ => None,
+            };
+            let s = NewSource {
+                name: name.clone(),
+                fhir_base,
+                policy: Policy::parse(&policy).ok_or("unknown policy")?,
+                max_age_secs: duration(&max_age)?.as_secs() as i64,
+                timeout_ms: duration(&timeout)?.as_millis() as i64,
+                types,
+                credentials,
+            };
+            sources::add(&mut conn, &hf.keys, &s)?;
+            println!("source {name} added ({policy})");
+        }
+        SourceCmd::List => {
+            for s in sources::active(&mut conn, &hf.keys)? {
+                println!(
+                    "{}\t{}\t{}\tmax-age {}s\ttimeout {}ms",
+                    s.name,
+                    s.fhir_base,
+                    s.policy.as_str(),
+                    s.max_age_secs,
+                    s.timeout_ms
+                );
+            }
+        }
+        SourceCmd::Test { name } => {
+            let s = sources::get(&mut conn, &hf.keys, &name)?.ok_or_else(|| format!("no source {name}"))?;
+            let client = SourceClient::default();
+            let cs = client.fetch(&s, "metadata", Duration::from_millis(s.timeout_ms as u64))?;
+            let version = cs.first().and_then(|c| c["fhirVersion"].as_str()).unwrap_or("?").to_string();
+            println!("{name}: reachable, FHIR {version}");
+            let probe = client.fetch(&s, "MedicationRequest?_count=1", Duration::from_millis(s.timeout_ms as u64));
+            match probe {
+                Ok(_) => println!("{name}: authorised search works"),
+                Err(e) => println!("{name}: search {e}"),
+            }
+        }
+        SourceCmd::Remove { name } => {
+            if !sources::remove(&mut conn, &name)? {
+                return Err(format!("no active source {name}").into());
+            }
+            println!("source {name} retired");
+        }
+        SourceCmd::Adopt { name } => {
+            let n = conn.transaction(|c| sources::adopt(c, &name))?;
+            println!("source {name} adopted: {n} persisted copies are now owned here");
+        }
+    }
+    Ok(())
+}

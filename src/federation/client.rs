@@ -1,0 +1,120 @@
+//! Calls to a source's FHIR API: SMART discovery, a Backend Services token (the `oauth2` crate as
+//! the client), searches with a deadline, and a circuit breaker per source.
+
+use super::sources::Source;
+use oauth2::basic::BasicClient;
+use oauth2::{AuthType, ClientId, Scope, TokenResponse, TokenUrl};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_OPEN: Duration = Duration::from_secs(30);
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+#[derive(Default)]
+pub struct SourceClient {
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    breaker: Mutex<HashMap<String, (u32, Option<Instant>)>>,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    // No redirects: a source answers from its own address or not at all.
+    ureq::AgentBuilder::new().timeout(timeout).redirects(0).build()
+}
+
+fn get_json(url: &str, token: Option<&str>, timeout: Duration) -> Result<Value, String> {
+    let mut req = agent(timeout).get(url).set("Accept", "application/fhir+json");
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(r) => r.into_json().map_err(|e| format!("answered with something that is not JSON ({e})")),
+        Err(ureq::Error::Status(code, _)) => Err(format!("answered HTTP {code}")),
+        Err(e) => Err(format!("did not answer in time or could not be reached ({})", e.kind())),
+    }
+}
+
+impl SourceClient {
+    /// Whether the breaker lets a call through now.
+    pub fn closed(&self, source: &str) -> bool {
+        let Ok(b) = self.breaker.lock() else { return true };
+        b.get(source).and_then(|(_, open)| *open).is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn record(&self, source: &str, ok: bool) {
+        if let Ok(mut b) = self.breaker.lock() {
+            let e = b.entry(source.to_string()).or_insert((0, None));
+            if ok {
+                *e = (0, None);
+            } else {
+                e.0 += 1;
+                if e.0 >= BREAKER_FAILURES {
+                    e.1 = Some(Instant::now() + BREAKER_OPEN);
+                }
+            }
+        }
+    }
+
+    fn token(&self, s: &Source, timeout: Duration) -> Result<Option<String>, String> {
+        let Some((client_id, kid, der)) = &s.credentials else { return Ok(None) };
+        if let Some((t, until)) = self.tokens.lock().ok().and_then(|m| m.get(&s.name).cloned()) {
+            if Instant::now() < until {
+                return Ok(Some(t));
+            }
+        }
+        let config = get_json(&format!("{}/.well-known/smart-configuration", s.fhir_base), None, timeout)?;
+        let token_url =
+            config["token_endpoint"].as_str().ok_or("has no token_endpoint in its SMART configuration")?.to_string();
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 240, "jti": uuid::Uuid::new_v4().to_string()});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+        header.kid = Some(kid.clone());
+        let assertion = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(der))
+            .map_err(|e| format!("assertion: {e}"))?;
+        let client = BasicClient::new(ClientId::new(client_id.clone()))
+            .set_token_uri(TokenUrl::new(token_url).map_err(|e| e.to_string())?)
+            .set_auth_type(AuthType::RequestBody);
+        let resp = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new("system/*.rs".into()))
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", assertion)
+            .request(&agent(timeout))
+            .map_err(|e| format!("refused our token request ({e})"))?;
+        let t = resp.access_token().secret().clone();
+        let life = resp.expires_in().unwrap_or(Duration::from_secs(60)).saturating_sub(Duration::from_secs(10));
+        if let Ok(mut m) = self.tokens.lock() {
+            m.insert(s.name.clone(), (t.clone(), Instant::now() + life));
+        }
+        Ok(Some(t))
+    }
+
+    /// `GET {base}/{path}` within `timeout`; the resources of the answer (Bundle entries or one).
+    pub fn fetch(&self, s: &Source, path: &str, timeout: Duration) -> Result<Vec<Value>, String> {
+        if !self.closed(&s.name) {
+            return Err("is skipped for a while after repeated failures".into());
+        }
+        let started = Instant::now();
+        let result = self.token(s, timeout).and_then(|t| {
+            let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            get_json(&format!("{}/{path}", s.fhir_base), t.as_deref(), left)
+        });
+        self.record(&s.name, result.is_ok());
+        let v = result?;
+        Ok(match v["resourceType"].as_str() {
+            Some("Bundle") => v["entry"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .filter(|x| x["search"]["mode"] != "outcome")
+                        .filter_map(|x| x.get("resource").cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Some("OperationOutcome") => return Err("answered with an OperationOutcome".into()),
+            _ => vec![v],
+        })
+    }
+}

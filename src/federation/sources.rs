@@ -1,0 +1,222 @@
+//! Federated sources: external FHIR servers holding part of a patient's record. Only operators add
+//! them, and their URLs are the only addresses the federation layer calls.
+
+use crate::auth::{AuthError, Keys};
+use crate::db::{Bind, Conn, DbError, Sql};
+use crate::fhir::now_micros;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Federated: asked at query time, nothing stored.
+    Never,
+    /// Hybrid: what a query fetched is kept as a persisted copy until `max_age` passes.
+    OnRead,
+    /// Persisted copy: kept in step in the background.
+    Always,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s {
+            "never" => Some(Policy::Never),
+            "on-read" => Some(Policy::OnRead),
+            "always" => Some(Policy::Always),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Never => "never",
+            Policy::OnRead => "on-read",
+            Policy::Always => "always",
+        }
+    }
+}
+
+#[derive(QueryableByName, Debug, Clone)]
+pub struct SourceRow {
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub fhir_base: String,
+    #[diesel(sql_type = Text)]
+    pub auth: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub client_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub key_sealed: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub policy: String,
+    #[diesel(sql_type = BigInt)]
+    pub max_age_secs: i64,
+    #[diesel(sql_type = BigInt)]
+    pub timeout_ms: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub types: Option<String>,
+}
+
+/// A source ready to be called: its private key opened, if it authenticates.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub fhir_base: String,
+    pub policy: Policy,
+    pub max_age_secs: i64,
+    pub timeout_ms: i64,
+    pub types: Option<Vec<String>>,
+    /// (client id, key id, PKCS#8 DER of an EC P-384 key) for SMART Backend Services.
+    pub credentials: Option<(String, String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    pub name: String,
+    pub fhir_base: String,
+    pub policy: Policy,
+    pub max_age_secs: i64,
+    pub timeout_ms: i64,
+    pub types: Option<Vec<String>>,
+    /// (client id, key id, PKCS#8 DER)
+    pub credentials: Option<(String, String, Vec<u8>)>,
+}
+
+const COLUMNS: &str = "name, fhir_base, auth, client_id, key_sealed, policy, max_age_secs, timeout_ms, types";
+
+pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError> {
+    if !crate::fhir::valid_id(&s.name) {
+        return Err(AuthError::Invalid("a source name is letters, digits, '-' and '.'".into()));
+    }
+    if !(s.fhir_base.starts_with("https://") || s.fhir_base.starts_with("http://")) {
+        return Err(AuthError::Invalid("--fhir-base must be an http(s) URL".into()));
+    }
+    // The key id travels with the key, sealed with the instance secret like signing keys.
+    let (auth, client, sealed) = match &s.credentials {
+        Some((client, kid, der)) => {
+            let mut blob = kid.as_bytes().to_vec();
+            blob.push(0);
+            blob.extend_from_slice(der);
+            ("client-credentials", Some(client.clone()), Some(keys.seal(&blob)?))
+        }
+        None => ("none", None, None),
+    };
+    let r = conn.execute(&Sql::with(
+        &format!("INSERT INTO federated_sources ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        [
+            Bind::Text(s.name.clone()),
+            Bind::Text(s.fhir_base.trim_end_matches('/').to_string()),
+            Bind::Text(auth.into()),
+            Bind::OptText(client),
+            Bind::OptText(sealed),
+            Bind::Text(s.policy.as_str().into()),
+            Bind::Int(s.max_age_secs),
+            Bind::Int(s.timeout_ms),
+            Bind::OptText(s.types.as_ref().map(|t| t.join(","))),
+            Bind::Int(now_micros()),
+        ],
+    ));
+    match r {
+        Err(e) if e.is_unique_violation() => {
+            Err(AuthError::Invalid(format!("a source named {} already exists", s.name)))
+        }
+        other => other.map(|_| ()).map_err(AuthError::from),
+    }
+}
+
+fn open(keys: &Keys, r: SourceRow) -> Result<Source, AuthError> {
+    let credentials = match (&r.client_id, &r.key_sealed) {
+        (Some(c), Some(sealed)) => {
+            let blob = keys.open(sealed)?;
+            let split =
+                blob.iter().position(|b| *b == 0).ok_or_else(|| AuthError::Key("source key unreadable".into()))?;
+            Some((c.clone(), String::from_utf8_lossy(&blob[..split]).into_owned(), blob[split + 1..].to_vec()))
+        }
+        _ => None,
+    };
+    Ok(Source {
+        policy: Policy::parse(&r.policy).unwrap_or(Policy::Never),
+        types: r.types.as_ref().map(|t| t.split(',').map(str::to_string).collect()),
+        name: r.name,
+        fhir_base: r.fhir_base,
+        max_age_secs: r.max_age_secs,
+        timeout_ms: r.timeout_ms,
+        credentials,
+    })
+}
+
+/// Active (not retired) sources.
+pub fn active(conn: &mut Conn, keys: &Keys) -> Result<Vec<Source>, AuthError> {
+    let rows: Vec<SourceRow> = conn
+        .load(&Sql::new(&format!("SELECT {COLUMNS} FROM federated_sources WHERE retired_at IS NULL ORDER BY name")))?;
+    rows.into_iter().map(|r| open(keys, r)).collect()
+}
+
+pub fn get(conn: &mut Conn, keys: &Keys, name: &str) -> Result<Option<Source>, AuthError> {
+    let q = Sql::with(
+        &format!("SELECT {COLUMNS} FROM federated_sources WHERE name = ? AND retired_at IS NULL"),
+        [Bind::Text(name.into())],
+    );
+    conn.first::<SourceRow>(&q)?.map(|r| open(keys, r)).transpose()
+}
+
+pub fn remove(conn: &mut Conn, name: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(&Sql::with(
+        "UPDATE federated_sources SET retired_at = ? WHERE name = ? AND retired_at IS NULL",
+        [Bind::Int(now_micros()), Bind::Text(name.into())],
+    ))? == 1)
+}
+
+/// Single-and-only: the source's persisted copies become locally owned and the source retires.
+pub fn adopt(conn: &mut Conn, name: &str) -> Result<usize, DbError> {
+    let n =
+        conn.execute(&Sql::with("UPDATE resources SET source = NULL WHERE source = ?", [Bind::Text(name.into())]))?;
+    remove(conn, name)?;
+    Ok(n)
+}
+
+pub fn cached_link(conn: &mut Conn, source: &str, patient: &str) -> Result<Option<String>, DbError> {
+    #[derive(QueryableByName)]
+    struct L {
+        #[diesel(sql_type = Text)]
+        remote_id: String,
+    }
+    let q = Sql::with(
+        "SELECT remote_id FROM source_links WHERE source = ? AND patient_id = ?",
+        [Bind::Text(source.into()), Bind::Text(patient.into())],
+    );
+    Ok(conn.first::<L>(&q)?.map(|l| l.remote_id))
+}
+
+pub fn save_link(conn: &mut Conn, source: &str, patient: &str, remote: &str) -> Result<(), DbError> {
+    conn.execute(&Sql::with(
+        "DELETE FROM source_links WHERE source = ? AND patient_id = ?",
+        [Bind::Text(source.into()), Bind::Text(patient.into())],
+    ))?;
+    conn.execute(&Sql::with(
+        "INSERT INTO source_links (source, patient_id, remote_id, linked_at) VALUES (?, ?, ?, ?)",
+        [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(remote.into()), Bind::Int(now_micros())],
+    ))?;
+    Ok(())
+}
+
+/// When this source was last asked for `rtype` of `patient`, if ever.
+pub fn last_fetch(conn: &mut Conn, source: &str, patient: &str, rtype: &str) -> Result<Option<i64>, DbError> {
+    let q = Sql::with(
+        "SELECT fetched_at AS n FROM source_fetches WHERE source = ? AND patient_id = ? AND res_type = ?",
+        [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(rtype.into())],
+    );
+    Ok(conn.first::<crate::db::Int>(&q)?.map(|r| r.n))
+}
+
+pub fn record_fetch(conn: &mut Conn, source: &str, patient: &str, rtype: &str) -> Result<(), DbError> {
+    let key = [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(rtype.into())];
+    conn.execute(&Sql::with(
+        "DELETE FROM source_fetches WHERE source = ? AND patient_id = ? AND res_type = ?",
+        key.clone(),
+    ))?;
+    let mut q = Sql::new("INSERT INTO source_fetches (source, patient_id, res_type, fetched_at) VALUES ");
+    q.list(key.into_iter().chain([Bind::Int(now_micros())]));
+    conn.execute(&q)?;
+    Ok(())
+}
