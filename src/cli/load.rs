@@ -62,13 +62,22 @@ pub enum LoadError {
     Write { file: String, source: FhirError },
 }
 
-/// Load order: shared and person resources first, so references from later files resolve.
+/// Load order: what others reference first, so references across files resolve.
+const ORDER: &[&str] = &[
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Medication",
+    "Patient",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationStatement",
+    "MedicationAdministration",
+];
+
 fn rank(path: &Path) -> usize {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    ["Organization", "Practitioner", "PractitionerRole", "Medication", "Patient"]
-        .iter()
-        .position(|t| stem.starts_with(t) && !(*t == "Medication" && stem.len() > t.len()))
-        .unwrap_or(9)
+    ORDER.iter().position(|t| *t == stem).unwrap_or(ORDER.len())
 }
 
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {

@@ -66,11 +66,10 @@ struct SqlitePragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        // WAL lets readers run beside the single writer; NORMAL sync is durable across process
-        // crashes in WAL mode and avoids an fsync per commit; the busy timeout queues writers.
+        // The busy timeout first, so the rest waits for other connections. NORMAL sync is durable
+        // across process crashes in WAL mode and avoids an fsync per commit.
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
-             PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;",
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -89,6 +88,13 @@ impl Db {
             Ok(Db::Postgres(pool))
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            // WAL (readers beside the one writer) is a property of the file: set it once, before
+            // the pool opens its connections together.
+            {
+                use diesel::Connection;
+                let mut c = SqliteConnection::establish(path).map_err(|e| DbError::Pool(e.to_string()))?;
+                c.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")?;
+            }
             let pool = Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(Duration::from_secs(10))

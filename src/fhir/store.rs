@@ -531,6 +531,10 @@ pub(crate) fn update_in(
     }
     let patient = admit(conn, ctx, rtype, id, &body, Interaction::Update)?;
     collect_refs(&body, refs);
+    if row.deleted == 0 && same_content(row.body.as_deref(), &body) {
+        // Nothing changed: no new version (reloading the same data is idempotent).
+        return Ok(WriteOutcome { stored: Stored::from(row), created: false });
+    }
     let version = row.version_id + 1;
     let now = now_micros().max(row.last_updated + 1);
     stamp(&mut body, id, version, now)?;
@@ -563,6 +567,22 @@ pub(crate) fn update_in(
     };
     finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
     Ok(WriteOutcome { stored, created: row.deleted != 0 })
+}
+
+fn same_content(stored: Option<&str>, new: &Value) -> bool {
+    // Only the server-owned parts of meta differ between an unchanged resource and its copy.
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+        }
+        if v.get("meta").and_then(Value::as_object).is_some_and(|m| m.is_empty()) {
+            v.as_object_mut().map(|o| o.remove("meta"));
+        }
+        v
+    };
+    stored.and_then(|s| serde_json::from_str::<Value>(s).ok()).is_some_and(|old| strip(&old) == strip(new))
 }
 
 pub(crate) fn patch_in(
