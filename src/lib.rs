@@ -10,6 +10,7 @@ pub mod db;
 pub mod federation;
 pub mod fhir;
 pub mod portability;
+pub mod portal;
 pub mod web;
 
 use auth::Keys;

@@ -95,6 +95,11 @@ pub(crate) const MEDICINES: &[Medicine] = &[
     },
 ];
 
+/// (dm+d code, name) of the medicines a patient can say they take in the portal.
+pub fn medicine_choices() -> Vec<(&'static str, &'static str)> {
+    MEDICINES.iter().map(|m| (m.code, m.display)).collect()
+}
+
 pub fn demo_patients() -> Vec<DemoPatient> {
     vec![
         DemoPatient {

@@ -12,35 +12,7 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 #[derive(Subcommand)]
 pub enum SourceCmd {
     /// Register an external FHIR server holding part of patients' records.
-    Add {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        fhir_base: String,
-        /// none | client-credentials (SMART Backend Services with an ES384 key)
-        #[arg(long, default_value = "none", value_parser = ["none", "client-credentials"])]
-        auth: String,
-        #[arg(long)]
-        client_id: Option<String>,
-        /// PKCS#8 DER file of the EC P-384 key registered with the source (stored encrypted).
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        /// The kid of that key in the JWKS the source knows.
-        #[arg(long, default_value = "1")]
-        key_id: String,
-        /// never (federated) | on-read (hybrid) | always (persisted copy)
-        #[arg(long, value_parser = ["never", "on-read", "always"])]
-        policy: String,
-        /// How long an on-read copy is served before asking again, e.g. 10m, 30s, 1h.
-        #[arg(long, default_value = "10m")]
-        max_age: String,
-        /// Per-request timeout, e.g. 2s or 500ms.
-        #[arg(long, default_value = "2s")]
-        timeout: String,
-        /// Only these types are asked of this source (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        types: Option<Vec<String>>,
-    },
+    Add(Box<AddSource>),
     /// List sources.
     List,
     /// Check a source: reachable, SMART discovery, capabilities.
@@ -49,6 +21,37 @@ pub enum SourceCmd {
     Remove { name: String },
     /// Single-and-only: the source's copies become locally owned and the source is retired.
     Adopt { name: String },
+}
+
+#[derive(clap::Args)]
+pub struct AddSource {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub fhir_base: String,
+    /// none | client-credentials (SMART Backend Services with an ES384 key)
+    #[arg(long, default_value = "none", value_parser = ["none", "client-credentials"])]
+    pub auth: String,
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// PKCS#8 DER file of the EC P-384 key registered with the source (stored encrypted).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The kid of that key in the JWKS the source knows.
+    #[arg(long, default_value = "1")]
+    pub key_id: String,
+    /// never (federated) | on-read (hybrid) | always (persisted copy)
+    #[arg(long, value_parser = ["never", "on-read", "always"])]
+    pub policy: String,
+    /// How long an on-read copy is served before asking again, e.g. 10m, 30s, 1h.
+    #[arg(long, default_value = "10m")]
+    pub max_age: String,
+    /// Per-request timeout, e.g. 2s or 500ms.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
+    /// Only these types are asked of this source (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub types: Option<Vec<String>>,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` as a duration.
@@ -67,7 +70,8 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
     let mut conn = hf.db.conn()?;
     match cmd {
-        SourceCmd::Add { name, fhir_base, auth, client_id, key_file, key_id, policy, max_age, timeout, types } => {
+        SourceCmd::Add(a) => {
+            let AddSource { name, fhir_base, auth, client_id, key_file, key_id, policy, max_age, timeout, types } = *a;
             let credentials = match (auth.as_str(), client_id, key_file) {
                 ("client-credentials", Some(c), Some(f)) => {
                     Some((c, key_id, std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?))

@@ -125,6 +125,9 @@ fn fingerprints(r: &Value) -> Vec<String> {
     out
 }
 
+/// (the patient's id at the source, what the source answered)
+type Answer = (Option<String>, Result<Vec<Value>, String>);
+
 struct Fetched {
     source: Source,
     remote_patient: Option<String>,
@@ -144,7 +147,7 @@ fn ask_sources(
     for s in &sources {
         links.push(sources::cached_link(conn, &s.name, patient)?);
     }
-    let results: Vec<(Option<String>, Result<Vec<Value>, String>)> = std::thread::scope(|scope| {
+    let results: Vec<Answer> = std::thread::scope(|scope| {
         let handles: Vec<_> = sources
             .iter()
             .zip(links)
@@ -227,7 +230,7 @@ pub fn search(
         .map_err(|e| FhirError::invalid(e.to_string()))?
         .into_iter()
         .filter(|s| s.policy != Policy::Always)
-        .filter(|s| s.types.as_ref().is_none_or(|t| t.iter().any(|x| *x == req.rtype)))
+        .filter(|s| s.types.as_ref().is_none_or(|t| t.contains(&req.rtype)))
         .collect();
     if sources.is_empty() || !ctx.may_touch(&mut conn, &req.rtype, Some(&patient), Interaction::Search)? {
         return store.search(ctx, req);

@@ -99,8 +99,18 @@ impl Store {
 
     pub fn read(&self, ctx: &AccessContext, rtype: &str, id: &str) -> Result<Stored, FhirError> {
         let result = self.read_checked(ctx, rtype, id, Interaction::Read);
-        self.audit.record(ctx, AuditEntry::read("read", rtype, Some(id), &result));
+        let mut entry = AuditEntry::read("read", rtype, Some(id), &result);
+        if result.is_err() {
+            // A refused attempt belongs in the log of the patient whose record it aimed at.
+            entry.patient_id = self.owner_of(rtype, id);
+        }
+        self.audit.record(ctx, entry);
         result
+    }
+
+    fn owner_of(&self, rtype: &str, id: &str) -> Option<String> {
+        let mut conn = self.db.conn().ok()?;
+        current(&mut conn, rtype, id).ok().flatten().and_then(|r| r.patient_id)
     }
 
     fn read_checked(&self, ctx: &AccessContext, rtype: &str, id: &str, what: Interaction) -> Result<Stored, FhirError> {

@@ -143,7 +143,7 @@ fn walk_object(rtype: &str, path: &str, o: &Map<String, Value>) -> Check {
                 _ => return Err(invalid(format!("{rtype}.{here} {child} is not a valid FHIR {name} (e.g. 2025-03-14 or 2025-03-14T09:30:00Z; a time needs a zone)"))),
             }
         }
-        if k == "reference" && !child.as_str().is_some_and(|s| !s.is_empty()) {
+        if k == "reference" && child.as_str().is_none_or(str::is_empty) {
             return Err(invalid(format!("{rtype}.{here} must be a non-empty string")));
         }
         walk(rtype, &here, child)?;

@@ -11,6 +11,7 @@ mod oauth;
 pub mod observe;
 mod operations;
 pub mod pages;
+mod portal;
 mod wellknown;
 
 use crate::Healthfolio;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     wellknown::configure(cfg);
     oauth::configure(cfg);
     bulk::configure(cfg);
+    portal::configure(cfg);
     operations::configure(cfg);
     fhir::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));

@@ -89,7 +89,7 @@ pub async fn current_session(req: &HttpRequest, state: &web::Data<AppState>) -> 
     .flatten()
 }
 
-fn login_page(
+pub(super) fn login_page(
     state: &AppState,
     app_name: Option<String>,
     error: Option<String>,

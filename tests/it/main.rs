@@ -6,5 +6,6 @@ mod oauth;
 mod oauth_support;
 mod ops;
 mod portability;
+mod portal;
 mod smoke;
 mod support;
