@@ -26,6 +26,7 @@ pub struct AppState {
     pub metrics: std::sync::Arc<observe::Metrics>,
     pub sources: std::sync::Arc<crate::federation::client::SourceClient>,
     pub limits: limits::Limits,
+    pub capabilities: String,
 }
 
 impl AppState {
@@ -35,12 +36,14 @@ impl AppState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Routes are tried in order: the specific FHIR paths first (they would otherwise match
+    // `/fhir/{type}`), then the FHIR API, which carries most of the traffic.
     wellknown::configure(cfg);
-    oauth::configure(cfg);
     bulk::configure(cfg);
-    portal::configure(cfg);
     operations::configure(cfg);
     fhir::configure(cfg);
+    oauth::configure(cfg);
+    portal::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
 }
 

@@ -31,10 +31,16 @@ fn security(base: &str) -> Value {
     })
 }
 
+/// The statement never changes while the server runs: built once at start.
+pub fn capabilities(base: &str) -> String {
+    capability_statement(base, security(base)).to_string()
+}
+
 async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    let base = &state.hf.config.base_url;
-    let cs = capability_statement(base, security(base));
-    HttpResponse::Ok().content_type(FHIR_JSON).insert_header(("Access-Control-Allow-Origin", "*")).body(cs.to_string())
+    HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .body(state.capabilities.clone())
 }
 
 /// SMART App Launch 2.2 discovery: only capabilities that work are listed.
