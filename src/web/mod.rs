@@ -52,6 +52,7 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     crate::portability::bulk::start_worker(hf.db.clone(), hf.config.base_url.clone(), hf.bulk_dir());
     let state = web::Data::new(AppState {
+        capabilities: wellknown::capabilities(&hf.config.base_url),
         hf,
         metrics: Default::default(),
         limits: Default::default(),
