@@ -73,16 +73,23 @@ PY
 
 for db in $DBS; do
   dir="$OUT/run-$db"
-  rm -rf "$dir"; mkdir -p "$dir"
   export HEALTHFOLIO_DATA_DIR=$dir HEALTHFOLIO_ADDR=127.0.0.1:$PORT HEALTHFOLIO_LOG=warn
   if [ "$db" = postgres ]; then
-    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS healthfolio_bench WITH (FORCE)" -qc "CREATE DATABASE healthfolio_bench"
     export HEALTHFOLIO_DATABASE_URL=${PG_ADMIN%/*}/healthfolio_bench
   else
     unset HEALTHFOLIO_DATABASE_URL
   fi
-  echo "== $db: loading $RESOURCES resources"
-  $BIN load "$DATA" | tail -n 1
+  # REUSE=1 measures again on the data loaded by the previous run.
+  if [ "${REUSE:-0}" != 1 ] || [ ! -d "$dir" ]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    if [ "$db" = postgres ]; then
+      psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS healthfolio_bench WITH (FORCE)" -qc "CREATE DATABASE healthfolio_bench"
+    fi
+    echo "== $db: loading $RESOURCES resources"
+    $BIN load "$DATA" 2>/dev/null | tail -n 1
+  else
+    echo "== $db: reusing the loaded data"
+  fi
   TOKEN=$($BIN token --scope "system/*.cruds")
 
   start=$(date +%s%N)

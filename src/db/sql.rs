@@ -88,6 +88,16 @@ impl Sql {
         Sql { text: text.to_string(), binds }
     }
 
+    pub fn contains(&self, text: &str) -> bool {
+        self.text.contains(text)
+    }
+
+    /// Rewrites SQL text (never a placeholder), keeping the parameters in order.
+    pub fn replace(&mut self, from: &str, to: &str) {
+        debug_assert!(!from.contains('?') && !to.contains('?'));
+        self.text = self.text.replace(from, to);
+    }
+
     /// Appends another statement fragment with its parameters.
     pub fn append(&mut self, other: &Sql) -> &mut Sql {
         self.text.push_str(&other.text);

@@ -92,6 +92,7 @@ pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<
     }
     limit_to_compartment(&mut plan.conds, "r", &req.rtype, req.compartment.as_deref());
     ctx.limit_search(&mut plan.conds, "r", &req.rtype, Interaction::Search);
+    correlate_when_one_patient(&mut plan.conds);
     if plan.total || out.summary_count {
         out.total = Some(count(conn, &req.rtype, &plan.conds)?);
     }
@@ -484,6 +485,23 @@ fn chain(conds: &mut Sql, alias: &str, rtype: &str, head: &str, chained: &str, v
     conds.append(&inner);
     conds.push("))");
     Ok(true)
+}
+
+/// Within one patient's compartment the compartment index finds a handful of rows, so the index
+/// conditions are better probed per row (EXISTS) than materialised for the whole table (IN), which
+/// for `status=active` would list every active prescription of every patient.
+fn correlate_when_one_patient(conds: &mut Sql) {
+    if !(conds.contains("r.patient_id IN") || conds.contains("r.patient_id = ")) {
+        return;
+    }
+    for table in ["idx_token", "idx_string", "idx_date", "idx_ref"] {
+        for neg in ["", "NOT "] {
+            conds.replace(
+                &format!("r.rid {neg}IN (SELECT rid FROM {table} WHERE "),
+                &format!("{neg}EXISTS (SELECT 1 FROM {table} x WHERE x.rid = r.rid AND "),
+            );
+        }
+    }
 }
 
 pub(crate) fn limit_to_compartment(conds: &mut Sql, alias: &str, rtype: &str, patient: Option<&str>) {

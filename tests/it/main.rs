@@ -9,3 +9,4 @@ mod portability;
 mod portal;
 mod smoke;
 mod support;
+mod store;
