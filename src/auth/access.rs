@@ -55,6 +55,19 @@ impl AccessContext {
         }
     }
 
+    /// A signed-in patient acting on their own record through the portal: reach is their own
+    /// compartment only, so every portal read and write passes the API's checks and audit.
+    pub fn patient_self(patient_id: &str, account_id: &str) -> AccessContext {
+        AccessContext {
+            subject: account_id.to_string(),
+            client_id: "portal".to_string(),
+            scopes: Scopes::parse("patient/*.cruds"),
+            reach: Reach::Patient(patient_id.to_string()),
+            grant_scopes: None,
+            token_id: None,
+        }
+    }
+
     /// Who wrote a version, as stored with it.
     pub fn author(&self) -> String {
         format!("{}|{}", self.client_id, self.subject)

@@ -1,46 +1,93 @@
-//! The patient portal's pages: the signed-in session decides whose record is shown (never an id in
-//! the URL), every form carries the session's CSRF token, and errors are pages, not stack traces.
+//! The patient portal's pages. Thin: session → the patient's own [`AccessContext`] → a
+//! `crate::portal` function → a template. The session decides whose record is shown (never an id
+//! in the URL), every form carries the session's CSRF token, and errors are pages, not traces.
 
-use super::oauth::{current_session, login_page};
+use super::oauth::{current_session, login_page, session_cookie};
 use super::pages::{html, page_error, see_other};
 use super::AppState;
 use crate::auth::session::{self, Session};
-use crate::portal::{self, AllergyLine, MedicineLine, Person, Share};
+use crate::auth::AccessContext;
+use crate::portal::access_log::{self, Period};
+use crate::portal::account::{self, PasswordChange};
+use crate::portal::sharing::{self, NewShare, PERMISSIONS};
+use crate::portal::taken::{self, NewTaken};
+use crate::portal::{allergies, detail, home, medicines, PortalError};
+use crate::portal::{AccountView, AllergyLine, Home, LogLine, MedicineDetail, MedicineLine, Person};
+use crate::portal::{ProblemLine, Provider, Share};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use serde::Deserialize;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { see_other("/portal") }))
-        .route("/portal", web::get().to(home))
+        .route("/portal", web::get().to(home_page))
         .route("/portal/login", web::get().to(login))
         .route("/portal/logout", web::post().to(logout))
-        .route("/portal/medicines", web::get().to(medicines))
+        .route("/portal/medicines", web::get().to(medicines_page))
         .route("/portal/medicines/add", web::get().to(add_form))
         .route("/portal/medicines/add", web::post().to(add))
+        .route("/portal/medicines/{id}/stop", web::post().to(stop))
+        .route("/portal/medicines/{kind}/{id}", web::get().to(detail_page))
+        .route("/portal/allergies", web::get().to(allergies_page))
         .route("/portal/print", web::get().to(print))
-        .route("/portal/sharing", web::get().to(sharing))
+        .route("/portal/sharing", web::get().to(sharing_get))
         .route("/portal/sharing", web::post().to(share))
         .route("/portal/sharing/{id}/revoke", web::post().to(revoke))
-        .route("/portal/access-log", web::get().to(access_log))
-        .route("/portal/access-log.csv", web::get().to(access_log_csv));
+        .route("/portal/access-log", web::get().to(log_page))
+        .route("/portal/access-log.csv", web::get().to(log_csv))
+        .route("/portal/account", web::get().to(account_get))
+        .route("/portal/account/password", web::post().to(change_password))
+        .route("/portal/account/sign-out-everywhere", web::post().to(sign_out_everywhere));
 }
 
 #[derive(Template)]
 #[template(path = "portal_home.html")]
 struct HomePage {
+    section: &'static str,
     csrf: String,
-    person: Person,
-    current: Vec<MedicineLine>,
-    allergies: Vec<AllergyLine>,
+    home: Home,
 }
 
 #[derive(Template)]
 #[template(path = "portal_medicines.html")]
 struct MedicinesPage {
+    section: &'static str,
     csrf: String,
     medicines: Vec<MedicineLine>,
+    notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "portal_medicine.html")]
+struct DetailPage {
+    section: &'static str,
+    csrf: String,
+    d: MedicineDetail,
+}
+
+#[derive(Template)]
+#[template(path = "portal_add.html")]
+struct AddPage {
+    section: &'static str,
+    csrf: String,
+    error: Option<String>,
+    choices: Vec<(&'static str, &'static str)>,
+    form: NewTaken,
+}
+
+impl AddPage {
+    fn selected(&self, code: &str) -> bool {
+        self.form.code == code
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal_allergies.html")]
+struct AllergiesPage {
+    section: &'static str,
+    csrf: String,
+    allergies: Vec<AllergyLine>,
+    problems: Vec<ProblemLine>,
 }
 
 #[derive(Template)]
@@ -53,19 +100,13 @@ struct PrintPage {
 }
 
 #[derive(Template)]
-#[template(path = "portal_add.html")]
-struct AddPage {
-    csrf: String,
-    error: Option<String>,
-    choices: Vec<(&'static str, &'static str)>,
-}
-
-#[derive(Template)]
 #[template(path = "portal_sharing.html")]
 struct SharingPage {
+    section: &'static str,
     csrf: String,
     shares: Vec<Share>,
-    providers: Vec<(String, String)>,
+    providers: Vec<Provider>,
+    permissions: &'static [(&'static str, &'static str, &'static str)],
     notice: Option<String>,
     error: Option<String>,
 }
@@ -73,51 +114,114 @@ struct SharingPage {
 #[derive(Template)]
 #[template(path = "portal_log.html")]
 struct LogPage {
+    section: &'static str,
     csrf: String,
-    from: String,
-    to: String,
-    rows: Vec<(String, String, String, String)>,
+    period: Period,
+    rows: Vec<LogLine>,
+    error: Option<String>,
 }
 
-/// The signed-in patient, or the response that sends them to sign in.
-async fn patient(req: &HttpRequest, state: &web::Data<AppState>) -> Result<(Session, String), HttpResponse> {
-    let Some(s) = current_session(req, state).await else { return Err(see_other("/portal/login")) };
-    match s.account.patient_id().map(str::to_string) {
-        Some(p) => Ok((s, p)),
-        None => {
-            Err(page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account."))
-        }
+#[derive(Template)]
+#[template(path = "portal_account.html")]
+struct AccountPage {
+    section: &'static str,
+    csrf: String,
+    account: AccountView,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+/// The signed-in patient: their session and their own access context.
+struct Patient {
+    session: Session,
+    ctx: AccessContext,
+}
+
+impl Patient {
+    fn csrf(&self) -> String {
+        self.session.row.csrf.clone()
     }
 }
 
-fn failed() -> HttpResponse {
-    page_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Something went wrong",
-        "Your record could not be shown just now. Please try again.",
-    )
-}
-
-async fn run<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::fhir::FhirError> + Send + 'static,
-) -> Result<T, HttpResponse> {
-    match web::block(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::warn!("portal: {e}");
-            Err(failed())
-        }
-        Err(_) => Err(failed()),
-    }
-}
-
-macro_rules! signed_in {
-    ($req:expr, $state:expr) => {
-        match patient(&$req, &$state).await {
-            Ok(v) => v,
-            Err(r) => return r,
-        }
+async fn signed_in(req: &HttpRequest, state: &web::Data<AppState>) -> Result<Patient, HttpResponse> {
+    let Some(session) = current_session(req, state).await else { return Err(see_other("/portal/login")) };
+    let Some(patient) = session.account.patient_id().map(str::to_string) else {
+        return Err(page_error(
+            StatusCode::FORBIDDEN,
+            "This portal is for patients",
+            "Sign in with a patient account.",
+        ));
     };
+    let ctx = AccessContext::patient_self(&patient, &session.account.id);
+    Ok(Patient { session, ctx })
+}
+
+/// The form fields of a POST body; a malformed body is simply a form with nothing in it.
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    fn parse(body: &[u8]) -> Fields {
+        Fields(serde_urlencoded::from_bytes(body).unwrap_or_default())
+    }
+    fn get(&self, k: &str) -> String {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+    fn all(&self, k: &str) -> Vec<String> {
+        self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// The signed-in patient, once the form proves it came from one of our pages (CSRF).
+async fn signed_form(req: &HttpRequest, state: &web::Data<AppState>, f: &Fields) -> Result<Patient, HttpResponse> {
+    let p = signed_in(req, state).await?;
+    if f.get("csrf") != p.session.row.csrf {
+        return Err(page_error(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Go back, reload the page and try again.",
+        ));
+    }
+    Ok(p)
+}
+
+/// The page for a failed portal call: what the patient can act on, never internals.
+fn error_page(e: &PortalError) -> HttpResponse {
+    match e {
+        PortalError::Invalid(m) => page_error(StatusCode::BAD_REQUEST, "There is a problem", m),
+        PortalError::NotFound | PortalError::Fhir(crate::fhir::FhirError::NotFound(_)) => {
+            page_error(StatusCode::NOT_FOUND, "Not found", "There is nothing with that name on your record.")
+        }
+        PortalError::NoPatient => {
+            page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
+        }
+        PortalError::Fhir(crate::fhir::FhirError::Forbidden(_)) => {
+            page_error(StatusCode::FORBIDDEN, "Not allowed", "Your account may not do this.")
+        }
+        other => {
+            tracing::error!("portal: {other}");
+            page_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Your record could not be shown just now. Please try again.",
+            )
+        }
+    }
+}
+
+/// Runs a (blocking) portal call off the async workers.
+async fn call<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PortalError> + Send + 'static,
+) -> Result<Result<T, PortalError>, HttpResponse> {
+    web::block(f)
+        .await
+        .map_err(|_| page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy just now."))
+}
+
+/// Like [`call`], with every error already a page.
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PortalError> + Send + 'static,
+) -> Result<T, HttpResponse> {
+    call(f).await?.map_err(|e| error_page(&e))
 }
 
 macro_rules! or_page {
@@ -129,241 +233,237 @@ macro_rules! or_page {
     };
 }
 
-async fn login(state: web::Data<AppState>) -> HttpResponse {
+/// A validation message to show on the form, or (returned at once) the error page for anything else.
+macro_rules! form_message {
+    ($e:expr) => {
+        match $e {
+            PortalError::Invalid(m) => m,
+            other => return error_page(&other),
+        }
+    };
+}
+
+async fn login(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if current_session(&req, &state).await.is_some_and(|s| s.account.patient_id().is_some()) {
+        return see_other("/portal");
+    }
     login_page(&state, None, None, "/portal".into(), String::new())
 }
 
-async fn home(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    let store = state.hf.store.clone();
-    let ctx = portal::patient_context(&p, &s.account.id);
-    let (person, meds, allergies) = or_page!(
-        run(move || Ok((
-            portal::person(&store, &ctx, &p)?,
-            portal::medicines(&store, &ctx, &p)?,
-            portal::allergies(&store, &ctx, &p)?
-        )))
-        .await
-    );
-    let current = meds.into_iter().filter(|m| m.current).collect();
-    html(StatusCode::OK, HomePage { csrf: s.row.csrf, person, current, allergies }.render())
+async fn logout(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let Some(s) = current_session(&req, &state).await else { return see_other("/portal/login") };
+    if f.get("csrf") != s.row.csrf {
+        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
+    }
+    let cookie = req.cookie(session::COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
+    let db = state.hf.db.clone();
+    let ended = web::block(move || {
+        db.conn().map_err(crate::auth::AuthError::from).and_then(|mut c| session::end(&mut c, &cookie))
+    })
+    .await;
+    if !matches!(ended, Ok(Ok(()))) {
+        return error_page(&PortalError::Invalid("You could not be signed out. Please try again.".into()));
+    }
+    signed_out(&state)
 }
 
-async fn medicines(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    let store = state.hf.store.clone();
-    let ctx = portal::patient_context(&p, &s.account.id);
-    let medicines = or_page!(run(move || portal::medicines(&store, &ctx, &p)).await);
-    html(StatusCode::OK, MedicinesPage { csrf: s.row.csrf, medicines }.render())
+/// To the sign-in page, with the browser's session cookie removed.
+fn signed_out(state: &AppState) -> HttpResponse {
+    let mut r = see_other("/portal/login");
+    let mut gone = session_cookie(state, String::new());
+    gone.make_removal();
+    let _ = r.add_cookie(&gone);
+    r
 }
 
-async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    let store = state.hf.store.clone();
-    let ctx = portal::patient_context(&p, &s.account.id);
-    let (person, meds, allergies) = or_page!(
-        run(move || Ok((
-            portal::person(&store, &ctx, &p)?,
-            portal::medicines(&store, &ctx, &p)?,
-            portal::allergies(&store, &ctx, &p)?
-        )))
-        .await
-    );
-    let current = meds.into_iter().filter(|m| m.current).collect();
-    html(StatusCode::OK, PrintPage { person, current, allergies, today: crate::fhir::time::today() }.render())
+async fn home_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let home = or_page!(run(move || home::home(&store, &ctx)).await);
+    html(StatusCode::OK, HomePage { section: "home", csrf: p.csrf(), home }.render())
 }
 
-fn choices() -> Vec<(&'static str, &'static str)> {
-    crate::cli::demo_data::medicine_choices()
+async fn medicines_list(state: &web::Data<AppState>, p: &Patient, notice: Option<String>) -> HttpResponse {
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
+    html(StatusCode::OK, MedicinesPage { section: "medicines", csrf: p.csrf(), medicines, notice }.render())
+}
+
+async fn medicines_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    medicines_list(&state, &p, None).await
+}
+
+async fn detail_page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let (kind, id) = path.into_inner();
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let d = or_page!(run(move || detail::detail(&store, &ctx, &kind, &id)).await);
+    html(StatusCode::OK, DetailPage { section: "medicines", csrf: p.csrf(), d }.render())
+}
+
+fn add_page(csrf: String, error: Option<String>, form: NewTaken) -> HttpResponse {
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, AddPage { section: "medicines", csrf, error, choices: taken::choices(), form }.render())
 }
 
 async fn add_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (s, _) = signed_in!(req, state);
-    html(StatusCode::OK, AddPage { csrf: s.row.csrf, error: None, choices: choices() }.render())
+    let p = or_page!(signed_in(&req, &state).await);
+    let form = NewTaken { start: crate::fhir::time::today(), ..NewTaken::default() };
+    add_page(p.csrf(), None, form)
 }
 
-#[derive(Deserialize)]
-struct AddForm {
-    csrf: String,
-    medicine: String,
-    dose: String,
-    start: String,
+async fn add(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let new = NewTaken { code: f.get("medicine"), dose: f.get("dose"), start: f.get("start") };
+    let (store, ctx, form) = (state.hf.store.clone(), p.ctx.clone(), new.clone());
+    match or_page!(call(move || taken::add_taken(&store, &ctx, &form)).await) {
+        Ok(_) => see_other("/portal/medicines"),
+        Err(e) => add_page(p.csrf(), Some(form_message!(e)), new),
+    }
 }
 
-async fn add(req: HttpRequest, state: web::Data<AppState>, form: web::Form<AddForm>) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    let f = form.into_inner();
-    if f.csrf != s.row.csrf {
-        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
-    }
-    let Some((code, name)) = choices().into_iter().find(|(c, _)| *c == f.medicine) else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            AddPage { csrf: s.row.csrf, error: Some("Choose a medicine from the list.".into()), choices: choices() }
-                .render(),
-        );
-    };
-    let store = state.hf.store.clone();
-    let ctx = portal::patient_context(&p, &s.account.id);
-    match web::block(move || portal::add_taken(&store, &ctx, &p, code, name, &f.dose, &f.start)).await {
-        Ok(Ok(_)) => see_other("/portal/medicines"),
-        Ok(Err(e)) => html(
-            StatusCode::BAD_REQUEST,
-            AddPage { csrf: s.row.csrf, error: Some(e.to_string()), choices: choices() }.render(),
-        ),
-        Err(_) => failed(),
-    }
+async fn stop(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>, body: web::Bytes) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let (store, ctx, id) = (state.hf.store.clone(), p.ctx.clone(), path.into_inner());
+    or_page!(run(move || taken::stop_taken(&store, &ctx, &id)).await);
+    medicines_list(&state, &p, Some("Recorded: you no longer take that medicine.".into())).await
+}
+
+async fn allergies_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let (allergies, problems) =
+        or_page!(run(move || Ok((allergies::allergies(&store, &ctx)?, allergies::problems(&store, &ctx)?))).await);
+    html(StatusCode::OK, AllergiesPage { section: "allergies", csrf: p.csrf(), allergies, problems }.render())
+}
+
+async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let h = or_page!(run(move || home::home(&store, &ctx)).await);
+    let today = crate::fhir::time::today();
+    html(StatusCode::OK, PrintPage { person: h.person, current: h.current, allergies: h.allergies, today }.render())
 }
 
 async fn sharing_page(
     state: &web::Data<AppState>,
-    s: Session,
-    p: String,
+    p: &Patient,
     notice: Option<String>,
     error: Option<String>,
 ) -> HttpResponse {
-    let db = state.hf.db.clone();
-    let (shares, providers) = or_page!(run(move || Ok((portal::sharing(&db, &p)?, portal::providers(&db)?))).await);
+    let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
+    let (shares, providers) = or_page!(run(move || Ok((sharing::sharing(&db, &ctx)?, sharing::providers(&db)?))).await);
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, SharingPage { csrf: s.row.csrf, shares, providers, notice, error }.render())
+    let page =
+        SharingPage { section: "sharing", csrf: p.csrf(), shares, providers, permissions: PERMISSIONS, notice, error };
+    html(status, page.render())
 }
 
-async fn sharing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    sharing_page(&state, s, p, None, None).await
+async fn sharing_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    sharing_page(&state, &p, None, None).await
 }
 
 async fn share(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    if get("csrf") != s.row.csrf {
-        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
-    }
-    let scope = form.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" ");
-    if scope.is_empty() {
-        return sharing_page(&state, s, p, None, Some("Choose at least one thing they may do.".into())).await;
-    }
-    let (org, until) = (get("organization"), get("until"));
-    let db = state.hf.db.clone();
-    let pid = p.clone();
-    match web::block(move || portal::share_with(&db, &pid, &org, &scope, Some(&until))).await {
-        Ok(Ok(())) => {
-            sharing_page(&state, s, p, Some("Shared. The provider can use your record from now on.".into()), None).await
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let new = NewShare { organization: f.get("organization"), permissions: f.all("permission"), until: f.get("until") };
+    let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
+    match or_page!(call(move || sharing::share_with(&db, &ctx, &new)).await) {
+        Ok(()) => {
+            let notice = "Shared. The provider can use your record from now on, within what you chose.";
+            sharing_page(&state, &p, Some(notice.into()), None).await
         }
-        Ok(Err(e)) => sharing_page(&state, s, p, None, Some(e.to_string())).await,
-        Err(_) => failed(),
+        Err(e) => sharing_page(&state, &p, None, Some(form_message!(e))).await,
     }
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
 }
 
 async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<CsrfForm>,
+    body: web::Bytes,
 ) -> HttpResponse {
-    let (s, p) = signed_in!(req, state);
-    if form.csrf != s.row.csrf {
-        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let (db, ctx, grant) = (state.hf.db.clone(), p.ctx.clone(), path.into_inner());
+    or_page!(run(move || sharing::stop_sharing(&db, &ctx, &grant)).await);
+    let notice = "Access ended. Their very next request for your record will be refused.";
+    sharing_page(&state, &p, Some(notice.into()), None).await
+}
+
+fn period(req: &HttpRequest) -> Period {
+    let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    Period { from: get("from"), to: get("to") }
+}
+
+async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<Vec<LogLine>, PortalError> {
+    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period.clone());
+    match call(move || access_log::access_log(&db, &audit, &ctx, &period)).await {
+        Ok(r) => r,
+        Err(_) => Err(PortalError::Invalid("The service is busy just now. Please try again.".into())),
     }
-    let db = state.hf.db.clone();
-    let (pid, grant) = (p.clone(), path.into_inner());
-    match web::block(move || portal::stop_sharing(&db, &pid, &grant)).await {
-        Ok(Ok(())) => {
-            sharing_page(
-                &state,
-                s,
-                p,
-                Some("Access ended. Their very next request for your record will be refused.".into()),
-                None,
-            )
-            .await
-        }
-        Ok(Err(_)) => page_error(StatusCode::NOT_FOUND, "Not found", "There is no such sharing on your record."),
-        Err(_) => failed(),
-    }
 }
 
-async fn logout(req: HttpRequest, state: web::Data<AppState>, form: web::Form<CsrfForm>) -> HttpResponse {
-    let Some(s) = current_session(&req, &state).await else { return see_other("/portal/login") };
-    if form.csrf != s.row.csrf {
-        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
-    }
-    let cookie = req.cookie(session::COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
-    let db = state.hf.db.clone();
-    let _ = web::block(move || {
-        db.conn().map_err(crate::auth::AuthError::from).and_then(|mut c| session::end(&mut c, &cookie))
-    })
-    .await;
-    see_other("/portal/login")
+async fn log_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let period = period(&req);
+    let (rows, error) = match log_rows(&state, &p, &period).await {
+        Ok(rows) => (rows, None),
+        Err(e) => (Vec::new(), Some(form_message!(e))),
+    };
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, LogPage { section: "log", csrf: p.csrf(), period, rows, error }.render())
 }
 
-#[derive(Deserialize)]
-struct Range {
-    from: Option<String>,
-    to: Option<String>,
-}
-
-fn log_rows(rows: Vec<crate::audit::AuditRow>) -> Vec<(String, String, String, String)> {
-    rows.into_iter()
-        .map(|r| {
-            let what = match (&r.res_type, &r.res_id, r.count) {
-                (Some(t), Some(id), _) => format!("{} {t}/{id}", r.interaction),
-                (Some(t), None, Some(n)) => format!("{} {t} ({n} results)", r.interaction),
-                _ => format!("{} {}", r.interaction, r.query.clone().unwrap_or_default()),
-            };
-            let outcome = if r.outcome == 0 {
-                "allowed".to_string()
-            } else {
-                format!("refused: {}", r.detail.clone().unwrap_or_default())
-            };
-            let who =
-                format!("{} ({})", r.subject.clone().unwrap_or_default(), r.client_id.clone().unwrap_or_default());
-            (crate::fhir::time::format_instant(r.recorded), who, what, outcome)
-        })
-        .collect()
-}
-
-async fn log_data(
-    req: &HttpRequest,
-    state: &web::Data<AppState>,
-    q: &Range,
-) -> Result<(Session, Vec<(String, String, String, String)>), HttpResponse> {
-    let (s, p) = patient(req, state).await?;
-    state.hf.store.audit.flush();
-    let db = state.hf.db.clone();
-    let (from, to) = (q.from.clone(), q.to.clone());
-    let rows = run(move || portal::access_log(&db, &p, from.as_deref(), to.as_deref())).await?;
-    Ok((s, log_rows(rows)))
-}
-
-async fn access_log(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Range>) -> HttpResponse {
-    let (s, rows) = or_page!(log_data(&req, &state, &q).await);
-    let (from, to) = (q.from.clone().unwrap_or_default(), q.to.clone().unwrap_or_default());
-    html(StatusCode::OK, LogPage { csrf: s.row.csrf, from, to, rows }.render())
-}
-
-fn csv_field(s: &str) -> String {
-    // Quote everything and defuse spreadsheet formulas.
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-async fn access_log_csv(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Range>) -> HttpResponse {
-    let (_, rows) = or_page!(log_data(&req, &state, &q).await);
-    let mut out = String::from("when,who,what,outcome\n");
-    for (a, b, c, d) in rows {
-        out.push_str(&[a, b, c, d].iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    }
+async fn log_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let rows = or_page!(log_rows(&state, &p, &period(&req)).await.map_err(|e| error_page(&e)));
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"access-log.csv\""))
         .insert_header(("Cache-Control", "no-store"))
-        .body(out)
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(access_log::to_csv(&rows))
+}
+
+async fn account_page(
+    state: &web::Data<AppState>,
+    p: &Patient,
+    notice: Option<String>,
+    error: Option<String>,
+) -> HttpResponse {
+    let (db, ctx, current) = (state.hf.db.clone(), p.ctx.clone(), p.session.row.id_hash.clone());
+    let account = or_page!(run(move || account::account_view(&db, &ctx, &current)).await);
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    html(status, AccountPage { section: "account", csrf: p.csrf(), account, notice, error }.render())
+}
+
+async fn account_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    account_page(&state, &p, None, None).await
+}
+
+async fn change_password(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let change = PasswordChange { current: f.get("current"), new: f.get("new"), confirm: f.get("confirm") };
+    let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
+    match or_page!(call(move || account::change_password(&db, &ctx, &change)).await) {
+        Ok(()) => account_page(&state, &p, Some("Your password has been changed.".into()), None).await,
+        Err(e) => account_page(&state, &p, None, Some(form_message!(e))).await,
+    }
+}
+
+async fn sign_out_everywhere(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
+    or_page!(run(move || account::sign_out_everywhere(&db, &ctx)).await);
+    signed_out(&state)
 }

@@ -8,5 +8,5 @@ mod ops;
 mod portability;
 mod portal;
 mod smoke;
-mod support;
 mod store;
+mod support;

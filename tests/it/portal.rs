@@ -1,9 +1,11 @@
-//! The patient portal in a (cookie-keeping, non-redirecting) browser over real HTTP.
+//! The patient portal in a (cookie-keeping, non-redirecting) browser over real HTTP, with the
+//! FHIR API as the other side: what the portal writes, the API serves, and the other way round.
 
 use crate::both;
 use crate::fixtures::*;
 use crate::oauth_support::*;
-use crate::support::TestApp;
+use crate::support::{Client, TestApp};
+use serde_json::{json, Value};
 
 /// Signs `email` in at the portal; returns the browser and the home page.
 fn sign_in(app: &TestApp, email: &str) -> (Browser, Page) {
@@ -17,33 +19,118 @@ fn sign_in(app: &TestApp, email: &str) -> (Browser, Page) {
     (b, home)
 }
 
-fn patient_sees_medicines_and_adds_one(app: &TestApp) {
+/// A prescriber with a name, at an organisation (through a PractitionerRole); returns the reference.
+fn prescriber(app: &TestApp) -> String {
+    let org = app.create(json!({"resourceType": "Organization", "name": "Riverside Medical Practice"}));
+    let dr = app.create(json!({"resourceType": "Practitioner",
+        "name": [{"family": "Carter", "given": ["Helen"], "prefix": ["Dr"]}]}));
+    app.create(json!({"resourceType": "PractitionerRole", "practitioner": {"reference": format!("Practitioner/{dr}")},
+        "organization": {"reference": format!("Organization/{org}")}}));
+    format!("Practitioner/{dr}")
+}
+
+fn dispense(patient: &str, request: &str, when: &str) -> Value {
+    let (code, display) = SIMVASTATIN;
+    json!({"resourceType": "MedicationDispense", "status": "completed", "subject": {"reference": format!("Patient/{patient}")},
+        "medicationCodeableConcept": {"coding": [{"system": "https://dmd.nhs.uk", "code": code, "display": display}]},
+        "authorizingPrescription": [{"reference": format!("MedicationRequest/{request}")}], "whenHandedOver": when})
+}
+
+fn patient_sees_medicines_from_the_api(app: &TestApp) {
     let p = patient_with_login(app, NHS[0], "ada@example.org");
     let (code, display) = SIMVASTATIN;
-    app.create(medication_request(&p, code, display, "active", "2024-02-10"));
+    let mut mr = medication_request(&p, code, display, "active", "2024-02-10");
+    mr["requester"] = json!({"reference": prescriber(app)});
+    // Structured dosage only: the portal says it in words.
+    mr["dosageInstruction"] = json!([{"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]);
+    let mr_id = app.create(mr);
+    app.create(dispense(&p, &mr_id, "2025-08-04T10:15:00Z"));
+    app.create(dispense(&p, &mr_id, "2025-09-29T09:40:00Z"));
     app.create(allergy(&p, "high"));
+    app.create(json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{p}")},
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Type 2 diabetes"}, "onsetDateTime": "2020-01-01"}));
     let (mut b, home) = sign_in(app, "ada@example.org");
     assert_eq!(home.status, 200, "{}", home.body);
     assert!(home.body.contains("943 476 5919"), "NHS number as 3-3-4");
     assert!(home.body.contains("Simvastatin 40mg tablets"));
     assert!(home.body.contains("Criticality: high"));
+    let list = b.get(&format!("{}/portal/medicines", app.base));
+    for want in
+        ["1 tablet twice a day", "Dr Helen Carter", "Riverside Medical Practice", "2025-09-29", "from 2024-02-10"]
+    {
+        assert!(list.body.contains(want), "{want} in {}", list.body);
+    }
+    let mut changed = app.client().get(&format!("MedicationRequest/{mr_id}")).body;
+    changed["status"] = json!("on-hold");
+    assert_eq!(app.client().put(&format!("MedicationRequest/{mr_id}"), &changed).status, 200);
+    let detail = b.get(&format!("{}/portal/medicines/prescription/{mr_id}", app.base));
+    assert_eq!(detail.status, 200, "{}", detail.body);
+    assert!(detail.body.contains("on-hold") && detail.body.contains("active"), "both versions");
+    assert!(detail.body.contains("Healthfolio (loaded by the service operator)"), "{}", detail.body);
+    let problems = b.get(&format!("{}/portal/allergies", app.base));
+    assert!(problems.body.contains("Type 2 diabetes") && problems.body.contains("<strong>high</strong>"));
+    let print = b.get(&format!("{}/portal/print", app.base));
+    assert!(print.body.contains("Current medicines of Ada Okafor"), "{}", print.body);
+    assert_eq!(b.get(&format!("{}/portal/medicines/nonsense/{mr_id}", app.base)).status, 404);
+}
+
+fn patient_adds_and_stops_what_they_take(app: &TestApp) {
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let (mut b, _) = sign_in(app, "ada@example.org");
     let form_page = b.get(&format!("{}/portal/medicines/add", app.base));
     let csrf = form_page.field("csrf");
-    let added = b.post(
-        &format!("{}/portal/medicines/add", app.base),
-        &[("csrf", &csrf), ("medicine", "329653008"), ("dose", "1 tablet when my back hurts"), ("start", "2025-10-01")],
-    );
-    assert_eq!(added.status, 303, "{}", added.body);
+    let add = |b: &mut Browser, csrf: &str, start: &str| {
+        b.post(
+            &format!("{}/portal/medicines/add", app.base),
+            &[("csrf", csrf), ("medicine", "329653008"), ("dose", "1 tablet when my back hurts"), ("start", start)],
+        )
+    };
+    let bad = add(&mut b, &csrf, "last week");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("must be a date") && bad.body.contains("1 tablet when my back hurts"), "kept input");
+    assert_eq!(add(&mut b, &csrf, "2025-10-01").status, 303);
     let api = app.client().get(&format!("MedicationStatement?patient={p}"));
     let st = &api.entries()[0]["resource"];
     assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"), "patient-reported");
+    assert_eq!(st["medicationCodeableConcept"]["coding"][0]["code"], "329653008");
+    let id = st["id"].as_str().expect("id").to_string();
     assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("Added by you"));
-    // Without the session's CSRF token a form is refused.
-    let forged = b.post(
-        &format!("{}/portal/medicines/add", app.base),
-        &[("csrf", "forged"), ("medicine", "329653008"), ("dose", "x"), ("start", "2025-10-01")],
-    );
-    assert_eq!(forged.status, 403);
+    let detail = b.get(&format!("{}/portal/medicines/taken/{id}", app.base));
+    assert!(detail.body.contains("You, in the portal"), "author of version 1: {}", detail.body);
+    assert!(detail.body.contains("Author: Ada Okafor"), "Provenance names the patient: {}", detail.body);
+    // Without the session's CSRF token a form is refused, and nothing is written.
+    assert_eq!(add(&mut b, "forged", "2025-10-01").status, 403);
+    let no_token = b.post(&format!("{}/portal/medicines/{id}/stop", app.base), &[]);
+    assert_eq!(no_token.status, 403);
+    assert_eq!(app.client().get(&format!("MedicationStatement?patient={p}")).ids().len(), 1);
+    let stopped = b.post(&format!("{}/portal/medicines/{id}/stop", app.base), &[("csrf", &csrf)]);
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    let after = app.client().get(&format!("MedicationStatement/{id}")).body;
+    assert_eq!(after["status"], "stopped");
+    assert!(after["effectivePeriod"]["end"].is_string());
+}
+
+/// A provider system of `org` with a token for `system/*.rs`.
+fn provider(app: &TestApp, org: &str) -> Client {
+    let (pkcs8, jwks) = backend_keys("k1");
+    let client_id = backend_client(app, jwks, org);
+    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "system/*.rs"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", a.as_str()),
+    ];
+    let (status, t) = token_request(app, &form);
+    assert_eq!(status, 200, "{t}");
+    app.client_with(t["access_token"].as_str().map(str::to_string))
+}
+
+fn grant_id(body: &str) -> String {
+    let marker = "/portal/sharing/";
+    let i = body.find(marker).expect("revoke form") + marker.len();
+    body[i..i + body[i..].find('/').expect("id end")].to_string()
 }
 
 fn sharing_with_a_provider_and_stopping(app: &TestApp) {
@@ -51,63 +138,120 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     let (code, display) = PARACETAMOL;
     let mr = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
     let org = "Organization/riverside";
-    let (pkcs8, jwks) = backend_keys("k1");
-    let client_id = backend_client(app, jwks, org);
-    let provider_token = |jti: &str| {
-        let a = assertion(app, &client_id, "k1", &pkcs8, jti, 200);
-        let (_, t) = token_request(
-            app,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "system/*.rs"),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", &a),
-            ],
-        );
-        app.client_with(t["access_token"].as_str().map(str::to_string))
-    };
-    let provider = provider_token("t1");
+    let provider = provider(app, org);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "not shared yet");
     let (mut b, _) = sign_in(app, "ada@example.org");
     let page = b.get(&format!("{}/portal/sharing", app.base));
     assert!(page.body.contains("Riverside GP system"));
     let csrf = page.field("csrf");
-    let shared = b.post(
-        &format!("{}/portal/sharing", app.base),
-        &[
-            ("csrf", &csrf),
-            ("organization", org),
-            ("scope", "patient/MedicationRequest.rs patient/MedicationStatement.rs patient/MedicationDispense.rs"),
-            ("until", ""),
-        ],
-    );
-    assert_eq!(shared.status, 200, "{}", shared.body);
-    assert!(shared.body.contains("See your prescriptions"));
-    assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200, "shared");
-    let grant_id = {
-        let marker = "/portal/sharing/";
-        let i = shared.body.find(marker).expect("revoke form") + marker.len();
-        shared.body[i..i + shared.body[i..].find('/').expect("id end")].to_string()
+    let share = |b: &mut Browser, perms: &[&str], until: &str| {
+        let mut form = vec![("csrf", csrf.as_str()), ("organization", org), ("until", until)];
+        form.extend(perms.iter().map(|p| ("permission", *p)));
+        b.post(&format!("{}/portal/sharing", app.base), &form)
     };
-    let stopped = b.post(&format!("{}/portal/sharing/{grant_id}/revoke", app.base), &[("csrf", &csrf)]);
+    assert_eq!(share(&mut b, &[], "").status, 400, "nothing chosen");
+    assert_eq!(share(&mut b, &["medicines-read"], "2001-01-01").status, 400, "expiry in the past");
+    let shared = share(&mut b, &["medicines-read"], "2099-12-31");
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    assert!(shared.body.contains("See your prescriptions") && shared.body.contains("2099-12-31"), "{}", shared.body);
+    assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200, "shared");
+    assert_eq!(provider.get(&format!("Patient/{p}")).status, 404, "only what was chosen");
+    let stopped = b.post(&format!("{}/portal/sharing/{}/revoke", app.base, grant_id(&shared.body)), &[("csrf", &csrf)]);
     assert!(stopped.body.contains("Access ended"), "{}", stopped.body);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "refused on the very next call");
     let log = b.get(&format!("{}/portal/access-log", app.base));
-    assert!(log.body.contains(&format!("MedicationRequest/{mr}")), "the provider's read is in the log");
-    assert!(log.body.contains("refused") && log.body.contains("allowed"));
+    assert!(log.body.contains(&format!("Read MedicationRequest/{mr}")), "the provider's read: {}", log.body);
+    assert!(log.body.contains("Riverside GP system (Organization/riverside)"));
+    assert!(log.body.contains("Refused") && log.body.contains("Allowed"));
+    assert!(log.body.contains("Shared your record") && log.body.contains("Stopped sharing"));
     let csv = b.get(&format!("{}/portal/access-log.csv", app.base));
-    assert!(csv.body.starts_with("when,who,what,outcome"));
+    assert!(csv.body.starts_with("when,who,what,outcome\n") && csv.body.contains("Riverside GP system"));
+    let none = b.get(&format!("{}/portal/access-log?from=2001-01-01&to=2001-12-31", app.base));
+    assert!(none.body.contains("Nothing is recorded for this period"));
+    assert_eq!(b.get(&format!("{}/portal/access-log?from=soon", app.base)).status, 400);
+}
+
+fn one_patient_never_sees_another(app: &TestApp) {
+    let ada = patient_with_login(app, NHS[0], "ada@example.org");
+    let ben = app.create(patient(NHS[1], "Hughes", "Ben"));
+    {
+        let mut conn = app.hf.db.conn().expect("conn");
+        let who = format!("Patient/{ben}");
+        healthfolio::auth::accounts::create(&mut conn, "patient", "ben@example.org", PASSWORD, &who, None)
+            .expect("account");
+    }
+    let (code, display) = SIMVASTATIN;
+    let adas = app.create(medication_request(&ada, code, display, "active", "2024-02-10"));
+    let org = "Organization/riverside";
+    let provider = provider(app, org);
+    let grant =
+        app.grant(&ada, healthfolio::consent::Grantee::Organization(org.into()), "patient/MedicationRequest.rs");
+    let (mut b, home) = sign_in(app, "ben@example.org");
+    assert!(home.body.contains("Ben Hughes") && !home.body.contains("Simvastatin"));
+    assert!(!b.get(&format!("{}/portal/medicines", app.base)).body.contains("Simvastatin"));
+    assert_eq!(b.get(&format!("{}/portal/medicines/prescription/{adas}", app.base)).status, 404);
+    assert!(!b.get(&format!("{}/portal/sharing", app.base)).body.contains(&grant), "not Ada's grants");
+    let csrf = home.field("csrf");
+    let stop = b.post(&format!("{}/portal/sharing/{grant}/revoke", app.base), &[("csrf", &csrf)]);
+    assert_eq!(stop.status, 404, "Ben cannot end Ada's sharing");
+    assert_eq!(provider.get(&format!("MedicationRequest/{adas}")).status, 200, "Ada's grant still holds");
+    let stop_hers = b.post(&format!("{}/portal/medicines/{adas}/stop", app.base), &[("csrf", &csrf)]);
+    assert_eq!(stop_hers.status, 404);
+    assert!(!b.get(&format!("{}/portal/access-log", app.base)).body.contains(&adas));
 }
 
 fn portal_needs_a_session_and_signs_out(app: &TestApp) {
     patient_with_login(app, NHS[0], "ada@example.org");
     let mut anon = Browser::default();
-    let r = anon.get(&format!("{}/portal/medicines", app.base));
-    assert_eq!((r.status, r.location.as_deref()), (303, Some("/portal/login")));
+    for path in ["/portal", "/portal/medicines", "/portal/sharing", "/portal/access-log.csv", "/portal/account"] {
+        let r = anon.get(&format!("{}{path}", app.base));
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/portal/login")), "{path}");
+    }
     let (mut b, home) = sign_in(app, "ada@example.org");
+    assert_eq!(b.post(&format!("{}/portal/logout", app.base), &[("csrf", "forged")]).status, 403);
     let out = b.post(&format!("{}/portal/logout", app.base), &[("csrf", &home.field("csrf"))]);
     assert_eq!(out.status, 303);
     assert_eq!(b.get(&format!("{}/portal", app.base)).status, 303, "the session has ended");
 }
 
-both!(patient_sees_medicines_and_adds_one, sharing_with_a_provider_and_stopping, portal_needs_a_session_and_signs_out);
+fn account_changes_password_and_signs_out_everywhere(app: &TestApp) {
+    patient_with_login(app, NHS[0], "ada@example.org");
+    let (mut one, _) = sign_in(app, "ada@example.org");
+    let (mut two, _) = sign_in(app, "ada@example.org");
+    let page = one.get(&format!("{}/portal/account", app.base));
+    assert!(page.body.contains("ada@example.org") && page.body.contains("this browser"), "{}", page.body);
+    let csrf = page.field("csrf");
+    let change = |b: &mut Browser, current: &str, new: &str| {
+        b.post(
+            &format!("{}/portal/account/password", app.base),
+            &[("csrf", csrf.as_str()), ("current", current), ("new", new), ("confirm", new)],
+        )
+    };
+    let wrong = change(&mut one, "not my password", "a much longer passphrase");
+    assert!(wrong.status == 400 && wrong.body.contains("current password is not right"));
+    assert_eq!(change(&mut one, PASSWORD, "short").status, 400);
+    let ok = change(&mut one, PASSWORD, "a much longer passphrase");
+    assert!(ok.status == 200 && ok.body.contains("password has been changed"), "{}", ok.body);
+    let out = one.post(&format!("{}/portal/account/sign-out-everywhere", app.base), &[("csrf", &csrf)]);
+    assert_eq!((out.status, out.location.as_deref()), (303, Some("/portal/login")));
+    assert_eq!(one.get(&format!("{}/portal", app.base)).status, 303);
+    assert_eq!(two.get(&format!("{}/portal", app.base)).status, 303, "the other browser too");
+    let mut b = Browser::default();
+    let login = b.get(&format!("{}/portal/login", app.base));
+    let form = [
+        ("email", "ada@example.org"),
+        ("password", "a much longer passphrase"),
+        ("csrf", &login.field("csrf")),
+        ("continue", "/portal"),
+    ];
+    assert_eq!(b.post(&format!("{}/oauth/login", app.base), &form).status, 303, "the new password works");
+}
+
+both!(
+    patient_sees_medicines_from_the_api,
+    patient_adds_and_stops_what_they_take,
+    sharing_with_a_provider_and_stopping,
+    one_patient_never_sees_another,
+    portal_needs_a_session_and_signs_out,
+    account_changes_password_and_signs_out_everywhere
+);

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 fn meds(app: &TestApp, p: &str, n: usize) -> Vec<String> {
     let (code, display) = PARACETAMOL;
-    (0..n).map(|i| app.create(medication_request(p, code, display, "active", &format!("2025-01-{:02}", i % 28 + 1)))).collect()
+    (0..n)
+        .map(|i| app.create(medication_request(p, code, display, "active", &format!("2025-01-{:02}", i % 28 + 1))))
+        .collect()
 }
 
 /// Follows `next` links from `first`, collecting match ids.
@@ -66,7 +68,8 @@ fn concurrent_if_match_updates_one_wins(app: &TestApp) {
 fn transaction_is_all_or_nothing(app: &TestApp) {
     let c = app.client();
     let (code, display) = PARACETAMOL;
-    let mut bad = medication_request("urn:uuid:00000000-0000-4000-8000-000000000001", code, display, "bogus", "2025-01-02");
+    let mut bad =
+        medication_request("urn:uuid:00000000-0000-4000-8000-000000000001", code, display, "bogus", "2025-01-02");
     bad["subject"]["reference"] = json!("urn:uuid:00000000-0000-4000-8000-000000000001");
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001", "resource": patient(NHS[2], "Sharma", "Priya"), "request": {"method": "POST", "url": "Patient"}},
@@ -80,14 +83,24 @@ fn transaction_is_all_or_nothing(app: &TestApp) {
     ok["entry"][1]["resource"]["status"] = json!("active");
     let r = c.post("", &ok);
     assert_eq!(r.status, 200, "{}", r.text);
-    let pid = r.body["entry"][0]["response"]["location"].as_str().expect("location").split('/').nth(1).expect("id").to_string();
+    let pid = r.body["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location")
+        .split('/')
+        .nth(1)
+        .expect("id")
+        .to_string();
     let mr = c.get(&format!("MedicationRequest?patient={pid}"));
     assert_eq!(mr.entries()[0]["resource"]["subject"]["reference"], format!("Patient/{pid}"));
 }
 
 fn history_conditional_and_delete(app: &TestApp) {
     let c = app.client();
-    let create = |nhs: &str| c.clone().with_header("If-None-Exist", &format!("identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}")).post("Patient", &patient(nhs, "Nowak", "Tomasz"));
+    let create = |nhs: &str| {
+        c.clone()
+            .with_header("If-None-Exist", &format!("identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"))
+            .post("Patient", &patient(nhs, "Nowak", "Tomasz"))
+    };
     let first = create(NHS[3]);
     assert_eq!(first.status, 201);
     assert!(first.header("location").is_some_and(|l| l.ends_with("/_history/1")));
@@ -103,7 +116,12 @@ fn history_conditional_and_delete(app: &TestApp) {
     assert_eq!(c.get(&format!("Patient/{id}")).status, 410);
     assert_eq!(c.delete(&format!("Patient/{id}")).status, 200, "deleting twice is fine");
     let h = c.get(&format!("Patient/{id}/_history"));
-    let methods: Vec<&str> = h.body["entry"].as_array().expect("entries").iter().map(|e| e["request"]["method"].as_str().unwrap_or_default()).collect();
+    let methods: Vec<&str> = h.body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap_or_default())
+        .collect();
     assert_eq!(methods, vec!["DELETE", "PUT", "POST"], "newest first, with the delete");
     assert!(c.get("Patient?family=nowak").ids().is_empty());
     let since = c.get("_history?_count=1");
@@ -154,7 +172,12 @@ fn search_parameter_kinds(app: &TestApp) {
     assert_eq!(lenient.status, 200);
     assert!(lenient.entries().iter().any(|e| e["search"]["mode"] == "outcome"));
     assert_eq!(c.clone().with_header("Prefer", "handling=strict").get("MedicationRequest?colour=blue").status, 400);
-    let form = c.request("POST", "MedicationRequest/_search", Some("application/x-www-form-urlencoded"), Some(b"status=stopped"));
+    let form = c.request(
+        "POST",
+        "MedicationRequest/_search",
+        Some("application/x-www-form-urlencoded"),
+        Some(b"status=stopped"),
+    );
     assert_eq!(form.ids(), vec![b]);
 }
 
@@ -184,10 +207,24 @@ fn bad_input_never_crashes(app: &TestApp) {
         ("bad NHS number", 422, c.post("Patient", &patient("9434765918", "X", "Y"))),
         ("duplicate NHS number", 409, c.post("Patient", &patient(NHS[0], "Twin", "Other"))),
         ("bad date", 400, c.post("MedicationRequest", &with("authoredOn", json!("2025-13-45")))),
-        ("dangling reference", 422, c.post("MedicationRequest", &with("subject", json!({"reference": "Patient/nope"})))),
+        (
+            "dangling reference",
+            422,
+            c.post("MedicationRequest", &with("subject", json!({"reference": "Patient/nope"}))),
+        ),
         ("too large", 413, raw("POST", "Patient", "application/fhir+json", &vec![b' '; 1_600_000])),
         ("deep nesting", 400, raw("POST", "Patient", "application/fhir+json", deep.as_bytes())),
-        ("bad dm+d code", 422, c.post("MedicationRequest", &with("medicationCodeableConcept", json!({"coding": [{"system": "https://dmd.nhs.uk", "code": "123"}]})))),
+        (
+            "bad dm+d code",
+            422,
+            c.post(
+                "MedicationRequest",
+                &with(
+                    "medicationCodeableConcept",
+                    json!({"coding": [{"system": "https://dmd.nhs.uk", "code": "123"}]}),
+                ),
+            ),
+        ),
         ("bad date search", 400, c.get("MedicationRequest?authoredon=yesterday")),
         ("bad _count", 400, c.get("MedicationRequest?_count=lots")),
         ("unsupported media", 415, raw("POST", "Patient", "text/plain", b"hello")),

@@ -1,0 +1,148 @@
+//! One medicine entry in full: every version, and who wrote each (the version's author as the
+//! store recorded it, and any Provenance that targets it).
+
+use super::medicines::{kind_of, prescription_line, statement_line, MedicineLine, Names};
+use super::{minute, own_patient, PortalError};
+use crate::auth::AccessContext;
+use crate::db::{Bind, Sql};
+use crate::fhir::history::HistoryRequest;
+use crate::fhir::search::SearchRequest;
+use crate::fhir::{FhirError, Store};
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use serde_json::Value;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct VersionLine {
+    pub version: i64,
+    pub when: String,
+    pub status: String,
+    pub dose: String,
+    /// Who wrote this version, in words.
+    pub author: String,
+    /// What Provenance says about this version ("Author: Dr Helen Carter, for Riverside …").
+    pub provenance: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MedicineDetail {
+    pub line: MedicineLine,
+    /// Newest first.
+    pub versions: Vec<VersionLine>,
+}
+
+#[derive(QueryableByName)]
+struct AuthorRow {
+    #[diesel(sql_type = BigInt)]
+    version_id: i64,
+    #[diesel(sql_type = Text)]
+    author: String,
+}
+
+/// The stored author of each version (`client_id|subject`), in words.
+fn authors(store: &Store, rtype: &str, id: &str) -> Result<HashMap<i64, String>, PortalError> {
+    let mut conn = store.db.conn()?;
+    let rows: Vec<AuthorRow> = conn.load(&Sql::with(
+        "SELECT version_id, COALESCE(author, '') AS author FROM resource_versions WHERE res_type = ? AND id = ?",
+        [Bind::Text(rtype.into()), Bind::Text(id.into())],
+    ))?;
+    let clients = crate::auth::clients::list(&mut conn).unwrap_or_default();
+    let words = |a: &str| {
+        let client = a.split('|').next().unwrap_or_default();
+        match client {
+            "portal" => "You, in the portal".to_string(),
+            "healthfolio-cli" | "" => "Healthfolio (loaded by the service operator)".to_string(),
+            c => clients.iter().find(|x| x.client_id == c).map_or_else(|| format!("App {c}"), |x| x.name.clone()),
+        }
+    };
+    Ok(rows.into_iter().map(|r| (r.version_id, words(&r.author))).collect())
+}
+
+/// Provenance targeting this entry, as (version it names, description).
+fn provenance(store: &Store, ctx: &AccessContext, rtype: &str, id: &str) -> Result<Vec<(i64, String)>, PortalError> {
+    let req = SearchRequest {
+        rtype: "Provenance".into(),
+        params: vec![("target".into(), format!("{rtype}/{id}")), ("_count".into(), "1000".into())],
+        compartment: Some(own_patient(ctx)?.to_string()),
+        strict: false,
+    };
+    let mut names = Names::new(store, ctx);
+    let mut out = Vec::new();
+    for m in store.search(ctx, &req)?.matches {
+        let p: Value = serde_json::from_str(&m.body).unwrap_or(Value::Null);
+        let targets = p["target"].as_array().cloned().unwrap_or_default();
+        let version = targets
+            .iter()
+            .filter_map(|t| t["reference"].as_str())
+            .find_map(|r| r.rsplit_once("/_history/").and_then(|(_, v)| v.parse().ok()))
+            .unwrap_or(0);
+        let agents = p["agent"].as_array().cloned().unwrap_or_default();
+        for a in &agents {
+            out.push((version, agent_words(a, &mut names)));
+        }
+    }
+    Ok(out)
+}
+
+fn agent_words(a: &Value, names: &mut Names) -> String {
+    let role = a["type"]["coding"][0]["code"].as_str().or(a["type"]["text"].as_str()).unwrap_or("involved");
+    let who = |v: &Value, names: &mut Names| {
+        v["reference"]
+            .as_str()
+            .and_then(|r| names.name(r))
+            .or(v["display"].as_str().map(str::to_string))
+            .or(v["identifier"]["value"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "someone unnamed".into())
+    };
+    let mut s = format!("{}: {}", capitalised(role), who(&a["who"], names));
+    if a.get("onBehalfOf").is_some() {
+        s.push_str(&format!(", for {}", who(&a["onBehalfOf"], names)));
+    }
+    s
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// The entry `slug/id` of the signed-in patient, with its full history.
+pub fn detail(store: &Store, ctx: &AccessContext, slug: &str, id: &str) -> Result<MedicineDetail, PortalError> {
+    let rtype = kind_of(slug).ok_or(PortalError::NotFound)?;
+    let patient = own_patient(ctx)?.to_string();
+    let current = match store.read(ctx, rtype, id) {
+        Ok(s) => s,
+        Err(FhirError::NotFound(_) | FhirError::Gone(_)) => return Err(PortalError::NotFound),
+        Err(e) => return Err(e.into()),
+    };
+    let body: Value = serde_json::from_str(&current.body).unwrap_or(Value::Null);
+    let mut names = Names::new(store, ctx);
+    let line = if rtype == "MedicationRequest" {
+        prescription_line(&body, &mut names, &HashMap::new())
+    } else {
+        statement_line(&body, &patient, &mut names)
+    };
+    let req =
+        HistoryRequest { rtype: Some(rtype.into()), id: Some(id.into()), count: Some(1000), ..Default::default() };
+    let history = store.history(ctx, &req)?;
+    let authors = authors(store, rtype, id)?;
+    let provenance = provenance(store, ctx, rtype, id)?;
+    let versions = history
+        .versions
+        .iter()
+        .map(|v| {
+            let b: Value = serde_json::from_str(&v.body).unwrap_or(Value::Null);
+            let dosage = if rtype == "MedicationRequest" { &b["dosageInstruction"][0] } else { &b["dosage"][0] };
+            VersionLine {
+                version: v.version_id,
+                when: minute(v.last_updated),
+                status: if v.deleted { "removed".into() } else { b["status"].as_str().unwrap_or("").to_string() },
+                dose: if v.deleted { String::new() } else { super::medicines::dose_words(dosage) },
+                author: authors.get(&v.version_id).cloned().unwrap_or_else(|| "not recorded".into()),
+                provenance: provenance.iter().filter(|(n, _)| *n == v.version_id).map(|(_, s)| s.clone()).collect(),
+            }
+        })
+        .collect();
+    Ok(MedicineDetail { line, versions })
+}
