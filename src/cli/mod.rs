@@ -225,6 +225,7 @@ fn run(command: Command) -> CliResult {
             let hf = open(&o)?;
             let summary = load::load_paths(&hf, &paths)?;
             hf.store.audit.flush();
+            hf.db.analyze()?;
             println!("{summary}");
             Ok(())
         }

@@ -140,6 +140,12 @@ impl Db {
         pending.map(|p| !p).map_err(|e| DbError::Migration(e.to_string()))
     }
 
+    /// Refreshes the planner's statistics: after a bulk load they are far off (PostgreSQL would
+    /// otherwise plan a one-patient search as if `status=active` matched four rows).
+    pub fn analyze(&self) -> Result<(), DbError> {
+        self.conn()?.batch("ANALYZE")
+    }
+
     pub fn pool_state(&self) -> (u32, u32) {
         let s = match self {
             Db::Sqlite(p, _) => p.state(),
