@@ -113,10 +113,7 @@ impl Store {
         query: &str,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = {
-            let mut conn = self.db.conn()?;
-            search::matching_ids(&mut conn, ctx, rtype, query)?
-        };
+        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
         match found.as_slice() {
             [] => self.create(ctx, rtype, body, opts),
             [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false }),
@@ -133,10 +130,7 @@ impl Store {
         mut body: Value,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = {
-            let mut conn = self.db.conn()?;
-            search::matching_ids(&mut conn, ctx, rtype, query)?
-        };
+        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
         match found.as_slice() {
             [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
                 Some(id) => self.update(ctx, rtype, &id, body, opts),

@@ -208,6 +208,31 @@ async fn vread(
     Ok(resource(StatusCode::OK, &s, &n, None))
 }
 
+/// The common shape of every write: negotiate, read and parse the body, run `op` off the async
+/// workers with the request's write options, answer as `Prefer` asks.
+async fn write_with(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+    patch: bool,
+    op: impl FnOnce(
+            &crate::fhir::Store,
+            &crate::auth::AccessContext,
+            Value,
+            &WriteOptions,
+        ) -> Result<WriteOutcome, FhirError>
+        + Send
+        + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let n = negotiate(req)?;
+    let body = json_body(req, &read_body(payload, state.hf.config.body_limit).await?, patch)?;
+    let opts = write_options(req)?;
+    let store = state.hf.store.clone();
+    let out = blocking(move || op(&store, &caller.0, body, &opts)).await?;
+    Ok(written(req, &state.hf.store.base, out, &n))
+}
+
 async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -215,18 +240,13 @@ async fn create(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n = negotiate(&req)?;
     let t = known(&path.into_inner())?;
-    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
-    let opts = write_options(&req)?;
     let if_none_exist = req.headers().get("If-None-Exist").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let store = state.hf.store.clone();
-    let out = blocking(move || match if_none_exist {
-        Some(q) => store.create_if_none_exist(&caller.0, t, body, &q, &opts),
-        None => store.create(&caller.0, t, body, &opts),
+    write_with(&req, &state, caller, payload, false, move |store, ctx, body, opts| match if_none_exist {
+        Some(q) => store.create_if_none_exist(ctx, t, body, &q, opts),
+        None => store.create(ctx, t, body, opts),
     })
-    .await?;
-    Ok(written(&req, &state.hf.store.base, out, &n))
+    .await
 }
 
 async fn update(
@@ -236,14 +256,12 @@ async fn update(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
-    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
-    let opts = write_options(&req)?;
-    let store = state.hf.store.clone();
-    let out = blocking(move || store.update(&caller.0, t, &id, body, &opts)).await?;
-    Ok(written(&req, &state.hf.store.base, out, &n))
+    write_with(&req, &state, caller, payload, false, move |store, ctx, body, opts| {
+        store.update(ctx, t, &id, body, opts)
+    })
+    .await
 }
 
 async fn conditional_update(
@@ -253,7 +271,6 @@ async fn conditional_update(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n = negotiate(&req)?;
     let t = known(&path.into_inner())?;
     let query = req.query_string().to_string();
     if query.is_empty() {
@@ -262,11 +279,10 @@ async fn conditional_update(
         )
         .into());
     }
-    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
-    let opts = write_options(&req)?;
-    let store = state.hf.store.clone();
-    let out = blocking(move || store.conditional_update(&caller.0, t, &query, body, &opts)).await?;
-    Ok(written(&req, &state.hf.store.base, out, &n))
+    write_with(&req, &state, caller, payload, false, move |store, ctx, body, opts| {
+        store.conditional_update(ctx, t, &query, body, opts)
+    })
+    .await
 }
 
 async fn patch(
@@ -276,14 +292,10 @@ async fn patch(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let n = negotiate(&req)?;
     let (t, id) = path.into_inner();
     let t = known(&t)?;
-    let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, true)?;
-    let opts = write_options(&req)?;
-    let store = state.hf.store.clone();
-    let out = blocking(move || store.patch(&caller.0, t, &id, body, &opts)).await?;
-    Ok(written(&req, &state.hf.store.base, out, &n))
+    write_with(&req, &state, caller, payload, true, move |store, ctx, body, opts| store.patch(ctx, t, &id, body, opts))
+        .await
 }
 
 async fn delete(

@@ -332,37 +332,31 @@ struct TokenForm {
     token: Option<String>,
 }
 
+/// The `token` of an introspection or revocation form.
+fn token_param(body: &[u8]) -> Result<String, HttpResponse> {
+    let f: TokenForm = form(body).map_err(|r| *r)?;
+    f.token.ok_or_else(|| oauth_error(&OAuthError::new("invalid_request", "token is required", 400)))
+}
+
 async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let f: TokenForm = match form(&body) {
-        Ok(f) => f,
-        Err(r) => return *r,
+    let token = match token_param(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let Some(token) = f.token else {
-        return oauth_error(&OAuthError::new("invalid_request", "token is required", 400));
-    };
-    let hf = state.hf.clone();
-    let ep = state.endpoints();
-    match blocking(move || {
-        let mut conn = hf.db.conn()?;
-        Ok(oauth::introspect(&mut conn, &hf.keys, &ep, &token))
-    })
-    .await
-    {
+    let (hf, ep) = (state.hf.clone(), state.endpoints());
+    let answer = blocking(move || Ok(oauth::introspect(&mut hf.db.conn()?, &hf.keys, &ep, &token))).await;
+    match answer {
         Ok(v) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(v),
         Err(r) => r,
     }
 }
 
 async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let f: TokenForm = match form(&body) {
-        Ok(f) => f,
-        Err(r) => return *r,
+    let token = match token_param(&body) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let Some(token) = f.token else {
-        return oauth_error(&OAuthError::new("invalid_request", "token is required", 400));
-    };
-    let hf = state.hf.clone();
-    let ep = state.endpoints();
+    let (hf, ep) = (state.hf.clone(), state.endpoints());
     match blocking(move || hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))).await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({})),
         Err(r) => r,
