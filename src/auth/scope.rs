@@ -20,6 +20,9 @@ pub struct Scope {
     pub update: bool,
     pub delete: bool,
     pub search: bool,
+    /// SMART 2.2 query-constrained scope (`patient/MedicationRequest.rs?status=active`): only
+    /// resources matching these token parameters are reached. Such a scope reads and searches only.
+    pub filter: Vec<(String, String)>,
 }
 
 impl Scope {
@@ -32,6 +35,10 @@ impl Scope {
             "user" => Context::User,
             "system" => Context::System,
             _ => return None,
+        };
+        let (rest, filter) = match rest.split_once('?') {
+            Some((r, q)) => (r, serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok().filter(|f| !f.is_empty())?),
+            None => (rest, Vec::new()),
         };
         let (resource, perms) = rest.split_once('.')?;
         let resource = match resource {
@@ -49,21 +56,25 @@ impl Scope {
         if perms.is_empty() || !is_ordered_subset(perms, "cruds") {
             return None;
         }
+        let writes = filter.is_empty();
         Some(Scope {
             context,
             resource,
-            create: perms.contains('c'),
+            create: writes && perms.contains('c'),
             read: perms.contains('r'),
-            update: perms.contains('u'),
-            delete: perms.contains('d'),
+            update: writes && perms.contains('u'),
+            delete: writes && perms.contains('d'),
             search: perms.contains('s'),
+            filter,
         })
     }
 
     /// Whether this scope permits everything `other` asks for (any context).
     pub fn covers(&self, other: &Scope) -> bool {
         let type_ok = self.resource.is_none() || self.resource == other.resource;
+        let filter_ok = self.filter.is_empty() || self.filter == other.filter;
         type_ok
+            && filter_ok
             && (self.create || !other.create)
             && (self.read || !other.read)
             && (self.update || !other.update)
@@ -118,6 +129,16 @@ impl Scopes {
         self.resources.iter().any(|s| s.allows(rtype, what))
     }
 
+    /// The query constraints on `what` for `rtype`: `None` when some scope allows it without
+    /// one, else the alternatives (any one of them must match).
+    pub fn constraints(&self, rtype: &str, what: Interaction) -> Option<Vec<Vec<(String, String)>>> {
+        let allowing: Vec<&Scope> = self.resources.iter().filter(|s| s.allows(rtype, what)).collect();
+        if allowing.iter().any(|s| s.filter.is_empty()) {
+            return None;
+        }
+        Some(allowing.into_iter().map(|s| s.filter.clone()).collect())
+    }
+
     /// True when some scope for this type is patient-context (the token speaks for one patient).
     pub fn has_context(&self, ctx: Context) -> bool {
         self.resources.iter().any(|s| s.context == ctx)
@@ -134,6 +155,17 @@ mod tests {
         let w = Scope::parse("system/*.write").unwrap();
         assert!(w.create && w.update && w.delete && !w.read && !w.search);
         assert!(Scope::parse("user/*.cruds").unwrap().allows("Patient", Interaction::Delete));
+    }
+
+    #[test]
+    fn query_constrained_scopes_read_and_search_only() {
+        let s = Scope::parse("patient/MedicationRequest.cruds?status=active").unwrap();
+        assert!(s.read && s.search && !s.create && !s.update && !s.delete);
+        assert_eq!(s.filter, vec![("status".to_string(), "active".to_string())]);
+        let all = Scopes::parse("patient/MedicationRequest.rs?status=active patient/AllergyIntolerance.rs");
+        assert!(all.constraints("MedicationRequest", Interaction::Read).is_some());
+        assert!(all.constraints("AllergyIntolerance", Interaction::Read).is_none());
+        assert_eq!(Scope::parse("patient/MedicationRequest.rs?"), None);
     }
 
     #[test]

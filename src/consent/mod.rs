@@ -99,7 +99,11 @@ fn normalise_scope(scope: &str) -> Result<(String, Vec<Scope>), ConsentError> {
 }
 
 fn scope_text(s: &Scope) -> String {
-    format!("patient/{}.{}", s.resource.as_deref().unwrap_or("*"), perms(s))
+    let base = format!("patient/{}.{}", s.resource.as_deref().unwrap_or("*"), perms(s));
+    match serde_urlencoded::to_string(&s.filter) {
+        Ok(q) if !q.is_empty() => format!("{base}?{q}"),
+        _ => base,
+    }
 }
 
 pub fn perms(s: &Scope) -> String {

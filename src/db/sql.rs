@@ -88,6 +88,10 @@ impl Sql {
         Sql { text: text.to_string(), binds }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
     pub fn contains(&self, text: &str) -> bool {
         self.text.contains(text)
     }

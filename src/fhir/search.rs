@@ -92,6 +92,7 @@ pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<
     }
     limit_to_compartment(&mut plan.conds, "r", &req.rtype, req.compartment.as_deref());
     ctx.limit_search(&mut plan.conds, "r", &req.rtype, Interaction::Search);
+    scope_constraints(&mut plan.conds, ctx, &req.rtype, Interaction::Search)?;
     correlate_when_one_patient(&mut plan.conds);
     if plan.total || out.summary_count {
         out.total = Some(count(conn, &req.rtype, &plan.conds)?);
@@ -487,6 +488,45 @@ fn chain(conds: &mut Sql, alias: &str, rtype: &str, head: &str, chained: &str, v
     Ok(true)
 }
 
+/// Query-constrained scopes (`….rs?status=active`), of the token and of the patient's grant:
+/// each set of alternatives must match; a parameter the type does not have matches nothing.
+fn scope_constraints(conds: &mut Sql, ctx: &AccessContext, rtype: &str, what: Interaction) -> Result<(), FhirError> {
+    let sets =
+        [ctx.scopes.constraints(rtype, what), ctx.grant_scopes.as_ref().and_then(|g| g.constraints(rtype, what))];
+    for alts in sets.into_iter().flatten() {
+        conds.push(" AND (1 = 0");
+        for alt in alts {
+            conds.push(" OR (1 = 1");
+            for (k, v) in &alt {
+                if !filter(conds, "r", rtype, k, v)? {
+                    conds.push(" AND 1 = 0");
+                }
+            }
+            conds.push(")");
+        }
+        conds.push(")");
+    }
+    Ok(())
+}
+
+/// Whether the resource at `rid` satisfies the caller's query-constrained scopes for `what`.
+pub(crate) fn within_constraints(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rtype: &str,
+    rid: i64,
+    what: Interaction,
+) -> Result<bool, FhirError> {
+    let mut conds = Sql::new("");
+    scope_constraints(&mut conds, ctx, rtype, what)?;
+    if conds.is_empty() {
+        return Ok(true);
+    }
+    let mut q = Sql::new("SELECT COUNT(*) AS n FROM resources r WHERE r.rid = ");
+    q.int(rid).append(&conds);
+    Ok(conn.first::<Int>(&q)?.is_some_and(|r| r.n > 0))
+}
+
 /// Within one patient's compartment the compartment index finds a handful of rows, so the index
 /// conditions are better probed per row (EXISTS) than materialised for the whole table (IN), which
 /// for `status=active` would list every active prescription of every patient.
@@ -603,8 +643,12 @@ fn rids_of(conn: &mut Conn, items: &[Stored]) -> Result<Vec<i64>, FhirError> {
 /// Included resources pass the same checks as a read: scope, and reach for this caller.
 fn readable(conn: &mut Conn, ctx: &AccessContext, rows: Vec<Row>) -> Result<Vec<Stored>, FhirError> {
     let mut out = Vec::with_capacity(rows.len());
-    for s in rows.into_iter().map(Stored::from) {
-        if ctx.may_touch(conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)? {
+    for r in rows {
+        let (rid, rtype) = (r.rid, r.res_type.clone());
+        let s = Stored::from(r);
+        if ctx.may_touch(conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)?
+            && within_constraints(conn, ctx, &rtype, rid, Interaction::Read)?
+        {
             out.push(s);
         }
     }

@@ -117,9 +117,12 @@ impl Store {
         ctx.require(rtype, what)?;
         let mut conn = self.db.conn()?;
         let row = current(&mut conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
+        let rid = row.rid;
         let stored = Stored::from(row);
         // A resource out of reach is reported as absent: its existence is not ours to reveal.
-        if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), what)? {
+        if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), what)?
+            || !super::search::within_constraints(&mut conn, ctx, rtype, rid, what)?
+        {
             return Err(FhirError::not_found(rtype, id));
         }
         if stored.deleted {
@@ -140,8 +143,11 @@ impl Store {
             );
             let row: Row =
                 conn.first(&q)?.ok_or_else(|| FhirError::NotFound(format!("{rtype}/{id}/_history/{vid}")))?;
+            let rid = row.rid;
             let stored = Stored::from(row);
-            if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), Interaction::Read)? {
+            if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), Interaction::Read)?
+                || !super::search::within_constraints(&mut conn, ctx, rtype, rid, Interaction::Read)?
+            {
                 return Err(FhirError::not_found(rtype, id));
             }
             if stored.deleted {

@@ -45,3 +45,23 @@ fn update_patch_and_scopes(app: &TestApp) {
 }
 
 both!(update_patch_and_scopes);
+
+fn query_constrained_scopes(app: &TestApp) {
+    let p = app.create(patient(NHS[2], "Sharma", "Priya"));
+    let (code, display) = PARACETAMOL;
+    let active = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let (code, display) = SIMVASTATIN;
+    let stopped = app.create(medication_request(&p, code, display, "stopped", "2024-01-02"));
+    let c = app.client_with(Some(app.patient_token("patient/MedicationRequest.rs?status=active", &p)));
+    assert_eq!(c.get("MedicationRequest").ids(), vec![active.clone()]);
+    assert_eq!(c.get(&format!("MedicationRequest/{active}")).status, 200);
+    assert_eq!(c.get(&format!("MedicationRequest/{stopped}")).status, 404, "outside the scope's query");
+    let (code, display) = PARACETAMOL;
+    assert_eq!(
+        c.post("MedicationRequest", &medication_request(&p, code, display, "active", "2025-01-02")).status,
+        403,
+        "a constrained scope only reads"
+    );
+}
+
+both!(query_constrained_scopes);
