@@ -16,6 +16,8 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// Access token lifetime in seconds.
     pub token_lifetime: i64,
+    /// Whether apps may register themselves (RFC 7591) at `/oauth/register`.
+    pub open_registration: bool,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -42,6 +44,9 @@ pub struct Overrides {
     /// Access token lifetime in seconds [env: HEALTHFOLIO_TOKEN_LIFETIME] [default: 900]
     #[arg(long, env = "HEALTHFOLIO_TOKEN_LIFETIME", hide_env = true)]
     pub token_lifetime: Option<i64>,
+    /// Let apps register themselves at /oauth/register (RFC 7591) [env: HEALTHFOLIO_OPEN_REGISTRATION]
+    #[arg(long, env = "HEALTHFOLIO_OPEN_REGISTRATION", hide_env = true)]
+    pub open_registration: bool,
     /// Allow a plain-http base URL on a non-local address (behind a TLS-terminating proxy).
     #[arg(long, env = "HEALTHFOLIO_INSECURE_HTTP", hide_env = true)]
     pub insecure_http: bool,
@@ -60,6 +65,7 @@ struct FileConfig {
     body_limit: Option<usize>,
     pool_size: Option<u32>,
     token_lifetime: Option<i64>,
+    open_registration: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +104,7 @@ impl Config {
             body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
             pool_size: o.pool_size.or(file.pool_size).unwrap_or(16).max(1),
             token_lifetime: o.token_lifetime.or(file.token_lifetime).unwrap_or(900).clamp(60, 3600),
+            open_registration: o.open_registration || file.open_registration.unwrap_or(false),
             secret_key: std::env::var("HEALTHFOLIO_SECRET_KEY").ok().filter(|s| !s.is_empty()),
         })
     }

@@ -171,6 +171,50 @@ pub fn list(conn: &mut Conn) -> Result<Vec<Client>, AuthError> {
     conn.load::<ClientRow>(&q)?.into_iter().map(Client::try_from).collect()
 }
 
+/// An RFC 7591 registration request: public apps (`none`) and asymmetric clients (`private_key_jwt`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Registration {
+    pub client_name: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    pub grant_types: Vec<String>,
+    pub jwks: Option<Value>,
+    pub jwks_uri: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Registers a client from an RFC 7591 request; returns the RFC 7591 response body.
+pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, AuthError> {
+    let kind = match (r.token_endpoint_auth_method.as_deref().unwrap_or("none"), r.grant_types.iter().any(|g| g == "client_credentials")) {
+        ("none", false) => ClientKind::Public,
+        ("private_key_jwt", true) => ClientKind::Backend,
+        ("private_key_jwt", false) => return Err(AuthError::Invalid("asymmetric apps with sign-in are not offered yet: register as a public app (token_endpoint_auth_method none)".into())),
+        (m, _) => return Err(AuthError::Invalid(format!("token_endpoint_auth_method {m} is not offered: use none or private_key_jwt"))),
+    };
+    // A self-registered backend client reaches nothing until patients grant it, and never acts for an organisation.
+    let new = NewClient {
+        name: r.client_name.clone().unwrap_or_else(|| "Unnamed app".into()),
+        kind: Some(kind),
+        redirect_uris: r.redirect_uris.clone(),
+        scope: r.scope.clone().unwrap_or_default(),
+        jwks: r.jwks.clone(),
+        jwks_uri: r.jwks_uri.clone(),
+        organization: None,
+    };
+    let (c, _) = register(conn, &new)?;
+    Ok(serde_json::json!({
+        "client_id": c.client_id,
+        "client_id_issued_at": c.created_at / 1_000_000,
+        "client_name": c.name,
+        "redirect_uris": c.redirect_uris,
+        "token_endpoint_auth_method": if kind == ClientKind::Public { "none" } else { "private_key_jwt" },
+        "grant_types": if kind == ClientKind::Public { serde_json::json!(["authorization_code", "refresh_token"]) } else { serde_json::json!(["client_credentials"]) },
+        "scope": c.scope,
+    }))
+}
+
 /// Removes a client; every token it holds stops working on the next request.
 pub fn remove(conn: &mut Conn, client_id: &str) -> Result<bool, AuthError> {
     let n = conn.execute(&Sql::with(

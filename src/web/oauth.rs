@@ -22,7 +22,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/oauth/token", web::post().to(token))
         .route("/oauth/introspect", web::post().to(introspect))
         .route("/oauth/revoke", web::post().to(revoke))
-        .route("/oauth/userinfo", web::get().to(userinfo));
+        .route("/oauth/userinfo", web::get().to(userinfo))
+        .route("/oauth/register", web::post().to(register));
 }
 
 const LOGIN_CSRF: &str = "hf_login_csrf";
@@ -372,4 +373,30 @@ async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     })
     .await??;
     Ok(HttpResponse::Ok().json(v))
+}
+
+/// RFC 7591 dynamic registration, for public and asymmetric clients, when the operator enabled it.
+async fn register(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    if !state.hf.config.open_registration {
+        return oauth_error(&OAuthError::new(
+            "access_denied",
+            "self-registration is disabled here: ask the operator to register your app",
+            403,
+        ));
+    }
+    let r: crate::auth::clients::Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return HttpResponse::BadRequest()
+                .json(serde_json::json!({"error": "invalid_client_metadata", "error_description": e.to_string()}))
+        }
+    };
+    let db = state.hf.db.clone();
+    let out = web::block(move || db.transaction(|c| crate::auth::clients::register_dynamic(c, &r))).await;
+    match out {
+        Ok(Ok(v)) => HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(v),
+        Ok(Err(e)) => HttpResponse::BadRequest()
+            .json(serde_json::json!({"error": "invalid_client_metadata", "error_description": e.to_string()})),
+        Err(_) => oauth_error(&OAuthError::server("worker pool unavailable")),
+    }
 }

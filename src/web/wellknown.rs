@@ -46,7 +46,7 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
 /// SMART App Launch 2.2 discovery: only capabilities that work are listed.
 async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
     let base = &state.hf.config.base_url;
-    HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(json!({
+    let mut doc = json!({
         "issuer": base,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "authorization_endpoint": format!("{base}/oauth/authorize"),
@@ -65,7 +65,11 @@ async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
         "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
             "context-standalone-patient", "permission-patient", "permission-user", "permission-offline", "permission-v1", "permission-v2",
             "sso-openid-connect", "authorize-post"],
-    }))
+    });
+    if state.hf.config.open_registration {
+        doc["registration_endpoint"] = json!(format!("{base}/oauth/register"));
+    }
+    HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(doc)
 }
 
 async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {

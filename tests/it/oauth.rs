@@ -401,3 +401,36 @@ both!(
     withdrawn_grant_stops_the_app,
     discovery_documents,
 );
+
+#[test]
+fn dynamic_registration_only_when_enabled() {
+    let closed = TestApp::sqlite();
+    let body = serde_json::json!({"client_name": "Pill Pal", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    let post =
+        |app: &TestApp, b: &Value| match http().post(&format!("{}/oauth/register", app.base)).send_json(b.clone()) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_json::<Value>().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        };
+    assert_eq!(post(&closed, &body).0, 403);
+    assert!(closed
+        .client_with(None)
+        .get(&format!("{}/.well-known/smart-configuration", closed.base))
+        .body
+        .get("registration_endpoint")
+        .is_none());
+    let open = TestApp::sqlite_with_open_registration();
+    let (status, v) = post(&open, &body);
+    assert_eq!(status, 201, "{v}");
+    let client_id = v["client_id"].as_str().expect("client_id").to_string();
+    // The registered app can run the whole launch.
+    patient_with_login(&open, NHS[0], "ada@example.org");
+    let client = oauth_client(&open, &client_id);
+    let (url, verifier, _) = authorize_url(&open, &client, APP_SCOPES);
+    let (code, _) = sign_in_and_approve(&open, &mut Browser::default(), &url, "ada@example.org");
+    assert!(!exchange(&open, &client, &code, &verifier).access_token().secret().is_empty());
+    let (status, v) = post(
+        &open,
+        &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
+    );
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")));
+}

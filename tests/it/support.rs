@@ -39,6 +39,10 @@ macro_rules! both {
     };
 }
 
+thread_local! {
+    static OPEN_REGISTRATION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn admin_url() -> String {
     std::env::var("HEALTHFOLIO_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -94,6 +98,16 @@ impl TestApp {
         TestApp::start_as(dir, database_url, pg_database, None)
     }
 
+    /// A SQLite instance whose operator lets apps register themselves (RFC 7591).
+    pub fn sqlite_with_open_registration() -> TestApp {
+        let dir = temp_dir();
+        let url = dir.join("test.db").to_string_lossy().into_owned();
+        OPEN_REGISTRATION.with(|f| f.set(true));
+        let app = TestApp::start(dir, url, None);
+        OPEN_REGISTRATION.with(|f| f.set(false));
+        app
+    }
+
     fn start_as(
         dir: PathBuf,
         database_url: String,
@@ -108,6 +122,7 @@ impl TestApp {
             database_url: Some(database_url.clone()),
             pool_size: Some(4),
             base_url: public.clone(),
+            open_registration: OPEN_REGISTRATION.with(|f| f.get()),
             body_limit: Some(1024 * 1024),
             ..Overrides::default()
         };
