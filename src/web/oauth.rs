@@ -334,15 +334,15 @@ struct TokenForm {
 }
 
 /// The `token` of an introspection or revocation form.
-fn token_param(body: &[u8]) -> Result<String, HttpResponse> {
-    let f: TokenForm = form(body).map_err(|r| *r)?;
-    f.token.ok_or_else(|| oauth_error(&OAuthError::new("invalid_request", "token is required", 400)))
+fn token_param(body: &[u8]) -> Result<String, Box<HttpResponse>> {
+    let f: TokenForm = form(body)?;
+    f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::new("invalid_request", "token is required", 400))))
 }
 
 async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let token = match token_param(&body) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (hf, ep) = (state.hf.clone(), state.endpoints());
     let answer = blocking(move || Ok(oauth::introspect(&mut hf.db.conn()?, &hf.keys, &ep, &token))).await;
@@ -355,7 +355,7 @@ async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpRespons
 async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let token = match token_param(&body) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (hf, ep) = (state.hf.clone(), state.endpoints());
     match blocking(move || hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))).await {
