@@ -80,6 +80,13 @@ impl Db {
     /// (an optional `sqlite://` prefix is accepted).
     pub fn open(url: &str, pool_size: u32) -> Result<Db, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // libpq would otherwise try GSSAPI (Kerberos) on every connect; Kerberos' own
+            // process-exit teardown then aborts a thread still connecting. Set it in the URL to use it.
+            let url = if url.contains("gssencmode=") {
+                url.to_string()
+            } else {
+                format!("{url}{}gssencmode=disable", if url.contains('?') { '&' } else { '?' })
+            };
             let pool = Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(Duration::from_secs(10))

@@ -173,10 +173,14 @@ fn lease(conn: &mut Conn, worker: &str) -> Result<Option<Job>, FhirError> {
     Ok(conn.first(&q)?)
 }
 
-/// Runs forever on its own thread: lease, export, repeat.
-pub fn start_worker(db: Db, base: String, files: PathBuf) {
+/// Runs on its own thread while `alive` can be upgraded (the server that started it is up):
+/// lease, export, repeat.
+pub fn start_worker(db: Db, base: String, files: PathBuf, alive: std::sync::Weak<()>) {
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let spawned = std::thread::Builder::new().name("bulk-export".into()).spawn(move || loop {
+        if alive.upgrade().is_none() {
+            return;
+        }
         let leased = db.transaction(|c| lease(c, &worker));
         match leased {
             Ok(Some(job)) => {

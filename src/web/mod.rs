@@ -27,6 +27,8 @@ pub struct AppState {
     pub sources: std::sync::Arc<crate::federation::client::SourceClient>,
     pub limits: limits::Limits,
     pub capabilities: String,
+    /// Background workers run while the server holding this is up.
+    pub alive: std::sync::Arc<()>,
 }
 
 impl AppState {
@@ -50,9 +52,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Starts the server on an already-bound listener (tests bind port 0).
 pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    crate::portability::bulk::start_worker(hf.db.clone(), hf.config.base_url.clone(), hf.bulk_dir());
+    let alive = std::sync::Arc::new(());
+    crate::portability::bulk::start_worker(
+        hf.db.clone(),
+        hf.config.base_url.clone(),
+        hf.bulk_dir(),
+        std::sync::Arc::downgrade(&alive),
+    );
     let state = web::Data::new(AppState {
         capabilities: wellknown::capabilities(&hf.config.base_url),
+        alive,
         hf,
         metrics: Default::default(),
         limits: Default::default(),
