@@ -54,7 +54,10 @@ pub fn postgres_enabled() -> bool {
 
 fn pg_admin(sql: &str) {
     use diesel::{Connection, RunQueryDsl};
-    let mut c = diesel::PgConnection::establish(&admin_url())
+    // No GSSAPI: Kerberos' exit-time teardown must not meet a connection (see db::Db::open).
+    let url = admin_url();
+    let url = if url.contains('?') { url } else { format!("{url}?gssencmode=disable") };
+    let mut c = diesel::PgConnection::establish(&url)
         .expect("PostgreSQL reachable (set HEALTHFOLIO_TEST_POSTGRES=off to skip)");
     diesel::sql_query(sql).execute(&mut c).expect(sql);
 }
