@@ -103,6 +103,18 @@ enum Command {
         #[command(flatten)]
         o: Overrides,
     },
+    /// Register another provider's Healthfolio patients can bring their record from (the client id
+    /// this instance holds there, registered with redirect URI <base-url>/portal/transfer/callback).
+    Partner {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        fhir_base: String,
+        #[arg(long)]
+        client_id: String,
+        #[command(flatten)]
+        o: Overrides,
+    },
     /// Federated sources (the shared-record roadmap stages).
     Source {
         #[command(subcommand)]
@@ -251,6 +263,11 @@ fn run(command: Command) -> CliResult {
         }
         Command::Config { cmd: ConfigCmd::Show, o } => {
             println!("{}", Config::resolve(&o)?.redacted());
+            Ok(())
+        }
+        Command::Partner { name, fhir_base, client_id, o } => {
+            crate::portability::transfer::add_partner(&open(&o)?.db, &name, &fhir_base, &client_id)?;
+            println!("partner {name} added: patients can bring their record from {fhir_base}");
             Ok(())
         }
         Command::Source { cmd, o } => sources::run(&open(&o)?, cmd),

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod bulk;
 mod summary;
+pub mod transfer;
 
 pub use summary::summary;
 

@@ -12,6 +12,7 @@ pub mod observe;
 mod operations;
 pub mod pages;
 mod portal;
+mod transfer;
 mod wellknown;
 
 use crate::Healthfolio;
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     fhir::configure(cfg);
     oauth::configure(cfg);
     portal::configure(cfg);
+    transfer::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
 }
 

@@ -10,3 +10,4 @@ mod portal;
 mod smoke;
 mod store;
 mod support;
+mod transfer;

@@ -1,0 +1,207 @@
+//! Bringing a record from another provider's Healthfolio (or any SMART server with `$phr-export`):
+//! the patient, signed in here, is sent to the partner to sign in and approve (SMART App Launch with
+//! PKCE, the `oauth2` crate as the client); on return, the record is pulled and imported like an
+//! archive: one transaction, origin Provenance, and a retry adds nothing twice.
+
+use super::archive::{self, ImportOptions, ImportReport};
+use crate::db::{Bind, Db, Sql};
+use crate::fhir::{now_micros, FhirError, Store};
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+const PENDING_MICROS: i64 = 15 * 60 * 1_000_000;
+
+#[derive(QueryableByName, Debug, Clone)]
+pub struct Partner {
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub fhir_base: String,
+    #[diesel(sql_type = Text)]
+    pub client_id: String,
+}
+
+#[derive(QueryableByName)]
+struct Pending {
+    #[diesel(sql_type = Text)]
+    patient_id: String,
+    #[diesel(sql_type = Text)]
+    partner: String,
+    #[diesel(sql_type = Text)]
+    verifier: String,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SmartFields {
+    patient: Option<String>,
+}
+impl ExtraTokenFields for SmartFields {}
+
+fn err(m: impl std::fmt::Display) -> FhirError {
+    FhirError::invalid(m.to_string())
+}
+
+pub fn add_partner(db: &Db, name: &str, fhir_base: &str, client_id: &str) -> Result<(), FhirError> {
+    db.transaction(|c| {
+        c.execute(&Sql::with(
+            "INSERT INTO transfer_partners (name, fhir_base, client_id, created_at) VALUES (?, ?, ?, ?)",
+            [
+                Bind::Text(name.into()),
+                Bind::Text(fhir_base.trim_end_matches('/').into()),
+                Bind::Text(client_id.into()),
+                Bind::Int(now_micros()),
+            ],
+        ))
+    })?;
+    Ok(())
+}
+
+pub fn partners(db: &Db) -> Result<Vec<Partner>, FhirError> {
+    Ok(db.conn()?.load(&Sql::new("SELECT name, fhir_base, client_id FROM transfer_partners ORDER BY name"))?)
+}
+
+fn partner(db: &Db, name: &str) -> Result<Partner, FhirError> {
+    let q =
+        Sql::with("SELECT name, fhir_base, client_id FROM transfer_partners WHERE name = ?", [Bind::Text(name.into())]);
+    db.conn()?.first(&q)?.ok_or_else(|| err(format!("{name} is not a provider you can bring a record from")))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(TIMEOUT).redirects(0).build()
+}
+
+fn discover(p: &Partner) -> Result<(String, String), FhirError> {
+    let v: Value = agent()
+        .get(&format!("{}/.well-known/smart-configuration", p.fhir_base))
+        .call()
+        .map_err(|e| err(format!("{} could not be reached ({e})", p.name)))?
+        .into_json()
+        .map_err(|_| err(format!("{} has no SMART configuration", p.name)))?;
+    let get =
+        |k: &str| v[k].as_str().map(str::to_string).ok_or_else(|| err(format!("{} does not publish {k}", p.name)));
+    Ok((get("authorization_endpoint")?, get("token_endpoint")?))
+}
+
+/// An OAuth client whose token response carries SMART's `patient`.
+type TransferClient = oauth2::Client<
+    BasicErrorResponse,
+    StandardTokenResponse<SmartFields, BasicTokenType>,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+fn client(p: &Partner, redirect: &str, auth: String, token: String) -> Result<TransferClient, FhirError> {
+    Ok(oauth2::Client::new(ClientId::new(p.client_id.clone()))
+        .set_auth_uri(AuthUrl::new(auth).map_err(err)?)
+        .set_token_uri(TokenUrl::new(token).map_err(err)?)
+        .set_redirect_uri(RedirectUrl::new(redirect.to_string()).map_err(err)?))
+}
+
+/// Starts a transfer for `patient`: returns the partner's authorization URL to send them to.
+pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str) -> Result<String, FhirError> {
+    let p = partner(db, partner_name)?;
+    let (auth, token) = discover(&p)?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state) = client(&p, redirect, auth, token)?
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("launch/patient".into()))
+        .add_scope(Scope::new("patient/*.rs".into()))
+        .add_extra_param("aud", p.fhir_base.clone())
+        .set_pkce_challenge(challenge)
+        .url();
+    db.transaction(|c| {
+        c.execute(&Sql::with(
+            "INSERT INTO transfers (state, patient_id, partner, verifier, created_at) VALUES (?, ?, ?, ?, ?)",
+            [
+                Bind::Text(state.secret().clone()),
+                Bind::Text(patient.into()),
+                Bind::Text(p.name.clone()),
+                Bind::Text(verifier.secret().clone()),
+                Bind::Int(now_micros()),
+            ],
+        ))
+    })?;
+    Ok(url.to_string())
+}
+
+/// Finishes a transfer when the patient returns with `code` for `state`: pulls the record the
+/// partner exports for them and imports it into `patient`'s record here.
+pub fn finish(
+    store: &Store,
+    patient: &str,
+    state: &str,
+    code: &str,
+    redirect: &str,
+) -> Result<ImportReport, FhirError> {
+    let q = Sql::with(
+        "SELECT patient_id, partner, verifier, created_at FROM transfers WHERE state = ? AND finished_at IS NULL",
+        [Bind::Text(state.into())],
+    );
+    let pending: Pending =
+        store.db.conn()?.first(&q)?.ok_or_else(|| err("this transfer is unknown or already finished: start again"))?;
+    if pending.patient_id != patient || now_micros() - pending.created_at > PENDING_MICROS {
+        return Err(err("this transfer was started by someone else or has expired: start again"));
+    }
+    let p = partner(&store.db, &pending.partner)?;
+    let (auth, token_url) = discover(&p)?;
+    let token = client(&p, redirect, auth, token_url)?
+        .exchange_code(AuthorizationCode::new(code.to_string()))
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+        .request(&agent())
+        .map_err(|e| err(format!("{} refused the sign-in ({e})", p.name)))?;
+    let remote = token
+        .extra_fields()
+        .patient
+        .clone()
+        .ok_or_else(|| err(format!("{} did not say whose record it is", p.name)))?;
+    let export: Value = agent()
+        .get(&format!("{}/Patient/{remote}/$phr-export", p.fhir_base))
+        .set("Authorization", &format!("Bearer {}", token.access_token().secret()))
+        .set("Accept", "application/fhir+json")
+        .call()
+        .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?
+        .into_json()
+        .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?;
+    let lines: Vec<Value> = export["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| e.get("resource").cloned())
+        .collect();
+    if lines.len() > archive::MAX_RESOURCES {
+        return Err(FhirError::TooLarge(format!("the record holds more than {} resources", archive::MAX_RESOURCES)));
+    }
+    let report =
+        archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;
+    store.db.transaction(|c| {
+        c.execute(&Sql::with(
+            "UPDATE transfers SET finished_at = ?, result = ? WHERE state = ?",
+            [
+                Bind::Int(now_micros()),
+                Bind::Text(serde_json::to_string(&report).unwrap_or_default()),
+                Bind::Text(state.into()),
+            ],
+        ))
+    })?;
+    Ok(report)
+}

@@ -1,0 +1,113 @@
+//! The portal's "bring your record" pages: send the patient to the partner, finish on return.
+
+use super::oauth::current_session;
+use super::pages::{html, page_error, see_other};
+use super::AppState;
+use crate::portability::transfer::{self, Partner};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/portal/transfer", web::get().to(page))
+        .route("/portal/transfer", web::post().to(start))
+        .route("/portal/transfer/callback", web::get().to(callback));
+}
+
+#[derive(Template)]
+#[template(path = "portal_transfer.html")]
+struct TransferPage {
+    section: &'static str,
+    csrf: String,
+    partners: Vec<Partner>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+fn redirect_uri(state: &AppState) -> String {
+    format!("{}/portal/transfer/callback", state.hf.config.base_url)
+}
+
+async fn render(
+    state: &web::Data<AppState>,
+    csrf: String,
+    notice: Option<String>,
+    error: Option<String>,
+) -> HttpResponse {
+    let db = state.hf.db.clone();
+    let partners = web::block(move || transfer::partners(&db)).await.ok().and_then(Result::ok).unwrap_or_default();
+    let status = if error.is_some() { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
+    html(status, TransferPage { section: "transfer", csrf, partners, notice, error }.render())
+}
+
+async fn signed_in(req: &HttpRequest, state: &web::Data<AppState>) -> Result<(String, String), HttpResponse> {
+    let s = current_session(req, state).await.ok_or_else(|| see_other("/portal/login"))?;
+    let p = s.account.patient_id().map(str::to_string).ok_or_else(|| {
+        page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
+    })?;
+    Ok((s.row.csrf, p))
+}
+
+async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match signed_in(&req, &state).await {
+        Ok((csrf, _)) => render(&state, csrf, None, None).await,
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct StartForm {
+    csrf: String,
+    partner: String,
+}
+
+async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<StartForm>) -> HttpResponse {
+    let (csrf, patient) = match signed_in(&req, &state).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if form.csrf != csrf {
+        return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
+    }
+    let (db, redirect, partner) = (state.hf.db.clone(), redirect_uri(&state), form.partner.clone());
+    match web::block(move || transfer::begin(&db, &patient, &partner, &redirect)).await {
+        Ok(Ok(url)) => see_other(&url),
+        Ok(Err(e)) => render(&state, csrf, None, Some(e.to_string())).await,
+        Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn callback(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Callback>) -> HttpResponse {
+    let (csrf, patient) = match signed_in(&req, &state).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (Some(code), Some(st)) = (q.code.clone(), q.state.clone()) else {
+        let why = q.error.clone().unwrap_or_else(|| "no answer".into());
+        return render(
+            &state,
+            csrf,
+            None,
+            Some(format!("The other provider did not agree ({why}). Nothing was copied.")),
+        )
+        .await;
+    };
+    let (store, redirect) = (state.hf.store.clone(), redirect_uri(&state));
+    match web::block(move || transfer::finish(&store, &patient, &st, &code, &redirect)).await {
+        Ok(Ok(r)) => {
+            let msg =
+                format!("Your record arrived: {} entries copied, {} were already here.", r.created, r.already_present);
+            render(&state, csrf, Some(msg), None).await
+        }
+        Ok(Err(e)) => render(&state, csrf, None, Some(format!("{e}. Nothing was copied; you can try again."))).await,
+        Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
+    }
+}
