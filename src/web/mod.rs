@@ -51,6 +51,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
 }
 
+/// Headers every answer carries; HSTS only when the public URL is https (browsers ignore it otherwise).
+fn security_headers(https: bool) -> middleware::DefaultHeaders {
+    let h = middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "no-referrer"));
+    if https {
+        h.add(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+    } else {
+        h
+    }
+}
+
 /// Starts the server on an already-bound listener (tests bind port 0).
 pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -69,17 +81,14 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
         limits: Default::default(),
         sources: Default::default(),
     });
+    let https = state.hf.config.base_url.starts_with("https://");
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(middleware::Compress::default())
             .wrap(middleware::from_fn(limits::in_flight))
             .wrap(middleware::from_fn(observe::observe))
-            .wrap(
-                middleware::DefaultHeaders::new()
-                    .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("Referrer-Policy", "no-referrer")),
-            )
+            .wrap(security_headers(https))
             .configure(configure)
     })
     .workers(workers)
