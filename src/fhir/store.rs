@@ -524,6 +524,7 @@ pub(crate) fn update_in(
         }
         None => return Err(FhirError::invalid("an update must carry the resource id in its body")),
     }
+    ctx.require(rtype, Interaction::Update)?;
     let Some(row) = current(conn, rtype, id)? else {
         if let Some(v) = if_match {
             return Err(FhirError::PreconditionFailed(format!(
@@ -610,6 +611,8 @@ pub(crate) fn patch_in(
     patch: &Value,
     if_match: Option<i64>,
 ) -> Result<WriteOutcome, FhirError> {
+    // A missing scope is 403 whatever the resource; only then is an out-of-reach one absent.
+    ctx.require(rtype, Interaction::Update)?;
     let row = current(conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
     if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
         return Err(FhirError::not_found(rtype, id));
