@@ -303,7 +303,57 @@ fn admit(
     if rtype == "Patient" {
         one_record_per_person(conn, id, body)?;
     }
+    if let Some(p) = &patient {
+        refuse_moved(conn, ctx, p)?;
+    }
     Ok(patient)
+}
+
+/// A record that moved to another provider takes no new writes: one person, one live record.
+fn refuse_moved(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<(), FhirError> {
+    if ctx.reach == Reach::All {
+        return Ok(());
+    }
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = Text)]
+        replaced_by: String,
+    }
+    let q = Sql::with("SELECT replaced_by FROM closed_records WHERE patient_id = ?", [Bind::Text(patient.into())]);
+    match conn.first::<Moved>(&q)? {
+        Some(m) => Err(FhirError::Conflict(format!("this record has moved to {}: write there", m.replaced_by))),
+        None => Ok(()),
+    }
+}
+
+/// Closes a patient's record after it moved: the Patient points to its new home
+/// (`link.type = replaced-by`), stays readable, and refuses new writes. Idempotent.
+pub fn close_record(store: &Store, ctx: &AccessContext, patient: &str, replaced_by: &str) -> Result<Stored, FhirError> {
+    if !(replaced_by.starts_with("https://") || replaced_by.starts_with("http://")) {
+        return Err(FhirError::invalid("replacedBy must be the absolute URL of the record's new home"));
+    }
+    ctx.require("Patient", Interaction::Update)?;
+    store.db.transaction(|conn| {
+        let row = current(conn, "Patient", patient)?
+            .filter(|r| r.deleted == 0)
+            .ok_or_else(|| FhirError::not_found("Patient", patient))?;
+        if !ctx.may_touch(conn, "Patient", Some(patient), Interaction::Update)? {
+            return Err(FhirError::not_found("Patient", patient));
+        }
+        let mut body: Value =
+            serde_json::from_str(row.body.as_deref().unwrap_or("{}")).map_err(|e| FhirError::invalid(e.to_string()))?;
+        body["active"] = Value::Bool(false);
+        body["link"] = json!([{"other": {"reference": replaced_by}, "type": "replaced-by"}]);
+        // The service itself records the closure: the patient's write scope reached the decision.
+        let service = AccessContext::operator("record-moved");
+        let out = update_in(conn, &service, &mut Refs::default(), "Patient", patient, body, None)?;
+        conn.execute(&Sql::with("DELETE FROM closed_records WHERE patient_id = ?", [Bind::Text(patient.into())]))?;
+        conn.execute(&Sql::with(
+            "INSERT INTO closed_records (patient_id, replaced_by, closed_at) VALUES (?, ?, ?)",
+            [Bind::Text(patient.into()), Bind::Text(replaced_by.into()), Bind::Int(now_micros())],
+        ))?;
+        Ok(out.stored)
+    })
 }
 
 /// The patient compartment a resource belongs to, from its subject/patient reference.

@@ -35,6 +35,8 @@ pub struct Partner {
 #[derive(QueryableByName)]
 struct Pending {
     #[diesel(sql_type = Text)]
+    mode: String,
+    #[diesel(sql_type = Text)]
     patient_id: String,
     #[diesel(sql_type = Text)]
     partner: String,
@@ -117,25 +119,29 @@ fn client(p: &Partner, redirect: &str, auth: String, token: String) -> Result<Tr
 }
 
 /// Starts a transfer for `patient`: returns the partner's authorization URL to send them to.
-pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str) -> Result<String, FhirError> {
+/// A `move` also asks for the right to close the record there once it has arrived here.
+pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str, moving: bool) -> Result<String, FhirError> {
     let p = partner(db, partner_name)?;
     let (auth, token) = discover(&p)?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state) = client(&p, redirect, auth, token)?
+    let c = client(&p, redirect, auth, token)?;
+    let mut req = c
         .authorize_url(CsrfToken::new_random)
         .add_scope(Scope::new("launch/patient".into()))
-        .add_scope(Scope::new("patient/*.rs".into()))
-        .add_extra_param("aud", p.fhir_base.clone())
-        .set_pkce_challenge(challenge)
-        .url();
+        .add_scope(Scope::new("patient/*.rs".into()));
+    if moving {
+        req = req.add_scope(Scope::new("patient/Patient.u".into()));
+    }
+    let (url, state) = req.add_extra_param("aud", p.fhir_base.clone()).set_pkce_challenge(challenge).url();
     db.transaction(|c| {
         c.execute(&Sql::with(
-            "INSERT INTO transfers (state, patient_id, partner, verifier, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO transfers (state, patient_id, partner, verifier, mode, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             [
                 Bind::Text(state.secret().clone()),
                 Bind::Text(patient.into()),
                 Bind::Text(p.name.clone()),
                 Bind::Text(verifier.secret().clone()),
+                Bind::Text(if moving { "move" } else { "copy" }.into()),
                 Bind::Int(now_micros()),
             ],
         ))
@@ -153,7 +159,7 @@ pub fn finish(
     redirect: &str,
 ) -> Result<ImportReport, FhirError> {
     let q = Sql::with(
-        "SELECT patient_id, partner, verifier, created_at FROM transfers WHERE state = ? AND finished_at IS NULL",
+        "SELECT mode, patient_id, partner, verifier, created_at FROM transfers WHERE state = ? AND finished_at IS NULL",
         [Bind::Text(state.into())],
     );
     let pending: Pending =
@@ -193,6 +199,27 @@ pub fn finish(
     }
     let report =
         archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;
+    if pending.mode == "move" {
+        // Only now that the record is safely here is the old one closed, pointing to this one.
+        let here = format!("{}/Patient/{patient}", store.base);
+        let params =
+            serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "replacedBy", "valueUrl": here}]});
+        agent()
+            .post(&format!("{}/Patient/{remote}/$close", p.fhir_base))
+            .set("Authorization", &format!("Bearer {}", token.access_token().secret()))
+            .set("Content-Type", "application/fhir+json")
+            .send_string(&params.to_string())
+            .map_err(|e| {
+                let why = match e {
+                    ureq::Error::Status(code, r) => format!("{code}: {}", r.into_string().unwrap_or_default()),
+                    other => other.to_string(),
+                };
+                err(format!(
+                    "your record arrived here, but {} did not close the old one ({why}); try the move again",
+                    p.name
+                ))
+            })?;
+    }
     store.db.transaction(|c| {
         c.execute(&Sql::with(
             "UPDATE transfers SET finished_at = ?, result = ? WHERE state = ?",

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/$phr-import", web::post().to(phr_import))
         .route("/fhir/$process-message", web::post().to(process_message))
+        .route("/fhir/Patient/{id}/$close", web::post().to(close_record))
         .route("/fhir/Bundle/$phr-export", web::get().to(phr_export_by_param));
 }
 
@@ -161,4 +162,26 @@ async fn process_message(
     let store = state.hf.store.clone();
     let answer = web::block(move || crate::federation::messages::process(&store, &caller.0, &bundle)).await??;
     Ok(json_response(&answer))
+}
+
+/// `POST /fhir/Patient/{id}/$close` (Parameters `replacedBy`): the record moved; it keeps a pointer
+/// to its new home and takes no new writes.
+async fn close_record(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.hf.config.body_limit).await?;
+    let params: Value =
+        serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let replaced_by = params["parameter"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "replacedBy"))
+        .and_then(|p| p["valueUrl"].as_str().or(p["valueUri"].as_str()).or(p["valueString"].as_str()))
+        .map(str::to_string)
+        .ok_or_else(|| FhirError::invalid("$close needs a Parameters body with replacedBy (the record's new URL)"))?;
+    let (store, id) = (state.hf.store.clone(), path.into_inner());
+    let stored = web::block(move || crate::fhir::store::close_record(&store, &caller.0, &id, &replaced_by)).await??;
+    Ok(HttpResponse::Ok().content_type(super::FHIR_JSON).body(stored.body))
 }

@@ -60,6 +60,7 @@ async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 struct StartForm {
     csrf: String,
     partner: String,
+    mode: Option<String>,
 }
 
 async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<StartForm>) -> HttpResponse {
@@ -71,7 +72,8 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Sta
         return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
     }
     let (db, redirect, partner) = (state.hf.db.clone(), redirect_uri(&state), form.partner.clone());
-    match web::block(move || transfer::begin(&db, &patient, &partner, &redirect)).await {
+    let moving = form.mode.as_deref() == Some("move");
+    match web::block(move || transfer::begin(&db, &patient, &partner, &redirect, moving)).await {
         Ok(Ok(url)) => see_other(&url),
         Ok(Err(e)) => render(&state, csrf, None, Some(e.to_string())).await,
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),

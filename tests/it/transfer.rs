@@ -24,7 +24,36 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let pb = patient_with_login(b, NHS[0], "ada@example.org");
     healthfolio::portability::transfer::add_partner(&b.hf.db, "Practice A", &a.fhir, &client_id).expect("partner");
 
-    let move_once = || {
+    let move_once = || run(a, b, &callback, "copy");
+    let done = move_once();
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("Your record arrived"), "{}", done.body);
+    let c = b.client();
+    let mrs = c.get(&format!("MedicationRequest?patient={pb}&_revinclude=Provenance:target"));
+    assert_eq!(mrs.ids().len(), 1, "{}", mrs.text);
+    assert!(mrs.entries().iter().any(|e| e["resource"]["resourceType"] == "Provenance"), "origin recorded");
+    assert_eq!(c.get(&format!("AllergyIntolerance?patient={pb}")).ids().len(), 1);
+    // Again: nothing added twice.
+    let again = move_once();
+    assert!(again.body.contains("0 entries copied"), "{}", again.body);
+    assert_eq!(c.get(&format!("MedicationRequest?patient={pb}")).ids().len(), 1);
+    // A move closes the record at A, pointing to B, and A refuses new writes to it.
+    let moved = run(a, b, &callback, "move");
+    assert!(moved.body.contains("Your record arrived"), "{}", moved.body);
+    let old = a.client().get(&format!("Patient/{pa}"));
+    assert_eq!(old.body["active"], false);
+    assert_eq!(old.body["link"][0]["type"], "replaced-by");
+    assert!(old.body["link"][0]["other"]["reference"].as_str().is_some_and(|r| r.ends_with(&format!("/Patient/{pb}"))));
+    let writer = a.client_with(Some(a.patient_token("patient/*.cruds", &pa)));
+    let (code, display) = PARACETAMOL;
+    let refused = writer.post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-05-01"));
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(refused.diagnostics().contains("moved"));
+}
+
+/// Runs one transfer (copy or move) from A to B in two browsers; returns B's result page.
+fn run(a: &TestApp, b: &TestApp, callback: &str, mode: &str) -> Page {
+    let go = {
         let mut at_b = Browser::default();
         let login = at_b.get(&format!("{}/portal/login", b.base));
         let form = [
@@ -36,8 +65,10 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
         assert_eq!(at_b.post(&format!("{}/oauth/login", b.base), &form).status, 303);
         let page = at_b.get(&format!("{}/portal/transfer", b.base));
         assert!(page.body.contains("Practice A"), "{}", page.body);
-        let go = at_b
-            .post(&format!("{}/portal/transfer", b.base), &[("csrf", &page.field("csrf")), ("partner", "Practice A")]);
+        let go = at_b.post(
+            &format!("{}/portal/transfer", b.base),
+            &[("csrf", &page.field("csrf")), ("partner", "Practice A"), ("mode", mode)],
+        );
         assert_eq!(go.status, 303, "{}", go.body);
         let authorize = go.location.expect("to A");
         assert!(authorize.starts_with(&a.base), "{authorize}");
@@ -55,30 +86,22 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
         let back = if consent.status == 303 {
             consent.location.expect("location")
         } else {
-            let scopes: Vec<(&str, String)> = vec![
+            let mut scopes: Vec<(&str, String)> = vec![
                 ("csrf", consent.field("csrf")),
                 ("request", consent.field("request")),
                 ("decision", "allow".into()),
-                ("scope", "patient/*.rs".into()),
             ];
+            // Approve everything the consent page asks for.
+            for part in consent.body.split("name=\"scope\" type=\"checkbox\" value=\"").skip(1) {
+                scopes.push(("scope", part[..part.find('"').expect("quote")].to_string()));
+            }
             let form: Vec<(&str, &str)> = scopes.iter().map(|(k, v)| (*k, v.as_str())).collect();
             at_a.post(&format!("{}/oauth/consent", a.base), &form).location.expect("location")
         };
-        assert!(back.starts_with(&callback), "{back}");
+        assert!(back.starts_with(callback), "{back}");
         at_b.get(&back)
     };
-    let done = move_once();
-    assert_eq!(done.status, 200, "{}", done.body);
-    assert!(done.body.contains("Your record arrived"), "{}", done.body);
-    let c = b.client();
-    let mrs = c.get(&format!("MedicationRequest?patient={pb}&_revinclude=Provenance:target"));
-    assert_eq!(mrs.ids().len(), 1, "{}", mrs.text);
-    assert!(mrs.entries().iter().any(|e| e["resource"]["resourceType"] == "Provenance"), "origin recorded");
-    assert_eq!(c.get(&format!("AllergyIntolerance?patient={pb}")).ids().len(), 1);
-    // Again: nothing added twice.
-    let again = move_once();
-    assert!(again.body.contains("0 entries copied"), "{}", again.body);
-    assert_eq!(c.get(&format!("MedicationRequest?patient={pb}")).ids().len(), 1);
+    go
 }
 
 #[test]

@@ -14,6 +14,7 @@ CREATE TABLE transfers (
     patient_id TEXT NOT NULL,
     partner TEXT NOT NULL,
     verifier TEXT NOT NULL,
+    mode TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     finished_at BIGINT,
     result TEXT
