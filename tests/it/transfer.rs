@@ -24,6 +24,11 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let pb = patient_with_login(b, NHS[0], "ada@example.org");
     healthfolio::portability::transfer::add_partner(&b.hf.db, "Practice A", &a.fhir, &client_id).expect("partner");
 
+    // Interrupted: the patient says no at A. Nothing is copied, A is untouched, and a retry works.
+    let refused = run_deciding(a, b, &callback, "move", "deny");
+    assert!(refused.body.contains("Nothing was copied"), "{}", refused.body);
+    assert!(b.client().get(&format!("MedicationRequest?patient={pb}")).ids().is_empty());
+    assert_eq!(a.client().get(&format!("Patient/{pa}")).body["active"], serde_json::Value::Null);
     let move_once = || run(a, b, &callback, "copy");
     let done = move_once();
     assert_eq!(done.status, 200, "{}", done.body);
@@ -53,6 +58,11 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
 
 /// Runs one transfer (copy or move) from A to B in two browsers; returns B's result page.
 fn run(a: &TestApp, b: &TestApp, callback: &str, mode: &str) -> Page {
+    run_deciding(a, b, callback, mode, "allow")
+}
+
+/// The same, with the patient's decision at A (`allow` or `deny`).
+fn run_deciding(a: &TestApp, b: &TestApp, callback: &str, mode: &str, decision: &str) -> Page {
     let go = {
         let mut at_b = Browser::default();
         let login = at_b.get(&format!("{}/portal/login", b.base));
@@ -89,7 +99,7 @@ fn run(a: &TestApp, b: &TestApp, callback: &str, mode: &str) -> Page {
             let mut scopes: Vec<(&str, String)> = vec![
                 ("csrf", consent.field("csrf")),
                 ("request", consent.field("request")),
-                ("decision", "allow".into()),
+                ("decision", decision.into()),
             ];
             // Approve everything the consent page asks for.
             for part in consent.body.split("name=\"scope\" type=\"checkbox\" value=\"").skip(1) {
