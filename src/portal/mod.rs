@@ -11,6 +11,7 @@ pub mod home;
 pub mod medicines;
 pub mod sharing;
 pub mod taken;
+pub mod timeline;
 
 use crate::auth::AccessContext;
 use crate::fhir::search::{SearchRequest, SearchResult};

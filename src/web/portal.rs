@@ -24,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/portal/login", web::get().to(login))
         .route("/portal/logout", web::post().to(logout))
         .route("/portal/medicines", web::get().to(medicines_page))
+        .route("/portal/timeline", web::get().to(timeline_page))
         .route("/portal/medicines/add", web::get().to(add_form))
         .route("/portal/medicines/add", web::post().to(add))
         .route("/portal/medicines/{id}/stop", web::post().to(stop))
@@ -55,6 +56,15 @@ struct MedicinesPage {
     csrf: String,
     medicines: Vec<MedicineLine>,
     notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "portal_timeline.html")]
+struct TimelinePage {
+    section: &'static str,
+    csrf: String,
+    svg: String,
+    medicines: Vec<MedicineLine>,
 }
 
 #[derive(Template)]
@@ -293,6 +303,14 @@ async fn medicines_list(state: &web::Data<AppState>, p: &Patient, notice: Option
 async fn medicines_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     medicines_list(&state, &p, None).await
+}
+
+async fn timeline_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let p = or_page!(signed_in(&req, &state).await);
+    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
+    let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
+    let svg = crate::portal::timeline::svg(&medicines, &crate::fhir::time::today());
+    html(StatusCode::OK, TimelinePage { section: "medicines", csrf: p.csrf(), svg, medicines }.render())
 }
 
 async fn detail_page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {

@@ -11,4 +11,5 @@ mod portal;
 mod smoke;
 mod store;
 mod support;
+mod timeline;
 mod transfer;
