@@ -9,6 +9,7 @@ mod fhir;
 pub mod limits;
 mod oauth;
 pub mod observe;
+mod openapi;
 mod operations;
 pub mod pages;
 mod portal;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     fhir::configure(cfg);
     oauth::configure(cfg);
     portal::configure(cfg);
+    openapi::configure(cfg);
     transfer::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
 }

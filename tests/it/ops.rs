@@ -99,3 +99,29 @@ fn replicas_share_keys_grants_and_jobs() {
     let manifest = done.expect("another replica finished the job");
     assert_eq!(manifest["output"][0]["count"], 1);
 }
+
+/// The OpenAPI document parses, its page renders, and every path it lists is served.
+#[test]
+fn openapi_describes_what_is_served() {
+    let app = TestApp::sqlite();
+    let c = app.client_with(None);
+    let spec = c.get(&format!("{}/openapi.json", app.base));
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.body["openapi"], "3.0.3");
+    let page = c.get(&format!("{}/openapi", app.base));
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("/oauth/token"));
+    for (path, ops) in spec.body["paths"].as_object().expect("paths") {
+        let concrete = path.replace("{id}", "x").replace("{name}", "x.ndjson");
+        for method in ops.as_object().expect("ops").keys() {
+            let r = c.request(
+                &method.to_uppercase(),
+                &format!("{}{concrete}", app.base),
+                Some("application/x-www-form-urlencoded"),
+                Some(b""),
+            );
+            let routed = r.status != 404 || r.body["resourceType"] == "OperationOutcome";
+            assert!(routed && r.status != 405, "{method} {path} is not served: {}", r.status);
+        }
+    }
+}
