@@ -5,6 +5,7 @@ mod access;
 pub mod accounts;
 mod assertion;
 pub mod clients;
+pub mod invitations;
 pub mod keys;
 pub mod live;
 pub mod oauth;

@@ -14,6 +14,12 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 #[derive(Subcommand)]
 pub enum PatientCmd {
+    /// Print a one-time link (valid 7 days) with which the patient sets up their own login.
+    Invite {
+        /// The Patient id (or Patient/ID).
+        #[arg(long)]
+        patient: String,
+    },
     /// Create a Patient and the login linked to it (the password is read from standard input).
     Add {
         #[arg(long)]
@@ -120,7 +126,12 @@ fn fhir_err(e: FhirError) -> Box<dyn std::error::Error> {
 }
 
 pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
-    let PatientCmd::Add { nhs_number, given, family, birth_date, email, .. } = cmd;
+    let (nhs_number, given, family, birth_date, email) = match cmd {
+        PatientCmd::Invite { patient } => return invite(hf, patient.trim_start_matches("Patient/")),
+        PatientCmd::Add { nhs_number, given, family, birth_date, email, .. } => {
+            (nhs_number, given, family, birth_date, email)
+        }
+    };
     let password = read_password()?;
     let ctx = AccessContext::operator("patient add");
     let body = json!({
@@ -137,6 +148,21 @@ pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
     })?;
     hf.store.audit.flush();
     println!("Patient/{id} created with a login for {email}");
+    Ok(())
+}
+
+fn invite(hf: &Healthfolio, patient: &str) -> CliResult {
+    let mut conn = hf.db.conn()?;
+    let row = crate::fhir::store::current(&mut conn, "Patient", patient).map_err(fhir_err)?;
+    if row.is_none_or(|r| r.deleted != 0) {
+        return Err(format!("no Patient/{patient} here").into());
+    }
+    let code = crate::auth::invitations::invite(&mut conn, patient)?;
+    println!(
+        "{}/portal/invite/{code}
+(valid for 7 days, once)",
+        hf.config.base_url
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@ mod bulk;
 pub mod error;
 pub mod extract;
 mod fhir;
+mod invite;
 pub mod limits;
 mod oauth;
 pub mod observe;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     fhir::configure(cfg);
     oauth::configure(cfg);
     portal::configure(cfg);
+    invite::configure(cfg);
     openapi::configure(cfg);
     transfer::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));

@@ -2,6 +2,7 @@
 
 mod federation;
 mod fixtures;
+mod invite;
 mod matrix;
 mod oauth;
 mod oauth_support;
