@@ -18,6 +18,31 @@ pub struct Config {
     pub token_lifetime: i64,
     /// Whether apps may register themselves (RFC 7591) at `/oauth/register`.
     pub open_registration: bool,
+    /// Whether people may create their own record and login at `/portal/signup`.
+    pub open_signup: bool,
+    /// Where bulk export files go: storage every replica can read (a shared volume), because the
+    /// replica that writes a file is not always the one asked for it.
+    pub bulk_dir: PathBuf,
+    pub bulk: BulkSettings,
+    /// How often `always` sources are pulled from.
+    pub sync_interval_secs: u64,
+    /// Serve HTTPS directly from these PEM files (a single box without a proxy).
+    pub tls: Option<TlsFiles>,
+}
+
+/// How export workers share the work and the database.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkSettings {
+    /// How long a worker holds a job without renewing; a job whose worker died is taken over after this.
+    pub lease_secs: u64,
+    /// Pause between export pages, so a large export leaves the database to interactive traffic.
+    pub pause_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Values given on the command line or in the environment (clap merges those two).
@@ -47,9 +72,30 @@ pub struct Overrides {
     /// Let apps register themselves at /oauth/register (RFC 7591) [env: HEALTHFOLIO_OPEN_REGISTRATION]
     #[arg(long, env = "HEALTHFOLIO_OPEN_REGISTRATION", hide_env = true)]
     pub open_registration: bool,
+    /// Let people create their own record and login at /portal/signup [env: HEALTHFOLIO_OPEN_SIGNUP]
+    #[arg(long, env = "HEALTHFOLIO_OPEN_SIGNUP", hide_env = true)]
+    pub open_signup: bool,
     /// Allow a plain-http base URL on a non-local address (behind a TLS-terminating proxy).
     #[arg(long, env = "HEALTHFOLIO_INSECURE_HTTP", hide_env = true)]
     pub insecure_http: bool,
+    /// Directory for bulk export files, shared by every replica [env: HEALTHFOLIO_BULK_DIR] [default: <data-dir>/bulk]
+    #[arg(long, env = "HEALTHFOLIO_BULK_DIR", hide_env = true)]
+    pub bulk_dir: Option<PathBuf>,
+    /// Seconds an export worker holds a job between renewals [env: HEALTHFOLIO_JOB_LEASE] [default: 30]
+    #[arg(long, env = "HEALTHFOLIO_JOB_LEASE", hide_env = true)]
+    pub job_lease: Option<u64>,
+    /// Milliseconds an export pauses between pages [env: HEALTHFOLIO_EXPORT_PAUSE_MS] [default: 0]
+    #[arg(long, env = "HEALTHFOLIO_EXPORT_PAUSE_MS", hide_env = true)]
+    pub export_pause_ms: Option<u64>,
+    /// Seconds between background pulls from `always` sources [env: HEALTHFOLIO_SYNC_INTERVAL] [default: 60]
+    #[arg(long, env = "HEALTHFOLIO_SYNC_INTERVAL", hide_env = true)]
+    pub sync_interval: Option<u64>,
+    /// PEM certificate chain: serve HTTPS directly, without a proxy [env: HEALTHFOLIO_TLS_CERT]
+    #[arg(long, env = "HEALTHFOLIO_TLS_CERT", hide_env = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert [env: HEALTHFOLIO_TLS_KEY]
+    #[arg(long, env = "HEALTHFOLIO_TLS_KEY", hide_env = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Configuration file [env: HEALTHFOLIO_CONFIG] [default: ./healthfolio.toml if present]
     #[arg(long, env = "HEALTHFOLIO_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
@@ -66,6 +112,13 @@ struct FileConfig {
     pool_size: Option<u32>,
     token_lifetime: Option<i64>,
     open_registration: Option<bool>,
+    open_signup: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    bulk_dir: Option<PathBuf>,
+    job_lease: Option<u64>,
+    export_pause_ms: Option<u64>,
+    sync_interval: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +139,21 @@ impl Config {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| data_dir.join("healthfolio.db").to_string_lossy().into_owned());
+        let tls = match (o.tls_cert.clone().or(file.tls_cert), o.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "TLS needs both a certificate and a key (--tls-cert and --tls-key)".into(),
+                ))
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = o
             .base_url
             .clone()
             .or(file.base_url)
-            .unwrap_or_else(|| format!("http://{addr}"))
+            .unwrap_or_else(|| format!("{scheme}://{addr}"))
             .trim_end_matches('/')
             .to_string();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -98,14 +161,22 @@ impl Config {
         }
         Ok(Config {
             addr,
-            data_dir,
             database_url,
             base_url,
             body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
             pool_size: o.pool_size.or(file.pool_size).unwrap_or(16).max(1),
             token_lifetime: o.token_lifetime.or(file.token_lifetime).unwrap_or(900).clamp(60, 3600),
             open_registration: o.open_registration || file.open_registration.unwrap_or(false),
+            open_signup: o.open_signup || file.open_signup.unwrap_or(false),
             secret_key: std::env::var("HEALTHFOLIO_SECRET_KEY").ok().filter(|s| !s.is_empty()),
+            bulk_dir: o.bulk_dir.clone().or(file.bulk_dir).unwrap_or_else(|| data_dir.join("bulk")),
+            bulk: BulkSettings {
+                lease_secs: o.job_lease.or(file.job_lease).unwrap_or(30).max(1),
+                pause_ms: o.export_pause_ms.or(file.export_pause_ms).unwrap_or(0),
+            },
+            sync_interval_secs: o.sync_interval.or(file.sync_interval).unwrap_or(60).max(1),
+            data_dir,
+            tls,
         })
     }
 
@@ -123,9 +194,14 @@ impl Config {
         } else {
             "not set: generated into the data dir"
         };
+        let tls = match &self.tls {
+            Some(t) => format!("cert {}, key {}", t.cert.display(), t.key.display()),
+            None => "off".into(),
+        };
         format!(
-            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}",
-            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime
+            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}",
+            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime,
+            self.bulk_dir.display(), self.bulk.lease_secs, self.bulk.pause_ms, self.sync_interval_secs, self.open_signup
         )
     }
 

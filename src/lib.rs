@@ -56,7 +56,7 @@ impl Healthfolio {
 
     /// Where bulk export files are written.
     pub fn bulk_dir(&self) -> std::path::PathBuf {
-        self.config.data_dir.join("bulk")
+        self.config.bulk_dir.clone()
     }
 
     pub fn endpoints(&self) -> auth::oauth::Endpoints {

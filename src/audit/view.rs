@@ -48,6 +48,8 @@ pub struct AuditQuery {
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub before_aid: Option<i64>,
+    /// Only what this client did (`None` inside: the operator, who has no client).
+    pub client: Option<Option<String>>,
     pub limit: i64,
 }
 
@@ -67,6 +69,15 @@ pub fn search_audit_events(conn: &mut Conn, q: &AuditQuery) -> Result<Vec<AuditR
     }
     if let Some(a) = q.before_aid {
         sql.push(" AND aid < ").int(a);
+    }
+    match &q.client {
+        Some(Some(c)) => {
+            sql.push(" AND client_id = ").text(c.clone());
+        }
+        Some(None) => {
+            sql.push(" AND (client_id IS NULL OR client_id = 'healthfolio-cli')");
+        }
+        None => {}
     }
     sql.push(" ORDER BY aid DESC LIMIT ").int(q.limit);
     conn.load(&sql)

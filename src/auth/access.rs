@@ -28,6 +28,8 @@ pub struct AccessContext {
     pub grant_scopes: Option<Scopes>,
     /// The token id, recorded in the audit trail.
     pub token_id: Option<String>,
+    /// The practitioner (`Practitioner/…`) signed in to the app, when a person acts through it.
+    pub practitioner: Option<String>,
 }
 
 impl AccessContext {
@@ -40,6 +42,7 @@ impl AccessContext {
             reach: Reach::All,
             grant_scopes: None,
             token_id: None,
+            practitioner: None,
         }
     }
 
@@ -52,6 +55,7 @@ impl AccessContext {
             reach: Reach::Granted { client_id: client_id.to_string(), organization: None },
             grant_scopes: None,
             token_id: None,
+            practitioner: None,
         }
     }
 
@@ -65,12 +69,16 @@ impl AccessContext {
             reach: Reach::Patient(patient_id.to_string()),
             grant_scopes: None,
             token_id: None,
+            practitioner: None,
         }
     }
 
     /// Who wrote a version, as stored with it.
     pub fn author(&self) -> String {
-        format!("{}|{}", self.client_id, self.subject)
+        match &self.practitioner {
+            Some(p) => format!("{}|{p}", self.client_id),
+            None => format!("{}|{}", self.client_id, self.subject),
+        }
     }
 
     fn allows(&self, rtype: &str, what: Interaction) -> bool {

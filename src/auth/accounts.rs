@@ -133,9 +133,10 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
     let ok = password::verify(pw, hash);
     match (account, ok) {
         (Some(a), true) => {
+            // The visit before this one is what "new since your last visit" counts from.
             conn.execute(&Sql::with(
-                "UPDATE accounts SET failed_logins = 0, locked_until = NULL WHERE id = ?",
-                [Bind::Text(a.id.clone())],
+                "UPDATE accounts SET failed_logins = 0, locked_until = NULL, previous_login_at = last_login_at, last_login_at = ? WHERE id = ?",
+                [Bind::Int(now), Bind::Text(a.id.clone())],
             ))?;
             Ok(a)
         }
@@ -154,6 +155,17 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
             Err(LoginError::Wrong)
         }
     }
+}
+
+/// When the account last signed in before the current visit (`None`: this is the first).
+pub fn previous_visit(conn: &mut Conn, id: &str) -> Result<Option<i64>, AuthError> {
+    #[derive(QueryableByName)]
+    struct V {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        previous_login_at: Option<i64>,
+    }
+    let q = Sql::with("SELECT previous_login_at FROM accounts WHERE id = ?", [Bind::Text(id.into())]);
+    Ok(conn.first::<V>(&q)?.and_then(|v| v.previous_login_at))
 }
 
 pub fn set_password(conn: &mut Conn, id: &str, pw: &str) -> Result<(), AuthError> {

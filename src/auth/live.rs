@@ -2,9 +2,9 @@
 //! revoked, and does the patient's grant still stand? Asked of the database on every request, so a
 //! revocation takes effect at once on every replica.
 
-use super::{AccessContext, AuthError, Claims};
-use crate::consent::{self, Grantee};
-use crate::db::{Bind, Conn, Int, Sql};
+use super::{AccessContext, AuthError, Claims, Scopes};
+use crate::consent;
+use crate::db::{Bind, Conn, Sql};
 use crate::fhir::now_micros;
 
 pub fn check(conn: &mut Conn, claims: Claims) -> Result<AccessContext, AuthError> {
@@ -12,21 +12,44 @@ pub fn check(conn: &mut Conn, claims: Claims) -> Result<AccessContext, AuthError
     if let Some(f) = &claims.fam {
         keys.push(Bind::Text(format!("fam:{f}")));
     }
-    let mut q = Sql::new("SELECT COUNT(*) AS n FROM revocations WHERE token_key IN ");
+    // One round trip per request: the revocations, and for an app in patient context the grant
+    // that stands now (newest first), together.
+    let mut q = Sql::new(
+        "SELECT r.n AS revoked, g.scope AS scope FROM (SELECT COUNT(*) AS n FROM revocations WHERE token_key IN ",
+    );
     q.list(keys);
-    if conn.first::<Int>(&q)?.is_some_and(|r| r.n > 0) {
+    q.push(") r LEFT JOIN grants g ON ");
+    let patient_app = claims.reach.is_none() && claims.patient.is_some();
+    match (&claims.patient, patient_app) {
+        (Some(p), true) => {
+            q.push("g.patient_id = ").text(p.clone()).push(" AND g.client_id = ").text(claims.client_id.clone());
+            consent::active_condition(&mut q, "g", now_micros());
+            q.push(" ORDER BY g.created_at DESC");
+        }
+        _ => {
+            q.push("1 = 0");
+        }
+    }
+    q.push(" LIMIT 1");
+    let row =
+        conn.first::<Live>(&q.reused())?.ok_or(AuthError::InvalidToken("the access token could not be checked"))?;
+    if row.revoked > 0 {
         return Err(AuthError::InvalidToken("the access token has been revoked"));
     }
-    let grant_scopes = match (&claims.reach, &claims.patient) {
-        (None, Some(patient)) => {
-            let grant = consent::active_for(conn, patient, &Grantee::Client(claims.client_id.clone()))
-                .map_err(|e| AuthError::Key(e.to_string()))?
-                .ok_or(AuthError::InvalidToken("the patient has withdrawn this app's access"))?;
-            Some(grant.scopes())
-        }
-        _ => None,
+    let grant_scopes = match (patient_app, row.scope) {
+        (true, Some(scope)) => Some(Scopes::parse(&scope)),
+        (true, None) => return Err(AuthError::InvalidToken("the patient has withdrawn this app's access")),
+        (false, _) => None,
     };
     Ok(claims.into_context(grant_scopes))
+}
+
+#[derive(diesel::QueryableByName)]
+struct Live {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    revoked: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    scope: Option<String>,
 }
 
 /// Revokes one key (`jti:…`, `fam:…` or `client:…`) until `expires_at` (micros).

@@ -3,6 +3,7 @@
 
 use super::accounts::{self, Account};
 use super::clients::{self, Client, ClientKind};
+use super::scope::Context;
 use super::{assertion, live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
@@ -284,6 +285,46 @@ pub fn approve(
     }
     let scope: Vec<&str> =
         auth.scopes.iter().filter(|w| Scope::parse(w).is_none() || approved.contains(w)).map(String::as_str).collect();
+    new_code(conn, account, auth, &scope.join(" "), Some(patient))
+}
+
+/// A practitioner signing in to a clinical app: no patient consents here (each patient's grant to
+/// the practitioner's organisation decides what the token reaches, request by request), so the
+/// code carries the app's `user/` scopes and no patient.
+pub fn practitioner_approve(conn: &mut Conn, account: &Account, auth: &Authorization) -> Result<String, AuthError> {
+    if account.kind != "practitioner" {
+        return Err(AuthError::Invalid("only a practitioner signs in for user/ scopes".into()));
+    }
+    let scope: Vec<&str> = auth
+        .scopes
+        .iter()
+        .filter(|w| Scope::parse(w).map_or(!w.starts_with("launch"), |s| s.context == Context::User))
+        .map(String::as_str)
+        .collect();
+    if !scope.iter().any(|w| Scope::parse(w).is_some()) {
+        return Ok(with_query(
+            &auth.redirect_uri,
+            &[
+                ("error", "invalid_scope".into()),
+                (
+                    "error_description",
+                    "a practitioner signs in for user/ scopes, such as user/MedicationRequest.cruds".into(),
+                ),
+                ("state", auth.state.clone()),
+            ],
+        ));
+    }
+    new_code(conn, account, auth, &scope.join(" "), None)
+}
+
+/// Stores a single-use code (hashed) for `scope` and returns the app's redirect with it.
+fn new_code(
+    conn: &mut Conn,
+    account: &Account,
+    auth: &Authorization,
+    scope: &str,
+    patient: Option<&str>,
+) -> Result<String, AuthError> {
     let code = password::random_token();
     conn.execute(&Sql::with(
         "INSERT INTO auth_codes (code_hash, client_id, account_id, redirect_uri, scope, patient_id, code_challenge, nonce, family, expires_at) \
@@ -293,8 +334,8 @@ pub fn approve(
             Bind::Text(auth.client.client_id.clone()),
             Bind::Text(account.id.clone()),
             Bind::Text(auth.redirect_uri.clone()),
-            Bind::Text(scope.join(" ")),
-            Bind::Text(patient.to_string()),
+            Bind::Text(scope.to_string()),
+            Bind::OptText(patient.map(str::to_string)),
             Bind::Text(auth.code_challenge.clone()),
             Bind::OptText(auth.nonce.clone()),
             Bind::Text(uuid::Uuid::new_v4().to_string()),
@@ -533,6 +574,11 @@ fn issue(conn: &mut Conn, keys: &Keys, ep: &Endpoints, i: Issue) -> Result<Token
         ep.access_lifetime,
     );
     claims.fam = Some(i.family.clone());
+    if i.account.kind == "practitioner" {
+        // Reach follows the practitioner's organisation; writes name the practitioner as author.
+        claims.org = i.account.organization.clone();
+        claims.fhir_user = Some(i.account.fhir_user.clone());
+    }
     let access_token = keys.sign(&claims)?;
     let refresh_token = if scopes.offline_access {
         let t = password::random_token();

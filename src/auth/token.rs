@@ -23,6 +23,9 @@ pub struct Claims {
     /// The provider organisation a backend client acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// The practitioner acting through a clinical app (`Practitioner/…`), recorded as the author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
     /// `all` for operator tokens minted by this instance's command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<String>,
@@ -54,6 +57,7 @@ impl Claims {
             scope: scope.to_string(),
             patient,
             org: None,
+            fhir_user: None,
             reach: None,
             fam: None,
         }
@@ -76,6 +80,7 @@ impl Claims {
             scopes: Scopes::parse(&self.scope),
             grant_scopes,
             token_id: Some(self.jti),
+            practitioner: self.fhir_user.filter(|u| u.starts_with("Practitioner/")),
         }
     }
 }

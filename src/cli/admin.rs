@@ -4,7 +4,7 @@ use crate::auth::clients::{self, ClientKind, NewClient};
 use crate::auth::{accounts, AccessContext};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::fhir::store::{create_in, new_id, Refs};
-use crate::fhir::{FhirError, NHS_NUMBER_SYSTEM};
+use crate::fhir::FhirError;
 use crate::Healthfolio;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -19,6 +19,12 @@ pub enum PatientCmd {
         /// The Patient id (or Patient/ID).
         #[arg(long)]
         patient: String,
+    },
+    /// Print a one-time link (valid 1 day) with which a person who forgot their password sets a
+    /// new one (any login: patient or practitioner). Pass it on by a channel you trust.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
     },
     /// Create a Patient and the login linked to it (the password is read from standard input).
     Add {
@@ -128,26 +134,22 @@ fn fhir_err(e: FhirError) -> Box<dyn std::error::Error> {
 pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
     let (nhs_number, given, family, birth_date, email) = match cmd {
         PatientCmd::Invite { patient } => return invite(hf, patient.trim_start_matches("Patient/")),
+        PatientCmd::ResetPassword { email } => {
+            let code = crate::auth::invitations::reset_link(&mut hf.db.conn()?, &email)?;
+            println!(
+                "{}/portal/reset/{code}\n(valid for 1 day, once; every session of {email} ends when it is used)",
+                hf.config.base_url
+            );
+            return Ok(());
+        }
         PatientCmd::Add { nhs_number, given, family, birth_date, email, .. } => {
             (nhs_number, given, family, birth_date, email)
         }
     };
     let password = read_password()?;
-    let ctx = AccessContext::operator("patient add");
-    let body = json!({
-        "resourceType": "Patient",
-        "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": nhs_number.replace(' ', "")}],
-        "name": [{"use": "official", "family": family, "given": [given]}],
-        "birthDate": birth_date,
-        "telecom": [{"system": "email", "value": email}],
-    });
-    let id = hf.db.transaction(|conn| {
-        let s = create_in(conn, &ctx, &mut Refs::default(), "Patient", body, new_id(), "POST").map_err(fhir_err)?;
-        accounts::create(conn, "patient", &email, &password, &format!("Patient/{}", s.id), None)?;
-        Ok::<_, Box<dyn std::error::Error>>(s.id)
-    })?;
-    hf.store.audit.flush();
-    println!("Patient/{id} created with a login for {email}");
+    let new = crate::portal::registration::NewPatient { nhs_number, given, family, birth_date, email, password };
+    let account = crate::portal::registration::create_patient_with_login(&hf.store, "patient add", &new)?;
+    println!("{} created with a login for {}", account.fhir_user, account.email);
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! file leaves nothing behind.
 
 use crate::auth::AccessContext;
+use crate::federation::ingest::{ingest, AtItem, Feed};
 use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs};
 use crate::fhir::{resource_type, FhirError};
 use crate::Healthfolio;
@@ -128,7 +129,9 @@ fn parse_file(path: &Path) -> Result<Vec<(usize, Value)>, LoadError> {
     Ok(vec![(1, v)])
 }
 
-pub fn load_paths(hf: &Healthfolio, paths: &[PathBuf]) -> Result<String, LoadError> {
+/// Loads files; with `feed`, as a bulk extract from that federated source (see
+/// [`crate::federation::ingest`]): copies owned by the source, idempotent, all or nothing per file.
+pub fn load_paths(hf: &Healthfolio, paths: &[PathBuf], feed: Option<&Feed>) -> Result<String, LoadError> {
     let ctx = AccessContext::operator("load");
     let (mut total, mut nfiles) = (0usize, 0usize);
     let started = std::time::Instant::now();
@@ -136,7 +139,10 @@ pub fn load_paths(hf: &Healthfolio, paths: &[PathBuf]) -> Result<String, LoadErr
         let items = parse_file(&path)?;
         let file = path.display().to_string();
         let mut bar = Progress::new(&file, items.len() as u64);
-        let n = load_items(hf, &ctx, &file, items, &mut bar)?;
+        let n = match feed {
+            Some(f) => load_feed(hf, f, &file, items)?,
+            None => load_items(hf, &ctx, &file, items, &mut bar)?,
+        };
         bar.finish();
         total += n;
         nfiles += 1;
@@ -199,6 +205,23 @@ fn load_items(
                 reason: format!("{e}; nothing from this file was written"),
             },
         })
+}
+
+fn load_feed(hf: &Healthfolio, feed: &Feed, file: &str, items: Vec<(usize, Value)>) -> Result<usize, LoadError> {
+    // A Bundle's entries are the feed's items, numbered by entry.
+    let items = match items.as_slice() {
+        [(_, v)] if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") => v["entry"]
+            .as_array()
+            .map(|es| es.iter().enumerate().filter_map(|(i, e)| Some((i + 1, e.get("resource")?.clone()))).collect())
+            .unwrap_or_default(),
+        _ => items,
+    };
+    hf.db.transaction(|conn| ingest(conn, feed, items)).map_err(|AtItem(line, e)| match line {
+        0 => LoadError::Write { file: file.to_string(), source: e },
+        line => {
+            LoadError::Line { file: file.to_string(), line, reason: format!("{e}; nothing from this file was written") }
+        }
+    })
 }
 
 fn load_bundle(hf: &Healthfolio, ctx: &AccessContext, file: &str, mut v: Value) -> Result<usize, LoadError> {

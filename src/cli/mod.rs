@@ -4,7 +4,7 @@ mod admin;
 mod demo;
 pub mod demo_data;
 pub mod generate;
-mod load;
+pub mod load;
 mod portability;
 mod sources;
 
@@ -42,6 +42,10 @@ enum Command {
         /// Files or folders (.json Bundles or resources, .ndjson one resource per line).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Load as a bulk extract from this federated source: persisted copies it owns, linked to
+        /// patients here by NHS number; loading the same extract again changes nothing.
+        #[arg(long)]
+        source: Option<String>,
         #[command(flatten)]
         o: Overrides,
     },
@@ -233,9 +237,19 @@ fn run(command: Command) -> CliResult {
             println!("{n} migration(s) applied; the database is current");
             Ok(())
         }
-        Command::Load { paths, o } => {
+        Command::Load { paths, source, o } => {
             let hf = open(&o)?;
-            let summary = load::load_paths(&hf, &paths)?;
+            let source = match source {
+                Some(name) => {
+                    Some(crate::federation::sources::get(&mut hf.db.conn()?, &hf.keys, &name)?.ok_or_else(|| {
+                        format!("no active source named {name}: add it with 'healthfolio source add'")
+                    })?)
+                }
+                None => None,
+            };
+            let feed =
+                source.as_ref().map(|s| crate::federation::ingest::Feed { name: &s.name, fhir_base: &s.fhir_base });
+            let summary = load::load_paths(&hf, &paths, feed.as_ref())?;
             hf.store.audit.flush();
             hf.db.analyze()?;
             println!("{summary}");

@@ -13,6 +13,17 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 pub enum SourceCmd {
     /// Register an external FHIR server holding part of patients' records.
     Add(Box<AddSource>),
+    /// Move a source to another stage of the roadmap (or change its timing): its copies and links stay.
+    Update {
+        name: String,
+        /// never (federated) | on-read (hybrid) | always (persisted copy)
+        #[arg(long, value_parser = ["never", "on-read", "always"])]
+        policy: Option<String>,
+        #[arg(long)]
+        max_age: Option<String>,
+        #[arg(long)]
+        timeout: Option<String>,
+    },
     /// List sources.
     List,
     /// Check a source: reachable, SMART discovery, capabilities.
@@ -92,6 +103,17 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
             };
             sources::add(&mut conn, &hf.keys, &s)?;
             println!("source {name} added ({policy})");
+        }
+        SourceCmd::Update { name, policy, max_age, timeout } => {
+            let change = sources::Change {
+                policy: policy.as_deref().map(|p| Policy::parse(p).ok_or("unknown policy")).transpose()?,
+                max_age_secs: max_age.as_deref().map(duration).transpose()?.map(|d| d.as_secs() as i64),
+                timeout_ms: timeout.as_deref().map(duration).transpose()?.map(|d| d.as_millis() as i64),
+            };
+            if !sources::update(&mut conn, &name, &change)? {
+                return Err(format!("no active source named {name}").into());
+            }
+            println!("source {name} updated");
         }
         SourceCmd::List => {
             for s in sources::active(&mut conn, &hf.keys)? {

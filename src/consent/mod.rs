@@ -172,15 +172,22 @@ pub fn revoke(conn: &mut Conn, id: &str) -> Result<bool, ConsentError> {
 }
 
 /// The active grant of `patient` to `grantee`, if any.
+/// The condition that a grant (`alias`) stands at `now`: one definition for every query that asks.
+pub fn active_condition(q: &mut Sql, alias: &str, now: i64) {
+    q.push(&format!(" AND {alias}.revoked_at IS NULL AND ({alias}.expires_at IS NULL OR {alias}.expires_at > "))
+        .int(now)
+        .push(")");
+}
+
 pub fn active_for(conn: &mut Conn, patient: &str, grantee: &Grantee) -> Result<Option<Grant>, ConsentError> {
     let (col, val) = match grantee {
         Grantee::Client(c) => ("client_id", c),
         Grantee::Organization(o) => ("organization", o),
     };
-    let q = Sql::with(
-        &format!("SELECT {COLUMNS} FROM grants WHERE patient_id = ? AND {col} = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at DESC LIMIT 1"),
-        [Bind::Text(patient.into()), Bind::Text(val.clone()), Bind::Int(now_micros())],
-    );
+    let mut q = Sql::new(&format!("SELECT {COLUMNS} FROM grants g WHERE g.patient_id = "));
+    q.text(patient).push(&format!(" AND g.{col} = ")).text(val.clone());
+    active_condition(&mut q, "g", now_micros());
+    q.push(" ORDER BY g.created_at DESC LIMIT 1");
     Ok(conn.first(&q)?)
 }
 

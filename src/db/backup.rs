@@ -103,6 +103,8 @@ const TABLES: &[Table] = &[
             ("created_at", Int),
             ("failed_logins", Int),
             ("locked_until", OptInt),
+            ("last_login_at", OptInt),
+            ("previous_login_at", OptInt),
         ],
     ),
     (

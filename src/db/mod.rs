@@ -87,9 +87,12 @@ impl Db {
             } else {
                 format!("{url}{}gssencmode=disable", if url.contains('?') { '&' } else { '?' })
             };
+            // No `SELECT 1` before every checkout (a round trip per request); a connection that
+            // broke fails its statement, is reported broken and dropped by the pool.
             let pool = Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(Duration::from_secs(10))
+                .test_on_check_out(false)
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| DbError::Pool(e.to_string()))?;
             Ok(Db::Postgres(pool))
@@ -105,6 +108,7 @@ impl Db {
             let pool = Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(Duration::from_secs(10))
+                .test_on_check_out(false)
                 .connection_customizer(Box::new(SqlitePragmas))
                 .build(ConnectionManager::<SqliteConnection>::new(path))
                 .map_err(|e| DbError::Pool(e.to_string()))?;
@@ -247,6 +251,10 @@ impl Conn {
     pub fn execute(&mut self, q: &Sql) -> Result<usize, DbError> {
         let backend = self.backend();
         let text = q.render(backend);
+        if q.is_reused() {
+            let p = sql::Prepared { sql: text, binds: q.binds() };
+            return with_conn!(self, c => p.execute(c)).map_err(DbError::from);
+        }
         with_conn!(self, c => {
             let mut query = diesel::sql_query(text).into_boxed();
             for b in q.binds() {
@@ -263,6 +271,10 @@ impl Conn {
     {
         let backend = self.backend();
         let text = q.render(backend);
+        if q.is_reused() {
+            let p = sql::Prepared { sql: text, binds: q.binds() };
+            return with_conn!(self, c => p.load::<T>(c)).map_err(DbError::from);
+        }
         with_conn!(self, c => {
             let mut query = diesel::sql_query(text).into_boxed();
             for b in q.binds() {

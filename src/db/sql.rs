@@ -40,11 +40,25 @@ impl Bind {
 pub struct Sql {
     text: String,
     binds: Vec<Bind>,
+    /// Prepared once per connection and reused: only for statements of a fixed shape (the cache
+    /// is keyed by the text and never evicts; see [`Sql::reused`]).
+    reuse: bool,
 }
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
-        Sql { text: text.to_string(), binds: Vec::new() }
+        Sql { text: text.to_string(), binds: Vec::new(), reuse: false }
+    }
+
+    /// Marks a hot statement of fixed shape (no lists of varying length) to be prepared once per
+    /// connection: PostgreSQL then skips planning and SQLite parsing on every later run.
+    pub fn reused(mut self) -> Sql {
+        self.reuse = true;
+        self
+    }
+
+    pub(super) fn is_reused(&self) -> bool {
+        self.reuse
     }
 
     /// Appends SQL text (never user input: that goes through `bind`).
@@ -85,7 +99,7 @@ impl Sql {
     pub fn with(text: &str, binds: impl IntoIterator<Item = Bind>) -> Sql {
         let binds: Vec<Bind> = binds.into_iter().collect();
         debug_assert_eq!(text.matches('?').count(), binds.len());
-        Sql { text: text.to_string(), binds }
+        Sql { text: text.to_string(), binds, reuse: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,6 +147,46 @@ impl Sql {
                 out
             }
         }
+    }
+}
+
+/// A rendered statement diesel may keep prepared (unlike `sql_query`, which it never caches).
+pub(super) struct Prepared<'a> {
+    pub sql: String,
+    pub binds: &'a [Bind],
+}
+
+impl diesel::query_builder::QueryId for Prepared<'_> {
+    type QueryId = ();
+    // No static id: diesel keys the cache by the SQL text and bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Prepared<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<C> diesel::RunQueryDsl<C> for Prepared<'_> {}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for Prepared<'_>
+where
+    DB: DieselBackend + HasSqlType<Text> + HasSqlType<BigInt>,
+    String: ToSql<Text, DB>,
+    Option<String>: ToSql<Nullable<Text>, DB>,
+    i64: ToSql<BigInt, DB>,
+    Option<i64>: ToSql<Nullable<BigInt>, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
+        out.push_sql(&self.sql);
+        for b in self.binds {
+            match b {
+                Bind::Text(s) | Bind::Json(s) => out.push_bind_param::<Text, _>(s)?,
+                Bind::OptText(s) | Bind::OptJson(s) => out.push_bind_param::<Nullable<Text>, _>(s)?,
+                Bind::Int(n) => out.push_bind_param::<BigInt, _>(n)?,
+                Bind::OptInt(n) => out.push_bind_param::<Nullable<BigInt>, _>(n)?,
+            }
+        }
+        Ok(())
     }
 }
 

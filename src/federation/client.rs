@@ -36,7 +36,36 @@ fn get_json(url: &str, token: Option<&str>, timeout: Duration) -> Result<Value, 
     }
 }
 
+/// A bulk extract is large: it is read up to this size, and refused beyond it.
+const EXTRACT_LIMIT: u64 = 256 * 1024 * 1024;
+
 impl SourceClient {
+    /// Downloads a bulk extract file (NDJSON) from the source, with the source's token. Only URLs
+    /// on the source's own origin are called: a feed cannot send us elsewhere.
+    pub fn fetch_file(&self, s: &Source, url: &str, timeout: Duration) -> Result<String, String> {
+        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+        if origin(url).is_none() || origin(url) != origin(&s.fhir_base) {
+            return Err(format!("{url} is not at the source {}", s.fhir_base));
+        }
+        let token = self.token(s, timeout)?;
+        let mut req = agent(timeout).get(url).set("Accept", "application/fhir+ndjson");
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let r = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, _)) => return Err(format!("{url} answered HTTP {code}")),
+            Err(e) => return Err(format!("{url} could not be read ({})", e.kind())),
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(r.into_reader(), EXTRACT_LIMIT + 1), &mut text)
+            .map_err(|e| format!("{url}: {e}"))?;
+        if text.len() as u64 > EXTRACT_LIMIT {
+            return Err(format!("{url} is larger than {} MB", EXTRACT_LIMIT >> 20));
+        }
+        Ok(text)
+    }
+
     /// Whether the breaker lets a call through now.
     pub fn closed(&self, source: &str) -> bool {
         let Ok(b) = self.breaker.lock() else { return true };

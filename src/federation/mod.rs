@@ -6,8 +6,10 @@
 //! OperationOutcome entry.
 
 pub mod client;
+pub mod ingest;
 pub mod messages;
 pub mod sources;
+pub mod sync;
 
 use crate::audit::AuditEntry;
 use crate::auth::{AccessContext, Keys};
@@ -131,6 +133,8 @@ type Answer = (Option<String>, Result<Vec<Value>, String>);
 struct Fetched {
     source: Source,
     remote_patient: Option<String>,
+    /// The link was found by this call (not cached): it is saved.
+    new_link: bool,
     result: Result<Vec<Value>, String>,
 }
 
@@ -139,7 +143,7 @@ fn ask_sources(
     conn: &mut Conn,
     client: &SourceClient,
     sources: Vec<Source>,
-    req: &SearchRequest,
+    path_for: &(dyn Fn(&str) -> String + Sync),
     patient: &str,
 ) -> Result<Vec<Fetched>, FhirError> {
     let nhs = nhs_number(conn, patient)?;
@@ -147,6 +151,7 @@ fn ask_sources(
     for s in &sources {
         links.push(sources::cached_link(conn, &s.name, patient)?);
     }
+    let cached: Vec<bool> = links.iter().map(Option::is_some).collect();
     let results: Vec<Answer> = std::thread::scope(|scope| {
         let handles: Vec<_> = sources
             .iter()
@@ -156,6 +161,7 @@ fn ask_sources(
                 scope.spawn(move || {
                     let timeout = Duration::from_millis(s.timeout_ms as u64).min(DEADLINE);
                     let remote = match link {
+                        Some(l) if l.is_empty() => return (None, Ok(Vec::new())), // asked before: not held there
                         Some(l) => l,
                         None => match find_patient(client, s, nhs.as_deref(), timeout) {
                             Ok(Some(r)) => r,
@@ -163,7 +169,7 @@ fn ask_sources(
                             Err(e) => return (None, Err(e)),
                         },
                     };
-                    let r = client.fetch(s, &remote_query(req, &remote), timeout);
+                    let r = client.fetch(s, &path_for(&remote), timeout);
                     (Some(remote), r)
                 })
             })
@@ -173,7 +179,13 @@ fn ask_sources(
     Ok(sources
         .into_iter()
         .zip(results)
-        .map(|(source, (remote_patient, result))| Fetched { source, remote_patient, result })
+        .zip(cached)
+        .map(|((source, (remote_patient, result)), cached)| Fetched {
+            source,
+            remote_patient,
+            new_link: !cached,
+            result,
+        })
         .collect())
 }
 
@@ -226,53 +238,127 @@ pub fn search(
         return store.search(ctx, req);
     };
     let mut conn = store.db.conn()?;
-    let sources: Vec<Source> = sources::active(&mut conn, keys)
-        .map_err(|e| FhirError::invalid(e.to_string()))?
-        .into_iter()
-        .filter(|s| s.policy != Policy::Always)
-        .filter(|s| s.types.as_ref().is_none_or(|t| t.contains(&req.rtype)))
-        .collect();
-    if sources.is_empty() || !ctx.may_touch(&mut conn, &req.rtype, Some(&patient), Interaction::Search)? {
+    let due = due_sources(&mut conn, keys, &patient, Some(&req.rtype))?;
+    if due.is_empty() || !ctx.may_touch(&mut conn, &req.rtype, Some(&patient), Interaction::Search)? {
         return store.search(ctx, req);
     }
-    let now = now_micros();
-    let mut due = Vec::new();
-    for s in sources {
-        let fresh = s.policy == Policy::OnRead
-            && sources::last_fetch(&mut conn, &s.name, &patient, &req.rtype)?
-                .is_some_and(|t| now - t < s.max_age_secs * 1_000_000);
-        if !fresh {
-            due.push(s);
-        }
-    }
-    let fetched = ask_sources(&mut conn, client, due, req, &patient)?;
+    let path_for = |remote: &str| remote_query(req, remote);
+    let (remote, unavailable) = federate(store, &mut conn, client, ctx, &patient, due, &path_for, &|r| {
+        r["resourceType"] == req.rtype.as_str()
+    })?;
+    let mut result = store.search(ctx, req)?;
+    merge(&mut result, remote);
+    result.unavailable = unavailable;
+    Ok(result)
+}
+
+/// Asks `due` sources (with `path_for` the patient's id there), audits each call, keeps on-read
+/// answers as persisted copies and returns (what to show from `never` sources, who failed).
+#[allow(clippy::too_many_arguments)]
+fn federate(
+    store: &Store,
+    conn: &mut Conn,
+    client: &SourceClient,
+    ctx: &AccessContext,
+    patient: &str,
+    due: Vec<Source>,
+    path_for: &(dyn Fn(&str) -> String + Sync),
+    wanted: &dyn Fn(&Value) -> bool,
+) -> Result<(Vec<Value>, Vec<String>), FhirError> {
+    let fetched = ask_sources(conn, client, due, path_for, patient)?;
     let mut remote = Vec::new();
     let mut unavailable = Vec::new();
     for f in fetched {
         let outcome = f.result.as_ref().err().cloned();
         let mut entry =
-            AuditEntry::event("federated-query", &format!("{} {}", f.source.name, req.rtype), outcome.clone());
-        entry.patient_id = Some(patient.clone());
+            AuditEntry::event("federated-query", &format!("{} {}", f.source.name, path_for("{patient}")), outcome);
+        entry.patient_id = Some(patient.to_string());
         store.audit.record(ctx, entry);
         match (f.result, f.remote_patient) {
             (Err(e), _) => unavailable.push(format!("source {} ({}) {e}", f.source.name, f.source.fhir_base)),
             (Ok(items), Some(rp)) => {
-                let items: Vec<Value> = items
-                    .into_iter()
-                    .filter(|i| i["resourceType"] == req.rtype.as_str())
-                    .map(|i| localise(i, &f.source, &rp, &patient))
-                    .collect();
-                sources::save_link(&mut conn, &f.source.name, &patient, &rp)?;
+                let mut items: Vec<Value> =
+                    items.into_iter().filter(|i| wanted(i)).map(|i| localise(i, &f.source, &rp, patient)).collect();
+                // Scope and grant apply to what a source sent exactly as to what is held here.
+                let mut allowed = Vec::with_capacity(items.len());
+                for i in items.drain(..) {
+                    let t = i["resourceType"].as_str().unwrap_or_default().to_string();
+                    if ctx.may_touch(conn, &t, Some(patient), Interaction::Read)? {
+                        allowed.push(i);
+                    }
+                }
+                if f.new_link {
+                    sources::save_link(conn, &f.source.name, patient, &rp)?;
+                }
                 if f.source.policy == Policy::OnRead {
-                    store.db.transaction(|c| persist(c, &f.source, &req.rtype, &patient, &items))?;
+                    let mut by_type: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+                    for i in allowed {
+                        by_type.entry(i["resourceType"].as_str().unwrap_or_default().to_string()).or_default().push(i);
+                    }
+                    for (t, items) in by_type {
+                        store.db.transaction(|c| persist(c, &f.source, &t, patient, &items))?;
+                    }
                 } else {
-                    remote.extend(items);
+                    remote.extend(allowed);
                 }
             }
             (Ok(_), None) => {}
         }
     }
-    let mut result = store.search(ctx, req)?;
+    Ok((remote, unavailable))
+}
+
+/// The sources a request about `patient` should ask now: configured, not `always` (that copy is
+/// served locally), holding `rtype` if one is named, and not fresh in the on-read cache.
+fn due_sources(conn: &mut Conn, keys: &Keys, patient: &str, rtype: Option<&str>) -> Result<Vec<Source>, FhirError> {
+    let now = now_micros();
+    let mut due = Vec::new();
+    for s in sources::active(conn, keys).map_err(|e| FhirError::invalid(e.to_string()))? {
+        if s.policy == Policy::Always
+            || rtype.is_some_and(|t| s.types.as_ref().is_some_and(|ts| !ts.iter().any(|x| x == t)))
+        {
+            continue;
+        }
+        let fresh = match (s.policy, rtype) {
+            (Policy::OnRead, Some(t)) => {
+                sources::last_fetch(conn, &s.name, patient, t)?.is_some_and(|at| now - at < s.max_age_secs * 1_000_000)
+            }
+            _ => false,
+        };
+        if !fresh {
+            due.push(s);
+        }
+    }
+    Ok(due)
+}
+
+/// `$everything` for a linked patient: the held record, plus each source's `$everything` (first
+/// page only: later pages page through what is held here).
+pub fn everything(
+    store: &Store,
+    keys: &Keys,
+    client: &SourceClient,
+    ctx: &AccessContext,
+    req: &crate::portability::EverythingRequest,
+) -> Result<SearchResult, FhirError> {
+    let mut conn = store.db.conn()?;
+    let mut due = if req.cursor.is_none() { due_sources(&mut conn, keys, &req.patient, None)? } else { Vec::new() };
+    if !due.is_empty() && !ctx.may_touch(&mut conn, "Patient", Some(&req.patient), Interaction::Read)? {
+        due.clear();
+    }
+    let (remote, unavailable) = if due.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let path_for = |remote: &str| format!("Patient/{remote}/$everything");
+        let types = req.types.clone();
+        let wanted = move |r: &Value| {
+            let t = r["resourceType"].as_str().unwrap_or_default();
+            t != "Patient" && types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t))
+        };
+        federate(store, &mut conn, client, ctx, &req.patient, due, &path_for, &wanted)?
+    };
+    // After federating: on-read copies just kept are part of the held record.
+    let mut result = store.everything(ctx, req)?;
     merge(&mut result, remote);
     result.unavailable = unavailable;
     Ok(result)

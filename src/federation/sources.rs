@@ -160,6 +160,29 @@ pub fn get(conn: &mut Conn, keys: &Keys, name: &str) -> Result<Option<Source>, A
     conn.first::<SourceRow>(&q)?.map(|r| open(keys, r)).transpose()
 }
 
+/// What `source update` changes; `None` keeps the current value.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub policy: Option<Policy>,
+    pub max_age_secs: Option<i64>,
+    pub timeout_ms: Option<i64>,
+}
+
+/// Moves a source between roadmap stages by configuration: the name (and so the ids of its
+/// persisted copies and its patient links) stays, so nothing is duplicated or orphaned.
+pub fn update(conn: &mut Conn, name: &str, c: &Change) -> Result<bool, DbError> {
+    Ok(conn.execute(&Sql::with(
+        "UPDATE federated_sources SET policy = COALESCE(?, policy), max_age_secs = COALESCE(?, max_age_secs), \
+         timeout_ms = COALESCE(?, timeout_ms) WHERE name = ? AND retired_at IS NULL",
+        [
+            Bind::OptText(c.policy.map(|p| p.as_str().to_string())),
+            Bind::OptInt(c.max_age_secs),
+            Bind::OptInt(c.timeout_ms),
+            Bind::Text(name.into()),
+        ],
+    ))? == 1)
+}
+
 pub fn remove(conn: &mut Conn, name: &str) -> Result<bool, DbError> {
     Ok(conn.execute(&Sql::with(
         "UPDATE federated_sources SET retired_at = ? WHERE name = ? AND retired_at IS NULL",
@@ -188,13 +211,25 @@ pub fn cached_link(conn: &mut Conn, source: &str, patient: &str) -> Result<Optio
     Ok(conn.first::<L>(&q)?.map(|l| l.remote_id))
 }
 
+/// The local patient linked to `remote` (the patient's id at the source), if any.
+pub fn linked_patient(conn: &mut Conn, source: &str, remote: &str) -> Result<Option<String>, DbError> {
+    #[derive(QueryableByName)]
+    struct L {
+        #[diesel(sql_type = Text)]
+        patient_id: String,
+    }
+    let q = Sql::with(
+        "SELECT patient_id FROM source_links WHERE source = ? AND remote_id = ?",
+        [Bind::Text(source.into()), Bind::Text(remote.into())],
+    );
+    Ok(conn.first::<L>(&q)?.map(|l| l.patient_id))
+}
+
 pub fn save_link(conn: &mut Conn, source: &str, patient: &str, remote: &str) -> Result<(), DbError> {
+    // An upsert: concurrent searches for one patient may both link it.
     conn.execute(&Sql::with(
-        "DELETE FROM source_links WHERE source = ? AND patient_id = ?",
-        [Bind::Text(source.into()), Bind::Text(patient.into())],
-    ))?;
-    conn.execute(&Sql::with(
-        "INSERT INTO source_links (source, patient_id, remote_id, linked_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO source_links (source, patient_id, remote_id, linked_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (source, patient_id) DO UPDATE SET remote_id = excluded.remote_id, linked_at = excluded.linked_at",
         [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(remote.into()), Bind::Int(now_micros())],
     ))?;
     Ok(())
@@ -210,13 +245,15 @@ pub fn last_fetch(conn: &mut Conn, source: &str, patient: &str, rtype: &str) -> 
 }
 
 pub fn record_fetch(conn: &mut Conn, source: &str, patient: &str, rtype: &str) -> Result<(), DbError> {
-    let key = [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(rtype.into())];
+    record_fetch_at(conn, source, patient, rtype, now_micros())
+}
+
+/// Records a fetch that started at `at` (what changed after it is pulled next time).
+pub fn record_fetch_at(conn: &mut Conn, source: &str, patient: &str, rtype: &str, at: i64) -> Result<(), DbError> {
     conn.execute(&Sql::with(
-        "DELETE FROM source_fetches WHERE source = ? AND patient_id = ? AND res_type = ?",
-        key.clone(),
+        "INSERT INTO source_fetches (source, patient_id, res_type, fetched_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (source, patient_id, res_type) DO UPDATE SET fetched_at = excluded.fetched_at",
+        [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(rtype.into()), Bind::Int(at)],
     ))?;
-    let mut q = Sql::new("INSERT INTO source_fetches (source, patient_id, res_type, fetched_at) VALUES ");
-    q.list(key.into_iter().chain([Bind::Int(now_micros())]));
-    conn.execute(&q)?;
     Ok(())
 }

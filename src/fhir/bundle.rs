@@ -52,6 +52,60 @@ pub fn outcome(severity: &str, code: &str, diagnostics: &str) -> Value {
 
 /// A searchset Bundle; `path` is the search URL below the base (e.g. `MedicationRequest`).
 pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
+    let mut b = shell(base, path, r);
+    if !r.summary_count {
+        let elements = r.elements.as_deref();
+        let mut entries: Vec<Value> = r.matches.iter().map(|s| entry(base, s, "match", elements)).collect();
+        entries.extend(remote_entries(r));
+        entries.extend(r.included.iter().map(|s| entry(base, s, "include", elements)));
+        entries.extend(outcome_entry(r));
+        b["entry"] = Value::Array(entries);
+    }
+    b
+}
+
+/// The same Bundle as JSON text, with each held resource's stored JSON spliced in as it is: no
+/// parsing and re-serialising of every body, which is most of the cost of a large page.
+pub fn searchset_text(base: &str, path: &str, r: &SearchResult) -> String {
+    if r.summary_count || r.elements.is_some() {
+        return searchset(base, path, r).to_string();
+    }
+    let mut out = shell(base, path, r).to_string();
+    out.pop(); // the shell's closing brace: the entries go before it
+    out.push_str(",\"entry\":[");
+    let mut first = true;
+    let mut sep = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+    };
+    let held = |out: &mut String, s: &Stored, mode: &str| {
+        let url = Value::String(format!("{base}/{}/{}", s.rtype, s.id));
+        let body = if s.body.is_empty() { "null" } else { s.body.as_str() };
+        out.push_str(&format!("{{\"fullUrl\":{url},\"resource\":{body},\"search\":{{\"mode\":\"{mode}\"}}}}"));
+    };
+    for s in &r.matches {
+        sep(&mut out);
+        held(&mut out, s, "match");
+    }
+    for e in remote_entries(r) {
+        sep(&mut out);
+        out.push_str(&e.to_string());
+    }
+    for s in &r.included {
+        sep(&mut out);
+        held(&mut out, s, "include");
+    }
+    if let Some(e) = outcome_entry(r) {
+        sep(&mut out);
+        out.push_str(&e.to_string());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Everything but the entries.
+fn shell(base: &str, path: &str, r: &SearchResult) -> Value {
     let query = url_encode(&r.applied);
     let self_url = if query.is_empty() { format!("{base}/{path}") } else { format!("{base}/{path}?{query}") };
     let mut links = vec![json!({"relation": "self", "url": self_url})];
@@ -59,24 +113,6 @@ pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
         let mut params = r.applied.clone();
         params.push(("_cursor".into(), c.clone()));
         links.push(json!({"relation": "next", "url": format!("{base}/{path}?{}", url_encode(&params))}));
-    }
-    let elements = r.elements.as_deref();
-    let mut entries: Vec<Value> = r.matches.iter().map(|s| entry(base, s, "match", elements)).collect();
-    entries.extend(
-        r.remote.iter().map(|(url, res)| json!({"fullUrl": url, "resource": res, "search": {"mode": "match"}})),
-    );
-    entries.extend(r.included.iter().map(|s| entry(base, s, "include", elements)));
-    if !r.warnings.is_empty() || !r.unavailable.is_empty() {
-        let warn = |code: &str, w: &String| json!({"severity": "warning", "code": code, "diagnostics": w});
-        let issues: Vec<Value> = r
-            .warnings
-            .iter()
-            .map(|w| warn("not-supported", w))
-            .chain(r.unavailable.iter().map(|w| warn("transient", w)))
-            .collect();
-        entries.push(
-            json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}),
-        );
     }
     let mut b = json!({
         "resourceType": "Bundle",
@@ -88,10 +124,26 @@ pub fn searchset(base: &str, path: &str, r: &SearchResult) -> Value {
     if let Some(t) = r.total {
         b["total"] = json!(t);
     }
-    if !r.summary_count {
-        b["entry"] = Value::Array(entries);
-    }
     b
+}
+
+fn remote_entries(r: &SearchResult) -> impl Iterator<Item = Value> + '_ {
+    r.remote.iter().map(|(url, res)| json!({"fullUrl": url, "resource": res, "search": {"mode": "match"}}))
+}
+
+/// Warnings and unavailable sources, as one OperationOutcome entry.
+fn outcome_entry(r: &SearchResult) -> Option<Value> {
+    if r.warnings.is_empty() && r.unavailable.is_empty() {
+        return None;
+    }
+    let warn = |code: &str, w: &String| json!({"severity": "warning", "code": code, "diagnostics": w});
+    let issues: Vec<Value> = r
+        .warnings
+        .iter()
+        .map(|w| warn("not-supported", w))
+        .chain(r.unavailable.iter().map(|w| warn("transient", w)))
+        .collect();
+    Some(json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}))
 }
 
 impl Store {
@@ -519,4 +571,52 @@ pub fn history_bundle(base: &str, path: &str, h: &super::history::History) -> Va
         links.push(json!({"relation": "next", "url": format!("{base}/{path}?{}", url_encode(next))}));
     }
     json!({"resourceType": "Bundle", "id": new_id(), "type": "history", "link": links, "entry": entries})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(rtype: &str, id: &str, body: Value) -> Stored {
+        Stored {
+            rtype: rtype.into(),
+            id: id.into(),
+            version_id: 1,
+            last_updated: 0,
+            deleted: false,
+            patient_id: None,
+            body: body.to_string(),
+        }
+    }
+
+    #[test]
+    fn text_searchset_is_the_same_bundle() {
+        let r = SearchResult {
+            matches: vec![stored(
+                "MedicationRequest",
+                "a",
+                json!({"resourceType": "MedicationRequest", "id": "a", "note": [{"text": "\"quoted\" ü"}]}),
+            )],
+            included: vec![stored("Medication", "m", json!({"resourceType": "Medication", "id": "m"}))],
+            remote: vec![(
+                "https://gp.example/fhir/MedicationRequest/r".into(),
+                json!({"resourceType": "MedicationRequest", "id": "r"}),
+            )],
+            unavailable: vec!["source gone".into()],
+            total: Some(1),
+            next_cursor: Some("c1".into()),
+            applied: vec![("patient".into(), "p 1&2".into())],
+            ..SearchResult::default()
+        };
+        let strip = |mut v: Value| {
+            v.as_object_mut().map(|o| {
+                o.remove("id");
+                o.remove("meta")
+            });
+            v
+        };
+        let text: Value =
+            serde_json::from_str(&searchset_text("http://x/fhir", "MedicationRequest", &r)).expect("valid JSON");
+        assert_eq!(strip(text), strip(searchset("http://x/fhir", "MedicationRequest", &r)));
+    }
 }

@@ -7,6 +7,7 @@ pub mod capability;
 pub mod history;
 pub mod index;
 pub mod params;
+pub mod patient;
 pub mod search;
 pub mod store;
 pub mod time;
@@ -30,6 +31,7 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "AllergyIntolerance",
     "Condition",
     "Provenance",
+    "Group",
     "Consent",
     "AuditEvent",
 ];

@@ -187,6 +187,16 @@ static CONSENT: &[Param] = &[
     p("date", Date, &["dateTime"]),
 ];
 
+/// Cohorts for Bulk Data `Group/{id}/$export` (a practice's registered list, a clinic's caseload).
+static GROUP: &[Param] = &[
+    p("identifier", Token, IDENTIFIER),
+    p("name", Str, &["name"]),
+    p("type", Token, &["type"]),
+    p("actual", Token, &["actual"]),
+    r("member", &["member.entity"], "Patient"),
+    r("managing-entity", &["managingEntity"], "Organization"),
+];
+
 static AUDIT_EVENT: &[Param] = &[
     r("patient", &["agent.who", "entity.what"], "Patient"),
     p("date", Date, &["recorded"]),
@@ -215,6 +225,7 @@ pub fn params_for(rtype: &str) -> &'static [Param] {
         "Provenance" => PROVENANCE,
         "Consent" => CONSENT,
         "AuditEvent" => AUDIT_EVENT,
+        "Group" => GROUP,
         _ => &[],
     }
 }

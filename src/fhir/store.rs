@@ -254,7 +254,8 @@ pub(crate) fn current(conn: &mut Conn, rtype: &str, id: &str) -> Result<Option<R
     let q = Sql::with(
         &format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.res_type = ? AND r.id = ?"),
         [Bind::Text(rtype.into()), Bind::Text(id.into())],
-    );
+    )
+    .reused();
     Ok(conn.first(&q)?)
 }
 
@@ -786,7 +787,11 @@ fn author_provenance(conn: &mut Conn, ctx: &AccessContext) -> Result<Option<Valu
                     |o| json!({"identifier": {"system": "https://healthfolio.example/Id/organization", "value": o}}),
                 ),
             };
-            (client.clone(), org)
+            let who = match &ctx.practitioner {
+                Some(p) => json!({"reference": p}),
+                None => client.clone(),
+            };
+            (who, org)
         }
     };
     let mut agent = json!({

@@ -225,6 +225,14 @@ fn per_type(rtype: &str, b: &Value) -> Check {
             one_of(rtype, b, "gender", &["male", "female", "other", "unknown"], false).and(boolean(rtype, b, "active"))
         }
         "Practitioner" | "Organization" | "PractitionerRole" => boolean(rtype, b, "active"),
+        "Group" => {
+            one_of(rtype, b, "type", &["person", "animal", "practitioner", "device", "medication", "substance"], true)
+                .and(match b.get("actual") {
+                    Some(Value::Bool(_)) => Ok(()),
+                    None => Err(rule("Group.actual is required (true or false)".into())),
+                    Some(v) => Err(invalid(format!("Group.actual must be true or false, not {v}"))),
+                })
+        }
         "MedicationRequest" => one_of(
             rtype,
             b,

@@ -10,8 +10,9 @@ use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery
 use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
+use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::store::{check_refs, create_in, new_id, Refs};
-use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store, NHS_NUMBER_SYSTEM};
+use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -47,12 +48,6 @@ struct SummaryPage<'a> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn nhs_number(patient: &Value) -> Option<String> {
-    patient["identifier"].as_array()?.iter().find(|i| i["system"] == NHS_NUMBER_SYSTEM)?["value"]
-        .as_str()
-        .map(str::to_string)
 }
 
 fn display_name(patient: &Value) -> String {
@@ -288,21 +283,6 @@ fn known_origins(conn: &mut Conn, origins: &[String]) -> Result<HashMap<String, 
     Ok(out)
 }
 
-/// The local Patient that already holds this NHS number, if any.
-fn local_patient(conn: &mut Conn, nhs: &str) -> Result<Option<String>, FhirError> {
-    let q = Sql::with(
-        "SELECT r.id AS id FROM resources r JOIN idx_token t ON t.rid = r.rid WHERE r.res_type = 'Patient' AND r.deleted = 0 \
-         AND t.param = 'identifier' AND t.system = ? AND t.code = ?",
-        [Bind::Text(NHS_NUMBER_SYSTEM.into()), Bind::Text(nhs.into())],
-    );
-    #[derive(diesel::QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        id: String,
-    }
-    Ok(conn.first::<Id>(&q)?.map(|i| i.id))
-}
-
 fn target_patient(
     conn: &mut Conn,
     patient: &Value,
@@ -312,8 +292,23 @@ fn target_patient(
     if let Some(id) = mapped.filter(|_| !opts.append) {
         return Ok((id.clone(), false));
     }
-    let local = match nhs_number(patient) {
-        Some(n) => local_patient(conn, &n)?,
+    let theirs = nhs_number(patient);
+    if let Some(into) = &opts.into {
+        // Merging into a named record (the signed-in patient's): it must be the same person.
+        let row = crate::fhir::store::current(conn, "Patient", into)?
+            .filter(|r| r.deleted == 0)
+            .ok_or_else(|| FhirError::not_found("Patient", into))?;
+        let ours = nhs_number(&serde_json::from_str(row.body.as_deref().unwrap_or("{}")).unwrap_or(Value::Null));
+        if let (Some(t), Some(o)) = (&theirs, &ours) {
+            if t != o {
+                return Err(FhirError::Conflict(format!(
+                    "the archive is the record of another person (NHS number {t}), not of Patient/{into}"
+                )));
+            }
+        }
+    }
+    let local = match theirs {
+        Some(n) => by_nhs_number(conn, &n)?,
         None => None,
     };
     match (&opts.into, local) {

@@ -3,6 +3,7 @@
 //! NDJSON files page by page, so memory stays flat whatever the size.
 
 use crate::auth::{AccessContext, Reach, Scopes};
+use crate::config::BulkSettings;
 use crate::db::{Backend, Bind, Conn, Db, Sql};
 use crate::fhir::store::Row;
 use crate::fhir::{now_micros, params, time, FhirError, Interaction, READ_ONLY_TYPES, RESOURCE_TYPES};
@@ -15,19 +16,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const PAGE: i64 = 2000;
-const LEASE_MICROS: i64 = 30 * 1_000_000;
 
 /// Which resources a job exports.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Level {
     System,
     Patient,
+    /// The members of one Group (its `member.entity` Patients), looked up when the job runs.
+    Group,
 }
 
 /// The caller as stored with the job, so the worker applies the same scope and grants.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobParams {
     pub level: Level,
+    /// For a Group export: the Group's row, whose `member` references say which patients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_rid: Option<i64>,
     pub types: Option<Vec<String>>,
     pub since: Option<String>,
     pub subject: String,
@@ -58,6 +63,7 @@ impl JobParams {
             },
             grant_scopes: None,
             token_id: None,
+            practitioner: None,
         }
     }
 }
@@ -94,7 +100,12 @@ pub fn kick_off(
     request: &str,
     types: Option<Vec<String>>,
     since: Option<String>,
+    group: Option<&str>,
 ) -> Result<String, FhirError> {
+    let group_rid = match group {
+        Some(id) => Some(group_for(db, ctx, id)?),
+        None => None,
+    };
     if let Some(s) = &since {
         time::parse_range(s).ok_or_else(|| FhirError::invalid(format!("_since '{s}' is not a FHIR instant")))?;
     }
@@ -117,8 +128,16 @@ pub fn kick_off(
         .map(|s| format!("system/{}.{}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s)))
         .collect::<Vec<_>>()
         .join(" ");
-    let params =
-        JobParams { level, types, since, subject: ctx.subject.clone(), client_id: ctx.client_id.clone(), scope, reach };
+    let params = JobParams {
+        level,
+        group_rid,
+        types,
+        since,
+        subject: ctx.subject.clone(),
+        client_id: ctx.client_id.clone(),
+        scope,
+        reach,
+    };
     let id = uuid::Uuid::new_v4().to_string();
     db.transaction(|c| {
         c.execute(&Sql::with(
@@ -133,6 +152,28 @@ pub fn kick_off(
         ))
     })?;
     Ok(id)
+}
+
+/// The row of a Group the caller may export: the operator any; a provider system the groups its
+/// organisation manages (`managingEntity`); patient apps none. Others are not found.
+fn group_for(db: &Db, ctx: &AccessContext, id: &str) -> Result<i64, FhirError> {
+    ctx.require("Group", Interaction::Read)?;
+    let mut conn = db.conn()?;
+    let row = crate::fhir::store::current(&mut conn, "Group", id)?
+        .filter(|r| r.deleted == 0)
+        .ok_or_else(|| FhirError::not_found("Group", id))?;
+    let body: Value = serde_json::from_str(row.body.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);
+    let manager = body["managingEntity"]["reference"].as_str();
+    let allowed = match &ctx.reach {
+        Reach::All => true,
+        Reach::Granted { organization: Some(org), .. } => manager == Some(org.as_str()),
+        _ => false,
+    };
+    if allowed {
+        Ok(row.rid)
+    } else {
+        Err(FhirError::not_found("Group", id))
+    }
 }
 
 /// A job as its owner sees it (another client's job is not found).
@@ -160,7 +201,7 @@ pub fn cancel(db: &Db, ctx: &AccessContext, id: &str, files: &Path) -> Result<()
 }
 
 /// Leases the oldest queued job, or one whose worker stopped renewing its lease.
-fn lease(conn: &mut Conn, worker: &str) -> Result<Option<Job>, FhirError> {
+fn lease(conn: &mut Conn, worker: &Worker) -> Result<Option<Job>, FhirError> {
     let now = now_micros();
     let pick = match conn.backend() {
         Backend::Postgres => "SELECT id FROM jobs WHERE kind = 'bulk-export' AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -168,15 +209,28 @@ fn lease(conn: &mut Conn, worker: &str) -> Result<Option<Job>, FhirError> {
     };
     let q = Sql::with(
         &format!("UPDATE jobs SET status = 'running', lease_until = ?, leased_by = ? WHERE id = ({pick}) RETURNING {COLUMNS}"),
-        [Bind::Int(now + LEASE_MICROS), Bind::Text(worker.into()), Bind::Int(now)],
+        [Bind::Int(now + worker.lease_micros()), Bind::Text(worker.id.clone()), Bind::Int(now)],
     );
     Ok(conn.first(&q)?)
 }
 
+/// One export worker: its lease identity (`pid-uuid`, so an operator can tell which process held a
+/// job) and the deployment's lease and pace.
+struct Worker {
+    id: String,
+    settings: BulkSettings,
+}
+
+impl Worker {
+    fn lease_micros(&self) -> i64 {
+        i64::try_from(self.settings.lease_secs).unwrap_or(30).saturating_mul(1_000_000)
+    }
+}
+
 /// Runs on its own thread while `alive` can be upgraded (the server that started it is up):
 /// lease, export, repeat.
-pub fn start_worker(db: Db, base: String, files: PathBuf, alive: std::sync::Weak<()>) {
-    let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+pub fn start_worker(db: Db, base: String, files: PathBuf, settings: BulkSettings, alive: std::sync::Weak<()>) {
+    let worker = Worker { id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()), settings };
     let spawned = std::thread::Builder::new().name("bulk-export".into()).spawn(move || loop {
         if alive.upgrade().is_none() {
             return;
@@ -212,27 +266,28 @@ fn types_for(p: &JobParams) -> Vec<&'static str> {
         .copied()
         .filter(|t| !READ_ONLY_TYPES.contains(t))
         .filter(|t| p.level == Level::System || !params::is_shared(t))
+        .filter(|t| p.level != Level::Group || *t != "Group")
         .filter(|t| p.types.as_ref().is_none_or(|w| w.iter().any(|x| x == t)))
         .collect()
 }
 
 /// Still ours? A cancelled job, or one another worker took over, stops here.
-fn renew(db: &Db, job: &str, worker: &str, progress: &str) -> Result<bool, FhirError> {
+fn renew(db: &Db, job: &str, worker: &Worker, progress: &str) -> Result<bool, FhirError> {
     let n = db.transaction(|c| {
         c.execute(&Sql::with(
             "UPDATE jobs SET lease_until = ?, progress = ? WHERE id = ? AND leased_by = ? AND status = 'running'",
             [
-                Bind::Int(now_micros() + LEASE_MICROS),
+                Bind::Int(now_micros() + worker.lease_micros()),
                 Bind::Text(progress.into()),
                 Bind::Text(job.into()),
-                Bind::Text(worker.into()),
+                Bind::Text(worker.id.clone()),
             ],
         ))
     })?;
     Ok(n == 1)
 }
 
-fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &str) -> Result<(), FhirError> {
+fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<(), FhirError> {
     let p: JobParams =
         serde_json::from_str(&job.params).map_err(|e| FhirError::invalid(format!("job parameters unreadable: {e}")))?;
     let ctx = p.context();
@@ -242,18 +297,27 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &str) -> Result<(),
     let since = p.since.as_deref().and_then(time::parse_range).map(|r| r.lo);
     let mut output = Vec::new();
     let types = types_for(&p);
+    let mut written = 0usize;
     for (i, t) in types.iter().enumerate() {
         if !ctx.scopes.allows(t, Interaction::Read) {
             continue;
         }
-        let n = export_type(db, &ctx, t, since, &dir.join(format!("{t}.ndjson")))?;
+        let path = dir.join(format!("{t}.ndjson"));
+        // After every page: renew the lease (with progress), then pause if the operator asked.
+        let mut page_done = |n: usize| -> Result<bool, FhirError> {
+            let progress = format!("{} resources; type {} of {} ({t})", written + n, i + 1, types.len());
+            let ours = renew(db, &job.id, worker, &progress)?;
+            if worker.settings.pause_ms > 0 {
+                std::thread::sleep(Duration::from_millis(worker.settings.pause_ms));
+            }
+            Ok(ours)
+        };
+        let Some(n) = export_type(db, &ctx, t, since, p.group_rid, &path, &mut page_done)? else { return Ok(()) };
+        written += n;
         if n > 0 {
             output.push(json!({"type": t, "url": format!("{base}/bulk/files/{}/{t}.ndjson", job.id), "count": n}));
         } else {
-            let _ = std::fs::remove_file(dir.join(format!("{t}.ndjson")));
-        }
-        if !renew(db, &job.id, worker, &format!("{}/{} types", i + 1, types.len()))? {
-            return Ok(());
+            let _ = std::fs::remove_file(&path);
         }
     }
     let manifest = json!({
@@ -263,14 +327,23 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &str) -> Result<(),
     db.transaction(|c| {
         c.execute(&Sql::with(
             "UPDATE jobs SET status = 'completed', result = ?, finished_at = ?, progress = 'done' WHERE id = ? AND leased_by = ? AND status = 'running'",
-            [Bind::Text(manifest.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone()), Bind::Text(worker.into())],
+            [Bind::Text(manifest.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone()), Bind::Text(worker.id.clone())],
         ))
     })?;
     Ok(())
 }
 
-/// Streams one type to a file, a keyset page at a time; returns the count written.
-fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, path: &Path) -> Result<usize, FhirError> {
+/// Streams one type to a file, a keyset page at a time; returns the count written, or `None`
+/// when `page_done` says the job is no longer ours.
+fn export_type(
+    db: &Db,
+    ctx: &AccessContext,
+    rtype: &str,
+    since: Option<i64>,
+    group_rid: Option<i64>,
+    path: &Path,
+    page_done: &mut dyn FnMut(usize) -> Result<bool, FhirError>,
+) -> Result<Option<usize>, FhirError> {
     let io = |e: std::io::Error| FhirError::invalid(format!("cannot write {}: {e}", path.display()));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     let mut conn = db.conn()?;
@@ -282,6 +355,13 @@ fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, pa
         if let Some(s) = since {
             q.push(" AND r.last_updated > ").int(s);
         }
+        if let Some(g) = group_rid {
+            // Membership is read as the job runs: a member added or removed since kick-off counts.
+            let column = if rtype == "Patient" { "r.id" } else { "r.patient_id" };
+            q.push(&format!(" AND {column} IN (SELECT m.target_id FROM idx_ref m WHERE m.rid = "))
+                .int(g)
+                .push(" AND m.param = 'member' AND m.target_type = 'Patient')");
+        }
         ctx.limit_search(&mut q, "r", rtype, Interaction::Read);
         q.push(" ORDER BY r.rid LIMIT ").int(PAGE);
         let rows: Vec<Row> = conn.load(&q)?;
@@ -292,9 +372,12 @@ fn export_type(db: &Db, ctx: &AccessContext, rtype: &str, since: Option<i64>, pa
         }
         n += rows.len();
         after = last;
+        if !page_done(n)? {
+            return Ok(None);
+        }
     }
     out.flush().map_err(io)?;
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// (queued, running) jobs, for the metrics.

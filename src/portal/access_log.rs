@@ -1,5 +1,5 @@
 //! The access log as the patient reads it: every access to their record (from the audit), in
-//! words, filtered by date, and as CSV.
+//! words, filtered by who and by date, a page at a time, and as CSV.
 
 use super::{minute, own_patient, parse_day, PortalError};
 use crate::audit::{search_audit_events, AuditEntry, AuditQuery, AuditRow, Auditor};
@@ -8,7 +8,9 @@ use crate::auth::AccessContext;
 use crate::db::Db;
 use crate::fhir::Interaction;
 
-const MAX_ROWS: i64 = 1000;
+/// Lines per page; the CSV holds up to `CSV_ROWS`.
+const PAGE_ROWS: i64 = 200;
+const CSV_ROWS: i64 = 20_000;
 
 #[derive(Debug, Clone)]
 pub struct LogLine {
@@ -19,15 +21,32 @@ pub struct LogLine {
     pub allowed: bool,
 }
 
-/// A date range the patient typed; both ends optional, inclusive.
+/// What the patient asked to see: a date range (both ends optional, inclusive), one actor (a
+/// client id, `operator`, or empty for everyone), and where the page starts (older than `before`).
 #[derive(Debug, Clone, Default)]
 pub struct Period {
     pub from: String,
     pub to: String,
+    pub who: String,
+    pub before: Option<i64>,
+}
+
+/// One page of the log, with the actors the patient can filter by.
+#[derive(Debug, Clone, Default)]
+pub struct LogView {
+    pub lines: Vec<LogLine>,
+    /// (value, label) for the "who" filter: everyone who appears in this record's log.
+    pub actors: Vec<(String, String)>,
+    /// Where the next (older) page starts, when there is one.
+    pub older: Option<i64>,
 }
 
 fn who(r: &AuditRow, all: &[Client]) -> String {
-    match r.client_id.as_deref() {
+    actor_name(r.client_id.as_deref(), all)
+}
+
+fn actor_name(client_id: Option<&str>, all: &[Client]) -> String {
+    match client_id {
         Some("portal") => "You, in the portal".into(),
         Some("healthfolio-cli") | None => "Healthfolio (service operator)".into(),
         Some(c) => match all.iter().find(|x| x.client_id == c) {
@@ -51,6 +70,7 @@ fn verb(interaction: &str) -> &str {
         "operation" => "Ran",
         "grant" => "Shared your record:",
         "grant-revoked" => "Stopped sharing:",
+        "grant-changed" => "Changed what you share:",
         other => other,
     }
 }
@@ -68,37 +88,90 @@ fn what(r: &AuditRow) -> String {
     }
 }
 
+/// Why an access was refused, in words a patient can use (the stored detail is for operators).
+fn refusal(detail: Option<&str>) -> String {
+    let d = detail.unwrap_or_default();
+    let why = if d.contains("not found") || d.contains("does not exist") {
+        "it was outside what they may see"
+    } else if d.contains("scope") || d.contains("grant") || d.contains("not allow") {
+        "you have not allowed this"
+    } else if d.contains("revoked") || d.contains("withdrawn") || d.contains("expired") {
+        "their access had ended"
+    } else {
+        "it was not allowed"
+    };
+    format!("Refused: {why}")
+}
+
 fn line(r: &AuditRow, all: &[Client]) -> LogLine {
     let allowed = r.outcome == 0;
-    let outcome = if allowed {
-        "Allowed".to_string()
-    } else {
-        format!("Refused: {}", r.detail.as_deref().unwrap_or("no reason recorded"))
-    };
+    let outcome = if allowed { "Allowed".to_string() } else { refusal(r.detail.as_deref()) };
     LogLine { when: minute(r.recorded), who: who(r, all), what: what(r), outcome, allowed }
 }
 
-/// Accesses to the signed-in patient's record, newest first (at most 1000).
-pub fn access_log(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period) -> Result<Vec<LogLine>, PortalError> {
+/// A page of accesses to the signed-in patient's record, newest first.
+pub fn access_log(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period) -> Result<LogView, PortalError> {
+    let (rows, all, actors) = rows(db, audit, ctx, period, PAGE_ROWS)?;
+    let older = (rows.len() as i64 == PAGE_ROWS).then(|| rows.last().map(|r| r.aid)).flatten();
+    Ok(LogView { lines: rows.iter().map(|r| line(r, &all)).collect(), actors, older })
+}
+
+/// The whole filtered log (up to 20,000 lines), for the CSV download.
+pub fn access_log_all(
+    db: &Db,
+    audit: &Auditor,
+    ctx: &AccessContext,
+    period: &Period,
+) -> Result<Vec<LogLine>, PortalError> {
+    let (rows, all, _) = rows(db, audit, ctx, &Period { before: None, ..period.clone() }, CSV_ROWS)?;
+    Ok(rows.iter().map(|r| line(r, &all)).collect())
+}
+
+type Rows = (Vec<AuditRow>, Vec<Client>, Vec<(String, String)>);
+
+fn rows(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period, limit: i64) -> Result<Rows, PortalError> {
     ctx.require("AuditEvent", Interaction::Search)?;
     let patient = own_patient(ctx)?;
-    let mut q = AuditQuery { patient: Some(patient.into()), limit: MAX_ROWS, ..AuditQuery::default() };
+    let mut q = AuditQuery { patient: Some(patient.into()), limit, before_aid: period.before, ..AuditQuery::default() };
     if !period.from.trim().is_empty() {
         q.from = Some(parse_day(&period.from, "The start of the period")?.lo);
     }
     if !period.to.trim().is_empty() {
         q.to = Some(parse_day(&period.to, "The end of the period")?.hi);
     }
+    q.client = match period.who.as_str() {
+        "" => None,
+        "operator" => Some(None),
+        c => Some(Some(c.to_string())),
+    };
     // Reads are logged a few milliseconds late; the patient should see the latest ones.
     audit.flush();
     let mut conn = db.conn()?;
     let rows = search_audit_events(&mut conn, &q)?;
     let all = clients::list(&mut conn)?;
+    let mut actors: Vec<(String, String)> = Vec::new();
+    // One indexed probe per possible actor: the log itself may be long.
+    let candidates =
+        ["portal", "healthfolio-cli"].into_iter().map(str::to_string).chain(all.iter().map(|c| c.client_id.clone()));
+    for c in candidates {
+        if appears(&mut conn, patient, &c)? {
+            let value = if c == "healthfolio-cli" { "operator".to_string() } else { c.clone() };
+            actors.push((value, actor_name(Some(&c), &all)));
+        }
+    }
+    actors.sort_by(|a, b| a.1.cmp(&b.1));
     audit.record(ctx, AuditEntry::search(Some("AuditEvent"), "portal access log", Some(patient), Ok(rows.len())));
-    Ok(rows.iter().map(|r| line(r, &all)).collect())
+    Ok((rows, all, actors))
 }
 
-/// One CSV field: always quoted, and defused so a spreadsheet does not run it as a formula.
+fn appears(conn: &mut crate::db::Conn, patient: &str, client: &str) -> Result<bool, PortalError> {
+    let q = crate::db::Sql::with(
+        "SELECT aid AS n FROM audit_events WHERE patient_id = ? AND client_id = ? LIMIT 1",
+        [crate::db::Bind::Text(patient.into()), crate::db::Bind::Text(client.into())],
+    );
+    Ok(conn.first::<crate::db::Int>(&q)?.is_some())
+}
+
 fn csv_field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     format!("\"{}\"", s.replace('"', "\"\""))

@@ -2,7 +2,7 @@
 //! store recorded it, and any Provenance that targets it).
 
 use super::medicines::{kind_of, prescription_line, statement_line, MedicineLine, Names};
-use super::{minute, own_patient, PortalError};
+use super::{capitalised, minute, own_patient, PortalError};
 use crate::auth::AccessContext;
 use crate::db::{Bind, Sql};
 use crate::fhir::history::HistoryRequest;
@@ -41,22 +41,31 @@ struct AuthorRow {
 }
 
 /// The stored author of each version (`client_id|subject`), in words.
-fn authors(store: &Store, rtype: &str, id: &str) -> Result<HashMap<i64, String>, PortalError> {
+fn authors(store: &Store, ctx: &AccessContext, rtype: &str, id: &str) -> Result<HashMap<i64, String>, PortalError> {
     let mut conn = store.db.conn()?;
     let rows: Vec<AuthorRow> = conn.load(&Sql::with(
         "SELECT version_id, COALESCE(author, '') AS author FROM resource_versions WHERE res_type = ? AND id = ?",
         [Bind::Text(rtype.into()), Bind::Text(id.into())],
     ))?;
     let clients = crate::auth::clients::list(&mut conn).unwrap_or_default();
-    let words = |a: &str| {
-        let client = a.split('|').next().unwrap_or_default();
-        match client {
-            "portal" => "You, in the portal".to_string(),
-            "healthfolio-cli" | "" => "Healthfolio (loaded by the service operator)".to_string(),
-            c => clients.iter().find(|x| x.client_id == c).map_or_else(|| format!("App {c}"), |x| x.name.clone()),
-        }
-    };
+    let mut names = Names::new(store, ctx);
+    let mut words = |a: &str| author_words(a, &clients, &mut names);
     Ok(rows.into_iter().map(|r| (r.version_id, words(&r.author))).collect())
+}
+
+/// A version's stored author (`client_id|subject`) in words: the app or provider, and the
+/// practitioner using it when one signed in.
+pub(crate) fn author_words(a: &str, clients: &[crate::auth::clients::Client], names: &mut Names) -> String {
+    let (client, subject) = a.split_once('|').unwrap_or((a, ""));
+    let app = match client {
+        "portal" => "You, in the portal".to_string(),
+        "healthfolio-cli" | "" => "Healthfolio (loaded by the service operator)".to_string(),
+        c => clients.iter().find(|x| x.client_id == c).map_or_else(|| format!("App {c}"), |x| x.name.clone()),
+    };
+    match subject.starts_with("Practitioner/").then(|| names.name(subject)).flatten() {
+        Some(person) => format!("{person}, using {app}"),
+        None => app,
+    }
 }
 
 /// Provenance targeting this entry, as (version it names, description).
@@ -102,11 +111,6 @@ fn agent_words(a: &Value, names: &mut Names) -> String {
     s
 }
 
-fn capitalised(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
-}
-
 /// The entry `slug/id` of the signed-in patient, with its full history.
 pub fn detail(store: &Store, ctx: &AccessContext, slug: &str, id: &str) -> Result<MedicineDetail, PortalError> {
     let rtype = kind_of(slug).ok_or(PortalError::NotFound)?;
@@ -126,7 +130,7 @@ pub fn detail(store: &Store, ctx: &AccessContext, slug: &str, id: &str) -> Resul
     let req =
         HistoryRequest { rtype: Some(rtype.into()), id: Some(id.into()), count: Some(1000), ..Default::default() };
     let history = store.history(ctx, &req)?;
-    let authors = authors(store, rtype, id)?;
+    let authors = authors(store, ctx, rtype, id)?;
     let provenance = provenance(store, ctx, rtype, id)?;
     let versions = history
         .versions

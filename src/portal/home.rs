@@ -1,9 +1,13 @@
-//! The home page: who the record belongs to, what they take now, what they are allergic to.
+//! The home page: who the record belongs to, what they take now, what they are allergic to, and
+//! what others changed or looked at since the patient's last visit.
 
 use super::allergies::{allergies, AllergyLine};
+use super::detail::author_words;
 use super::medicines::{medicines, MedicineLine};
-use super::{format_nhs, human_name, own_patient, PortalError};
+use super::medicines::{slug_of, Names};
+use super::{concept_text, format_nhs, human_name, minute, own_patient, PortalError};
 use crate::auth::AccessContext;
+use crate::db::{Bind, Sql};
 use crate::fhir::{Store, NHS_NUMBER_SYSTEM};
 use serde_json::Value;
 
@@ -20,6 +24,86 @@ pub struct Home {
     pub person: Person,
     pub current: Vec<MedicineLine>,
     pub allergies: Vec<AllergyLine>,
+    /// Set from the second visit on.
+    pub since: Option<SinceLastVisit>,
+}
+
+/// What others did to the record since the patient's previous visit.
+#[derive(Debug, Clone)]
+pub struct SinceLastVisit {
+    pub when: String,
+    /// Entries others added or changed, newest first, in words.
+    pub changes: Vec<Change>,
+    /// How many times apps, providers or the operator reached the record.
+    pub accesses: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub what: String,
+    pub by: String,
+    pub link: Option<String>,
+}
+
+/// Types whose changes the home page reports, with the words for a new entry.
+const REPORTED: &[(&str, &str)] = &[
+    ("MedicationRequest", "Prescription"),
+    ("MedicationStatement", "Medicine taken"),
+    ("MedicationDispense", "Medicine dispensed"),
+    ("AllergyIntolerance", "Allergy"),
+    ("Condition", "Health problem"),
+];
+
+#[derive(diesel::QueryableByName)]
+struct Changed {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    res_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    version_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    author: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    body: Option<String>,
+}
+
+fn since_last_visit(store: &Store, ctx: &AccessContext, since: i64) -> Result<SinceLastVisit, PortalError> {
+    let patient = own_patient(ctx)?;
+    let mut conn = store.db.conn()?;
+    let mut q = Sql::new(
+        "SELECT r.res_type, r.id, r.version_id, COALESCE(v.author, '') AS author, CAST(r.body AS TEXT) AS body \
+         FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version_id = r.version_id \
+         WHERE r.patient_id = ",
+    );
+    q.text(patient).push(" AND r.deleted = 0 AND r.last_updated > ").int(since).push(" AND r.res_type IN ");
+    q.list(REPORTED.iter().map(|(t, _)| Bind::Text(t.to_string())));
+    q.push(" ORDER BY r.last_updated DESC LIMIT 20");
+    let rows: Vec<Changed> = conn.load(&q)?;
+    let clients = crate::auth::clients::list(&mut conn)?;
+    let mut names = Names::new(store, ctx);
+    let changes = rows
+        .into_iter()
+        .filter(|r| !r.author.starts_with("portal|"))
+        .map(|r| {
+            let body: Value = serde_json::from_str(r.body.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);
+            let noun = REPORTED.iter().find(|(t, _)| *t == r.res_type).map_or("Entry", |(_, w)| w);
+            let verb = if r.version_id == 1 { "added" } else { "changed" };
+            let name = concept_text(&body["medicationCodeableConcept"])
+                .or_else(|| concept_text(&body["code"]))
+                .unwrap_or_else(|| "an entry".into());
+            let link = matches!(r.res_type.as_str(), "MedicationRequest" | "MedicationStatement")
+                .then(|| format!("/portal/medicines/{}/{}", slug_of(&r.res_type), r.id));
+            Change { what: format!("{noun} {verb}: {name}"), by: author_words(&r.author, &clients, &mut names), link }
+        })
+        .collect();
+    let accesses = conn
+        .first::<crate::db::Int>(&Sql::with(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE patient_id = ? AND recorded > ? AND outcome = 0 AND (client_id IS NULL OR client_id <> 'portal')",
+            [Bind::Text(patient.into()), Bind::Int(since)],
+        ))?
+        .map_or(0, |r| r.n);
+    Ok(SinceLastVisit { when: minute(since), changes, accesses })
 }
 
 /// The signed-in patient's own Patient resource, in words.
@@ -40,10 +124,12 @@ pub fn person(store: &Store, ctx: &AccessContext) -> Result<Person, PortalError>
     })
 }
 
-pub fn home(store: &Store, ctx: &AccessContext) -> Result<Home, PortalError> {
+/// The home page; `previous_visit` is when the patient last signed in before this visit.
+pub fn home(store: &Store, ctx: &AccessContext, previous_visit: Option<i64>) -> Result<Home, PortalError> {
     Ok(Home {
         person: person(store, ctx)?,
         current: medicines(store, ctx)?.into_iter().filter(|m| m.current).collect(),
         allergies: allergies(store, ctx)?,
+        since: previous_visit.map(|t| since_last_visit(store, ctx, t)).transpose()?,
     })
 }

@@ -9,6 +9,7 @@ pub mod allergies;
 pub mod detail;
 pub mod home;
 pub mod medicines;
+pub mod registration;
 pub mod sharing;
 pub mod taken;
 pub mod timeline;
@@ -57,6 +58,12 @@ impl From<crate::consent::ConsentError> for PortalError {
 }
 
 /// The patient whose record this context may reach: the only patient a portal page shows.
+/// A message that starts a sentence.
+pub(crate) fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 pub fn own_patient(ctx: &AccessContext) -> Result<&str, PortalError> {
     ctx.compartment().ok_or(PortalError::NoPatient)
 }

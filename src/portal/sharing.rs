@@ -1,5 +1,5 @@
 //! Sharing: every app and provider that can reach the patient's record, in plain words, and the
-//! patient's own grants to registered provider organisations (grant, stop now).
+//! patient's own grants to registered provider organisations (grant, change, stop now).
 
 use super::{day, own_patient, parse_day, PortalError};
 use crate::auth::clients::{self, Client, ClientKind};
@@ -21,6 +21,17 @@ pub struct Share {
     pub until: String,
     pub last_used: String,
     pub active: bool,
+    /// A provider organisation's grant can be changed on the page: the [`PERMISSIONS`] it holds.
+    pub changeable: bool,
+    pub permissions: Vec<&'static str>,
+    /// The end date as the date field wants it (empty: until stopped).
+    pub until_value: String,
+}
+
+impl Share {
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.contains(&permission)
+    }
 }
 
 /// A provider organisation the patient may share with (registered provider systems).
@@ -53,7 +64,26 @@ fn who(g: &Grant, all: &[Client]) -> (String, &'static str) {
     }
 }
 
-fn share_line(g: Grant, all: &[Client], now: i64) -> Share {
+/// When the grantee last reached the record (its last allowed access in the audit trail): the
+/// grant itself is not written to on every request.
+fn last_use(conn: &mut crate::db::Conn, g: &Grant, all: &[Client]) -> Result<Option<i64>, PortalError> {
+    let clients: Vec<String> = match (&g.client_id, &g.organization) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(o)) => {
+            all.iter().filter(|c| c.organization.as_ref() == Some(o)).map(|c| c.client_id.clone()).collect()
+        }
+        _ => Vec::new(),
+    };
+    if clients.is_empty() {
+        return Ok(None);
+    }
+    let mut q = crate::db::Sql::new("SELECT COALESCE(MAX(recorded), 0) AS n FROM audit_events WHERE patient_id = ");
+    q.text(&g.patient_id).push(" AND outcome = 0 AND recorded >= ").int(g.created_at).push(" AND client_id IN ");
+    q.list(clients.into_iter().map(crate::db::Bind::Text));
+    Ok(conn.first::<crate::db::Int>(&q)?.map(|r| r.n).filter(|n| *n > 0))
+}
+
+fn share_line(g: Grant, all: &[Client], now: i64, used: Option<i64>) -> Share {
     let (who, kind) = who(&g, all);
     let until = match (g.revoked_at, g.expires_at) {
         (Some(r), _) => format!("ended {}", day(r)),
@@ -61,11 +91,25 @@ fn share_line(g: Grant, all: &[Client], now: i64) -> Share {
         (None, Some(e)) => day(e),
         (None, None) => "until you stop it".into(),
     };
+    let held = g.scopes();
+    let permissions = PERMISSIONS
+        .iter()
+        .filter(|(_, scopes, _)| {
+            crate::auth::Scopes::parse(scopes).resources.iter().all(|w| held.resources.iter().any(|h| h.covers(w)))
+        })
+        .map(|(k, _, _)| *k)
+        .collect();
     Share {
+        changeable: g.organization.is_some() && g.client_id.is_none() && g.is_active(now),
+        permissions,
+        until_value: match (g.revoked_at, g.expires_at) {
+            (None, Some(e)) if e > now => day(e - 1),
+            _ => String::new(),
+        },
         active: g.is_active(now),
         what: g.scopes().resources.iter().map(describe).collect(),
         since: day(g.created_at),
-        last_used: g.last_used_at.map(day).unwrap_or_else(|| "not yet".into()),
+        last_used: used.or(g.last_used_at).map(day).unwrap_or_else(|| "not yet".into()),
         id: g.id,
         who,
         kind,
@@ -80,8 +124,11 @@ pub fn sharing(db: &Db, ctx: &AccessContext) -> Result<Vec<Share>, PortalError> 
     let mut conn = db.conn()?;
     let all = clients::list(&mut conn)?;
     let now = now_micros();
-    let mut out: Vec<Share> =
-        consent::list(&mut conn, Some(patient))?.into_iter().map(|g| share_line(g, &all, now)).collect();
+    let mut out = Vec::new();
+    for g in consent::list(&mut conn, Some(patient))? {
+        let used = last_use(&mut conn, &g, &all)?;
+        out.push(share_line(g, &all, now, used));
+    }
     out.sort_by_key(|s| !s.active);
     Ok(out)
 }
@@ -109,9 +156,8 @@ pub struct NewShare {
     pub until: String,
 }
 
-pub fn share_with(db: &Db, ctx: &AccessContext, new: &NewShare) -> Result<(), PortalError> {
-    ctx.require("Consent", Interaction::Create)?;
-    let patient = own_patient(ctx)?;
+/// The grant a patient's choice on the form makes, checked.
+fn new_grant(db: &Db, patient: &str, new: &NewShare) -> Result<NewGrant, PortalError> {
     if !providers(db)?.iter().any(|p| p.organization == new.organization) {
         return Err(PortalError::Invalid("Choose one of the listed providers.".into()));
     }
@@ -130,16 +176,42 @@ pub fn share_with(db: &Db, ctx: &AccessContext, new: &NewShare) -> Result<(), Po
             Some(r.hi)
         }
     };
-    let g = NewGrant {
+    Ok(NewGrant {
         patient_id: patient.into(),
         grantee: Grantee::Organization(new.organization.clone()),
         scope: scopes.join(" "),
         expires_at,
         created_by: format!("Patient/{patient}"),
-    };
+    })
+}
+
+pub fn share_with(db: &Db, ctx: &AccessContext, new: &NewShare) -> Result<(), PortalError> {
+    ctx.require("Consent", Interaction::Create)?;
+    let patient = own_patient(ctx)?;
+    let g = new_grant(db, patient, new)?;
     db.transaction(|c| {
         let created = consent::grant(c, &g)?;
         record(c, ctx, "grant", &created.id)
+    })
+}
+
+/// Changes what a provider organisation may do, or until when: the old grant ends and the new
+/// one starts in the same transaction, so there is no moment with both or neither.
+pub fn change_sharing(db: &Db, ctx: &AccessContext, grant: &str, new: &NewShare) -> Result<(), PortalError> {
+    ctx.require("Consent", Interaction::Update)?;
+    let patient = own_patient(ctx)?;
+    let old = consent::get(&mut db.conn()?, grant)?;
+    let Some(org) = old.organization.clone().filter(|_| old.patient_id == patient && old.client_id.is_none()) else {
+        return Err(PortalError::NotFound);
+    };
+    if !old.is_active(now_micros()) {
+        return Err(PortalError::Invalid("This sharing has already ended: share again instead.".into()));
+    }
+    let g = new_grant(db, patient, &NewShare { organization: org, ..new.clone() })?;
+    db.transaction(|c| {
+        consent::revoke(c, grant)?;
+        let created = consent::grant(c, &g)?;
+        record(c, ctx, "grant-changed", &created.id)
     })
 }
 

@@ -22,6 +22,7 @@ async fn kick_off(
     state: web::Data<AppState>,
     caller: Caller,
     level: Level,
+    group: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
         .map_err(|_| FhirError::invalid("the query string is not valid URL encoding"))?;
@@ -46,14 +47,15 @@ async fn kick_off(
     }
     let request = format!("{}{}", state.hf.config.base_url, req.uri());
     let db = state.hf.db.clone();
-    let id = web::block(move || bulk::kick_off(&db, &caller.0, level, &request, types, since)).await??;
+    let id =
+        web::block(move || bulk::kick_off(&db, &caller.0, level, &request, types, since, group.as_deref())).await??;
     Ok(HttpResponse::Accepted()
         .insert_header((header::CONTENT_LOCATION, format!("{}/bulk/status/{id}", state.hf.config.base_url)))
         .finish())
 }
 
 async fn system_export(req: HttpRequest, state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    kick_off(req, state, caller, Level::System).await
+    kick_off(req, state, caller, Level::System, None).await
 }
 
 async fn patient_export(
@@ -61,15 +63,16 @@ async fn patient_export(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    kick_off(req, state, caller, Level::Patient).await
+    kick_off(req, state, caller, Level::Patient, None).await
 }
 
-async fn group_export(_caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Err(FhirError::NotFound(format!(
-        "Group/{}: groups are not held here; Patient/$export exports every patient whose grant covers you",
-        path.into_inner()
-    ))
-    .into())
+async fn group_export(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    kick_off(req, state, caller, Level::Group, Some(path.into_inner())).await
 }
 
 async fn poll(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

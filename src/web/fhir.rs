@@ -5,7 +5,7 @@ use super::extract::{read_body, Caller};
 use super::{AppState, FHIR_JSON};
 use crate::audit::{read_events, AuditQuery};
 use crate::consent::read_consents;
-use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset};
+use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset, searchset_text};
 use crate::fhir::history::HistoryRequest;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::store::WriteOptions;
@@ -341,7 +341,10 @@ async fn run_search(
     let sources = state.sources.clone();
     let base = hf.store.base.clone();
     let r = blocking(move || crate::federation::search(&hf.store, &hf.keys, &sources, &caller.0, &sr)).await?;
-    Ok(render(StatusCode::OK, &searchset(&base, &path, &r), &n))
+    if n.pretty {
+        return Ok(render(StatusCode::OK, &searchset(&base, &path, &r), &n));
+    }
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(searchset_text(&base, &path, &r)))
 }
 
 async fn search_get(

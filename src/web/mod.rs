@@ -14,6 +14,9 @@ mod openapi;
 mod operations;
 pub mod pages;
 mod portal;
+mod record;
+mod signup;
+mod tls;
 mod transfer;
 mod wellknown;
 
@@ -52,7 +55,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     invite::configure(cfg);
     openapi::configure(cfg);
     transfer::configure(cfg);
-    cfg.route("/static/app.css", web::get().to(pages::stylesheet)).route("/metrics", web::get().to(observe::metrics));
+    record::configure(cfg);
+    signup::configure(cfg);
+    cfg.route("/static/app.css", web::get().to(pages::stylesheet))
+        .route("/static/favicon.svg", web::get().to(pages::favicon))
+        .route("/favicon.ico", web::get().to(pages::favicon))
+        .route("/metrics", web::get().to(observe::metrics));
 }
 
 /// Headers every answer carries; HSTS only when the public URL is https (browsers ignore it otherwise).
@@ -75,6 +83,15 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
         hf.db.clone(),
         hf.config.base_url.clone(),
         hf.bulk_dir(),
+        hf.config.bulk,
+        std::sync::Arc::downgrade(&alive),
+    );
+    let sources = std::sync::Arc::new(crate::federation::client::SourceClient::default());
+    crate::federation::sync::start_worker(
+        hf.db.clone(),
+        hf.keys.clone(),
+        sources.clone(),
+        std::time::Duration::from_secs(hf.config.sync_interval_secs),
         std::sync::Arc::downgrade(&alive),
     );
     let state = web::Data::new(AppState {
@@ -83,9 +100,10 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
         hf,
         metrics: Default::default(),
         limits: Default::default(),
-        sources: Default::default(),
+        sources,
     });
     let https = state.hf.config.base_url.starts_with("https://");
+    let tls = state.hf.config.tls.as_ref().map(tls::server_config).transpose()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -96,8 +114,11 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
             .configure(configure)
     })
     .workers(workers)
-    .shutdown_timeout(30)
-    .listen(listener)?
+    .shutdown_timeout(30);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     Ok(server)
 }

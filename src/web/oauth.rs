@@ -36,6 +36,7 @@ struct LoginPage {
     csrf: String,
     continue_to: String,
     email: String,
+    signup: bool,
 }
 
 #[derive(Template)]
@@ -90,6 +91,19 @@ pub async fn current_session(req: &HttpRequest, state: &web::Data<AppState>) -> 
     .flatten()
 }
 
+/// The signed-in patient's (CSRF token, Patient id), or the answer to give instead: the sign-in
+/// page, or a refusal for an account that is not a patient's.
+pub(super) async fn signed_in(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+) -> Result<(String, String), HttpResponse> {
+    let s = current_session(req, state).await.ok_or_else(|| pages::see_other("/portal/login"))?;
+    let p = s.account.patient_id().map(str::to_string).ok_or_else(|| {
+        page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
+    })?;
+    Ok((s.row.csrf, p))
+}
+
 pub(super) fn login_page(
     state: &AppState,
     app_name: Option<String>,
@@ -98,7 +112,8 @@ pub(super) fn login_page(
     email: String,
 ) -> HttpResponse {
     let csrf = password::random_token();
-    let body = LoginPage { app_name, error: error.clone(), csrf: csrf.clone(), continue_to, email }.render();
+    let signup = state.hf.config.open_signup;
+    let body = LoginPage { app_name, error: error.clone(), csrf: csrf.clone(), continue_to, email, signup }.render();
     let cookie = Cookie::build(LOGIN_CSRF, csrf)
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -143,11 +158,28 @@ async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizePar
             String::new(),
         );
     };
+    if s.account.kind == "practitioner" {
+        let hf = state.hf.clone();
+        let account = s.account.clone();
+        let done = web::block(move || {
+            let mut conn = hf.db.conn()?;
+            conn.transaction(|c| oauth::practitioner_approve(c, &account, &auth))
+        })
+        .await;
+        return match done {
+            Ok(Ok(url)) => pages::see_other(&url),
+            _ => page_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Your request could not be completed. Please try again.",
+            ),
+        };
+    }
     let Some(patient) = s.account.patient_id().map(str::to_string) else {
         return page_error(
             StatusCode::FORBIDDEN,
-            "Only patients can share a record",
-            "Sign in with a patient account to connect an app.",
+            "This account cannot connect apps",
+            "Sign in with a patient or practitioner account to connect an app.",
         );
     };
     let hf = state.hf.clone();
@@ -243,7 +275,7 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
         }
         Ok(Err(e)) => {
             state.metrics.failed_logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            login_page(&state, None, Some(e.to_string()), continue_to, form.email)
+            login_page(&state, None, Some(pages::sentence(&e.to_string())), continue_to, form.email)
         }
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }

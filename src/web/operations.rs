@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::extract::{read_body, Caller};
 use super::AppState;
 use crate::auth::Reach;
-use crate::fhir::bundle::searchset;
+use crate::fhir::bundle::searchset_text;
 use crate::fhir::FhirError;
 use crate::portability::archive::{self, ImportOptions};
 use crate::portability::{summary, EverythingRequest};
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/$phr-import", web::post().to(phr_import))
         .route("/fhir/$process-message", web::post().to(process_message))
+        .route("/fhir/$import", web::post().to(bulk_import))
         .route("/fhir/Patient/{id}/$close", web::post().to(close_record))
         .route("/fhir/Bundle/$phr-export", web::get().to(phr_export_by_param));
 }
@@ -43,8 +44,10 @@ pub async fn patient_operation(
             let er = EverythingRequest::from_params(&id, &q)?;
             let path = format!("Patient/{id}/$everything");
             let base = store.base.clone();
-            let r = web::block(move || store.everything(&caller.0, &er)).await??;
-            Ok(json_response(&searchset(&base, &path, &r)))
+            let (keys, sources) = (state.hf.keys.clone(), state.sources.clone());
+            let r =
+                web::block(move || crate::federation::everything(&store, &keys, &sources, &caller.0, &er)).await??;
+            Ok(HttpResponse::Ok().content_type(super::FHIR_JSON).body(searchset_text(&base, &path, &r)))
         }
         "$summary" => Ok(json_response(&web::block(move || summary(&store, &caller.0, &id)).await??)),
         "$phr-export" => phr_export(state, caller, id, &q).await,
@@ -162,6 +165,59 @@ async fn process_message(
     let store = state.hf.store.clone();
     let answer = web::block(move || crate::federation::messages::process(&store, &caller.0, &bundle)).await??;
     Ok(json_response(&answer))
+}
+
+/// `POST /fhir/$import`: bulk extracts from a configured source into its persisted copy. Either
+/// Parameters naming files at the source (each fetched and ingested on its own), or one uploaded
+/// NDJSON file with `?source=NAME`. Operators only: a feed writes many patients' records.
+async fn bulk_import(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if caller.0.reach != Reach::All {
+        return Err(FhirError::forbidden("$import is for the service operator's token").into());
+    }
+    let ct = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ndjson = ct.contains("ndjson");
+    if !(ndjson || ct.starts_with("application/fhir+json") || ct.starts_with("application/json")) {
+        return Err(ApiError::UnsupportedMedia(
+            "send Parameters as application/fhir+json, or a file as application/fhir+ndjson".into(),
+        ));
+    }
+    let source = params(&req)?.into_iter().find(|(k, _)| k == "source").map(|(_, v)| v);
+    let body = read_body(payload, state.hf.config.body_limit).await?;
+    let hf = state.hf.clone();
+    let client = state.sources.clone();
+    let outcomes = web::block(move || -> Result<_, FhirError> {
+        use crate::federation::ingest::{self, Feed, FileOutcome};
+        if !ndjson {
+            let p: Value = serde_json::from_slice(&body)
+                .map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+            return ingest::import(&hf.db, &hf.keys, &client, &p);
+        }
+        let name = source.ok_or_else(|| FhirError::invalid("name the source: $import?source=NAME"))?;
+        let s = crate::federation::sources::get(&mut hf.db.conn()?, &hf.keys, &name)
+            .map_err(|e| FhirError::invalid(e.to_string()))?
+            .ok_or_else(|| FhirError::unprocessable(format!("{name} is not a configured source")))?;
+        let text = String::from_utf8(body.to_vec()).map_err(|_| FhirError::invalid("the file is not UTF-8"))?;
+        let result = ingest::ingest_file(&hf.db, &Feed { name: &s.name, fhir_base: &s.fhir_base }, &text);
+        Ok(vec![FileOutcome { url: "upload".into(), result }])
+    })
+    .await??;
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    let issues: Vec<Value> = outcomes
+        .iter()
+        .map(|o| match &o.result {
+            Ok(n) => json!({"severity": "information", "code": "informational", "diagnostics": format!("{}: {n} resources written", o.url)}),
+            Err(e) => json!({"severity": "error", "code": "processing", "diagnostics": format!("{}: {e}", o.url)}),
+        })
+        .collect();
+    let status = if failed == outcomes.len() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    Ok(HttpResponse::build(status)
+        .content_type(super::FHIR_JSON)
+        .body(json!({"resourceType": "OperationOutcome", "issue": issues}).to_string()))
 }
 
 /// `POST /fhir/Patient/{id}/$close` (Parameters `replacedBy`): the record moved; it keeps a pointer

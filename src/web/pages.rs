@@ -36,6 +36,16 @@ pub fn page_error(status: StatusCode, title: &str, message: &str) -> HttpRespons
     html(status, ErrorPage { title, message }.render())
 }
 
+/// A domain message (lower case, as errors are written) as a sentence for a page.
+pub fn sentence(message: &str) -> String {
+    let mut c = message.chars();
+    let mut s: String = c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
 pub fn see_other(url: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url))
@@ -48,4 +58,12 @@ pub async fn stylesheet() -> HttpResponse {
         .content_type("text/css; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .body(include_str!("../../static/app.css"))
+}
+
+/// The tab icon, at the address browsers ask for and the one the pages name.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(include_str!("../../static/favicon.svg"))
 }

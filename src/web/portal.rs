@@ -7,12 +7,12 @@ use super::pages::{html, page_error, see_other};
 use super::AppState;
 use crate::auth::session::{self, Session};
 use crate::auth::AccessContext;
-use crate::portal::access_log::{self, Period};
+use crate::portal::access_log::{self, LogView, Period};
 use crate::portal::account::{self, PasswordChange};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};
 use crate::portal::taken::{self, NewTaken};
 use crate::portal::{allergies, detail, home, medicines, PortalError};
-use crate::portal::{AccountView, AllergyLine, Home, LogLine, MedicineDetail, MedicineLine, Person};
+use crate::portal::{AccountView, AllergyLine, Home, MedicineDetail, MedicineLine, Person};
 use crate::portal::{ProblemLine, Provider, Share};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -34,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/portal/sharing", web::get().to(sharing_get))
         .route("/portal/sharing", web::post().to(share))
         .route("/portal/sharing/{id}/revoke", web::post().to(revoke))
+        .route("/portal/sharing/{id}/change", web::post().to(change_share))
         .route("/portal/access-log", web::get().to(log_page))
         .route("/portal/access-log.csv", web::get().to(log_csv))
         .route("/portal/account", web::get().to(account_get))
@@ -127,8 +128,20 @@ struct LogPage {
     section: &'static str,
     csrf: String,
     period: Period,
-    rows: Vec<LogLine>,
+    log: LogView,
     error: Option<String>,
+}
+
+impl LogPage {
+    fn chosen(&self, who: &str) -> bool {
+        self.period.who == who
+    }
+
+    /// The filters as a query string, for the CSV link and the next page.
+    fn query(&self) -> String {
+        serde_urlencoded::to_string([("from", &self.period.from), ("to", &self.period.to), ("who", &self.period.who)])
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Template)]
@@ -289,8 +302,14 @@ fn signed_out(state: &AppState) -> HttpResponse {
 
 async fn home_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
-    let home = or_page!(run(move || home::home(&store, &ctx)).await);
+    let (store, ctx, account) = (state.hf.store.clone(), p.ctx.clone(), p.session.account.id.clone());
+    let home = or_page!(
+        run(move || {
+            let previous = crate::auth::accounts::previous_visit(&mut store.db.conn()?, &account)?;
+            home::home(&store, &ctx, previous)
+        })
+        .await
+    );
     html(StatusCode::OK, HomePage { section: "home", csrf: p.csrf(), home }.render())
 }
 
@@ -310,7 +329,7 @@ async fn timeline_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
     let svg = crate::portal::timeline::svg(&medicines, &crate::fhir::time::today());
-    html(StatusCode::OK, TimelinePage { section: "medicines", csrf: p.csrf(), svg, medicines }.render())
+    html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), svg, medicines }.render())
 }
 
 async fn detail_page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
@@ -362,7 +381,7 @@ async fn allergies_page(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
-    let h = or_page!(run(move || home::home(&store, &ctx)).await);
+    let h = or_page!(run(move || home::home(&store, &ctx, None)).await);
     let today = crate::fhir::time::today();
     html(StatusCode::OK, PrintPage { person: h.person, current: h.current, allergies: h.allergies, today }.render())
 }
@@ -400,6 +419,25 @@ async fn share(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
     }
 }
 
+async fn change_share(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let f = Fields::parse(&body);
+    let p = or_page!(signed_form(&req, &state, &f).await);
+    let new = NewShare { organization: String::new(), permissions: f.all("permission"), until: f.get("until") };
+    let (db, ctx, grant) = (state.hf.db.clone(), p.ctx.clone(), path.into_inner());
+    match or_page!(call(move || sharing::change_sharing(&db, &ctx, &grant, &new)).await) {
+        Ok(()) => {
+            let notice = "Changed. From their next request, they may do only what you chose now.";
+            sharing_page(&state, &p, Some(notice.into()), None).await
+        }
+        Err(e) => sharing_page(&state, &p, None, Some(form_message!(e))).await,
+    }
+}
+
 async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -417,10 +455,10 @@ async fn revoke(
 fn period(req: &HttpRequest) -> Period {
     let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    Period { from: get("from"), to: get("to") }
+    Period { from: get("from"), to: get("to"), who: get("who"), before: get("before").parse().ok() }
 }
 
-async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<Vec<LogLine>, PortalError> {
+async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<LogView, PortalError> {
     let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period.clone());
     match call(move || access_log::access_log(&db, &audit, &ctx, &period)).await {
         Ok(r) => r,
@@ -431,17 +469,18 @@ async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> 
 async fn log_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     let period = period(&req);
-    let (rows, error) = match log_rows(&state, &p, &period).await {
-        Ok(rows) => (rows, None),
-        Err(e) => (Vec::new(), Some(form_message!(e))),
+    let (log, error) = match log_rows(&state, &p, &period).await {
+        Ok(log) => (log, None),
+        Err(e) => (LogView::default(), Some(form_message!(e))),
     };
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, LogPage { section: "log", csrf: p.csrf(), period, rows, error }.render())
+    html(status, LogPage { section: "log", csrf: p.csrf(), period, log, error }.render())
 }
 
 async fn log_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let rows = or_page!(log_rows(&state, &p, &period(&req)).await.map_err(|e| error_page(&e)));
+    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period(&req));
+    let rows = or_page!(run(move || access_log::access_log_all(&db, &audit, &ctx, &period)).await);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"access-log.csv\""))

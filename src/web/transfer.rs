@@ -1,6 +1,6 @@
 //! The portal's "bring your record" pages: send the patient to the partner, finish on return.
 
-use super::oauth::current_session;
+use super::oauth::signed_in;
 use super::pages::{html, page_error, see_other};
 use super::AppState;
 use crate::portability::transfer::{self, Partner};
@@ -39,14 +39,6 @@ async fn render(
     let partners = web::block(move || transfer::partners(&db)).await.ok().and_then(Result::ok).unwrap_or_default();
     let status = if error.is_some() { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
     html(status, TransferPage { section: "transfer", csrf, partners, notice, error }.render())
-}
-
-async fn signed_in(req: &HttpRequest, state: &web::Data<AppState>) -> Result<(String, String), HttpResponse> {
-    let s = current_session(req, state).await.ok_or_else(|| see_other("/portal/login"))?;
-    let p = s.account.patient_id().map(str::to_string).ok_or_else(|| {
-        page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
-    })?;
-    Ok((s.row.csrf, p))
 }
 
 async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -139,7 +139,210 @@ fn messages_are_idempotent(app: &TestApp) {
     assert_eq!(found.entries()[0]["resource"]["status"], "cancelled");
 }
 
+/// `$everything` for a linked patient also asks each source's `$everything`: merged, marked with
+/// their origin, within the caller's scopes and grant; a dead source is an outcome entry.
+fn everything_is_federated(app: &TestApp) {
+    let (src, creds) = provider(NHS[0]);
+    let remote_patient =
+        src.client().get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0])).ids()[0].clone();
+    src.create(allergy(&remote_patient, "high"));
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    add_source(app, "gp-a", &src.fhir, Policy::Never, Some(creds), 3000);
+    add_source(app, "gone", "http://127.0.0.1:9/fhir", Policy::Never, None, 300);
+    let r = app.client().get(&format!("Patient/{p}/$everything"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let from = |src: Option<&str>| {
+        r.entries()
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match" && e["resource"]["meta"]["tag"][0]["code"].as_str() == src)
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut remote = from(Some("gp-a"));
+    remote.sort();
+    assert_eq!(remote, vec!["AllergyIntolerance", "MedicationRequest"], "{}", r.text);
+    assert!(from(None).contains(&"MedicationRequest".to_string()));
+    assert!(r.text.contains("gone"), "the dead source is reported: {}", r.text);
+    assert_eq!(app.client().get("AllergyIntolerance?_summary=count").body["total"], 0, "federated: nothing stored");
+    // The patient's app granted prescriptions only sees no remote allergy.
+    let own = app.client_with(Some(app.patient_token("patient/MedicationRequest.rs patient/Patient.rs", &p)));
+    let mine = own.get(&format!("Patient/{p}/$everything"));
+    assert_eq!(mine.status, 200, "{}", mine.text);
+    assert!(!mine.text.contains("AllergyIntolerance"), "{}", mine.text);
+    assert!(mine.text.contains("gp-a"));
+}
+
+/// Polls `path` until its search has `n` matches.
+fn wait_for(app: &TestApp, path: &str, n: usize) -> crate::support::Response {
+    for _ in 0..150 {
+        let r = app.client().get(path);
+        if r.ids().len() == n {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{path} never reached {n} matches: {}", app.client().get(path).text);
+}
+
+/// `always`: the copy is kept in step in the background (link by NHS number, then `_since` pulls),
+/// owned by the source, and searches are answered from it without asking the source.
+fn always_source_syncs_in_the_background(app: &TestApp) {
+    let (src, creds) = provider(NHS[0]);
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    add_source(app, "gp-a", &src.fhir, Policy::Always, Some(creds), 3000);
+    let path = format!("MedicationRequest?patient={p}");
+    let r = wait_for(app, &path, 1);
+    let copy = &r.entries()[0]["resource"];
+    assert!(copy["id"].as_str().is_some_and(|id| id.starts_with("gp-a-")), "{copy}");
+    assert_eq!(copy["meta"]["tag"][0]["code"], "gp-a");
+    assert_eq!(copy["subject"]["reference"], format!("Patient/{p}"), "linked to the local record");
+    // A new prescription at the source arrives in a later round.
+    let remote_patient =
+        src.client().get(&format!("Patient?identifier={}|{}", "https://fhir.nhs.uk/Id/nhs-number", NHS[0])).ids()[0]
+            .clone();
+    let (code, display) = PARACETAMOL;
+    src.create(medication_request(&remote_patient, code, display, "active", "2025-03-01"));
+    let r = wait_for(app, &path, 2);
+    // The copy belongs to the source.
+    let id = r.ids()[0].clone();
+    let mut body = r.entries()[0]["resource"].clone();
+    body["status"] = json!("stopped");
+    let t = app.patient_token("patient/*.cruds", &p);
+    let refused = app.client_with(Some(t)).put(&format!("MedicationRequest/{id}"), &body);
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(refused.text.contains("gp-a"), "{}", refused.text);
+    // Served locally: the source being gone changes nothing.
+    drop(src);
+    assert_eq!(app.client().get(&path).ids().len(), 2);
+}
+
+/// Bulk extracts into a persisted copy: `$import` of an uploaded file and of files fetched from the
+/// source's own Bulk Data export, and `load --source`; each idempotent and all-or-nothing per file.
+fn bulk_extracts_feed_the_copy(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    add_source(app, "lab", "https://lab.example/fhir", Policy::Always, None, 3000);
+    let (code, display) = SIMVASTATIN;
+    let mut mr1 = medication_request("x1", code, display, "active", "2025-01-02");
+    mr1["id"] = json!("rx-1");
+    mr1["requester"] = json!({"reference": "Practitioner/doc-9"});
+    let mut mr2 = mr1.clone();
+    mr2["id"] = json!("rx-2");
+    let mut remote_patient = patient(NHS[0], "Okafor", "Ada");
+    remote_patient["id"] = json!("x1");
+    let file = [remote_patient.to_string(), mr1.to_string(), mr2.to_string()].join("\n");
+    let c = app.client();
+    let upload =
+        |body: &str| c.request("POST", "$import?source=lab", Some("application/fhir+ndjson"), Some(body.as_bytes()));
+    let r = upload(&file);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let path = format!("MedicationRequest?patient={p}");
+    let found = c.get(&path);
+    assert_eq!(found.ids().len(), 2, "{}", found.text);
+    let first = found.entries()[0]["resource"].clone();
+    assert_eq!(
+        first["requester"]["reference"], "https://lab.example/fhir/Practitioner/doc-9",
+        "a target not sent stays at the source"
+    );
+    assert_eq!(
+        c.get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0])).ids(),
+        vec![p.clone()],
+        "no second Patient"
+    );
+    // Again: nothing new (no new versions).
+    assert_eq!(upload(&file).status, 200);
+    let again = c.get(&format!("MedicationRequest/{}", first["id"].as_str().expect("id")));
+    assert_eq!(again.body["meta"]["versionId"], "1");
+    // A file with one bad line: nothing from it, and the line is named.
+    let mut mr3 = mr1.clone();
+    mr3["id"] = json!("rx-3");
+    let bad = [mr3.to_string(), "{not json".to_string()].join("\n");
+    let refused = upload(&bad);
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("line 2"), "{}", refused.text);
+    assert_eq!(c.get(&path).ids().len(), 2, "nothing from the bad file");
+    // Operators only.
+    let t = app.patient_token("patient/*.cruds", &p);
+    assert_eq!(
+        app.client_with(Some(t))
+            .request("POST", "$import?source=lab", Some("application/fhir+ndjson"), Some(file.as_bytes()))
+            .status,
+        403
+    );
+
+    // The same through the command line's loader, from a folder.
+    let dir = std::env::temp_dir().join(format!("hf-extract-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut mr4 = mr1.clone();
+    mr4["id"] = json!("rx-4");
+    std::fs::write(dir.join("MedicationRequest.ndjson"), mr4.to_string()).expect("write");
+    let feed = healthfolio::federation::ingest::Feed { name: "lab", fhir_base: "https://lab.example/fhir" };
+    healthfolio::cli::load::load_paths(&app.hf, std::slice::from_ref(&dir), Some(&feed)).expect("load --source");
+    healthfolio::cli::load::load_paths(&app.hf, std::slice::from_ref(&dir), Some(&feed)).expect("again");
+    assert_eq!(c.get(&path).ids().len(), 3);
+    std::fs::write(dir.join("MedicationRequest.ndjson"), format!("{}\n{{\"resourceType\": \"Nope\"}}", mr3))
+        .expect("write");
+    let err =
+        healthfolio::cli::load::load_paths(&app.hf, std::slice::from_ref(&dir), Some(&feed)).expect_err("bad line");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert_eq!(c.get(&path).ids().len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `$import` with Parameters: files named by URL, fetched from the source's own Bulk Data export
+/// with our credentials there; a URL elsewhere is refused.
+fn import_fetches_files_from_the_source(app: &TestApp) {
+    let (src, creds) = provider(NHS[0]);
+    let (client_id, kid, pkcs8) = creds.clone();
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    add_source(app, "gp-a", &src.fhir, Policy::Always, Some(creds), 3000);
+    // The export, as our client at the source.
+    let a = assertion(&src, &client_id, &kid, &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
+    let (_, tok) = token_request(
+        &src,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.rs"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &a),
+        ],
+    );
+    let at_src =
+        src.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async");
+    let kick = at_src.get("Patient/$export?_type=Patient,MedicationRequest");
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let status = kick.header("content-location").expect("location").to_string();
+    let manifest = (0..200)
+        .find_map(|_| {
+            let r = at_src.get(&status);
+            (r.status == 200).then_some(r.body).or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            })
+        })
+        .expect("export finished");
+    let inputs: Vec<serde_json::Value> = manifest["output"].as_array().expect("output").iter()
+        .map(|o| json!({"name": "input", "part": [{"name": "type", "valueCode": o["type"]}, {"name": "url", "valueUri": o["url"]}]}))
+        .collect();
+    let mut params =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "inputSource", "valueUri": src.fhir}]});
+    params["parameter"].as_array_mut().expect("array").extend(inputs);
+    let r = app.client().post("$import", &params);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(app.client().get(&format!("MedicationRequest?patient={p}")).ids().len(), 1);
+    let elsewhere = json!({"resourceType": "Parameters", "parameter": [{"name": "inputSource", "valueUri": src.fhir},
+        {"name": "input", "part": [{"name": "type", "valueCode": "Patient"}, {"name": "url", "valueUri": "http://127.0.0.1:9/steal.ndjson"}]}]});
+    let refused = app.client().post("$import", &elsewhere);
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("is not at the source"), "{}", refused.text);
+}
+
 both!(
+    everything_is_federated,
+    always_source_syncs_in_the_background,
+    bulk_extracts_feed_the_copy,
+    import_fetches_files_from_the_source,
     federated_search_merges_and_marks_origin,
     on_read_keeps_copies_owned_by_the_source,
     dead_source_never_fails_the_search,

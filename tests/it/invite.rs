@@ -32,4 +32,86 @@ fn invitation_creates_the_login_once(app: &TestApp) {
     assert_eq!(Browser::default().get(&format!("{}/portal/invite/not-a-code", app.base)).status, 404);
 }
 
-both!(invitation_creates_the_login_once);
+/// An operator-issued reset link sets a new password once, ends every session, and signs in.
+fn reset_link_sets_a_new_password(app: &TestApp) {
+    patient_with_login(app, NHS[0], "ada@example.org");
+    let mut elsewhere = Browser::default();
+    let login = elsewhere.get(&format!("{}/portal/login", app.base));
+    let form =
+        [("email", "ada@example.org"), ("password", PASSWORD), ("csrf", &login.field("csrf")), ("continue", "/portal")];
+    assert_eq!(elsewhere.post(&format!("{}/oauth/login", app.base), &form).status, 303);
+    assert_eq!(elsewhere.get(&format!("{}/portal", app.base)).status, 200);
+
+    let code = healthfolio::auth::invitations::reset_link(&mut app.hf.db.conn().expect("conn"), "ada@example.org")
+        .expect("reset link");
+    let url = format!("{}/portal/reset/{code}", app.base);
+    let mut b = Browser::default();
+    let page = b.get(&url);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Choose a new password") && !page.body.contains("name=\"email\""));
+    let new = "a brand new passphrase";
+    let short = b.post(&url, &[("csrf", &page.field("csrf")), ("password", "short"), ("confirm", "short")]);
+    assert_eq!(short.status, 400, "{}", short.body);
+    assert!(short.body.contains("A password needs at least 10 characters"), "{}", short.body);
+    let page = b.get(&url);
+    let done = b.post(&url, &[("csrf", &page.field("csrf")), ("password", new), ("confirm", new)]);
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/portal")), "{}", done.body);
+    assert_eq!(b.get(&format!("{}/portal", app.base)).status, 200, "signed in with the new password");
+    assert_eq!(elsewhere.get(&format!("{}/portal", app.base)).status, 303, "the other session ended");
+    let mut c = healthfolio::db::Db::conn(&app.hf.db).expect("conn");
+    assert!(healthfolio::auth::accounts::login(&mut c, "ada@example.org", PASSWORD, "test").is_err());
+    assert!(healthfolio::auth::accounts::login(&mut c, "ada@example.org", new, "test").is_ok());
+    assert_eq!(Browser::default().get(&url).status, 404, "spent");
+    // An invitation code is not a reset code, and the other way round.
+    assert_eq!(Browser::default().get(&format!("{}/portal/invite/{code}", app.base)).status, 404);
+}
+
+both!(invitation_creates_the_login_once, reset_link_sets_a_new_password);
+
+/// Self sign-up: only when the deployment enables it; a new person gets a record and a login; an
+/// NHS number already held here is refused (its owner is invited instead).
+#[test]
+fn self_sign_up_when_enabled() {
+    let closed = TestApp::sqlite();
+    assert_eq!(Browser::default().get(&format!("{}/portal/signup", closed.base)).status, 404);
+    let login = Browser::default().get(&format!("{}/portal/login", closed.base));
+    assert!(!login.body.contains("/portal/signup"));
+
+    let app = TestApp::sqlite_configured(|o| o.open_signup = true);
+    let mut b = Browser::default();
+    let login = b.get(&format!("{}/portal/login", app.base));
+    assert!(login.body.contains("/portal/signup"), "the sign-in page offers it");
+    let url = format!("{}/portal/signup", app.base);
+    let submit = |b: &mut Browser, nhs: &str, email: &str| {
+        let page = b.get(&url);
+        assert_eq!(page.status, 200);
+        let csrf = page.field("csrf");
+        b.post(
+            &url,
+            &[
+                ("csrf", csrf.as_str()),
+                ("given", "Ada"),
+                ("family", "Okafor"),
+                ("birth_date", "1972-03-14"),
+                ("nhs_number", nhs),
+                ("email", email),
+                ("password", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+    };
+    let bad = submit(&mut b, "943 476 5918", "ada@example.org");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("NHS number is not valid"), "{}", bad.body);
+    assert!(bad.body.contains("value=\"Ada\""), "what was typed is kept");
+    let done = submit(&mut b, "943 476 5919", "ada@example.org");
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/portal")), "{}", done.body);
+    let home = b.get(&format!("{}/portal", app.base));
+    assert!(home.body.contains("943 476 5919"), "{}", home.body);
+    // The same NHS number again, by someone else: refused, nothing created.
+    let mut other = Browser::default();
+    let taken = submit(&mut other, "9434765919", "someone@example.org");
+    assert_eq!(taken.status, 400);
+    assert!(taken.body.contains("already held here"), "{}", taken.body);
+    assert_eq!(app.client().get("Patient?_summary=count").body["total"], 1);
+}

@@ -1,5 +1,6 @@
 //! One integration test binary (link time), every test over real HTTP on both databases.
 
+mod browser;
 mod federation;
 mod fixtures;
 mod invite;
@@ -9,6 +10,7 @@ mod oauth_support;
 mod ops;
 mod portability;
 mod portal;
+mod processes;
 mod smoke;
 mod store;
 mod support;

@@ -249,6 +249,66 @@ fn backend_services_with_grants(app: &TestApp) {
     assert_eq!(c.get(&format!("MedicationRequest/{mr}")).status, 404, "revocation takes effect on the next request");
 }
 
+/// A practitioner signs in to a clinical app with `user/` scopes: no consent screen, a token that
+/// reaches only patients who granted the practitioner's organisation, and writes authored by the
+/// practitioner on behalf of the organisation.
+fn practitioner_writes_as_practitioner(app: &TestApp) {
+    let org = app.create(serde_json::json!({"resourceType": "Organization", "name": "Riverside Surgery"}));
+    let org_ref = format!("Organization/{org}");
+    let doc = app
+        .create(serde_json::json!({"resourceType": "Practitioner", "name": [{"family": "Mensah", "given": ["Kofi"]}]}));
+    let mut conn = app.hf.db.conn().expect("conn");
+    healthfolio::auth::accounts::create(
+        &mut conn,
+        "practitioner",
+        "kofi@riverside.example",
+        PASSWORD,
+        &format!("Practitioner/{doc}"),
+        Some(&org_ref),
+    )
+    .expect("account");
+    let granted = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let other = app.create(patient(NHS[1], "Other", "Olu"));
+    app.grant(&granted, Grantee::Organization(org_ref.clone()), "patient/MedicationRequest.cruds");
+
+    let client_id = public_app(app);
+    let client = oauth_client(app, &client_id);
+    let (url, verifier, _) =
+        authorize_url(app, &client, "openid fhirUser launch/patient patient/*.rs user/MedicationRequest.cruds");
+    let mut browser = Browser::default();
+    let (code, _) = sign_in_and_approve(app, &mut browser, &url, "kofi@riverside.example");
+    let token = exchange(app, &client, &code, &verifier);
+    assert!(token.extra_fields().patient.is_none(), "a practitioner's token has no patient in context");
+    let scopes: Vec<String> = token.scopes().expect("scope").iter().map(|s| s.to_string()).collect();
+    assert!(scopes.contains(&"user/MedicationRequest.cruds".to_string()), "{scopes:?}");
+    assert!(!scopes.iter().any(|s| s.starts_with("patient/") || s.starts_with("launch")), "{scopes:?}");
+    let id_token = token.extra_fields().id_token.clone().expect("id_token");
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            id_token.split('.').nth(1).expect("payload"),
+        )
+        .expect("b64"),
+    )
+    .expect("json");
+    assert!(claims["fhirUser"].as_str().is_some_and(|u| u.ends_with(&format!("Practitioner/{doc}"))), "{claims}");
+
+    let c = app.client_with(Some(token.access_token().secret().clone()));
+    let (code, display) = PARACETAMOL;
+    let created = c.post("MedicationRequest", &medication_request(&granted, code, display, "active", "2025-03-01"));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let mr = created.body["id"].as_str().expect("id").to_string();
+    let refused = c.post("MedicationRequest", &medication_request(&other, code, display, "active", "2025-03-01"));
+    assert_eq!(refused.status, 403, "no grant from this patient: {}", refused.text);
+    assert_eq!(c.get("AllergyIntolerance").status, 403, "not in the app's scopes");
+
+    // The author is the practitioner, on behalf of the organisation, in the Provenance.
+    let prov = app.client().get(&format!("Provenance?target=MedicationRequest/{mr}"));
+    let agent = &prov.entries()[0]["resource"]["agent"][0];
+    assert_eq!(agent["who"]["reference"], format!("Practitioner/{doc}"), "{}", prov.text);
+    assert_eq!(agent["onBehalfOf"]["reference"], org_ref);
+}
+
 fn body_token(v: &Value) -> Option<String> {
     v["access_token"].as_str().map(str::to_string)
 }
@@ -400,6 +460,7 @@ both!(
     introspect_and_revoke,
     withdrawn_grant_stops_the_app,
     discovery_documents,
+    practitioner_writes_as_practitioner,
 );
 
 #[test]
@@ -418,7 +479,7 @@ fn dynamic_registration_only_when_enabled() {
         .body
         .get("registration_endpoint")
         .is_none());
-    let open = TestApp::sqlite_with_open_registration();
+    let open = TestApp::sqlite_configured(|o| o.open_registration = true);
     let (status, v) = post(&open, &body);
     assert_eq!(status, 201, "{v}");
     let client_id = v["client_id"].as_str().expect("client_id").to_string();

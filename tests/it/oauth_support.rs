@@ -147,6 +147,45 @@ impl Browser {
         let req = self.agent.post(url);
         self.send(req, Some(form))
     }
+
+    /// A download: (status, headers' content-type, bytes).
+    pub fn get_bytes(&mut self, url: &str) -> (u16, String, Vec<u8>) {
+        let res = self.agent.get(url).set("Cookie", &self.cookie_header()).call();
+        match res {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                let (status, ct) = (r.status(), r.content_type().to_string());
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).expect("body");
+                (status, ct, bytes)
+            }
+            Err(e) => panic!("transport: {e}"),
+        }
+    }
+
+    /// A multipart/form-data form with text fields and one file, as a browser sends an upload.
+    pub fn post_file(&mut self, url: &str, fields: &[(&str, &str)], file_field: &str, file: &[u8]) -> Page {
+        let boundary = format!("----hf{}", uuid::Uuid::new_v4().simple());
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"record.tar\"\r\nContent-Type: application/x-tar\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let req = self
+            .agent
+            .post(url)
+            .set("Cookie", &self.cookie_header())
+            .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
+        match req.send_bytes(&body) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => self.absorb(r),
+            Err(e) => panic!("transport: {e}"),
+        }
+    }
 }
 
 /// The authorize URL an app would open, with PKCE S256; returns (url, verifier, state).

@@ -175,6 +175,74 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
     assert!(matches!(conflict, healthfolio::fhir::FhirError::Conflict(_)), "{conflict}");
 }
 
+/// The portal's record file: the patient downloads the archive at one instance and uploads it at
+/// another into their own record; a second upload adds nothing; a changed file, or another
+/// person's, is refused with a message and nothing written.
+fn portal_download_and_upload(app: &TestApp) {
+    use crate::oauth_support::{Browser, PASSWORD};
+    let sign_in = |app: &TestApp, email: &str| {
+        let mut b = Browser::default();
+        let login = b.get(&format!("{}/portal/login", app.base));
+        let form = [("email", email), ("password", PASSWORD), ("csrf", &login.field("csrf")), ("continue", "/portal")];
+        assert_eq!(b.post(&format!("{}/oauth/login", app.base), &form).status, 303);
+        b
+    };
+    let p = seed(app, NHS[0]);
+    let mut conn = app.hf.db.conn().expect("conn");
+    healthfolio::auth::accounts::create(
+        &mut conn,
+        "patient",
+        "ada@example.org",
+        PASSWORD,
+        &format!("Patient/{p}"),
+        None,
+    )
+    .expect("account");
+    let mut at_a = sign_in(app, "ada@example.org");
+    let (status, ct, file) = at_a.get_bytes(&format!("{}/portal/record/download", app.base));
+    assert_eq!((status, ct.as_str()), (200, "application/x-tar"));
+    let (manifest, _) = archive::read_archive(file.as_slice()).expect("a valid archive");
+    assert_eq!(manifest.counts.get("MedicationRequest"), Some(&2));
+
+    // At B the same person (same NHS number) has a login and an empty record.
+    let b = TestApp::sqlite();
+    let mine = crate::oauth_support::patient_with_login(&b, NHS[0], "ada@example.org");
+    let mut at_b = sign_in(&b, "ada@example.org");
+    let page = at_b.get(&format!("{}/portal/record", b.base));
+    assert_eq!(page.status, 200);
+    let csrf = page.field("csrf");
+    let url = format!("{}/portal/record/import", b.base);
+    let count =
+        |b: &TestApp| b.client().get(&format!("MedicationRequest?patient={mine}&_summary=count")).body["total"].clone();
+    let done = at_b.post_file(&url, &[("csrf", &csrf)], "archive", &file);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("was imported"), "{}", done.body);
+    assert_eq!(count(&b), 2);
+    let again = at_b.post_file(&url, &[("csrf", &csrf)], "archive", &file);
+    assert!(again.body.contains("0 new entries"), "{}", again.body);
+    assert_eq!(count(&b), 2, "a second upload adds nothing");
+
+    let mut tampered = file.clone();
+    if let Some(i) = tampered.windows(9).position(|w| w == b"322236009") {
+        tampered[i] = b'4';
+    }
+    let refused = at_b.post_file(&url, &[("csrf", &csrf)], "archive", &tampered);
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("Nothing was imported"), "{}", refused.body);
+    let forged = at_b.post_file(&url, &[("csrf", "not-the-token")], "archive", &file);
+    assert_eq!(forged.status, 403);
+
+    // Someone else's record file is refused on its NHS number.
+    let other = seed(app, NHS[1]);
+    let mut theirs = Vec::new();
+    archive::export(&app.hf.store, &AccessContext::operator("test"), &other, &mut theirs).expect("export");
+    let wrong = at_b.post_file(&url, &[("csrf", &csrf)], "archive", &theirs);
+    assert_eq!(wrong.status, 422, "{}", wrong.body);
+    assert_eq!(count(&b), 2);
+    // Signed out: no download.
+    assert_eq!(Browser::default().get(&format!("{}/portal/record/download", app.base)).status, 303);
+}
+
 fn patient_app_exports_only_own_record(app: &TestApp) {
     let p = seed(app, NHS[0]);
     let q = seed(app, NHS[1]);
@@ -191,6 +259,8 @@ both!(
     phr_round_trip_between_two_instances,
     archive_round_trip_and_refusals,
     patient_app_exports_only_own_record,
+    portal_download_and_upload,
+    group_export_members_with_grants,
 );
 
 /// Polls a bulk status URL until the manifest is ready.
@@ -206,19 +276,12 @@ fn wait_manifest(c: &crate::support::Client, url: &str) -> serde_json::Value {
     panic!("export did not finish");
 }
 
-fn bulk_export_respects_grants(app: &TestApp) {
+/// A provider system of `org` with a `system/*.rs` token, asking for async answers.
+fn provider(app: &TestApp, org: &str) -> crate::support::Client {
     use crate::oauth_support::*;
-    let granted = seed(app, NHS[0]);
-    let _other = seed(app, NHS[1]);
-    let org = "Organization/riverside";
-    app.grant(
-        &granted,
-        healthfolio::consent::Grantee::Organization(org.into()),
-        "patient/MedicationRequest.rs patient/Patient.rs",
-    );
     let (pkcs8, jwks) = backend_keys("k1");
     let client_id = backend_client(app, jwks, org);
-    let a = assertion(app, &client_id, "k1", &pkcs8, "bulk-1", 200);
+    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
     let (_, tok) = token_request(
         app,
         &[
@@ -228,7 +291,66 @@ fn bulk_export_respects_grants(app: &TestApp) {
             ("client_assertion", &a),
         ],
     );
-    let c = app.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async");
+    app.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async")
+}
+
+/// Group/{id}/$export: the group's members, but only those whose grants cover the provider, and
+/// only groups the provider's organisation manages.
+fn group_export_members_with_grants(app: &TestApp) {
+    let org = app.create(json!({"resourceType": "Organization", "name": "Riverside Surgery"}));
+    let org_ref = format!("Organization/{org}");
+    let (a, b, c) = (seed(app, NHS[0]), seed(app, NHS[1]), seed(app, NHS[2]));
+    let members = |ids: &[&String]| {
+        ids.iter().map(|p| json!({"entity": {"reference": format!("Patient/{p}")}})).collect::<Vec<_>>()
+    };
+    let group = app
+        .create(json!({"resourceType": "Group", "type": "person", "actual": true, "name": "Riverside registered list",
+        "managingEntity": {"reference": org_ref}, "member": members(&[&a, &b])}));
+    let bad = app.client().post("Group", &json!({"resourceType": "Group", "type": "person"}));
+    assert_eq!(bad.status, 422, "Group.actual is required: {}", bad.text);
+    // a and c granted the organisation; b did not; c is not a member.
+    for p in [&a, &c] {
+        app.grant(p, healthfolio::consent::Grantee::Organization(org_ref.clone()), "patient/*.rs");
+    }
+    let riverside = provider(app, &org_ref);
+    let kick = riverside.get(&format!("Group/{group}/$export?_type=Patient,MedicationRequest"));
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let manifest = wait_manifest(&riverside, kick.header("content-location").expect("location"));
+    let counts: BTreeMap<String, i64> = manifest["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .map(|o| (o["type"].as_str().unwrap_or_default().to_string(), o["count"].as_i64().unwrap_or_default()))
+        .collect();
+    assert_eq!(counts, BTreeMap::from([("MedicationRequest".to_string(), 2), ("Patient".to_string(), 1)]));
+    let url = manifest["output"].as_array().expect("output").iter().find(|o| o["type"] == "Patient").expect("Patient")
+        ["url"]
+        .clone();
+    let patients = riverside.get(url.as_str().expect("url"));
+    assert!(
+        patients.text.contains(&a) && !patients.text.contains(&b) && !patients.text.contains(&c),
+        "{}",
+        patients.text
+    );
+
+    // Another organisation's system, a patient's app, and an unknown group: not found.
+    let other = provider(app, "Organization/elsewhere");
+    assert_eq!(other.get(&format!("Group/{group}/$export")).status, 404);
+    let app_token = app.patient_token("patient/*.rs", &a);
+    assert_eq!(app.client_with(Some(app_token)).get(&format!("Group/{group}/$export")).status, 404);
+    assert_eq!(riverside.get("Group/no-such-group/$export").status, 404);
+}
+
+fn bulk_export_respects_grants(app: &TestApp) {
+    let granted = seed(app, NHS[0]);
+    let _other = seed(app, NHS[1]);
+    let org = "Organization/riverside";
+    app.grant(
+        &granted,
+        healthfolio::consent::Grantee::Organization(org.into()),
+        "patient/MedicationRequest.rs patient/Patient.rs",
+    );
+    let c = provider(app, org);
     let kick = c.get("Patient/$export");
     assert_eq!(kick.status, 202, "{}", kick.text);
     let status_url = kick.header("content-location").expect("Content-Location").to_string();

@@ -171,6 +171,76 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     assert_eq!(b.get(&format!("{}/portal/access-log?from=soon", app.base)).status, 400);
 }
 
+/// The sharing page: last use from the audit trail, and changing what a provider may do (the
+/// very next request follows the change); the access log filtered by who.
+fn sharing_changes_and_the_log_by_who(app: &TestApp) {
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let (code, display) = PARACETAMOL;
+    let mr = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let org = "Organization/riverside";
+    let provider = provider(app, org);
+    let (mut b, _) = sign_in(app, "ada@example.org");
+    let page = b.get(&format!("{}/portal/sharing", app.base));
+    let csrf = page.field("csrf");
+    let form = [("csrf", csrf.as_str()), ("organization", org), ("until", ""), ("permission", "medicines-read")];
+    let shared = b.post(&format!("{}/portal/sharing", app.base), &form);
+    assert!(shared.body.contains("Last used</dt><dd>not yet"), "{}", shared.body);
+    assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200);
+    assert_eq!(provider.get(&format!("Patient/{p}")).status, 404);
+    app.hf.store.audit.flush();
+    let page = b.get(&format!("{}/portal/sharing", app.base));
+    assert!(!page.body.contains("Last used</dt><dd>not yet"), "the provider's read counts: {}", page.body);
+    // Change: personal details too, medicines no longer.
+    let id = grant_id(&page.body);
+    let change = [("csrf", csrf.as_str()), ("until", "2099-01-31"), ("permission", "details-read")];
+    let changed = b.post(&format!("{}/portal/sharing/{id}/change", app.base), &change);
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert!(changed.body.contains("Changed."), "{}", changed.body);
+    assert!(changed.body.contains("2099-01-31"), "{}", changed.body);
+    assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "medicines no longer shared");
+    assert_eq!(provider.get(&format!("Patient/{p}")).status, 200, "details now shared");
+    let none = b.post(&format!("{}/portal/sharing/{}/change", app.base, grant_id(&changed.body)), &[("csrf", &csrf)]);
+    assert_eq!(none.status, 400, "nothing chosen is refused: {}", none.body);
+
+    // The access log by who: only the provider's lines.
+    let log = b.get(&format!("{}/portal/access-log", app.base));
+    assert!(log.body.contains("<option value=\"portal\""), "the patient is one of the actors: {}", log.body);
+    let client = log
+        .body
+        .split("<option value=\"")
+        .skip(1)
+        .filter_map(|o| o.split('"').next())
+        .find(|v| !v.is_empty() && *v != "portal" && *v != "operator")
+        .expect("the provider as an actor")
+        .to_string();
+    let theirs = b.get(&format!("{}/portal/access-log?who={client}", app.base));
+    assert!(
+        theirs.body.contains("Riverside GP system") && theirs.body.contains(&format!("Read MedicationRequest/{mr}"))
+    );
+    assert!(!theirs.body.contains("<td data-label=\"Who\">You, in the portal"), "{}", theirs.body);
+    assert!(theirs.body.contains("Refused: "), "the refused read after the change is there");
+}
+
+/// Home: from the second visit, what others added or changed since the last one, and how often
+/// apps and providers used the record.
+fn home_shows_what_is_new_since_last_visit(app: &TestApp) {
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let (_, first) = sign_in(app, "ada@example.org");
+    assert!(!first.body.contains("New since your last visit"), "not on the first visit");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (code, display) = SIMVASTATIN;
+    let mr = app.create(medication_request(&p, code, display, "active", "2025-06-01"));
+    let reader = app.client_with(Some(app.patient_token("patient/*.rs", &p)));
+    assert_eq!(reader.get(&format!("MedicationRequest/{mr}")).status, 200);
+    app.hf.store.audit.flush();
+    let (_, second) = sign_in(app, "ada@example.org");
+    assert!(second.body.contains("New since your last visit"), "{}", second.body);
+    assert!(second.body.contains(&format!("Prescription added: {display}")), "{}", second.body);
+    assert!(second.body.contains("used your record"), "{}", second.body);
+    let (_, third) = sign_in(app, "ada@example.org");
+    assert!(third.body.contains("Nobody else added or changed anything"), "{}", third.body);
+}
+
 fn one_patient_never_sees_another(app: &TestApp) {
     let ada = patient_with_login(app, NHS[0], "ada@example.org");
     let ben = app.create(patient(NHS[1], "Hughes", "Ben"));
@@ -248,6 +318,8 @@ fn account_changes_password_and_signs_out_everywhere(app: &TestApp) {
 }
 
 both!(
+    sharing_changes_and_the_log_by_who,
+    home_shows_what_is_new_since_last_visit,
     patient_sees_medicines_from_the_api,
     patient_adds_and_stops_what_they_take,
     sharing_with_a_provider_and_stopping,

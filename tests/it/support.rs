@@ -40,7 +40,8 @@ macro_rules! both {
 }
 
 thread_local! {
-    static OPEN_REGISTRATION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Settings the next app started on this thread gets on top of the test defaults.
+    static CONFIGURE: std::cell::RefCell<Option<fn(&mut Overrides)>> = const { std::cell::RefCell::new(None) };
 }
 
 fn admin_url() -> String {
@@ -70,17 +71,10 @@ impl TestApp {
     }
 
     pub fn postgres() -> Option<TestApp> {
-        if !postgres_enabled() {
-            eprintln!("PostgreSQL tests skipped: HEALTHFOLIO_TEST_POSTGRES=off");
-            return None;
-        }
-        let name = format!("hf_t_{}", uuid::Uuid::new_v4().simple());
-        pg_admin(&format!("CREATE DATABASE {name}"));
-        let admin = admin_url();
-        let url = match admin.rsplit_once('/') {
-            Some((head, _)) => format!("{head}/{name}"),
-            None => panic!("HEALTHFOLIO_TEST_DATABASE_URL has no database part"),
-        };
+        let db = PgDatabase::create()?;
+        let (url, admin, name) = (db.url.clone(), admin_url(), db.name.clone());
+        // The app drops the database itself, after stopping its pool.
+        std::mem::forget(db);
         Some(TestApp::start(temp_dir(), url, Some((admin, name))))
     }
 
@@ -101,13 +95,13 @@ impl TestApp {
         TestApp::start_as(dir, database_url, pg_database, None)
     }
 
-    /// A SQLite instance whose operator lets apps register themselves (RFC 7591).
-    pub fn sqlite_with_open_registration() -> TestApp {
+    /// A SQLite instance with some settings changed, as an operator would start it.
+    pub fn sqlite_configured(configure: fn(&mut Overrides)) -> TestApp {
         let dir = temp_dir();
         let url = dir.join("test.db").to_string_lossy().into_owned();
-        OPEN_REGISTRATION.with(|f| f.set(true));
+        CONFIGURE.with(|c| *c.borrow_mut() = Some(configure));
         let app = TestApp::start(dir, url, None);
-        OPEN_REGISTRATION.with(|f| f.set(false));
+        CONFIGURE.with(|c| *c.borrow_mut() = None);
         app
     }
 
@@ -125,10 +119,14 @@ impl TestApp {
             database_url: Some(database_url.clone()),
             pool_size: Some(4),
             base_url: public.clone(),
-            open_registration: OPEN_REGISTRATION.with(|f| f.get()),
             body_limit: Some(1024 * 1024),
+            sync_interval: Some(1),
             ..Overrides::default()
         };
+        let mut overrides = overrides;
+        if let Some(configure) = CONFIGURE.with(|c| *c.borrow()) {
+            configure(&mut overrides);
+        }
         let config = Config::resolve(&overrides).expect("config");
         let hf = Healthfolio::open(config).expect("open");
         let (tx, rx) = mpsc::channel();
@@ -205,7 +203,35 @@ impl Drop for TestApp {
     }
 }
 
-fn temp_dir() -> PathBuf {
+/// A fresh, empty PostgreSQL database, dropped (with any connections still open) at the end.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> Option<PgDatabase> {
+        if !postgres_enabled() {
+            eprintln!("PostgreSQL tests skipped: HEALTHFOLIO_TEST_POSTGRES=off");
+            return None;
+        }
+        let name = format!("hf_t_{}", uuid::Uuid::new_v4().simple());
+        pg_admin(&format!("CREATE DATABASE {name}"));
+        let url = match admin_url().rsplit_once('/') {
+            Some((head, _)) => format!("{head}/{name}"),
+            None => panic!("HEALTHFOLIO_TEST_DATABASE_URL has no database part"),
+        };
+        Some(PgDatabase { url, name })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        pg_admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+pub fn temp_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("hf-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d

@@ -1,0 +1,206 @@
+//! `always` sources, kept in step in the background: each round, one replica (whichever leases
+//! the source's sync job in the database) links local patients to the source by NHS number and
+//! pulls what changed for each linked patient since the last round (`_since`), into the
+//! persisted copy through [`super::ingest`].
+
+use super::client::SourceClient;
+use super::ingest::{ingest, Feed};
+use super::sources::{self, Policy, Source};
+use crate::auth::Keys;
+use crate::db::{Bind, Conn, Db, Sql};
+use crate::fhir::patient::nhs_number;
+use crate::fhir::{now_micros, time, FhirError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Types pulled from a source whose configuration names none.
+const DEFAULT_TYPES: &[&str] =
+    &["MedicationRequest", "MedicationStatement", "MedicationDispense", "AllergyIntolerance", "Condition"];
+/// Patients linked per round, so a large population is linked over several rounds.
+const LINKS_PER_ROUND: i64 = 200;
+/// Clocks differ between servers: each pull starts a little before the last one did (ingest is
+/// idempotent, so the overlap costs nothing but a few unchanged resources).
+const OVERLAP_MICROS: i64 = 60 * 1_000_000;
+/// A marker for "asked, not held there", so an unknown patient is not asked about every round.
+const NOT_THERE: &str = "";
+
+/// What one round did for one source.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub linked: usize,
+    pub written: usize,
+    pub failures: Vec<String>,
+}
+
+pub fn start_worker(db: Db, keys: Keys, client: Arc<SourceClient>, interval: Duration, alive: std::sync::Weak<()>) {
+    let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let spawned = std::thread::Builder::new().name("source-sync".into()).spawn(move || loop {
+        if alive.upgrade().is_none() {
+            return;
+        }
+        let due = db.conn().map_err(FhirError::from).and_then(|mut c| {
+            sources::active(&mut c, &keys).map_err(|e| FhirError::invalid(e.to_string()))
+        });
+        for s in due.unwrap_or_default().into_iter().filter(|s| s.policy == Policy::Always) {
+            match db.transaction(|c| lease(c, &s.name, &worker, interval)) {
+                Ok(true) => {
+                    let round = sync_source(&db, &client, &s);
+                    if !round.failures.is_empty() {
+                        tracing::warn!(source = %s.name, failures = round.failures.len(), "source sync: {}", round.failures.join("; "));
+                    }
+                    let _ = db.transaction(|c| finish(c, &s.name, &worker, &round));
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(source = %s.name, "source sync lease: {e}"),
+            }
+        }
+        // Look again within a second (the lease says whether a round is due); nap in short
+        // steps so a stopping server is not kept waiting.
+        for _ in 0..10 {
+            if alive.upgrade().is_none() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("source sync worker did not start: {e}");
+    }
+}
+
+/// Takes this source's sync job if no replica holds it and its last round is `interval` old.
+fn lease(conn: &mut Conn, source: &str, worker: &str, interval: Duration) -> Result<bool, FhirError> {
+    let id = format!("sync-{source}");
+    let now = now_micros();
+    conn.execute(&Sql::with(
+        "INSERT INTO jobs (id, kind, status, client_id, request, params, created_at) VALUES (?, 'source-sync', 'idle', 'healthfolio', ?, '{}', ?) ON CONFLICT (id) DO NOTHING",
+        [Bind::Text(id.clone()), Bind::Text(format!("sync {source}")), Bind::Int(now)],
+    ))?;
+    let every = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
+    let n = conn.execute(&Sql::with(
+        "UPDATE jobs SET status = 'running', leased_by = ?, lease_until = ? WHERE id = ? \
+         AND (status <> 'running' OR lease_until < ?) AND (finished_at IS NULL OR finished_at <= ?)",
+        [
+            Bind::Text(worker.into()),
+            Bind::Int(now + 10 * every.max(30_000_000)),
+            Bind::Text(id),
+            Bind::Int(now),
+            Bind::Int(now - every),
+        ],
+    ))?;
+    Ok(n == 1)
+}
+
+fn finish(conn: &mut Conn, source: &str, worker: &str, round: &Round) -> Result<(), FhirError> {
+    let summary = format!("{} linked, {} written, {} failed", round.linked, round.written, round.failures.len());
+    conn.execute(&Sql::with(
+        "UPDATE jobs SET status = 'idle', finished_at = ?, progress = ?, error = ? WHERE id = ? AND leased_by = ?",
+        [
+            Bind::Int(now_micros()),
+            Bind::Text(summary),
+            Bind::OptText(round.failures.first().cloned()),
+            Bind::Text(format!("sync-{source}")),
+            Bind::Text(worker.into()),
+        ],
+    ))?;
+    Ok(())
+}
+
+/// One round for one source: link, then pull what changed. A failure is noted and the round
+/// goes on with the next patient or type; nothing half-written stays (each pull is one transaction).
+pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
+    let mut round = Round::default();
+    let timeout = Duration::from_millis(s.timeout_ms.max(1000) as u64);
+    if let Err(e) = link_patients(db, client, s, timeout, &mut round) {
+        round.failures.push(format!("linking: {e}"));
+    }
+    let links = match db.conn().map_err(FhirError::from).and_then(|mut c| linked(&mut c, &s.name)) {
+        Ok(l) => l,
+        Err(e) => {
+            round.failures.push(e.to_string());
+            return round;
+        }
+    };
+    let types: Vec<String> = s.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
+    let feed = Feed { name: &s.name, fhir_base: &s.fhir_base };
+    for (patient, remote) in links {
+        for t in &types {
+            let started = now_micros();
+            let since =
+                db.conn().ok().and_then(|mut c| sources::last_fetch(&mut c, &s.name, &patient, t).ok().flatten());
+            let mut path = format!("{t}?patient={remote}&_count=1000");
+            if let Some(since) = since {
+                path.push_str(&format!("&_since={}", time::format_instant(since - OVERLAP_MICROS)));
+            }
+            let pulled = client.fetch(s, &path, timeout).map_err(|e| format!("{t} of {remote}: source {e}"));
+            let written = pulled.and_then(|items| {
+                let items: Vec<_> = items.into_iter().filter(|i| i["resourceType"] == t.as_str()).enumerate().collect();
+                db.transaction(|c| {
+                    let n = ingest(c, &feed, items)?;
+                    sources::record_fetch_at(c, &s.name, &patient, t, started)?;
+                    Ok::<_, super::ingest::AtItem>(n)
+                })
+                .map_err(|super::ingest::AtItem(i, e)| format!("{t} of {remote}, item {i}: {e}"))
+            });
+            match written {
+                Ok(n) => round.written += n,
+                Err(e) => round.failures.push(e),
+            }
+        }
+    }
+    round
+}
+
+/// Local patients (not copies) this source has not been asked about yet, found there by NHS number.
+fn link_patients(
+    db: &Db,
+    client: &SourceClient,
+    s: &Source,
+    timeout: Duration,
+    round: &mut Round,
+) -> Result<(), FhirError> {
+    #[derive(diesel::QueryableByName)]
+    struct P {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        body: Option<String>,
+    }
+    let mut q = Sql::new(
+        "SELECT r.id AS id, CAST(r.body AS TEXT) AS body FROM resources r WHERE r.res_type = 'Patient' AND r.deleted = 0 AND r.source IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM source_links l WHERE l.source = ",
+    );
+    q.text(&s.name).push(" AND l.patient_id = r.id) ORDER BY r.rid LIMIT ").int(LINKS_PER_ROUND);
+    let unlinked: Vec<P> = db.conn()?.load(&q)?;
+    for p in unlinked {
+        let body: serde_json::Value = serde_json::from_str(p.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+        let Some(nhs) = nhs_number(&body) else { continue };
+        let found = client.fetch(s, &format!("Patient?identifier={}|{nhs}", crate::fhir::NHS_NUMBER_SYSTEM), timeout);
+        let remote = match found {
+            Ok(list) => list.first().and_then(|r| r["id"].as_str()).unwrap_or(NOT_THERE).to_string(),
+            Err(e) => return Err(FhirError::invalid(format!("source {e}"))),
+        };
+        let mut conn = db.conn()?;
+        sources::save_link(&mut conn, &s.name, &p.id, &remote)?;
+        if remote != NOT_THERE {
+            round.linked += 1;
+        }
+    }
+    Ok(())
+}
+
+/// (local patient, id at the source) of every patient the source holds.
+fn linked(conn: &mut Conn, source: &str) -> Result<Vec<(String, String)>, FhirError> {
+    #[derive(diesel::QueryableByName)]
+    struct L {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        patient_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        remote_id: String,
+    }
+    let q = Sql::with(
+        "SELECT patient_id, remote_id FROM source_links WHERE source = ? AND remote_id <> ? ORDER BY patient_id",
+        [Bind::Text(source.into()), Bind::Text(NOT_THERE.into())],
+    );
+    Ok(conn.load::<L>(&q)?.into_iter().map(|l| (l.patient_id, l.remote_id)).collect())
+}
