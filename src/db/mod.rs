@@ -250,11 +250,11 @@ impl Conn {
 
     pub fn execute(&mut self, q: &Sql) -> Result<usize, DbError> {
         let backend = self.backend();
-        let text = q.render(backend);
         if q.is_reused() {
-            let p = sql::Prepared { sql: text, binds: q.binds() };
+            let p = sql::Prepared { sql: q, backend };
             return with_conn!(self, c => p.execute(c)).map_err(DbError::from);
         }
+        let text = q.render(backend);
         with_conn!(self, c => {
             let mut query = diesel::sql_query(text).into_boxed();
             for b in q.binds() {
@@ -270,11 +270,11 @@ impl Conn {
         T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,
     {
         let backend = self.backend();
-        let text = q.render(backend);
         if q.is_reused() {
-            let p = sql::Prepared { sql: text, binds: q.binds() };
+            let p = sql::Prepared { sql: q, backend };
             return with_conn!(self, c => p.load::<T>(c)).map_err(DbError::from);
         }
+        let text = q.render(backend);
         with_conn!(self, c => {
             let mut query = diesel::sql_query(text).into_boxed();
             for b in q.binds() {

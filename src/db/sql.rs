@@ -150,10 +150,11 @@ impl Sql {
     }
 }
 
-/// A rendered statement diesel may keep prepared (unlike `sql_query`, which it never caches).
+/// A statement diesel may keep prepared (unlike `sql_query`, which it never caches). Diesel writes
+/// each placeholder itself (`?` or `$n`), so this holds the backend-neutral text.
 pub(super) struct Prepared<'a> {
-    pub sql: String,
-    pub binds: &'a [Bind],
+    pub sql: &'a Sql,
+    pub backend: Backend,
 }
 
 impl diesel::query_builder::QueryId for Prepared<'_> {
@@ -177,14 +178,23 @@ where
     Option<i64>: ToSql<Nullable<BigInt>, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
-        out.push_sql(&self.sql);
-        for b in self.binds {
+        let mut pieces = self.sql.text.split('?');
+        out.push_sql(pieces.next().unwrap_or_default());
+        for (b, piece) in self.sql.binds.iter().zip(pieces) {
+            let json_cast = self.backend == Backend::Postgres && matches!(b, Bind::Json(_) | Bind::OptJson(_));
+            if json_cast {
+                out.push_sql("CAST(");
+            }
             match b {
                 Bind::Text(s) | Bind::Json(s) => out.push_bind_param::<Text, _>(s)?,
                 Bind::OptText(s) | Bind::OptJson(s) => out.push_bind_param::<Nullable<Text>, _>(s)?,
                 Bind::Int(n) => out.push_bind_param::<BigInt, _>(n)?,
                 Bind::OptInt(n) => out.push_bind_param::<Nullable<BigInt>, _>(n)?,
             }
+            if json_cast {
+                out.push_sql(" AS jsonb)");
+            }
+            out.push_sql(piece);
         }
         Ok(())
     }
@@ -193,6 +203,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prepared_statements_get_one_placeholder_per_bind() {
+        let q = Sql::with(
+            "UPDATE t SET body = ? WHERE id = ? AND n > ?",
+            [Bind::Json("{}".into()), Bind::Text("a".into()), Bind::Int(3)],
+        )
+        .reused();
+        let pg = Prepared { sql: &q, backend: Backend::Postgres };
+        let pg = diesel::debug_query::<diesel::pg::Pg, _>(&pg).to_string();
+        assert!(pg.starts_with("UPDATE t SET body = CAST($1 AS jsonb) WHERE id = $2 AND n > $3 -- binds"), "{pg}");
+        let lite = Prepared { sql: &q, backend: Backend::Sqlite };
+        let lite = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&lite).to_string();
+        assert!(lite.starts_with("UPDATE t SET body = ? WHERE id = ? AND n > ? -- binds"), "{lite}");
+    }
 
     #[test]
     fn postgres_placeholders_are_numbered_and_json_is_cast() {
