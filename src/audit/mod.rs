@@ -147,27 +147,38 @@ fn outcome_of(e: &FhirError) -> i64 {
     }
 }
 
+const INSERT: &str = "INSERT INTO audit_events (id, recorded, patient_id, client_id, subject, action, interaction, \
+     res_type, res_id, query, outcome, detail, count) VALUES ";
+
+fn row(ctx: &AccessContext, e: &AuditEntry, recorded: i64) -> Vec<Bind> {
+    vec![
+        Bind::Text(uuid::Uuid::new_v4().to_string()),
+        Bind::Int(recorded),
+        Bind::OptText(e.patient_id.clone()),
+        Bind::Text(ctx.client_id.clone()),
+        Bind::Text(ctx.subject.clone()),
+        Bind::Text(e.action.to_string()),
+        Bind::Text(e.interaction.clone()),
+        Bind::OptText(e.res_type.clone()),
+        Bind::OptText(e.res_id.clone()),
+        Bind::OptText(e.query.clone()),
+        Bind::Int(e.outcome),
+        Bind::OptText(e.detail.clone()),
+        Bind::OptInt(e.count),
+    ]
+}
+
 fn insert(conn: &mut Conn, ctx: &AccessContext, e: &AuditEntry, recorded: i64) -> Result<(), DbError> {
-    let q = Sql::with(
-        "INSERT INTO audit_events (id, recorded, patient_id, client_id, subject, action, interaction, \
-         res_type, res_id, query, outcome, detail, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            Bind::Text(uuid::Uuid::new_v4().to_string()),
-            Bind::Int(recorded),
-            Bind::OptText(e.patient_id.clone()),
-            Bind::Text(ctx.client_id.clone()),
-            Bind::Text(ctx.subject.clone()),
-            Bind::Text(e.action.to_string()),
-            Bind::Text(e.interaction.clone()),
-            Bind::OptText(e.res_type.clone()),
-            Bind::OptText(e.res_id.clone()),
-            Bind::OptText(e.query.clone()),
-            Bind::Int(e.outcome),
-            Bind::OptText(e.detail.clone()),
-            Bind::OptInt(e.count),
-        ],
-    );
-    conn.execute(&q).map(|_| ())
+    let mut q = Sql::new(INSERT);
+    q.list(row(ctx, e, recorded));
+    conn.execute(&q.reused()).map(|_| ())
+}
+
+/// Records many entries inside the caller's transaction (a batch write), in few statements.
+pub fn record_many_in(conn: &mut Conn, ctx: &AccessContext, entries: &[AuditEntry]) -> Result<(), DbError> {
+    let now = now_micros();
+    let rows: Vec<Vec<Bind>> = entries.iter().map(|e| row(ctx, e, now)).collect();
+    conn.insert_rows(INSERT, &rows)
 }
 
 /// Records `entry` inside the caller's transaction.

@@ -285,6 +285,24 @@ impl Conn {
         .map_err(DbError::from)
     }
 
+    /// Inserts `rows` under `head` (`INSERT INTO t (a, b) VALUES`) in as few multi-row statements
+    /// as the backends' parameter limits allow (SQLite's is 32,766). Each row is one `(?, …)`.
+    pub fn insert_rows(&mut self, head: &str, rows: &[Vec<Bind>]) -> Result<(), DbError> {
+        const MAX_BINDS: usize = 30_000;
+        let per_row = rows.first().map_or(1, Vec::len).max(1);
+        for chunk in rows.chunks((MAX_BINDS / per_row).max(1)) {
+            let mut q = Sql::new(head);
+            for (i, row) in chunk.iter().enumerate() {
+                if i > 0 {
+                    q.push(",");
+                }
+                q.push(" ").list(row.iter().cloned());
+            }
+            self.execute(&q)?;
+        }
+        Ok(())
+    }
+
     pub fn first<T>(&mut self, q: &Sql) -> Result<Option<T>, DbError>
     where
         T: QueryableByName<diesel::sqlite::Sqlite> + QueryableByName<diesel::pg::Pg> + 'static,

@@ -11,7 +11,7 @@ use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
-use crate::fhir::store::{check_refs, create_in, new_id, Refs};
+use crate::fhir::store::{check_refs, create_many_in, new_id, Refs};
 use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store};
 use askama::Template;
 use serde::{Deserialize, Serialize};
@@ -59,12 +59,15 @@ fn display_name(patient: &Value) -> String {
     format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()
 }
 
-/// Every line of the record: resources, shared resources they use, Consent and AuditEvent.
-fn record_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Vec<Value>, FhirError> {
+/// Every line of the record asked for: resources, shared resources they use, and (unless `_type`
+/// leaves them out) the Consent and AuditEvent views of its grants and access log.
+fn record_lines(store: &Store, ctx: &AccessContext, asked: &EverythingRequest) -> Result<Vec<Value>, FhirError> {
     let mut conn = store.db.conn()?;
     let mut lines = Vec::new();
     let mut seen = HashSet::new();
-    let mut req = EverythingRequest { patient: patient.to_string(), count: Some(1000), ..EverythingRequest::default() };
+    let patient = asked.patient.as_str();
+    let view = |t: &str| asked.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
+    let mut req = EverythingRequest { count: Some(1000), cursor: None, ..asked.clone() };
     loop {
         let page = everything_in(&mut conn, ctx, &req)?;
         for s in page.matches.iter().chain(page.included.iter()) {
@@ -78,19 +81,24 @@ fn record_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Vec
         }
     }
     let now = now_micros();
-    for g in crate::consent::list(&mut conn, Some(patient)).map_err(|e| FhirError::invalid(e.to_string()))? {
-        lines.push(crate::consent::consent_json(&g, now));
+    if view("Consent") {
+        for g in crate::consent::list(&mut conn, Some(patient)).map_err(|e| FhirError::invalid(e.to_string()))? {
+            lines.push(crate::consent::consent_json(&g, now));
+        }
     }
-    let q = AuditQuery { patient: Some(patient.to_string()), limit: 100_000, ..AuditQuery::default() };
-    lines.extend(search_audit_events(&mut conn, &q)?.iter().map(audit_event_json));
+    if view("AuditEvent") {
+        let q = AuditQuery { patient: Some(patient.to_string()), limit: 100_000, ..AuditQuery::default() };
+        lines.extend(search_audit_events(&mut conn, &q)?.iter().map(audit_event_json));
+    }
     Ok(lines)
 }
 
-/// Every line of the record as the caller may see it (the PHR export), audited as an export.
-pub fn export_lines(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Vec<Value>, FhirError> {
-    store.read(ctx, "Patient", patient)?;
-    let lines = record_lines(store, ctx, patient)?;
-    store.audit.record(ctx, AuditEntry::operation("export", "Patient", patient, Ok(lines.len())));
+/// The lines of the record `req` asks for, as the caller may see them (the PHR export), audited
+/// as an export.
+pub fn export_lines(store: &Store, ctx: &AccessContext, req: &EverythingRequest) -> Result<Vec<Value>, FhirError> {
+    store.read(ctx, "Patient", &req.patient)?;
+    let lines = record_lines(store, ctx, req)?;
+    store.audit.record(ctx, AuditEntry::operation("export", "Patient", &req.patient, Ok(lines.len())));
     Ok(lines)
 }
 
@@ -103,7 +111,8 @@ pub fn export(
 ) -> Result<Manifest, FhirError> {
     let p = store.read(ctx, "Patient", patient)?;
     let pv: Value = serde_json::from_str(&p.body).unwrap_or(Value::Null);
-    let lines = export_lines(store, ctx, patient)?;
+    let whole = EverythingRequest { patient: patient.to_string(), ..EverythingRequest::default() };
+    let lines = export_lines(store, ctx, &whole)?;
     let mut ndjson = Vec::new();
     let mut counts = BTreeMap::new();
     for l in &lines {
@@ -350,13 +359,13 @@ fn import_in(
         ids.insert(key(r), new);
     }
     let mut refs = Refs::default();
-    let (mut created, mut present) = (0, 0);
+    let mut present = 0;
+    let mut new_resources = Vec::new();
     for mut r in resources {
         let k = key(&r);
-        let o = origin(&r);
         rewrite_refs(&mut r, &ids, &k)?;
         let is_patient = r["resourceType"] == "Patient";
-        if known.contains_key(&o) || (is_patient && !write_patient) {
+        if known.contains_key(&origin(&r)) || (is_patient && !write_patient) {
             present += 1;
             continue;
         }
@@ -364,24 +373,33 @@ fn import_in(
             .ok_or_else(|| FhirError::invalid("unknown type"))?;
         let id = ids.get(&k).cloned().unwrap_or_else(new_id);
         strip_server_meta(&mut r);
-        let s = create_in(conn, ctx, &mut refs, t, r, id, "POST")?;
-        create_in(
-            conn,
-            ctx,
-            &mut refs,
-            "Provenance",
-            origin_provenance(source, &k, &s.rtype, &s.id),
-            new_id(),
-            "POST",
-        )?;
-        conn.execute(&Sql::with(
-            "INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES (?, ?, ?, ?)",
-            [Bind::Text(o), Bind::Text(s.rtype.clone()), Bind::Text(s.id.clone()), Bind::Int(now_micros())],
-        ))?;
-        created += 1;
+        new_resources.push((k, (t, r, id)));
     }
+    let (keys, items): (Vec<String>, Vec<_>) = new_resources.into_iter().unzip();
+    // The resources first, then their Provenance (which finds its patient through its target).
+    let stored = create_many_in(conn, ctx, &mut refs, items, "POST")?;
+    let provenance = keys
+        .iter()
+        .zip(&stored)
+        .map(|(k, s)| ("Provenance", origin_provenance(source, k, &s.rtype, &s.id), new_id()))
+        .collect();
+    create_many_in(conn, ctx, &mut refs, provenance, "POST")?;
+    let now = now_micros();
+    let origins: Vec<Vec<Bind>> = keys
+        .iter()
+        .zip(&stored)
+        .map(|(k, s)| {
+            vec![
+                Bind::Text(format!("{source}|{k}")),
+                Bind::Text(s.rtype.clone()),
+                Bind::Text(s.id.clone()),
+                Bind::Int(now),
+            ]
+        })
+        .collect();
+    conn.insert_rows("INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES", &origins)?;
     check_refs(conn, &refs)?;
-    Ok(ImportReport { patient: patient_id, created, already_present: present, not_imported })
+    Ok(ImportReport { patient: patient_id, created: stored.len(), already_present: present, not_imported })
 }
 
 fn strip_server_meta(r: &mut Value) {

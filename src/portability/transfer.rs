@@ -5,7 +5,7 @@
 
 use super::archive::{self, ImportOptions, ImportReport};
 use crate::db::{Bind, Db, Sql};
-use crate::fhir::{now_micros, FhirError, Store};
+use crate::fhir::{now_micros, FhirError, Store, READ_ONLY_TYPES, RESOURCE_TYPES};
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use oauth2::basic::{
@@ -17,6 +17,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::io::BufRead;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,23 +180,32 @@ pub fn finish(
         .patient
         .clone()
         .ok_or_else(|| err(format!("{} did not say whose record it is", p.name)))?;
-    let export: Value = agent()
+    // Only what is imported: the source's grants and access log stay with it.
+    let types: Vec<&str> = RESOURCE_TYPES.iter().copied().filter(|t| !READ_ONLY_TYPES.contains(t)).collect();
+    let export = agent()
         .get(&format!("{}/Patient/{remote}/$phr-export", p.fhir_base))
+        .query("outputFormat", "ndjson")
+        .query("_type", &types.join(","))
         .set("Authorization", &format!("Bearer {}", token.access_token().secret()))
-        .set("Accept", "application/fhir+json")
+        .set("Accept", "application/fhir+ndjson")
         .call()
-        .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?
-        .into_json()
-        .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?;
-    let lines: Vec<Value> = export["entry"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| e.get("resource").cloned())
-        .collect();
-    if lines.len() > archive::MAX_RESOURCES {
-        return Err(FhirError::TooLarge(format!("the record holds more than {} resources", archive::MAX_RESOURCES)));
+        .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?;
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(export.into_reader()).lines() {
+        let line = line.map_err(|e| err(format!("{} stopped sending the record ({e})", p.name)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines.push(
+            serde_json::from_str::<Value>(&line)
+                .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?,
+        );
+        if lines.len() > archive::MAX_RESOURCES {
+            return Err(FhirError::TooLarge(format!(
+                "the record holds more than {} resources",
+                archive::MAX_RESOURCES
+            )));
+        }
     }
     let report =
         archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;

@@ -84,8 +84,9 @@ async fn phr_export(
     if !matches!(format.as_str(), "bundle" | "ndjson" | "application/fhir+ndjson") {
         return Err(FhirError::invalid(format!("outputFormat={format} is not one of bundle, ndjson")).into());
     }
+    let req = EverythingRequest::from_params(&patient, q)?;
     let store = state.hf.store.clone();
-    let lines = web::block(move || archive::export_lines(&store, &caller.0, &patient)).await??;
+    let lines = web::block(move || archive::export_lines(&store, &caller.0, &req)).await??;
     if format == "bundle" {
         let entries: Vec<Value> = lines.into_iter().map(|r| json!({"fullUrl": format!("{}/{}/{}", state.hf.store.base, r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()), "resource": r})).collect();
         let b = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": state.hf.store.base}, "timestamp": crate::fhir::time::format_instant(crate::fhir::now_micros()), "entry": entries});

@@ -97,8 +97,12 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ca
     let (store, redirect) = (state.hf.store.clone(), redirect_uri(&state));
     match web::block(move || transfer::finish(&store, &patient, &st, &code, &redirect)).await {
         Ok(Ok(r)) => {
-            let msg =
-                format!("Your record arrived: {} entries copied, {} were already here.", r.created, r.already_present);
+            let entries = |n: usize| if n == 1 { "1 entry".to_string() } else { format!("{n} entries") };
+            let msg = format!(
+                "Your record arrived: {} copied, {} already here.",
+                entries(r.created),
+                entries(r.already_present)
+            );
             render(&state, csrf, Some(msg), None).await
         }
         Ok(Err(e)) => render(&state, csrf, None, Some(format!("{e}. Nothing was copied; you can try again."))).await,

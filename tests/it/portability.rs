@@ -135,6 +135,30 @@ fn phr_round_trip_between_two_instances(a: &TestApp) {
     assert_eq!(again.status, 200);
     assert!(again.diagnostics().contains("0 created"), "{}", again.text);
     assert_eq!(count(&b), before);
+    // `_type` narrows the export (the views included), `outputFormat=ndjson` gives lines.
+    let narrow =
+        a.client().get(&format!("Patient/{p}/$phr-export?outputFormat=ndjson&_type=Patient,AllergyIntolerance"));
+    assert_eq!(narrow.status, 200, "{}", narrow.text);
+    let types: std::collections::BTreeSet<String> = narrow
+        .text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["resourceType"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, ["AllergyIntolerance", "Patient"].map(String::from).into(), "{}", narrow.text);
+    let types_of = |body: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        body["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["resource"]["resourceType"].as_str().map(String::from))
+            .collect()
+    };
+    assert!(types_of(&export.body).contains("AuditEvent"), "the whole export carries the access log");
 }
 
 fn archive_round_trip_and_refusals(app: &TestApp) {
