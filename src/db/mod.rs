@@ -157,6 +157,37 @@ impl Db {
         self.conn()?.batch("ANALYZE")
     }
 
+    /// Keeps the SQLite planner's statistics near the data as tables grow: without them a
+    /// search by identifier walks every resource of the type instead of the token index.
+    /// `optimize` analyses only the tables whose size changed a lot, and `analysis_limit` keeps
+    /// each analysis to a sample. PostgreSQL's autovacuum does the same there.
+    pub fn refresh_statistics(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(..) => self.transaction(|c| c.batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")),
+            Db::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Refreshes the statistics now and then every `every`, until `alive` is dropped.
+    pub fn start_statistics_worker(&self, every: Duration, alive: std::sync::Weak<()>) {
+        let db = self.clone();
+        let spawned = std::thread::Builder::new().name("statistics".into()).spawn(move || {
+            let mut last = None::<std::time::Instant>;
+            while alive.upgrade().is_some() {
+                if last.is_none_or(|t| t.elapsed() >= every) {
+                    if let Err(e) = db.refresh_statistics() {
+                        tracing::warn!("planner statistics: {e}");
+                    }
+                    last = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("statistics worker did not start: {e}");
+        }
+    }
+
     pub fn pool_state(&self) -> (u32, u32) {
         let s = match self {
             Db::Sqlite(p, _) => p.state(),
