@@ -7,6 +7,7 @@
 #   3. event ingest: `$process-message` with a new message id each time (messages/s).
 #
 #   benches/federation.sh            # DELAY_MS=20 DURATION=10s
+#   DB=postgres benches/federation.sh   # the same against the local PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DELAY_MS=${DELAY_MS:-20}
@@ -21,6 +22,11 @@ mkdir -p "$OUT"
 dir="$OUT/federation"; rm -rf "$dir"; mkdir -p "$dir"
 export HEALTHFOLIO_DATA_DIR=$dir HEALTHFOLIO_ADDR=127.0.0.1:$PORT HEALTHFOLIO_LOG=warn
 unset HEALTHFOLIO_DATABASE_URL
+if [ "${DB:-sqlite}" = postgres ]; then
+  PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
+  psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS healthfolio_fed_bench WITH (FORCE)" -qc "CREATE DATABASE healthfolio_fed_bench"
+  export HEALTHFOLIO_DATABASE_URL=${PG_ADMIN%/*}/healthfolio_fed_bench
+fi
 pids=()
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 

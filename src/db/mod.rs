@@ -67,9 +67,11 @@ struct SqlitePragmas;
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         // The busy timeout first, so the rest waits for other connections. NORMAL sync is durable
-        // across process crashes in WAL mode and avoids an fsync per commit.
+        // across process crashes in WAL mode and avoids an fsync per commit. Checkpoints run in
+        // the background (see `start_maintenance`), so a committing request rarely pays for one.
         conn.batch_execute(
-            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000;",
+            "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000; \
+             PRAGMA wal_autocheckpoint = 10000;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -151,40 +153,46 @@ impl Db {
         pending.map(|p| !p).map_err(|e| DbError::Migration(e.to_string()))
     }
 
-    /// Refreshes the planner's statistics: after a bulk load they are far off (PostgreSQL would
-    /// otherwise plan a one-patient search as if `status=active` matched four rows).
+    /// Refreshes PostgreSQL's planner statistics: after a bulk load they are far off (it would
+    /// otherwise plan a one-patient search as if `status=active` matched four rows). SQLite's
+    /// are fixed by a migration (`planner_statistics`) and must not be measured over.
     pub fn analyze(&self) -> Result<(), DbError> {
-        self.conn()?.batch("ANALYZE")
+        match self {
+            Db::Sqlite(..) => Ok(()),
+            Db::Postgres(_) => self.conn()?.batch("ANALYZE"),
+        }
     }
 
-    /// Keeps the SQLite planner's statistics near the data as tables grow: without them a
-    /// search by identifier walks every resource of the type instead of the token index.
-    /// `optimize` analyses only the tables whose size changed a lot, and `analysis_limit` keeps
-    /// each analysis to a sample. PostgreSQL's autovacuum does the same there.
-    pub fn refresh_statistics(&self) -> Result<(), DbError> {
+    /// Copies committed WAL frames into the database file without blocking writers, so commits
+    /// do not stop to checkpoint.
+    fn checkpoint(&self) -> Result<(), DbError> {
         match self {
-            Db::Sqlite(..) => self.transaction(|c| c.batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;")),
+            Db::Sqlite(..) => self.conn()?.batch("PRAGMA wal_checkpoint(PASSIVE);"),
             Db::Postgres(_) => Ok(()),
         }
     }
 
-    /// Refreshes the statistics now and then every `every`, until `alive` is dropped.
-    pub fn start_statistics_worker(&self, every: Duration, alive: std::sync::Weak<()>) {
+    /// SQLite upkeep until `alive` is dropped: a checkpoint every second.
+    pub fn start_maintenance(&self, alive: std::sync::Weak<()>) {
+        if self.backend() != Backend::Sqlite {
+            return;
+        }
         let db = self.clone();
-        let spawned = std::thread::Builder::new().name("statistics".into()).spawn(move || {
-            let mut last = None::<std::time::Instant>;
+        let spawned = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
             while alive.upgrade().is_some() {
-                if last.is_none_or(|t| t.elapsed() >= every) {
-                    if let Err(e) = db.refresh_statistics() {
-                        tracing::warn!("planner statistics: {e}");
-                    }
-                    last = Some(std::time::Instant::now());
+                if let Err(e) = db.checkpoint() {
+                    tracing::warn!("checkpoint: {e}");
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                for _ in 0..5 {
+                    if alive.upgrade().is_none() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
         });
         if let Err(e) = spawned {
-            tracing::error!("statistics worker did not start: {e}");
+            tracing::error!("SQLite upkeep did not start: {e}");
         }
     }
 

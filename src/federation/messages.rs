@@ -53,10 +53,10 @@ pub fn process(store: &Store, ctx: &AccessContext, bundle: &Value) -> Result<Val
             #[diesel(sql_type = diesel::sql_types::Text)]
             response: String,
         }
-        let seen = conn.first::<Done>(&Sql::with(
-            "SELECT response FROM processed_messages WHERE message_id = ?",
-            [Bind::Text(id.clone())],
-        ))?;
+        let seen = conn.first::<Done>(
+            &Sql::with("SELECT response FROM processed_messages WHERE message_id = ?", [Bind::Text(id.clone())])
+                .reused(),
+        )?;
         if let Some(d) = seen {
             return Ok(serde_json::from_str(&d.response).unwrap_or(Value::Null));
         }
@@ -94,10 +94,13 @@ pub fn process(store: &Store, ctx: &AccessContext, bundle: &Value) -> Result<Val
         }
         check_refs(conn, &refs)?;
         let answer = response(&id, &header, &written);
-        conn.execute(&Sql::with(
-            "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
-            [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
-        ))?;
+        conn.execute(
+            &Sql::with(
+                "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
+                [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
+            )
+            .reused(),
+        )?;
         Ok(answer)
     })
 }

@@ -86,7 +86,7 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
         hf.config.bulk,
         std::sync::Arc::downgrade(&alive),
     );
-    hf.db.start_statistics_worker(std::time::Duration::from_secs(5), std::sync::Arc::downgrade(&alive));
+    hf.db.start_maintenance(std::sync::Arc::downgrade(&alive));
     let sources = std::sync::Arc::new(crate::federation::client::SourceClient::default());
     crate::federation::sync::start_worker(
         hf.db.clone(),

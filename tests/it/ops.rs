@@ -125,3 +125,24 @@ fn openapi_describes_what_is_served() {
         }
     }
 }
+
+/// SQLite plans from the fixed statistics of the `planner_statistics` migration: a search by
+/// identifier starts from the token index on a new database, not from every resource of the type.
+#[test]
+fn sqlite_plans_a_search_by_identifier_from_the_token_index() {
+    #[derive(diesel::QueryableByName)]
+    struct Step {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    let app = TestApp::sqlite();
+    let q = healthfolio::db::Sql::new(
+        "EXPLAIN QUERY PLAN SELECT r.rid FROM resources r WHERE r.res_type = 'MedicationRequest' AND r.deleted = 0 \
+         AND r.rid IN (SELECT rid FROM idx_token WHERE param = 'identifier' AND code = 'x' AND system = 'y') \
+         ORDER BY r.rid LIMIT 3",
+    );
+    let plan: Vec<String> =
+        app.hf.db.conn().expect("conn").load::<Step>(&q).expect("plan").into_iter().map(|s| s.detail).collect();
+    assert!(plan.iter().any(|s| s.contains("SEARCH r USING INTEGER PRIMARY KEY")), "{plan:?}");
+    assert!(plan.iter().any(|s| s.contains("idx_token_lookup")), "{plan:?}");
+}
