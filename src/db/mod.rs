@@ -69,9 +69,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
         // The busy timeout first, so the rest waits for other connections. NORMAL sync is durable
         // across process crashes in WAL mode and avoids an fsync per commit. Checkpoints run in
         // the background (see `start_maintenance`), so a committing request rarely pays for one.
+        // Savepoint journals (a batch entry, a grouped message) stay in memory, not a temp file.
         conn.batch_execute(
             "PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16000; \
-             PRAGMA wal_autocheckpoint = 10000;",
+             PRAGMA wal_autocheckpoint = 10000; PRAGMA temp_store = MEMORY;",
         )
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -326,7 +327,10 @@ impl Conn {
 
     /// Inserts `rows` under `head` (`INSERT INTO t (a, b) VALUES`) in as few multi-row statements
     /// as the backends' parameter limits allow (SQLite's is 32,766). Each row is one `(?, …)`.
+    /// Statements of a few rows (one resource's index rows) are kept prepared: their shapes are
+    /// few, so the per-connection cache stays small.
     pub fn insert_rows(&mut self, head: &str, rows: &[Vec<Bind>]) -> Result<(), DbError> {
+        const KEPT_PREPARED: usize = 16;
         const MAX_BINDS: usize = 30_000;
         let per_row = rows.first().map_or(1, Vec::len).max(1);
         for chunk in rows.chunks((MAX_BINDS / per_row).max(1)) {
@@ -337,7 +341,7 @@ impl Conn {
                 }
                 q.push(" ").list(row.iter().cloned());
             }
-            self.execute(&q)?;
+            self.execute(&if chunk.len() <= KEPT_PREPARED { q.reused() } else { q })?;
         }
         Ok(())
     }

@@ -3,11 +3,12 @@
 //! message id: a replayed message gets the first answer and changes nothing.
 
 use crate::auth::AccessContext;
-use crate::db::{Bind, Sql};
+use crate::db::{Backend, Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs};
 use crate::fhir::{now_micros, resource_type, time, FhirError, Store};
 use serde_json::{json, Value};
+use std::sync::mpsc;
 
 const MAX_ENTRIES: usize = 1000;
 
@@ -40,67 +41,156 @@ fn response(id: &str, header: &Value, written: &[String]) -> Value {
     })
 }
 
-/// Processes one message as `ctx` (scope and grants apply to every resource it carries).
-pub fn process(store: &Store, ctx: &AccessContext, bundle: &Value) -> Result<Value, FhirError> {
+/// A message checked and ready to write.
+pub struct Message {
+    id: String,
+    header: Value,
+    entries: Vec<Value>,
+}
+
+/// Checks the shape of a message (outside any transaction).
+pub fn parse(bundle: &Value) -> Result<Message, FhirError> {
     let (id, header) = message_id(bundle)?;
     let entries: Vec<Value> = bundle["entry"].as_array().cloned().unwrap_or_default();
     if entries.len() > MAX_ENTRIES {
         return Err(FhirError::TooLarge(format!("a message may carry at most {MAX_ENTRIES} entries")));
     }
-    store.db.transaction(|conn| {
-        #[derive(diesel::QueryableByName)]
-        struct Done {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            response: String,
-        }
-        let seen = conn.first::<Done>(
-            &Sql::with("SELECT response FROM processed_messages WHERE message_id = ?", [Bind::Text(id.clone())])
-                .reused(),
-        )?;
-        if let Some(d) = seen {
-            return Ok(serde_json::from_str(&d.response).unwrap_or(Value::Null));
-        }
-        let mut refs = Refs::default();
-        let mut written = Vec::new();
-        for e in entries.iter().skip(1) {
-            let r = e["resource"].clone();
-            let Some(t) = r["resourceType"].as_str().and_then(resource_type) else {
-                return Err(FhirError::unprocessable(format!(
-                    "a message entry holds {}, which this record does not keep",
-                    r["resourceType"]
-                )));
-            };
-            // The business identifier makes a change or cancellation land on the same resource.
-            let ident = r["identifier"][0].clone();
-            let existing = match (ident["system"].as_str(), ident["value"].as_str()) {
-                (Some(sys), Some(val)) => matching_ids(
-                    conn,
-                    ctx,
-                    t,
-                    &serde_urlencoded::to_string([("identifier", format!("{sys}|{val}"))]).unwrap_or_default(),
-                )?,
-                _ => Vec::new(),
-            };
-            let s = match existing.as_slice() {
-                [one] => {
-                    let mut body = r;
-                    body["id"] = Value::String(one.clone());
-                    update_in(conn, ctx, &mut refs, t, one, body, None)?.stored
+    Ok(Message { id, header, entries })
+}
+
+/// Writes one message as `ctx` (scope and grants apply to every resource it carries) inside the
+/// caller's transaction.
+fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
+    let Message { id, header, entries } = m;
+    #[derive(diesel::QueryableByName)]
+    struct Done {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        response: String,
+    }
+    let seen = conn.first::<Done>(
+        &Sql::with("SELECT response FROM processed_messages WHERE message_id = ?", [Bind::Text(id.clone())]).reused(),
+    )?;
+    if let Some(d) = seen {
+        return Ok(serde_json::from_str(&d.response).unwrap_or(Value::Null));
+    }
+    let mut refs = Refs::default();
+    let mut written = Vec::new();
+    for e in entries.iter().skip(1) {
+        let r = e["resource"].clone();
+        let Some(t) = r["resourceType"].as_str().and_then(resource_type) else {
+            return Err(FhirError::unprocessable(format!(
+                "a message entry holds {}, which this record does not keep",
+                r["resourceType"]
+            )));
+        };
+        // The business identifier makes a change or cancellation land on the same resource.
+        let ident = r["identifier"][0].clone();
+        let existing = match (ident["system"].as_str(), ident["value"].as_str()) {
+            (Some(sys), Some(val)) => matching_ids(
+                conn,
+                ctx,
+                t,
+                &serde_urlencoded::to_string([("identifier", format!("{sys}|{val}"))]).unwrap_or_default(),
+            )?,
+            _ => Vec::new(),
+        };
+        let s = match existing.as_slice() {
+            [one] => {
+                let mut body = r;
+                body["id"] = Value::String(one.clone());
+                update_in(conn, ctx, &mut refs, t, one, body, None)?.stored
+            }
+            [] => create_in(conn, ctx, &mut refs, t, r, new_id(), "POST")?,
+            _ => return Err(FhirError::MultipleMatches(format!("identifier {ident} matches more than one {t}"))),
+        };
+        written.push(format!("{}/{}", s.rtype, s.id));
+    }
+    check_refs(conn, &refs)?;
+    let answer = response(id, header, &written);
+    conn.execute(
+        &Sql::with(
+            "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
+            [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
+        )
+        .reused(),
+    )?;
+    Ok(answer)
+}
+
+type Reply = mpsc::Sender<Result<Value, FhirError>>;
+
+/// Writes messages. On SQLite, where one writer works at a time, the messages waiting are written
+/// together: one transaction, a savepoint each (a failing message changes nothing and the others
+/// go on), one commit for all (group commit). PostgreSQL takes concurrent writers, so each
+/// message there is its own transaction on the caller's thread.
+#[derive(Clone)]
+pub struct MessageWriter {
+    store: Store,
+    queue: Option<mpsc::Sender<(AccessContext, Message, Reply)>>,
+}
+
+const GROUP: usize = 64;
+
+impl MessageWriter {
+    pub fn start(store: Store) -> MessageWriter {
+        let queue = (store.db.backend() == Backend::Sqlite).then(|| {
+            let (tx, rx) = mpsc::channel();
+            let writer = store.clone();
+            let spawned =
+                std::thread::Builder::new().name("message-writer".into()).spawn(move || write_groups(&writer, &rx));
+            spawned.map_err(|e| tracing::error!("message writer did not start: {e}")).ok().map(|_| tx)
+        });
+        MessageWriter { store, queue: queue.flatten() }
+    }
+
+    /// Processes one message as `ctx`; blocks until it is committed.
+    pub fn process(&self, ctx: AccessContext, bundle: &Value) -> Result<Value, FhirError> {
+        let m = parse(bundle)?;
+        let Some(queue) = &self.queue else {
+            // The same message arriving twice at once: the second to commit hits the first's
+            // processed_messages row, and trying again gives it the first one's answer.
+            return match self.store.db.transaction(|conn| process_in(conn, &ctx, &m)) {
+                Err(FhirError::Db(e)) if e.is_unique_violation() => {
+                    self.store.db.transaction(|conn| process_in(conn, &ctx, &m))
                 }
-                [] => create_in(conn, ctx, &mut refs, t, r, new_id(), "POST")?,
-                _ => return Err(FhirError::MultipleMatches(format!("identifier {ident} matches more than one {t}"))),
+                other => other,
             };
-            written.push(format!("{}/{}", s.rtype, s.id));
+        };
+        let (reply, answer) = mpsc::channel();
+        queue.send((ctx, m, reply)).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> FhirError {
+    FhirError::Db(DbError::Pool("the message writer has stopped".into()))
+}
+
+fn write_groups(store: &Store, rx: &mpsc::Receiver<(AccessContext, Message, Reply)>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
         }
-        check_refs(conn, &refs)?;
-        let answer = response(&id, &header, &written);
-        conn.execute(
-            &Sql::with(
-                "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
-                [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
-            )
-            .reused(),
-        )?;
-        Ok(answer)
-    })
+        let results = store.db.transaction(|conn| -> Result<Vec<Result<Value, FhirError>>, FhirError> {
+            Ok(group.iter().map(|(ctx, m, _)| conn.savepoint(|c| process_in(c, ctx, m))).collect())
+        });
+        match results {
+            Ok(results) => {
+                for ((_, _, reply), r) in group.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!("a group of {} messages was not committed: {e}", group.len());
+                for (_, _, reply) in group {
+                    let _ =
+                        reply.send(Err(FhirError::Db(DbError::Pool(format!("the messages were not committed: {e}")))));
+                }
+            }
+        }
+    }
 }

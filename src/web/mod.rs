@@ -35,6 +35,7 @@ pub struct AppState {
     pub capabilities: String,
     /// Background workers run while the server holding this is up.
     pub alive: std::sync::Arc<()>,
+    pub messages: crate::federation::messages::MessageWriter,
 }
 
 impl AppState {
@@ -97,6 +98,7 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
     );
     let state = web::Data::new(AppState {
         capabilities: wellknown::capabilities(&hf.config.base_url),
+        messages: crate::federation::messages::MessageWriter::start(hf.store.clone()),
         alive,
         hf,
         metrics: Default::default(),

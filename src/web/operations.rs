@@ -163,8 +163,8 @@ async fn process_message(
     let body = read_body(payload, state.hf.config.body_limit).await?;
     let bundle: Value =
         serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
-    let store = state.hf.store.clone();
-    let answer = web::block(move || crate::federation::messages::process(&store, &caller.0, &bundle)).await??;
+    let writer = state.messages.clone();
+    let answer = web::block(move || writer.process(caller.0, &bundle)).await??;
     Ok(json_response(&answer))
 }
 

@@ -139,6 +139,60 @@ fn messages_are_idempotent(app: &TestApp) {
     assert_eq!(found.entries()[0]["resource"]["status"], "cancelled");
 }
 
+/// Many messages at once (on SQLite they are committed in groups): each gets its own answer, a bad
+/// one among them changes nothing and fails alone, and one message sent twice at once is written once.
+fn concurrent_messages_are_written_once_each(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let message = |n: usize, subject: &str| {
+        let mut mr = medication_request(subject, code, display, "active", "2025-01-02");
+        mr["identifier"] = json!([{"system": "https://eps.example/prescription", "value": format!("EPS-{n}")}]);
+        json!({"resourceType": "Bundle", "id": format!("msg-{n}"), "type": "message", "entry": [
+            {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-000000000001", "resource": {"resourceType": "MessageHeader", "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-event", "code": "prescription-order"}, "source": {"endpoint": "https://gp.example"}}},
+            {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-000000000002", "resource": mr}]})
+    };
+    // 0..30 are good, 30 names a patient that is not here, 31 is message 7 again.
+    let mut messages: Vec<serde_json::Value> = (0..30).map(|n| message(n, &p)).collect();
+    messages.push(message(30, "no-such-patient"));
+    messages.push(message(7, &p));
+    // 32..40: message 8 sent eight more times at once.
+    messages.extend((0..8).map(|_| message(8, &p)));
+    let answers: Vec<(usize, u16, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let c = app.client();
+                s.spawn(move || {
+                    let r = c.post("$process-message", m);
+                    (i, r.status, r.body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for (i, status, body) in &answers {
+        match i {
+            30 => assert_eq!(*status, 422, "{body}"),
+            _ => {
+                assert_eq!(*status, 200, "message {i}: {body}");
+                let n = match i {
+                    31 => 7,
+                    32.. => 8,
+                    _ => *i,
+                };
+                assert_eq!(body["entry"][0]["resource"]["response"]["identifier"], format!("msg-{n}"));
+            }
+        }
+    }
+    let (first, again) = (&answers[7].2, &answers[31].2);
+    assert_eq!(first, again, "the same message twice gets the same answer");
+    assert!(answers[32..].iter().all(|(_, _, b)| *b == answers[8].2), "one answer for a message sent at once");
+    let c = app.client();
+    assert_eq!(c.get(&format!("MedicationRequest?patient={p}&_summary=count")).body["total"], 30);
+    assert_eq!(c.get("MedicationRequest?identifier=https://eps.example/prescription|EPS-30").ids().len(), 0);
+}
+
 /// `$everything` for a linked patient also asks each source's `$everything`: merged, marked with
 /// their origin, within the caller's scopes and grant; a dead source is an outcome entry.
 fn everything_is_federated(app: &TestApp) {
@@ -346,5 +400,6 @@ both!(
     federated_search_merges_and_marks_origin,
     on_read_keeps_copies_owned_by_the_source,
     dead_source_never_fails_the_search,
-    messages_are_idempotent
+    messages_are_idempotent,
+    concurrent_messages_are_written_once_each
 );
