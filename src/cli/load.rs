@@ -2,12 +2,14 @@
 //! file leaves nothing behind.
 
 use crate::auth::AccessContext;
+use crate::db::Conn;
 use crate::federation::ingest::{ingest, AtItem, Feed};
-use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs};
+use crate::fhir::store::{check_refs, create_in, create_many_in, existing, new_id, update_in, Refs};
 use crate::fhir::{resource_type, FhirError};
 use crate::Healthfolio;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
@@ -180,19 +182,13 @@ fn load_items(
     hf.db
         .transaction(|conn| {
             let mut refs = Refs::default();
-            for (i, (line, body)) in items.into_iter().enumerate() {
-                let at = |e: FhirError| AtLine(line, e);
-                let t = body
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .and_then(resource_type)
-                    .ok_or_else(|| at(FhirError::invalid("no resourceType this server holds")))?;
-                match body.get("id").and_then(Value::as_str).map(str::to_string) {
-                    Some(id) => update_in(conn, ctx, &mut refs, t, &id, body, None).map(|_| ()),
-                    None => create_in(conn, ctx, &mut refs, t, body, new_id(), "POST").map(|_| ()),
-                }
-                .map_err(at)?;
-                bar.set(i as u64 + 1);
+            let mut done = 0;
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                let chunk: Vec<(usize, Value)> = items.by_ref().take(LOAD_CHUNK).collect();
+                done += chunk.len() as u64;
+                load_chunk(conn, ctx, &mut refs, chunk)?;
+                bar.set(done);
             }
             check_refs(conn, &refs).map_err(|e| AtLine(0, e))?;
             Ok(n)
@@ -205,6 +201,51 @@ fn load_items(
                 reason: format!("{e}; nothing from this file was written"),
             },
         })
+}
+
+const LOAD_CHUNK: usize = 1000;
+
+/// Writes one chunk of a file: the resources new here together (a few multi-row statements), the
+/// rest one by one, in file order for any id that appears twice. Patients (one per NHS number)
+/// and Provenance (whose record is found through its target) always go one by one.
+fn load_chunk(conn: &mut Conn, ctx: &AccessContext, refs: &mut Refs, chunk: Vec<(usize, Value)>) -> Result<(), AtLine> {
+    let mut typed = Vec::with_capacity(chunk.len());
+    for (line, body) in chunk {
+        let t = body
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .and_then(resource_type)
+            .ok_or_else(|| AtLine(line, FhirError::invalid("no resourceType this server holds")))?;
+        typed.push((line, t, body));
+    }
+    let keys: Vec<(&str, &str)> =
+        typed.iter().filter_map(|(_, t, b)| b.get("id").and_then(Value::as_str).map(|id| (*t, id))).collect();
+    let held = existing(conn, &keys).map_err(|e| AtLine(0, e))?;
+    let mut first_seen = HashSet::new();
+    let (mut together, mut lines, mut one_by_one) = (Vec::new(), Vec::new(), Vec::new());
+    for (line, t, body) in typed {
+        let id = body.get("id").and_then(Value::as_str).map(str::to_string);
+        match id {
+            Some(id)
+                if !matches!(t, "Patient" | "Provenance")
+                    && !held.contains(&(t.to_string(), id.clone()))
+                    && first_seen.insert((t, id.clone())) =>
+            {
+                together.push((t, body, id));
+                lines.push(line);
+            }
+            id => one_by_one.push((line, t, body, id)),
+        }
+    }
+    create_many_in(conn, ctx, refs, together, "PUT").map_err(|(i, e)| AtLine(i.map_or(0, |i| lines[i]), e))?;
+    for (line, t, body, id) in one_by_one {
+        match id {
+            Some(id) => update_in(conn, ctx, refs, t, &id, body, None).map(|_| ()),
+            None => create_in(conn, ctx, refs, t, body, new_id(), "POST").map(|_| ()),
+        }
+        .map_err(|e| AtLine(line, e))?;
+    }
+    Ok(())
 }
 
 fn load_feed(hf: &Healthfolio, feed: &Feed, file: &str, items: Vec<(usize, Value)>) -> Result<usize, LoadError> {

@@ -579,23 +579,27 @@ impl IndexTables {
 }
 
 /// Creates many new resources with the checks of [`create_in`], but one multi-row statement per
-/// table instead of several round trips per resource: imports of whole records use it.
+/// table instead of several round trips per resource: imports and loads use it. The checks see
+/// the database, not each other: callers keep Patients (one per NHS number) and Provenance (found
+/// through its target) to [`create_in`] unless, as in an import, there is one of each per target.
+/// A refused item is named by its index.
 pub(crate) fn create_many_in(
     conn: &mut Conn,
     ctx: &AccessContext,
     refs: &mut Refs,
     items: Vec<(&'static str, Value, String)>,
     method: &str,
-) -> Result<Vec<Stored>, FhirError> {
+) -> Result<Vec<Stored>, (Option<usize>, FhirError)> {
     let now = now_micros();
     let mut admitted = Vec::with_capacity(items.len());
-    for (rtype, mut body, id) in items {
+    for (i, (rtype, mut body, id)) in items.into_iter().enumerate() {
+        let at = |e: FhirError| (Some(i), e);
         if !valid_id(&id) {
-            return Err(FhirError::invalid(format!("'{id}' is not a valid FHIR id")));
+            return Err(at(FhirError::invalid(format!("'{id}' is not a valid FHIR id"))));
         }
-        let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create)?;
+        let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create).map_err(at)?;
         collect_refs(&body, refs);
-        stamp(&mut body, &id, 1, now)?;
+        stamp(&mut body, &id, 1, now).map_err(at)?;
         let text = body.to_string();
         let stored = Stored {
             rtype: rtype.into(),
@@ -608,6 +612,45 @@ pub(crate) fn create_many_in(
         };
         admitted.push((stored, body));
     }
+    write_many(conn, ctx, &admitted, now, method).map_err(|e| (None, e))?;
+    Ok(admitted.into_iter().map(|(s, _)| s).collect())
+}
+
+/// Which of `keys` (type, id) are held here, deleted or not: a few queries for many keys.
+pub(crate) fn existing(
+    conn: &mut Conn,
+    keys: &[(&str, &str)],
+) -> Result<std::collections::HashSet<(String, String)>, FhirError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Text)]
+        res_type: String,
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (t, id) in keys {
+        by_type.entry(t).or_default().push(id);
+    }
+    let mut out = std::collections::HashSet::new();
+    for (t, ids) in by_type {
+        for chunk in ids.chunks(500) {
+            let mut q = Sql::new("SELECT res_type, id FROM resources WHERE res_type = ");
+            q.text(t).push(" AND id IN ").list(chunk.iter().map(|id| Bind::Text((*id).into())));
+            out.extend(conn.load::<Found>(&q)?.into_iter().map(|f| (f.res_type, f.id)));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of admitted new resources: resources, versions, index rows and audit, in few statements.
+fn write_many(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    admitted: &[(Stored, Value)],
+    now: i64,
+    method: &str,
+) -> Result<(), FhirError> {
     #[derive(QueryableByName)]
     struct Inserted {
         #[diesel(sql_type = BigInt)]
@@ -646,7 +689,7 @@ pub(crate) fn create_many_in(
     }
     let author = ctx.author();
     let (mut versions, mut index_rows, mut audits) = (Vec::new(), IndexTables::default(), Vec::new());
-    for (s, body) in &admitted {
+    for (s, body) in admitted {
         let rid = *rids
             .get(&(s.rtype.clone(), s.id.clone()))
             .ok_or_else(|| FhirError::invalid(format!("{}/{} was not stored", s.rtype, s.id)))?;
@@ -657,7 +700,7 @@ pub(crate) fn create_many_in(
     conn.insert_rows(INSERT_VERSION, &versions)?;
     index_rows.write(conn)?;
     crate::audit::record_many_in(conn, ctx, &audits)?;
-    Ok(admitted.into_iter().map(|(s, _)| s).collect())
+    Ok(())
 }
 
 pub(crate) fn update_in(

@@ -377,13 +377,13 @@ fn import_in(
     }
     let (keys, items): (Vec<String>, Vec<_>) = new_resources.into_iter().unzip();
     // The resources first, then their Provenance (which finds its patient through its target).
-    let stored = create_many_in(conn, ctx, &mut refs, items, "POST")?;
+    let stored = create_many_in(conn, ctx, &mut refs, items, "POST").map_err(|(_, e)| e)?;
     let provenance = keys
         .iter()
         .zip(&stored)
         .map(|(k, s)| ("Provenance", origin_provenance(source, k, &s.rtype, &s.id), new_id()))
         .collect();
-    create_many_in(conn, ctx, &mut refs, provenance, "POST")?;
+    create_many_in(conn, ctx, &mut refs, provenance, "POST").map_err(|(_, e)| e)?;
     let now = now_micros();
     let origins: Vec<Vec<Bind>> = keys
         .iter()

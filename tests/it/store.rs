@@ -240,7 +240,68 @@ fn bad_input_never_crashes(app: &TestApp) {
     assert_eq!(c.get("MedicationRequest?_summary=count").body["total"], 0, "no failed write left anything");
 }
 
+/// `healthfolio load` of NDJSON files: more than one write group per file, an id repeated later in
+/// the file (the later line wins), Patients and Provenance, a reload that changes nothing, and a
+/// bad line deep in a file that leaves nothing of that file behind and is named by its line.
+fn load_files_whole_or_not_at_all(app: &TestApp) {
+    let dir = std::env::temp_dir().join(format!("hf-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut p = patient(NHS[1], "Okafor", "Ada");
+    p["id"] = json!("load-p");
+    std::fs::write(dir.join("Patient.ndjson"), format!("{p}\n")).expect("write");
+    let (code, display) = PARACETAMOL;
+    let mut lines: Vec<String> = (0..2500)
+        .map(|i| {
+            let mut mr = medication_request("load-p", code, display, "active", "2025-01-02");
+            mr["id"] = json!(format!("load-mr-{i}"));
+            mr.to_string()
+        })
+        .collect();
+    let mut again = medication_request("load-p", code, display, "stopped", "2025-01-02");
+    again["id"] = json!("load-mr-3");
+    lines.push(again.to_string());
+    let prov = json!({"resourceType": "Provenance", "id": "load-prov", "target": [{"reference": "MedicationRequest/load-mr-1"}],
+        "recorded": "2025-01-02T10:00:00Z", "agent": [{"who": {"display": "GP system"}}]});
+    lines.push(prov.to_string());
+    std::fs::write(dir.join("MedicationRequest.ndjson"), lines.join("\n")).expect("write");
+    let load = |dir: &std::path::Path| healthfolio::cli::load::load_paths(&app.hf, &[dir.to_path_buf()], None);
+    load(&dir).expect("load");
+    let c = app.client();
+    assert_eq!(c.get("MedicationRequest?patient=load-p&_summary=count").body["total"], 2500);
+    let mr3 = c.get("MedicationRequest/load-mr-3");
+    assert_eq!(mr3.body["status"], "stopped", "the later line wins");
+    assert_eq!(mr3.body["meta"]["versionId"], "2");
+    let provs = c.get("Patient/load-p/$everything?_type=Provenance");
+    assert_eq!(provs.ids(), vec!["load-prov".to_string()], "Provenance in its target's record: {}", provs.text);
+    // Loading the same files again writes no new versions, except where the file itself changes
+    // a resource (its lines apply in order, so the later line wins again).
+    load(&dir).expect("reload");
+    let mr3 = c.get("MedicationRequest/load-mr-3");
+    assert_eq!((&mr3.body["status"], &mr3.body["meta"]["versionId"]), (&json!("stopped"), &json!("4")));
+    assert_eq!(c.get("MedicationRequest/load-mr-0").body["meta"]["versionId"], "1");
+    // A bad line (an invalid status) deep in a new file: nothing of that file is written.
+    let bad_dir = std::env::temp_dir().join(format!("hf-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&bad_dir).expect("dir");
+    let mut bad: Vec<String> = (0..1500)
+        .map(|i| {
+            let mut mr = medication_request("load-p", code, display, "active", "2025-01-02");
+            mr["id"] = json!(format!("load-new-{i}"));
+            mr.to_string()
+        })
+        .collect();
+    let mut wrong = medication_request("load-p", code, display, "made-up", "2025-01-02");
+    wrong["id"] = json!("load-wrong");
+    bad[1200] = wrong.to_string();
+    std::fs::write(bad_dir.join("MedicationRequest.ndjson"), bad.join("\n")).expect("write");
+    let err = load(&bad_dir).expect_err("a bad line");
+    assert!(err.to_string().contains("line 1201"), "{err}");
+    assert_eq!(c.get("MedicationRequest?patient=load-p&_summary=count").body["total"], 2500, "nothing written");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&bad_dir);
+}
+
 both!(
+    load_files_whole_or_not_at_all,
     paging_is_stable_while_others_write,
     concurrent_if_match_updates_one_wins,
     transaction_is_all_or_nothing,
