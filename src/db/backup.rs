@@ -159,6 +159,52 @@ const TABLES: &[Table] = &[
     ),
     ("revocations", "token_key", &[("token_key", Text), ("expires_at", Int)]),
     ("imported_origins", "origin", &[("origin", Text), ("res_type", Text), ("res_id", Text), ("imported_at", Int)]),
+    // A record that moved away stays closed after a restore.
+    ("closed_records", "patient_id", &[("patient_id", Text), ("replaced_by", Text), ("closed_at", Int)]),
+    // The roadmap stage: sources (credentials stay sealed with the service's secret), patient
+    // links, what was fetched when, and the events already processed.
+    (
+        "federated_sources",
+        "name",
+        &[
+            ("name", Text),
+            ("fhir_base", Text),
+            ("auth", Text),
+            ("client_id", OptText),
+            ("key_sealed", OptText),
+            ("policy", Text),
+            ("max_age_secs", Int),
+            ("timeout_ms", Int),
+            ("types", OptText),
+            ("created_at", Int),
+            ("retired_at", OptInt),
+        ],
+    ),
+    (
+        "source_links",
+        "source, patient_id",
+        &[("source", Text), ("patient_id", Text), ("remote_id", Text), ("linked_at", Int)],
+    ),
+    (
+        "source_fetches",
+        "source, patient_id, res_type",
+        &[("source", Text), ("patient_id", Text), ("res_type", Text), ("fetched_at", Int)],
+    ),
+    ("processed_messages", "message_id", &[("message_id", Text), ("response", Text), ("processed_at", Int)]),
+    ("transfer_partners", "name", &[("name", Text), ("fhir_base", Text), ("client_id", Text), ("created_at", Int)]),
+    (
+        "invitations",
+        "code_hash",
+        &[
+            ("code_hash", Text),
+            ("patient_id", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("used_at", OptInt),
+            ("purpose", Text),
+            ("account_id", OptText),
+        ],
+    ),
 ];
 
 const PAGE: i64 = 5000;

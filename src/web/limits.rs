@@ -35,6 +35,10 @@ impl Default for Limits {
 }
 
 impl Limits {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
     /// Whether one more request from this address (and client, if known) may go on now.
     pub fn allow(&self, address: &str, client: Option<&str>) -> bool {
         self.per_address.check_key(&address.to_string()).is_ok()
@@ -55,13 +59,31 @@ pub async fn in_flight(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = req.app_data::<web::Data<super::AppState>>().cloned();
     let Some(state) = state else { return next.call(req).await.map(ServiceResponse::map_into_boxed_body) };
-    let now = state.limits.in_flight.fetch_add(1, Ordering::AcqRel);
-    let result = if now >= state.limits.max_in_flight {
+    let slot = Slot::take(state.clone());
+    if slot.over {
         state.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
-        Ok(req.into_response(too_many()))
-    } else {
-        next.call(req).await.map(ServiceResponse::map_into_boxed_body)
-    };
-    state.limits.in_flight.fetch_sub(1, Ordering::AcqRel);
-    result
+        return Ok(req.into_response(too_many()));
+    }
+    next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+}
+
+/// One request's place in the in-flight count, given back when dropped: also when the client goes
+/// away and the request's future is dropped before it finishes.
+struct Slot {
+    state: web::Data<super::AppState>,
+    over: bool,
+}
+
+impl Slot {
+    fn take(state: web::Data<super::AppState>) -> Slot {
+        let now = state.limits.in_flight.fetch_add(1, Ordering::AcqRel);
+        let over = now >= state.limits.max_in_flight;
+        Slot { state, over }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.state.limits.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }

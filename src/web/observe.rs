@@ -136,6 +136,11 @@ pub async fn metrics(state: web::Data<super::AppState>) -> HttpResponse {
         ("healthfolio_db_pool_idle", "Idle database connections.", idle as f64),
         ("healthfolio_jobs_queued", "Background jobs waiting.", jobs.0 as f64),
         ("healthfolio_jobs_running", "Background jobs running.", jobs.1 as f64),
+        (
+            "healthfolio_http_requests_in_flight",
+            "Requests being served (this one included).",
+            state.limits.in_flight() as f64,
+        ),
     ];
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(&gauges))
 }

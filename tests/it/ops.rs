@@ -14,6 +14,26 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     changed["status"] = json!("stopped");
     assert_eq!(app.client().put(&format!("MedicationRequest/{mr}"), &changed).status, 200);
     app.client().get(&format!("Patient/{p}"));
+    // A record that moved away, a federated source and a processed event come along too.
+    let moved = app.create(patient(NHS[1], "Moved", "Away"));
+    let op = healthfolio::auth::AccessContext::operator("test");
+    healthfolio::fhir::store::close_record(&app.hf.store, &op, &moved, "https://b.example/fhir/Patient/1")
+        .expect("close");
+    let source = healthfolio::federation::sources::NewSource {
+        name: "gp-x".into(),
+        fhir_base: "https://gp-x.example/fhir".into(),
+        policy: healthfolio::federation::sources::Policy::OnRead,
+        max_age_secs: 600,
+        timeout_ms: 500,
+        types: None,
+        credentials: None,
+    };
+    healthfolio::federation::sources::add(&mut app.hf.db.conn().expect("conn"), &app.hf.keys, &source).expect("source");
+    let msg = json!({"resourceType": "Bundle", "id": "backup-msg", "type": "message", "entry": [
+        {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-000000000001", "resource": {"resourceType": "MessageHeader", "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-event", "code": "prescription-order"}, "source": {"endpoint": "https://gp.example"}}},
+        {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-000000000002", "resource": medication_request(&p, code, display, "active", "2025-02-02")}]});
+    let answered = app.client().post("$process-message", &msg);
+    assert_eq!(answered.status, 200, "{}", answered.text);
     app.hf.store.audit.flush();
     let mut file = Vec::new();
     healthfolio::db::backup::backup(&app.hf.db, &mut file).expect("backup");
@@ -33,6 +53,24 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     let audit_b =
         restored.client_with(Some(app.admin())).get(&format!("AuditEvent?patient={p}&_count=1000")).entries().len();
     assert!(audit_b >= audit_a.saturating_sub(1) && audit_a > 0, "{audit_a} vs {audit_b}");
+    let admin = restored.client_with(Some(app.admin()));
+    assert_eq!(admin.post("$process-message", &msg).body, answered.body, "a replayed event is still known");
+    let names: Vec<String> =
+        healthfolio::federation::sources::active(&mut restored.hf.db.conn().expect("conn"), &restored.hf.keys)
+            .expect("sources")
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+    assert_eq!(names, vec!["gp-x".to_string()]);
+    let closed: i64 = restored
+        .hf
+        .db
+        .conn()
+        .expect("conn")
+        .first::<healthfolio::db::Int>(&healthfolio::db::Sql::new("SELECT COUNT(*) AS n FROM closed_records"))
+        .expect("count")
+        .map_or(0, |r| r.n);
+    assert_eq!(closed, 1, "the moved record stays closed");
     assert!(
         healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(),
         "restore refuses a non-empty database"
@@ -54,6 +92,7 @@ fn health_and_metrics(app: &TestApp) {
         m.text
     );
     assert!(m.text.contains("healthfolio_db_pool_connections"));
+    assert!(m.text.contains("\nhealthfolio_http_requests_in_flight 1\n"), "only the metrics request is in flight");
 }
 
 both!(backup_restore_keeps_record_versions_and_audit, health_and_metrics);
