@@ -1,8 +1,9 @@
 //! Bundles: searchset and history responses, and batch / transaction processing (conformance §1.9).
 
 use super::search::{self, SearchRequest, SearchResult};
-use super::store::{check_refs, create_in, current, delete_in, new_id, patch_in, update_in, Refs, Stored};
+use super::store::{check_refs, create_in, current, delete_in, new_id, patch_in, read_in, update_in, Refs, Stored};
 use super::{resource_type, time, FhirError, Interaction, Store};
+use crate::audit::AuditEntry;
 use crate::auth::AccessContext;
 use crate::db::Conn;
 use serde_json::{json, Map, Value};
@@ -505,14 +506,14 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             Ok(response("204 No Content", None))
         }
         ("GET", Some(id), None) => {
-            ctx.require(t, Interaction::Read)?;
-            let s = current(conn, t, id)?
-                .map(Stored::from)
-                .filter(|s| !s.deleted)
-                .ok_or_else(|| FhirError::not_found(t, id))?;
-            if !ctx.may_touch(conn, t, s.patient_id.as_deref(), Interaction::Read)? {
-                return Err(FhirError::not_found(t, id));
-            }
+            // Checked and audited as a read on its own is; the audit row commits with the entry
+            // (a refused read is rolled back with it).
+            let found = read_in(conn, ctx, t, id, Interaction::Read).map_err(|e| match e {
+                FhirError::Gone(_) => FhirError::not_found(t, id),
+                other => other,
+            });
+            crate::audit::record_in(conn, ctx, &AuditEntry::read("read", t, Some(id), &found))?;
+            let s = found?;
             let mut v = response("200 OK", Some(&s));
             v["resource"] = raw(&s.body);
             Ok(v)
@@ -521,7 +522,15 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let params: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or_default())
                 .map_err(|_| FhirError::invalid("the search query is malformed"))?;
             let req = SearchRequest { rtype: t.to_string(), params, compartment: None, strict: false };
-            let r = search::run(conn, ctx, &req)?;
+            let r = search::run(conn, ctx, &req);
+            let entry = AuditEntry::search(
+                Some(t),
+                q.unwrap_or_default(),
+                ctx.compartment(),
+                r.as_ref().map(|r| r.matches.len()),
+            );
+            crate::audit::record_in(conn, ctx, &entry)?;
+            let r = r?;
             let mut v = response("200 OK", None);
             v["resource"] = searchset(base, t, &r);
             Ok(v)

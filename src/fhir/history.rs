@@ -1,5 +1,6 @@
 //! History: every version, newest first, paged by keyset on (last_updated, rid, version).
 
+use super::search::within_constraints;
 use super::store::{Row, Stored};
 use super::{time, FhirError, Interaction, Store};
 use crate::auth::AccessContext;
@@ -58,9 +59,13 @@ impl Store {
         let mut versions: Vec<Stored> = Vec::with_capacity(rows.len());
         for r in rows.into_iter().take(count as usize) {
             next = Some((r.last_updated, r.rid, r.version_id));
+            let rid = r.rid;
             let s = Stored::from(r);
-            // History shows only versions the caller could read now (scope and reach).
-            if ctx.may_touch(&mut conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)? {
+            // History shows only versions of resources the caller could read now: scope, reach,
+            // and a query-constrained scope (`?status=active`) on the resource as it is now.
+            if ctx.may_touch(&mut conn, &s.rtype, s.patient_id.as_deref(), Interaction::Read)?
+                && within_constraints(&mut conn, ctx, &s.rtype, rid, Interaction::Read)?
+            {
                 versions.push(s);
             }
         }

@@ -509,6 +509,35 @@ fn scope_constraints(conds: &mut Sql, ctx: &AccessContext, rtype: &str, what: In
     Ok(())
 }
 
+/// Limits `r` to `types`, each within the caller's query-constrained scopes for reading it: a
+/// plain `IN` list when no scope narrows any of them.
+pub(crate) fn readable_types_condition(q: &mut Sql, ctx: &AccessContext, types: &[&str]) -> Result<(), FhirError> {
+    let mut plain = Vec::new();
+    let mut narrowed = Vec::new();
+    for t in types {
+        let mut c = Sql::new("");
+        scope_constraints(&mut c, ctx, t, Interaction::Read)?;
+        if c.is_empty() {
+            plain.push(*t);
+        } else {
+            narrowed.push((*t, c));
+        }
+    }
+    if narrowed.is_empty() && !plain.is_empty() {
+        q.push(" AND r.res_type IN ").list(plain.iter().map(|t| Bind::Text((*t).into())));
+        return Ok(());
+    }
+    q.push(" AND (1 = 0");
+    if !plain.is_empty() {
+        q.push(" OR r.res_type IN ").list(plain.iter().map(|t| Bind::Text((*t).into())));
+    }
+    for (t, c) in narrowed {
+        q.push(" OR (r.res_type = ").text(t).append(&c).push(")");
+    }
+    q.push(")");
+    Ok(())
+}
+
 /// Whether the resource at `rid` satisfies the caller's query-constrained scopes for `what`.
 pub(crate) fn within_constraints(
     conn: &mut Conn,

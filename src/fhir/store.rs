@@ -114,21 +114,7 @@ impl Store {
     }
 
     fn read_checked(&self, ctx: &AccessContext, rtype: &str, id: &str, what: Interaction) -> Result<Stored, FhirError> {
-        ctx.require(rtype, what)?;
-        let mut conn = self.db.conn()?;
-        let row = current(&mut conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
-        let rid = row.rid;
-        let stored = Stored::from(row);
-        // A resource out of reach is reported as absent: its existence is not ours to reveal.
-        if !ctx.may_touch(&mut conn, rtype, stored.patient_id.as_deref(), what)?
-            || !super::search::within_constraints(&mut conn, ctx, rtype, rid, what)?
-        {
-            return Err(FhirError::not_found(rtype, id));
-        }
-        if stored.deleted {
-            return Err(FhirError::Gone(format!("{rtype}/{id}")));
-        }
-        Ok(stored)
+        read_in(&mut self.db.conn()?, ctx, rtype, id, what)
     }
 
     pub fn vread(&self, ctx: &AccessContext, rtype: &str, id: &str, vid: i64) -> Result<Stored, FhirError> {
@@ -244,6 +230,31 @@ impl Store {
         }
         result
     }
+}
+
+/// The current version of `rtype/id` if the caller may `what` it: scope, reach and any
+/// query-constrained scope. A resource out of reach is reported as absent: its existence is not
+/// ours to reveal.
+pub(crate) fn read_in(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rtype: &str,
+    id: &str,
+    what: Interaction,
+) -> Result<Stored, FhirError> {
+    ctx.require(rtype, what)?;
+    let row = current(conn, rtype, id)?.ok_or_else(|| FhirError::not_found(rtype, id))?;
+    let rid = row.rid;
+    let stored = Stored::from(row);
+    if !ctx.may_touch(conn, rtype, stored.patient_id.as_deref(), what)?
+        || !super::search::within_constraints(conn, ctx, rtype, rid, what)?
+    {
+        return Err(FhirError::not_found(rtype, id));
+    }
+    if stored.deleted {
+        return Err(FhirError::Gone(format!("{rtype}/{id}")));
+    }
+    Ok(stored)
 }
 
 pub fn new_id() -> String {

@@ -38,6 +38,9 @@ pub struct JobParams {
     pub subject: String,
     pub client_id: String,
     pub scope: String,
+    /// What the patient's grant allowed an app in patient context at kick-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_scope: Option<String>,
     pub reach: StoredReach,
 }
 
@@ -61,7 +64,7 @@ impl JobParams {
                     Reach::Granted { client_id: client_id.clone(), organization: organization.clone() }
                 }
             },
-            grant_scopes: None,
+            grant_scopes: self.grant_scope.as_deref().map(Scopes::parse),
             token_id: None,
             practitioner: None,
         }
@@ -121,13 +124,7 @@ pub fn kick_off(
             StoredReach::Granted { client_id: client_id.clone(), organization: organization.clone() }
         }
     };
-    let scope = ctx
-        .scopes
-        .resources
-        .iter()
-        .map(|s| format!("system/{}.{}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s)))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let scope = scopes_text(&ctx.scopes);
     let params = JobParams {
         level,
         group_rid,
@@ -136,6 +133,7 @@ pub fn kick_off(
         subject: ctx.subject.clone(),
         client_id: ctx.client_id.clone(),
         scope,
+        grant_scope: ctx.grant_scopes.as_ref().map(scopes_text),
         reach,
     };
     let id = uuid::Uuid::new_v4().to_string();
@@ -152,6 +150,24 @@ pub fn kick_off(
         ))
     })?;
     Ok(id)
+}
+
+/// Scopes as the worker will read them back: every type and permission, with any query
+/// constraint (`?status=active`), as `system/` scopes (the reach is stored beside them).
+fn scopes_text(scopes: &Scopes) -> String {
+    scopes
+        .resources
+        .iter()
+        .map(|s| {
+            let filter = if s.filter.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", serde_urlencoded::to_string(&s.filter).unwrap_or_default())
+            };
+            format!("system/{}.{}{filter}", s.resource.as_deref().unwrap_or("*"), crate::consent::perms(s))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The row of a Group the caller may export: the operator any; a provider system the groups its
@@ -350,8 +366,9 @@ fn export_type(
     let (mut after, mut n) = (0i64, 0usize);
     loop {
         let mut q =
-            Sql::new(&format!("SELECT {} FROM resources r WHERE r.res_type = ", crate::fhir::store::ROW_COLUMNS));
-        q.text(rtype).push(" AND r.deleted = 0 AND r.rid > ").int(after);
+            Sql::new(&format!("SELECT {} FROM resources r WHERE r.deleted = 0", crate::fhir::store::ROW_COLUMNS));
+        crate::fhir::search::readable_types_condition(&mut q, ctx, &[rtype])?;
+        q.push(" AND r.rid > ").int(after);
         if let Some(s) = since {
             q.push(" AND r.last_updated > ").int(s);
         }

@@ -119,8 +119,8 @@ pub(crate) fn everything_in(
     }
     let count = req.count.unwrap_or(200).clamp(1, 1000);
     let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.patient_id = "));
-    q.text(req.patient.clone()).push(" AND r.deleted = 0 AND r.res_type IN ");
-    q.list(types.iter().map(|t| Bind::Text(t.to_string())));
+    q.text(req.patient.clone()).push(" AND r.deleted = 0");
+    crate::fhir::search::readable_types_condition(&mut q, ctx, &types)?;
     if let Some(s) = bound(&req.since, "_since")? {
         q.push(" AND r.last_updated > ").int(s.lo);
     }

@@ -288,7 +288,7 @@ both!(
 );
 
 /// Polls a bulk status URL until the manifest is ready.
-fn wait_manifest(c: &crate::support::Client, url: &str) -> serde_json::Value {
+pub(crate) fn wait_manifest(c: &crate::support::Client, url: &str) -> serde_json::Value {
     for _ in 0..200 {
         let r = c.get(url);
         match r.status {

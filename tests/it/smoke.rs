@@ -1,6 +1,7 @@
 use crate::both;
 use crate::fixtures::*;
 use crate::support::TestApp;
+use serde_json::json;
 
 fn create_read_and_search(app: &TestApp) {
     let c = app.client();
@@ -62,6 +63,43 @@ fn query_constrained_scopes(app: &TestApp) {
         403,
         "a constrained scope only reads"
     );
+    // The constraint holds on every way in: history, a batch, $everything and a bulk export.
+    let history: Vec<String> = c
+        .get("MedicationRequest/_history")
+        .entries()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(history, vec![active.clone()]);
+    assert!(c.get(&format!("MedicationRequest/{stopped}/_history")).entries().is_empty());
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("MedicationRequest/{active}")}},
+        {"request": {"method": "GET", "url": format!("MedicationRequest/{stopped}")}},
+        {"request": {"method": "GET", "url": "MedicationRequest?_count=50"}}]});
+    let answers = c.post("", &batch);
+    let statuses: Vec<&str> = answers.body["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["response"]["status"].as_str())
+        .collect();
+    assert!(statuses[0].starts_with("200") && statuses[1].starts_with("404"), "{statuses:?}");
+    assert_eq!(answers.body["entry"][2]["resource"]["total"], 1);
+    let everything = c.get(&format!("Patient/{p}/$everything"));
+    assert_eq!(everything.status, 200, "{}", everything.text);
+    assert!(everything.text.contains(&active) && !everything.text.contains(&stopped), "{}", everything.text);
+    let kick = c.clone().with_header("Prefer", "respond-async").get("Patient/$export?_type=MedicationRequest");
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let manifest = crate::portability::wait_manifest(&c, kick.header("content-location").expect("status url"));
+    let files: Vec<String> = manifest["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["url"].as_str())
+        .map(|u| c.get(u).text)
+        .collect();
+    let exported = files.join("");
+    assert!(exported.contains(&active) && !exported.contains(&stopped), "{exported}");
 }
 
 both!(query_constrained_scopes);
