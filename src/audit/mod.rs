@@ -121,6 +121,23 @@ impl AuditEntry {
         }
     }
 
+    /// A step of a Bulk Data export: `kick-off` and `file` (no patient: the job spans many), and
+    /// `exported`, one per patient whose resources went into the files, so the export shows in
+    /// that patient's access log.
+    pub fn bulk_export(step: &str, job: &str, patient: Option<&str>, count: Option<usize>) -> Self {
+        AuditEntry {
+            action: "E",
+            interaction: "operation".to_string(),
+            res_type: patient.map(|_| "Patient".to_string()),
+            res_id: patient.map(str::to_string),
+            patient_id: patient.map(str::to_string),
+            query: Some(format!("$export {step} {job}")),
+            outcome: 0,
+            detail: None,
+            count: count.map(|n| n as i64),
+        }
+    }
+
     pub fn search(rtype: Option<&str>, query: &str, patient: Option<&str>, result: Result<usize, &FhirError>) -> Self {
         let (outcome, detail, count) = match result {
             Ok(n) => (0, None, Some(n as i64)),

@@ -125,10 +125,17 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
     if recent.is_some_and(|r| r.n >= ADDRESS_FAILURES) {
         return Err(LoginError::Throttled);
     }
-    let account = by_email(conn, email)?;
-    if account.as_ref().and_then(|a| a.locked_until).is_some_and(|t| t > now) {
+    // Counted per email whether an account has it or not, so being throttled says nothing about
+    // which emails have accounts.
+    let key = email_key(email);
+    let tries = conn.first::<Int>(&Sql::with(
+        "SELECT COUNT(*) AS n FROM login_failures WHERE email_key = ? AND at > ?",
+        [Bind::Text(key.clone()), Bind::Int(now - ACCOUNT_LOCK_MICROS)],
+    ))?;
+    if tries.is_some_and(|r| r.n >= ACCOUNT_FAILURES) {
         return Err(LoginError::Throttled);
     }
+    let account = by_email(conn, email)?;
     let hash = account.as_ref().map_or(password::dummy_hash(), |a| a.password_hash.as_str());
     let ok = password::verify(pw, hash);
     match (account, ok) {
@@ -138,23 +145,23 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
                 "UPDATE accounts SET failed_logins = 0, locked_until = NULL, previous_login_at = last_login_at, last_login_at = ? WHERE id = ?",
                 [Bind::Int(now), Bind::Text(a.id.clone())],
             ))?;
+            conn.execute(&Sql::with("DELETE FROM login_failures WHERE email_key = ?", [Bind::Text(key)]))?;
             Ok(a)
         }
-        (account, _) => {
+        _ => {
             conn.execute(&Sql::with(
-                "INSERT INTO login_failures (address, at) VALUES (?, ?)",
-                [Bind::Text(address.into()), Bind::Int(now)],
+                "INSERT INTO login_failures (address, at, email_key) VALUES (?, ?, ?)",
+                [Bind::Text(address.into()), Bind::Int(now), Bind::Text(key)],
             ))?;
-            if let Some(a) = account {
-                let lock = (a.failed_logins + 1 >= ACCOUNT_FAILURES).then_some(now + ACCOUNT_LOCK_MICROS);
-                conn.execute(&Sql::with(
-                    "UPDATE accounts SET failed_logins = failed_logins + 1, locked_until = ? WHERE id = ?",
-                    [Bind::OptInt(lock), Bind::Text(a.id)],
-                ))?;
-            }
             Err(LoginError::Wrong)
         }
     }
+}
+
+/// The failure counter's key for an email: a hash, so the table holds no addresses in clear.
+fn email_key(email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(email.trim().to_lowercase().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// When the account last signed in before the current visit (`None`: this is the first).

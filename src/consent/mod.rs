@@ -139,7 +139,10 @@ pub fn grant(conn: &mut Conn, g: &NewGrant) -> Result<Grant, ConsentError> {
             Bind::OptInt(g.expires_at),
         ],
     ))?;
-    for s in &parsed {
+    // Provider systems and organisations reach a record through these rows, which hold no query
+    // constraint: a constrained scope (`…rs?status=active`) must then grant them nothing rather
+    // than everything of its type. Apps in patient context read the full scope text instead.
+    for s in parsed.iter().filter(|s| s.filter.is_empty()) {
         conn.execute(&Sql::with(
             "INSERT INTO grant_permissions (grant_id, resource_type, perms) VALUES (?, ?, ?)",
             [

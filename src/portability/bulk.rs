@@ -2,6 +2,7 @@
 //! is free (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so they survive restarts; output streams to
 //! NDJSON files page by page, so memory stays flat whatever the size.
 
+use crate::audit::AuditEntry;
 use crate::auth::{AccessContext, Reach, Scopes};
 use crate::config::BulkSettings;
 use crate::db::{Backend, Bind, Conn, Db, Sql};
@@ -11,6 +12,7 @@ use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,7 +149,8 @@ pub fn kick_off(
                 Bind::Text(serde_json::to_string(&params).unwrap_or_default()),
                 Bind::Int(now_micros()),
             ],
-        ))
+        ))?;
+        crate::audit::record_in(c, ctx, &AuditEntry::bulk_export("kick-off", &id, None, None))
     })?;
     Ok(id)
 }
@@ -314,6 +317,7 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<
     let mut output = Vec::new();
     let types = types_for(&p);
     let mut written = 0usize;
+    let mut per_patient: BTreeMap<String, usize> = BTreeMap::new();
     for (i, t) in types.iter().enumerate() {
         if !ctx.scopes.allows(t, Interaction::Read) {
             continue;
@@ -328,7 +332,10 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<
             }
             Ok(ours)
         };
-        let Some(n) = export_type(db, &ctx, t, since, p.group_rid, &path, &mut page_done)? else { return Ok(()) };
+        let which = Selection { rtype: t, since, group_rid: p.group_rid };
+        let Some(n) = export_type(db, &ctx, &which, &path, &mut per_patient, &mut page_done)? else {
+            return Ok(());
+        };
         written += n;
         if n > 0 {
             output.push(json!({"type": t, "url": format!("{base}/bulk/files/{}/{t}.ndjson", job.id), "count": n}));
@@ -340,26 +347,39 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<
         "transactionTime": transaction_time, "request": job.request, "requiresAccessToken": true,
         "output": output, "deleted": [], "error": []
     });
+    let exported: Vec<AuditEntry> =
+        per_patient.iter().map(|(p, n)| AuditEntry::bulk_export("exported", &job.id, Some(p), Some(*n))).collect();
     db.transaction(|c| {
-        c.execute(&Sql::with(
+        let done = c.execute(&Sql::with(
             "UPDATE jobs SET status = 'completed', result = ?, finished_at = ?, progress = 'done' WHERE id = ? AND leased_by = ? AND status = 'running'",
             [Bind::Text(manifest.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone()), Bind::Text(worker.id.clone())],
-        ))
+        ))?;
+        if done == 1 {
+            crate::audit::record_many_in(c, &ctx, &exported)?;
+        }
+        Ok::<_, crate::db::DbError>(())
     })?;
     Ok(())
 }
 
 /// Streams one type to a file, a keyset page at a time; returns the count written, or `None`
 /// when `page_done` says the job is no longer ours.
+/// What one file of an export holds: a type, changed since, of a Group's members.
+struct Selection<'a> {
+    rtype: &'a str,
+    since: Option<i64>,
+    group_rid: Option<i64>,
+}
+
 fn export_type(
     db: &Db,
     ctx: &AccessContext,
-    rtype: &str,
-    since: Option<i64>,
-    group_rid: Option<i64>,
+    which: &Selection,
     path: &Path,
+    per_patient: &mut BTreeMap<String, usize>,
     page_done: &mut dyn FnMut(usize) -> Result<bool, FhirError>,
 ) -> Result<Option<usize>, FhirError> {
+    let Selection { rtype, since, group_rid } = *which;
     let io = |e: std::io::Error| FhirError::invalid(format!("cannot write {}: {e}", path.display()));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     let mut conn = db.conn()?;
@@ -386,6 +406,11 @@ fn export_type(
         for r in &rows {
             out.write_all(r.body.as_deref().unwrap_or("{}").as_bytes()).map_err(io)?;
             out.write_all(b"\n").map_err(io)?;
+            if let Some(p) = &r.patient_id {
+                *per_patient.entry(p.clone()).or_default() += 1;
+            } else if rtype == "Patient" {
+                *per_patient.entry(r.id.clone()).or_default() += 1;
+            }
         }
         n += rows.len();
         after = last;
@@ -435,5 +460,8 @@ pub fn file(db: &Db, ctx: &AccessContext, files: &Path, id: &str, name: &str) ->
     if job.status != "completed" || !valid {
         return Err(FhirError::NotFound(format!("export file {id}/{name}")));
     }
+    db.transaction(|c| {
+        crate::audit::record_in(c, ctx, &AuditEntry::bulk_export(&format!("file {name}"), id, None, None))
+    })?;
     Ok(files.join(id).join(name))
 }

@@ -204,6 +204,25 @@ fn wrong_password_and_unknown_user_look_the_same(app: &TestApp) {
     };
     assert_eq!(answer("ada@example.org"), (401, true));
     assert_eq!(answer("nobody@example.org"), (401, true));
+    // Throttling after repeated failures looks the same too (each try from its own address, so
+    // only the per-email count applies), and the right password waits like anyone else.
+    let mut conn = app.hf.db.conn().expect("conn");
+    let mut tries = |email: &str, pw: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let address = format!("10.9.{}.{i}", email.len());
+                match healthfolio::auth::accounts::login(&mut conn, email, pw, &address) {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            })
+            .collect()
+    };
+    let known = tries("ada@example.org", "wrong password!", 5);
+    let unknown = tries("nobody@example.org", "wrong password!", 5);
+    assert_eq!(known, unknown);
+    assert_eq!(tries("ada@example.org", PASSWORD, 1), tries("nobody@example.org", PASSWORD, 1));
+    assert!(tries("ada@example.org", PASSWORD, 1)[0].contains("too many attempts"));
 }
 
 fn backend_services_with_grants(app: &TestApp) {

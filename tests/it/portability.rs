@@ -367,12 +367,13 @@ fn group_export_members_with_grants(app: &TestApp) {
 
 fn bulk_export_respects_grants(app: &TestApp) {
     let granted = seed(app, NHS[0]);
-    let _other = seed(app, NHS[1]);
+    let other = seed(app, NHS[1]);
     let org = "Organization/riverside";
     app.grant(
         &granted,
         healthfolio::consent::Grantee::Organization(org.into()),
-        "patient/MedicationRequest.rs patient/Patient.rs",
+        // A constrained scope cannot be held to its query for an organisation: it grants nothing.
+        "patient/MedicationRequest.rs patient/Patient.rs patient/AllergyIntolerance.rs?criticality=high",
     );
     let c = provider(app, org);
     let kick = c.get("Patient/$export");
@@ -384,6 +385,8 @@ fn bulk_export_respects_grants(app: &TestApp) {
     let types: Vec<&str> = outputs.iter().filter_map(|o| o["type"].as_str()).collect();
     assert!(types.contains(&"MedicationRequest") && types.contains(&"Patient"), "{types:?}");
     assert!(!types.contains(&"AllergyIntolerance"), "only granted types: {types:?}");
+    let sync = app.client_with(c.token.clone());
+    assert!(sync.get(&format!("AllergyIntolerance?patient={granted}")).ids().is_empty());
     let mr = outputs.iter().find(|o| o["type"] == "MedicationRequest").expect("mr");
     assert_eq!(mr["count"], 2, "only the granted patient's prescriptions");
     let file = c.get(mr["url"].as_str().expect("url"));
@@ -391,6 +394,15 @@ fn bulk_export_respects_grants(app: &TestApp) {
     assert_eq!(file.text.lines().count(), 2);
     assert!(file.text.lines().all(|l| l.contains(&granted)));
     assert_eq!(app.client_with(None).get(mr["url"].as_str().expect("url")).status, 401, "files need the token");
+    // The export is in the access log of the patient whose record went out, and only theirs.
+    let logged = |p: &str| {
+        let q = healthfolio::db::Sql::with(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE patient_id = ? AND query LIKE '$export exported%'",
+            [healthfolio::db::Bind::Text(p.into())],
+        );
+        app.hf.db.conn().expect("conn").first::<healthfolio::db::Int>(&q).expect("count").map_or(0, |r| r.n)
+    };
+    assert_eq!((logged(&granted), logged(&other)), (1, 0));
     assert_eq!(app.client().get(&status_url).status, 404, "another client's job is not found");
     assert_eq!(c.delete(&status_url).status, 202);
     assert_eq!(c.get(&status_url).status, 404, "cancelled");
