@@ -139,7 +139,14 @@ impl Db {
         let mut conn = self.conn()?;
         let done = match &mut conn {
             Conn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-            Conn::Postgres(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+            Conn::Postgres(c) => {
+                // Replicas starting together (compose, a rolling deploy beside the migration Job)
+                // take turns: the first migrates, the others then find nothing pending.
+                c.batch_execute("SELECT pg_advisory_lock(7305451)")?;
+                let done = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
+                c.batch_execute("SELECT pg_advisory_unlock(7305451)")?;
+                done
+            }
         };
         done.map_err(|e| DbError::Migration(e.to_string()))
     }

@@ -114,7 +114,9 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
             .wrap(middleware::from_fn(limits::in_flight))
             .wrap(middleware::from_fn(observe::observe))
             .wrap(security_headers(https))
+            .app_data(web::FormConfig::default().error_handler(pages::bad_form))
             .configure(configure)
+            .default_service(web::to(pages::not_found))
     })
     .workers(workers)
     .shutdown_timeout(30);

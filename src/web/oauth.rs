@@ -242,7 +242,9 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
     let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     if !state.limits.allow(&address, None) {
         state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return page_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Wait a few minutes and try again.");
+        let mut r = page_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Wait a few minutes and try again.");
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return r;
     }
     let continue_to = safe_continue(form.continue_to.as_deref());
     let cookie_csrf = req.cookie(LOGIN_CSRF).map(|c| c.value().to_string());

@@ -36,6 +36,29 @@ pub fn page_error(status: StatusCode, title: &str, message: &str) -> HttpRespons
     html(status, ErrorPage { title, message }.render())
 }
 
+/// Anything no route serves: an OperationOutcome under `/fhir`, a page elsewhere.
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    if req.path().starts_with("/fhir") {
+        let missing = crate::fhir::FhirError::NotFound(format!("the endpoint {}", req.path()));
+        return actix_web::ResponseError::error_response(&super::error::ApiError::Fhir(missing));
+    }
+    page_error(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is nothing at this address. Check the link, or go back to your record.",
+    )
+}
+
+/// A form that could not be read (a field missing or malformed): a page, not actix's plain text.
+pub fn bad_form(err: actix_web::error::UrlencodedError, _: &actix_web::HttpRequest) -> actix_web::Error {
+    let page = page_error(
+        StatusCode::BAD_REQUEST,
+        "This form could not be read",
+        "Go back, fill it in again and send it once more.",
+    );
+    actix_web::error::InternalError::from_response(err, page).into()
+}
+
 /// A domain message (lower case, as errors are written) as a sentence for a page.
 pub fn sentence(message: &str) -> String {
     let mut c = message.chars();

@@ -185,3 +185,46 @@ fn sqlite_plans_a_search_by_identifier_from_the_token_index() {
     assert!(plan.iter().any(|s| s.contains("SEARCH r USING INTEGER PRIMARY KEY")), "{plan:?}");
     assert!(plan.iter().any(|s| s.contains("idx_token_lookup")), "{plan:?}");
 }
+
+/// Replicas starting together on a new PostgreSQL database: each runs the migrations at start,
+/// and they take turns instead of tripping over each other's tables.
+#[test]
+fn replicas_starting_together_migrate_once() {
+    let Some(db) = crate::support::PgDatabase::create() else { return };
+    let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                s.spawn(move || {
+                    let pool = healthfolio::db::Db::open(&url, 1).map_err(|e| e.to_string())?;
+                    pool.migrate().map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let ran: Vec<usize> = results.iter().map(|r| *r.as_ref().expect("migrations")).collect();
+    assert_eq!(ran.iter().filter(|n| **n > 0).count(), 1, "one replica migrated: {ran:?}");
+}
+
+/// Addresses nothing serves, and forms that cannot be read, get a clear answer in the caller's
+/// language: a page for people, an OperationOutcome for FHIR clients.
+#[test]
+fn unknown_addresses_and_unreadable_forms() {
+    let app = TestApp::sqlite();
+    let c = app.client_with(None);
+    let page = c.get(&format!("{}/portal/no-such-page", app.base));
+    assert_eq!(page.status, 404);
+    assert!(page.text.contains("Page not found"), "{}", page.text);
+    let api = c.get(&format!("{}/fhir/Patient/x/_history/1/extra/parts", app.base));
+    assert_eq!(api.status, 404);
+    assert_eq!(api.body["resourceType"], "OperationOutcome", "{}", api.text);
+    let form = c.request(
+        "POST",
+        &format!("{}/oauth/login", app.base),
+        Some("application/x-www-form-urlencoded"),
+        Some(b"email=x"),
+    );
+    assert_eq!(form.status, 400);
+    assert!(form.text.contains("This form could not be read"), "{}", form.text);
+}
