@@ -763,8 +763,13 @@ fn client_credentials(
 // ---- introspection and revocation ----------------------------------------------------------
 
 /// RFC 7662: `{"active": false}` for anything not live.
-pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, token: &str) -> Value {
+/// RFC 7662, for an authenticated `caller`: an operator learns about any token, a client only
+/// about its own (anything else is `active: false`, so tokens cannot be probed).
+pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, caller: &AccessContext, token: &str) -> Value {
     let Ok(claims) = keys.verify(token, &ep.issuer, &ep.fhir_base) else { return json!({"active": false}) };
+    if caller.reach != Reach::All && caller.client_id != claims.client_id {
+        return json!({"active": false});
+    }
     let Ok(ctx) = live::check(conn, claims.clone()) else { return json!({"active": false}) };
     let mut v = json!({
         "active": true, "scope": claims.scope, "client_id": claims.client_id, "exp": claims.exp, "iat": claims.iat,

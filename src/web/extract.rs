@@ -22,25 +22,31 @@ impl FromRequest for Caller {
         let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-            let auth = auth.ok_or_else(|| {
-                ApiError::Unauthorized("this API needs an access token: Authorization: Bearer <token>".into())
-            })?;
-            let token = auth
-                .strip_prefix("Bearer ")
-                .or_else(|| auth.strip_prefix("bearer "))
-                .ok_or_else(|| ApiError::Unauthorized("the Authorization header must use the Bearer scheme".into()))?
-                .trim()
-                .to_string();
-            let hf = state.hf.clone();
-            let ctx = web::block(move || {
-                let claims = hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())?;
-                let mut conn = hf.db.conn()?;
-                crate::auth::live::check(&mut conn, claims)
-            })
-            .await??;
-            Ok(Caller(ctx))
+            bearer(&state, auth).await.map(Caller)
         })
     }
+}
+
+/// The caller behind an `Authorization: Bearer` header: signature, audience, expiry, revocation
+/// and the patient's grant, checked now.
+pub async fn bearer(state: &web::Data<AppState>, auth: Option<String>) -> Result<AccessContext, ApiError> {
+    let auth = auth.ok_or_else(|| {
+        ApiError::Unauthorized("this API needs an access token: Authorization: Bearer <token>".into())
+    })?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must use the Bearer scheme".into()))?
+        .trim()
+        .to_string();
+    let hf = state.hf.clone();
+    let ctx = web::block(move || {
+        let claims = hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())?;
+        let mut conn = hf.db.conn()?;
+        crate::auth::live::check(&mut conn, claims)
+    })
+    .await??;
+    Ok(ctx)
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.

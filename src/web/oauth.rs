@@ -373,13 +373,23 @@ fn token_param(body: &[u8]) -> Result<String, Box<HttpResponse>> {
     f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::new("invalid_request", "token is required", 400))))
 }
 
-async fn introspect(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+/// RFC 7662 asks the endpoint to know who is asking: a bearer token of this server.
+async fn introspect(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let caller = match super::extract::bearer(&state, auth).await {
+        Ok(c) => c,
+        Err(_) => {
+            return HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .json(serde_json::json!({"error": "invalid_client", "error_description": "introspection needs a valid access token of the caller: Authorization: Bearer <token>"}))
+        }
+    };
     let token = match token_param(&body) {
         Ok(t) => t,
         Err(r) => return *r,
     };
     let (hf, ep) = (state.hf.clone(), state.endpoints());
-    let answer = blocking(move || Ok(oauth::introspect(&mut hf.db.conn()?, &hf.keys, &ep, &token))).await;
+    let answer = blocking(move || Ok(oauth::introspect(&mut hf.db.conn()?, &hf.keys, &ep, &caller, &token))).await;
     match answer {
         Ok(v) => HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(v),
         Err(r) => r,

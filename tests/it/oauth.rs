@@ -420,17 +420,32 @@ fn es256_key() -> (Vec<u8>, ()) {
 fn introspect_and_revoke(app: &TestApp) {
     let (patient, client_id, token) = launch(app, NHS[0], "ada@example.org");
     let access = token.access_token().secret().clone();
-    let post = |path: &str, t: &str| match http().post(&format!("{}{path}", app.base)).send_form(&[("token", t)]) {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_json::<Value>().unwrap_or(Value::Null)),
-        Err(e) => panic!("{e}"),
+    let asking = |path: &str, t: &str, caller: Option<&str>| {
+        let mut r = http().post(&format!("{}{path}", app.base));
+        if let Some(c) = caller {
+            r = r.set("Authorization", &format!("Bearer {c}"));
+        }
+        match r.send_form(&[("token", t)]) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_json::<Value>().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
     };
+    let post = |path: &str, t: &str| asking(path, t, Some(&access));
+    // Introspection wants to know who asks; a client learns only about its own tokens.
+    let (status, v) = asking("/oauth/introspect", &access, None);
+    assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
+    let admin = app.admin();
+    assert_eq!(asking("/oauth/introspect", &access, Some(&admin)).1["active"], true, "the operator may ask");
+    let (_, _, other) = launch(app, NHS[1], "bea@example.org");
+    let other = other.access_token().secret().clone();
+    assert_eq!(asking("/oauth/introspect", &access, Some(&other)).1, serde_json::json!({"active": false}));
     let (_, v) = post("/oauth/introspect", &access);
     assert_eq!(v["active"], true);
     assert_eq!(v["patient"], patient.as_str());
     assert_eq!(v["client_id"], client_id.as_str());
     assert_eq!(post("/oauth/revoke", &access).0, 200);
-    assert_eq!(post("/oauth/introspect", &access).1, serde_json::json!({"active": false}));
-    assert_eq!(app.client_with(Some(access)).get("MedicationRequest").status, 401);
+    assert_eq!(asking("/oauth/introspect", &access, Some(&admin)).1, serde_json::json!({"active": false}));
+    assert_eq!(app.client_with(Some(access.clone())).get("MedicationRequest").status, 401);
     assert_eq!(post("/oauth/revoke", "unknown-token").0, 200, "RFC 7009: unknown tokens are not an error");
 }
 
