@@ -43,8 +43,7 @@ impl SourceClient {
     /// Downloads a bulk extract file (NDJSON) from the source, with the source's token. Only URLs
     /// on the source's own origin are called: a feed cannot send us elsewhere.
     pub fn fetch_file(&self, s: &Source, url: &str, timeout: Duration) -> Result<String, String> {
-        let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
-        if origin(url).is_none() || origin(url) != origin(&s.fhir_base) {
+        if !same_origin(url, &s.fhir_base) {
             return Err(format!("{url} is not at the source {}", s.fhir_base));
         }
         let token = self.token(s, timeout)?;
@@ -122,17 +121,44 @@ impl SourceClient {
 
     /// `GET {base}/{path}` within `timeout`; the resources of the answer (Bundle entries or one).
     pub fn fetch(&self, s: &Source, path: &str, timeout: Duration) -> Result<Vec<Value>, String> {
+        self.fetch_page(s, &format!("{}/{path}", s.fhir_base), timeout).map(|(items, _)| items)
+    }
+
+    /// Every page of `GET {base}/{path}`, following the `next` links (each page within
+    /// `timeout`, and only on the source's own origin). More than `max_pages` is an error rather
+    /// than a silently partial answer.
+    pub fn fetch_all(&self, s: &Source, path: &str, timeout: Duration, max_pages: usize) -> Result<Vec<Value>, String> {
+        let mut url = format!("{}/{path}", s.fhir_base);
+        let mut all = Vec::new();
+        for _ in 0..max_pages {
+            let (items, next) = self.fetch_page(s, &url, timeout)?;
+            all.extend(items);
+            match next {
+                None => return Ok(all),
+                Some(n) if same_origin(&n, &s.fhir_base) => url = n,
+                Some(n) => return Err(format!("sent a next page elsewhere ({n})")),
+            }
+        }
+        Err(format!("has more than {max_pages} pages of {path}"))
+    }
+
+    fn fetch_page(&self, s: &Source, url: &str, timeout: Duration) -> Result<(Vec<Value>, Option<String>), String> {
         if !self.closed(&s.name) {
             return Err("is skipped for a while after repeated failures".into());
         }
         let started = Instant::now();
         let result = self.token(s, timeout).and_then(|t| {
             let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-            get_json(&format!("{}/{path}", s.fhir_base), t.as_deref(), left)
+            get_json(url, t.as_deref(), left)
         });
         self.record(&s.name, result.is_ok());
         let v = result?;
-        Ok(match v["resourceType"].as_str() {
+        let next = v["link"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_string);
+        let items = match v["resourceType"].as_str() {
             Some("Bundle") => v["entry"]
                 .as_array()
                 .map(|e| {
@@ -144,6 +170,12 @@ impl SourceClient {
                 .unwrap_or_default(),
             Some("OperationOutcome") => return Err("answered with an OperationOutcome".into()),
             _ => vec![v],
-        })
+        };
+        Ok((items, next))
     }
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    origin(a).is_some() && origin(a) == origin(b)
 }

@@ -1,7 +1,7 @@
 //! `always` sources, kept in step in the background: each round, one replica (whichever leases
 //! the source's sync job in the database) links local patients to the source by NHS number and
-//! pulls what changed for each linked patient since the last round (`_since`), into the
-//! persisted copy through [`super::ingest`].
+//! pulls what changed for each linked patient since the last round (`_lastUpdated=gt…`, every
+//! page), into the persisted copy through [`super::ingest`].
 
 use super::client::SourceClient;
 use super::ingest::{ingest, Feed};
@@ -68,6 +68,9 @@ pub fn start_worker(db: Db, keys: Keys, client: Arc<SourceClient>, interval: Dur
     }
 }
 
+/// Pages of one type of one patient a round reads at most (1,000 resources each).
+const MAX_PAGES: usize = 100;
+
 /// Takes this source's sync job if no replica holds it and its last round is `interval` old.
 fn lease(conn: &mut Conn, source: &str, worker: &str, interval: Duration) -> Result<bool, FhirError> {
     let id = format!("sync-{source}");
@@ -128,11 +131,18 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
             let started = now_micros();
             let since =
                 db.conn().ok().and_then(|mut c| sources::last_fetch(&mut c, &s.name, &patient, t).ok().flatten());
+            // Only what changed since the last pull (a search by `_lastUpdated`, which every FHIR
+            // server answers), every page of it.
             let mut path = format!("{t}?patient={remote}&_count=1000");
             if let Some(since) = since {
-                path.push_str(&format!("&_since={}", time::format_instant(since - OVERLAP_MICROS)));
+                let gt = time::format_instant(since - OVERLAP_MICROS);
+                path.push_str(&format!(
+                    "&_lastUpdated=gt{}",
+                    percent_encoding::utf8_percent_encode(&gt, percent_encoding::NON_ALPHANUMERIC)
+                ));
             }
-            let pulled = client.fetch(s, &path, timeout).map_err(|e| format!("{t} of {remote}: source {e}"));
+            let pulled =
+                client.fetch_all(s, &path, timeout, MAX_PAGES).map_err(|e| format!("{t} of {remote}: source {e}"));
             let written = pulled.and_then(|items| {
                 let items: Vec<_> = items.into_iter().filter(|i| i["resourceType"] == t.as_str()).enumerate().collect();
                 db.transaction(|c| {

@@ -240,7 +240,7 @@ fn wait_for(app: &TestApp, path: &str, n: usize) -> crate::support::Response {
     panic!("{path} never reached {n} matches: {}", app.client().get(path).text);
 }
 
-/// `always`: the copy is kept in step in the background (link by NHS number, then `_since` pulls),
+/// `always`: the copy is kept in step in the background (link by NHS number, then pulls of what changed),
 /// owned by the source, and searches are answered from it without asking the source.
 fn always_source_syncs_in_the_background(app: &TestApp) {
     let (src, creds) = provider(NHS[0]);
@@ -258,7 +258,36 @@ fn always_source_syncs_in_the_background(app: &TestApp) {
             .clone();
     let (code, display) = PARACETAMOL;
     src.create(medication_request(&remote_patient, code, display, "active", "2025-03-01"));
-    let r = wait_for(app, &path, 2);
+    wait_for(app, &path, 2);
+    // Later rounds ask only for what changed, and read every page of it (1,100 new ones here,
+    // more than one page of 1,000).
+    let entries: Vec<serde_json::Value> = (0..1100)
+        .map(|i| {
+            let mr =
+                medication_request(&remote_patient, code, display, "active", &format!("2025-04-{:02}", i % 28 + 1));
+            json!({"resource": mr, "request": {"method": "POST", "url": "MedicationRequest"}})
+        })
+        .collect();
+    let tx = src.client().post("", &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}));
+    assert_eq!(tx.status, 200, "{}", tx.text);
+    let count = || app.client().get(&format!("{path}&_summary=count")).body["total"].as_i64().unwrap_or(0);
+    let mut n = 0;
+    for _ in 0..150 {
+        n = count();
+        if n == 1102 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(n, 1102, "every page of the change arrived");
+    let asked = healthfolio::db::Sql::new(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE res_type = 'MedicationRequest' AND query LIKE '%_lastUpdated=gt%'",
+    );
+    src.hf.store.audit.flush();
+    let incremental =
+        src.hf.db.conn().expect("conn").first::<healthfolio::db::Int>(&asked).expect("q").map_or(0, |r| r.n);
+    assert!(incremental > 0, "later rounds ask for changes only");
+    let r = app.client().get(&path);
     // The copy belongs to the source.
     let id = r.ids()[0].clone();
     let mut body = r.entries()[0]["resource"].clone();
@@ -269,7 +298,7 @@ fn always_source_syncs_in_the_background(app: &TestApp) {
     assert!(refused.text.contains("gp-a"), "{}", refused.text);
     // Served locally: the source being gone changes nothing.
     drop(src);
-    assert_eq!(app.client().get(&path).ids().len(), 2);
+    assert_eq!(count(), 1102);
 }
 
 /// Bulk extracts into a persisted copy: `$import` of an uploaded file and of files fetched from the
