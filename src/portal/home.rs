@@ -89,9 +89,10 @@ fn since_last_visit(store: &Store, ctx: &AccessContext, since: i64) -> Result<Si
             let body: Value = serde_json::from_str(r.body.as_deref().unwrap_or("{}")).unwrap_or(Value::Null);
             let noun = REPORTED.iter().find(|(t, _)| *t == r.res_type).map_or("Entry", |(_, w)| w);
             let verb = if r.version_id == 1 { "added" } else { "changed" };
-            let name = concept_text(&body["medicationCodeableConcept"])
-                .or_else(|| concept_text(&body["code"]))
-                .unwrap_or_else(|| "an entry".into());
+            let name = match r.res_type.as_str() {
+                "MedicationRequest" | "MedicationStatement" => names.medicine(&body),
+                _ => concept_text(&body["code"]).unwrap_or_else(|| "an entry".into()),
+            };
             let link = matches!(r.res_type.as_str(), "MedicationRequest" | "MedicationStatement")
                 .then(|| format!("/portal/medicines/{}/{}", slug_of(&r.res_type), r.id));
             Change { what: format!("{noun} {verb}: {name}"), by: author_words(&r.author, &clients, &mut names), link }

@@ -158,6 +158,21 @@ impl<'a> Names<'a> {
         }
     }
 
+    /// What a prescription or statement is for, in words: its coded medicine, else the Medication
+    /// it references (its code, else the reference's display).
+    pub(crate) fn medicine(&mut self, r: &Value) -> String {
+        concept_text(&r["medicationCodeableConcept"])
+            .or_else(|| {
+                let m = &r["medicationReference"];
+                m["reference"]
+                    .as_str()
+                    .and_then(|reference| self.get(reference))
+                    .and_then(|med| concept_text(&med["code"]))
+                    .or_else(|| m["display"].as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| "Unnamed medicine".into())
+    }
+
     /// The organisation a prescriber works for: the requester's own, or the first role's.
     fn organization_of(&mut self, reference: &str) -> Option<String> {
         let r = self.get(reference)?;
@@ -203,7 +218,7 @@ pub(crate) fn prescription_line(r: &Value, names: &mut Names, dispensed: &HashMa
     let requester = r["requester"]["reference"].as_str();
     MedicineLine {
         kind: "MedicationRequest",
-        name: concept_text(&r["medicationCodeableConcept"]).unwrap_or_else(|| "Unnamed medicine".into()),
+        name: names.medicine(r),
         dose: dose_words(&r["dosageInstruction"][0]),
         current: matches!(status.as_str(), "active" | "on-hold" | "draft"),
         start: date_part(r.get("authoredOn").unwrap_or(&r["dispenseRequest"]["validityPeriod"]["start"])),
@@ -224,7 +239,7 @@ pub(crate) fn statement_line(s: &Value, patient: &str, names: &mut Names) -> Med
     MedicineLine {
         kind: "MedicationStatement",
         id: s["id"].as_str().unwrap_or_default().to_string(),
-        name: concept_text(&s["medicationCodeableConcept"]).unwrap_or_else(|| "Unnamed medicine".into()),
+        name: names.medicine(s),
         dose: dose_words(&s["dosage"][0]),
         current: matches!(status.as_str(), "active" | "intended"),
         start: date_part(s.get("effectiveDateTime").unwrap_or(&s["effectivePeriod"]["start"])),

@@ -50,9 +50,16 @@ fn patient_sees_medicines_from_the_api(app: &TestApp) {
     app.create(allergy(&p, "high"));
     app.create(json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{p}")},
         "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Type 2 diabetes"}, "onsetDateTime": "2020-01-01"}));
+    // A prescription naming its medicine through a Medication resource.
+    let med = app.create(json!({"resourceType": "Medication", "code": {"coding": [{"system": "https://dmd.nhs.uk",
+        "code": "323509004", "display": "Amoxicillin 500mg capsules"}]}}));
+    app.create(json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "subject": {"reference": format!("Patient/{p}")}, "medicationReference": {"reference": format!("Medication/{med}")},
+        "authoredOn": "2025-10-01"}));
     let (mut b, home) = sign_in(app, "ada@example.org");
     assert_eq!(home.status, 200, "{}", home.body);
     assert!(home.body.contains("943 476 5919"), "NHS number as 3-3-4");
+    assert!(home.body.contains("Amoxicillin 500mg capsules"), "named through its Medication: {}", home.body);
     assert!(home.body.contains("Simvastatin 40mg tablets"));
     assert!(home.body.contains("Criticality: high"));
     let list = b.get(&format!("{}/portal/medicines", app.base));
