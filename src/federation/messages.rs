@@ -5,7 +5,7 @@
 use crate::auth::AccessContext;
 use crate::db::{Backend, Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
-use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs};
+use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};
 use crate::fhir::{now_micros, resource_type, time, FhirError, Store};
 use serde_json::{json, Value};
 use std::sync::mpsc;
@@ -103,6 +103,7 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
             [] => create_in(conn, ctx, &mut refs, t, r, new_id(), "POST")?,
             _ => return Err(FhirError::MultipleMatches(format!("identifier {ident} matches more than one {t}"))),
         };
+        record_author(conn, ctx, &mut refs, &s)?;
         written.push(format!("{}/{}", s.rtype, s.id));
     }
     check_refs(conn, &refs)?;

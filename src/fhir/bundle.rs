@@ -1,7 +1,9 @@
 //! Bundles: searchset and history responses, and batch / transaction processing (conformance §1.9).
 
 use super::search::{self, SearchRequest, SearchResult};
-use super::store::{check_refs, create_in, current, delete_in, new_id, patch_in, read_in, update_in, Refs, Stored};
+use super::store::{
+    check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs, Stored,
+};
 use super::{resource_type, time, FhirError, Interaction, Store};
 use crate::audit::AuditEntry;
 use crate::auth::AccessContext;
@@ -474,10 +476,12 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
         ("POST", Some(id), None) => {
             let body = e.resource.clone().unwrap_or_default();
             let s = create_in(conn, ctx, refs, t, body, id.to_string(), "POST")?;
+            record_author(conn, ctx, refs, &s)?;
             Ok(response("201 Created", Some(&s)))
         }
         ("PUT", Some(id), None) => {
             let out = update_in(conn, ctx, refs, t, id, e.resource.clone().unwrap_or_default(), e.if_match)?;
+            record_author(conn, ctx, refs, &out.stored)?;
             Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
         }
         ("PUT", None, Some(q)) => {
@@ -494,11 +498,13 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             };
             body["id"] = Value::String(id.clone());
             let out = update_in(conn, ctx, refs, t, &id, body, e.if_match)?;
+            record_author(conn, ctx, refs, &out.stored)?;
             Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
         }
         ("PATCH", Some(id), None) => {
             let patch = binary_patch(e.resource.as_ref())?;
             let out = patch_in(conn, ctx, refs, t, id, &patch, e.if_match)?;
+            record_author(conn, ctx, refs, &out.stored)?;
             Ok(response("200 OK", Some(&out.stored)))
         }
         ("DELETE", Some(id), None) => {

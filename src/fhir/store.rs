@@ -209,18 +209,8 @@ impl Store {
             if let Some(prov) = &opts.provenance {
                 let prov = provenance_for(prov.clone(), &out.stored)?;
                 create_in(conn, ctx, &mut refs, "Provenance", prov, new_id(), "POST")?;
-            } else if let Some(prov) = author_provenance(conn, ctx)? {
-                // Recorded by the service itself: the writer needs no Provenance scope for it.
-                let service = AccessContext::operator("provenance");
-                create_in(
-                    conn,
-                    &service,
-                    &mut refs,
-                    "Provenance",
-                    provenance_for(prov, &out.stored)?,
-                    new_id(),
-                    "POST",
-                )?;
+            } else {
+                record_author(conn, ctx, &mut refs, &out.stored)?;
             }
             check_refs(conn, &refs)?;
             Ok(out)
@@ -230,6 +220,22 @@ impl Store {
         }
         result
     }
+}
+
+/// Records who wrote `written` as a Provenance, when the writer is a provider system or a
+/// patient's app (operators' loads carry their own). Written by the service itself: the writer
+/// needs no Provenance scope for it.
+pub(crate) fn record_author(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    written: &Stored,
+) -> Result<(), FhirError> {
+    if let Some(prov) = author_provenance(conn, ctx)? {
+        let service = AccessContext::operator("provenance");
+        create_in(conn, &service, refs, "Provenance", provenance_for(prov, written)?, new_id(), "POST")?;
+    }
+    Ok(())
 }
 
 /// The current version of `rtype/id` if the caller may `what` it: scope, reach and any

@@ -300,7 +300,30 @@ fn load_files_whole_or_not_at_all(app: &TestApp) {
     let _ = std::fs::remove_dir_all(&bad_dir);
 }
 
+/// A write inside a transaction is attributed like a single write: a Provenance naming the writer.
+fn transaction_writes_record_their_author(app: &TestApp) {
+    let p = app.create(patient(NHS[3], "Jones", "Cerys"));
+    let c = app.client_with(Some(app.patient_token("patient/*.cruds", &p)));
+    let (code, display) = PARACETAMOL;
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": medication_request(&p, code, display, "active", "2025-01-02"), "request": {"method": "POST", "url": "MedicationRequest"}}]});
+    let r = c.post("", &bundle);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let location = r.body["entry"][0]["response"]["location"].as_str().expect("location").to_string();
+    let id = location.split('/').nth(1).expect("id").to_string();
+    let found = app.client().get(&format!("MedicationRequest?_id={id}&_revinclude=Provenance:target"));
+    let prov: Vec<Value> = found
+        .entries()
+        .into_iter()
+        .filter(|e| e["resource"]["resourceType"] == "Provenance")
+        .map(|e| e["resource"].clone())
+        .collect();
+    assert_eq!(prov.len(), 1, "{}", found.text);
+    assert_eq!(prov[0]["agent"][0]["who"]["reference"], format!("Patient/{p}"), "{}", prov[0]);
+}
+
 both!(
+    transaction_writes_record_their_author,
     load_files_whole_or_not_at_all,
     paging_is_stable_while_others_write,
     concurrent_if_match_updates_one_wins,
