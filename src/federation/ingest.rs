@@ -10,8 +10,8 @@ use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
-use crate::fhir::store::{check_refs, create_in, update_in, Refs};
-use crate::fhir::{resource_type, valid_id, FhirError};
+use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs, WriteOutcome};
+use crate::fhir::{resource_type, time, valid_id, FhirError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -100,9 +100,14 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
             Some(None) => {
                 return Err(at(FhirError::Conflict(format!("{t}/{id} is held here, not a copy of '{}'", feed.name))))
             }
-            Some(Some(_)) => update_in(conn, &ctx, &mut refs, t, &id, r, None).map(|_| ()),
-            None => create_in(conn, &ctx, &mut refs, t, r, id.clone(), "POST").map(|_| ()),
+            Some(Some(_)) => update_in(conn, &ctx, &mut refs, t, &id, r, None),
+            None => create_in(conn, &ctx, &mut refs, t, r, id.clone(), "POST").map(|stored| WriteOutcome {
+                stored,
+                created: true,
+                changed: true,
+            }),
         }
+        .and_then(|o| copy_provenance(conn, &mut refs, feed.name, &format!("{}/{t}/{remote_id}", feed.fhir_base), &o))
         .map_err(at)?;
         conn.execute(&Sql::with(
             "UPDATE resources SET source = ? WHERE res_type = ? AND id = ?",
@@ -112,6 +117,34 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
     }
     check_refs(conn, &refs).map_err(|e| AtItem(0, e))?;
     Ok(written)
+}
+
+/// The Provenance of a new version of a persisted copy: which source it came from, and where.
+/// Nothing is added when the source sent what was already held (no new version).
+pub(crate) fn copy_provenance(
+    conn: &mut Conn,
+    refs: &mut Refs,
+    source: &str,
+    origin: &str,
+    written: &WriteOutcome,
+) -> Result<(), FhirError> {
+    if !written.changed {
+        return Ok(());
+    }
+    let copy = &written.stored;
+    let prov = json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": format!("{}/{}/_history/{}", copy.rtype, copy.id, copy.version_id)}],
+        "recorded": time::format_instant(copy.last_updated),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": if copy.version_id == 1 { "CREATE" } else { "UPDATE" }}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
+            "who": {"display": format!("Healthfolio, copying from the source '{source}'")}
+        }],
+        "entity": [{"role": "source", "what": {"display": origin}}]
+    });
+    create_in(conn, &AccessContext::operator("federation"), refs, "Provenance", prov, new_id(), "POST")?;
+    Ok(())
 }
 
 /// Points the feed's relative references at where their targets live here: this feed's items,

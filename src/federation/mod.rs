@@ -16,7 +16,7 @@ use crate::auth::{AccessContext, Keys};
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::search::{SearchRequest, SearchResult};
-use crate::fhir::store::{create_in, current, new_id, update_in, Refs};
+use crate::fhir::store::{create_in, current, new_id, update_in, Refs, WriteOutcome};
 use crate::fhir::{now_micros, params, FhirError, Interaction, Store, NHS_NUMBER_SYSTEM};
 use client::SourceClient;
 use serde_json::{json, Value};
@@ -213,10 +213,16 @@ fn persist(conn: &mut Conn, s: &Source, rtype: &str, patient: &str, items: &[Val
         }
         let mut body = item.clone();
         body["id"] = Value::String(id.clone());
-        match current(conn, rtype, &id)? {
-            Some(_) => update_in(conn, &ctx, &mut refs, rtype, &id, body, None).map(|_| ())?,
-            None => create_in(conn, &ctx, &mut refs, rtype, body, id.clone(), "POST").map(|_| ())?,
-        }
+        let written = match current(conn, rtype, &id)? {
+            Some(_) => update_in(conn, &ctx, &mut refs, rtype, &id, body, None)?,
+            None => WriteOutcome {
+                stored: create_in(conn, &ctx, &mut refs, rtype, body, id.clone(), "POST")?,
+                created: true,
+                changed: true,
+            },
+        };
+        let origin = format!("{}/{rtype}/{remote_id}", s.fhir_base);
+        ingest::copy_provenance(conn, &mut refs, &s.name, &origin, &written)?;
         conn.execute(&Sql::with(
             "UPDATE resources SET source = ? WHERE res_type = ? AND id = ?",
             [Bind::Text(s.name.clone()), Bind::Text(rtype.into()), Bind::Text(id)],

@@ -171,7 +171,7 @@ impl Store {
         let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
         match found.as_slice() {
             [] => self.create(ctx, rtype, body, opts),
-            [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false }),
+            [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false, changed: false }),
             _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
         }
     }

@@ -37,6 +37,8 @@ pub struct WriteOutcome {
     pub stored: Stored,
     /// 201 rather than 200.
     pub created: bool,
+    /// A new version was written (an update with the same content writes none).
+    pub changed: bool,
 }
 
 #[derive(QueryableByName, Debug)]
@@ -157,7 +159,7 @@ impl Store {
             ctx,
             |conn, refs| {
                 let stored = create_in(conn, ctx, refs, rtype, body, new_id(), "POST")?;
-                Ok(WriteOutcome { stored, created: true })
+                Ok(WriteOutcome { stored, created: true, changed: true })
             },
             opts,
         )
@@ -744,7 +746,7 @@ pub(crate) fn update_in(
             )));
         }
         let stored = create_in(conn, ctx, refs, rtype, body, id.to_string(), "PUT")?;
-        return Ok(WriteOutcome { stored, created: true });
+        return Ok(WriteOutcome { stored, created: true, changed: true });
     };
     if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
         return Err(FhirError::not_found(rtype, id));
@@ -762,7 +764,7 @@ pub(crate) fn update_in(
     collect_refs(&body, refs);
     if row.deleted == 0 && same_content(row.body.as_deref(), &body) {
         // Nothing changed: no new version (reloading the same data is idempotent).
-        return Ok(WriteOutcome { stored: Stored::from(row), created: false });
+        return Ok(WriteOutcome { stored: Stored::from(row), created: false, changed: false });
     }
     let version = row.version_id + 1;
     let now = now_micros().max(row.last_updated + 1);
@@ -796,7 +798,7 @@ pub(crate) fn update_in(
         body: text,
     };
     finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
-    Ok(WriteOutcome { stored, created: row.deleted != 0 })
+    Ok(WriteOutcome { stored, created: row.deleted != 0, changed: true })
 }
 
 fn same_content(stored: Option<&str>, new: &Value) -> bool {

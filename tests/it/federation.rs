@@ -75,6 +75,10 @@ fn on_read_keeps_copies_owned_by_the_source(app: &TestApp) {
     assert_eq!(first.ids().len(), 1, "{}", first.text);
     let copy = first.ids()[0].clone();
     assert!(copy.starts_with("gp-b-"), "a persisted copy: {copy}");
+    assert_eq!(
+        copy_provenance(app, &copy),
+        vec![format!("{}/MedicationRequest/{}", src.fhir, copy.trim_start_matches("gp-b-"))]
+    );
     // Served locally now, even with the source gone.
     drop(src);
     let again = app.client().get(&format!("MedicationRequest?patient={p}"));
@@ -94,6 +98,17 @@ fn on_read_keeps_copies_owned_by_the_source(app: &TestApp) {
     let mut conn = app.hf.db.conn().expect("conn");
     assert_eq!(sources::adopt(&mut conn, "gp-b").expect("adopt"), 1);
     assert_eq!(other.put(&format!("MedicationRequest/{copy}"), &body).status, 200);
+}
+
+/// Where the Provenance of a persisted copy says it came from (one per version written).
+fn copy_provenance(app: &TestApp, copy: &str) -> Vec<String> {
+    let found = app.client().get(&format!("MedicationRequest?_id={copy}&_revinclude=Provenance:target"));
+    found
+        .entries()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Provenance")
+        .filter_map(|e| e["resource"]["entity"][0]["what"]["display"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn dead_source_never_fails_the_search(app: &TestApp) {
@@ -364,6 +379,7 @@ fn bulk_extracts_feed_the_copy(app: &TestApp) {
     healthfolio::cli::load::load_paths(&app.hf, std::slice::from_ref(&dir), Some(&feed)).expect("load --source");
     healthfolio::cli::load::load_paths(&app.hf, std::slice::from_ref(&dir), Some(&feed)).expect("again");
     assert_eq!(c.get(&path).ids().len(), 3);
+    assert_eq!(copy_provenance(app, "lab-rx-4").len(), 1, "the same extract twice: one version, one Provenance");
     std::fs::write(dir.join("MedicationRequest.ndjson"), format!("{}\n{{\"resourceType\": \"Nope\"}}", mr3))
         .expect("write");
     let err =
