@@ -28,6 +28,9 @@ pub struct Config {
     pub sync_interval_secs: u64,
     /// Serve HTTPS directly from these PEM files (a single box without a proxy).
     pub tls: Option<TlsFiles>,
+    /// Behind a reverse proxy that appends the client's address to `X-Forwarded-For`: rate
+    /// limits then count that address, not the proxy's (which every user shares).
+    pub behind_proxy: bool,
 }
 
 /// How export workers share the work and the database.
@@ -96,6 +99,9 @@ pub struct Overrides {
     /// PEM private key for --tls-cert [env: HEALTHFOLIO_TLS_KEY]
     #[arg(long, env = "HEALTHFOLIO_TLS_KEY", hide_env = true, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Behind a reverse proxy that appends the client address to X-Forwarded-For (rate limits count that) [env: HEALTHFOLIO_BEHIND_PROXY]
+    #[arg(long, env = "HEALTHFOLIO_BEHIND_PROXY", hide_env = true)]
+    pub behind_proxy: bool,
     /// Configuration file [env: HEALTHFOLIO_CONFIG] [default: ./healthfolio.toml if present]
     #[arg(long, env = "HEALTHFOLIO_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
@@ -113,6 +119,7 @@ struct FileConfig {
     token_lifetime: Option<i64>,
     open_registration: Option<bool>,
     open_signup: Option<bool>,
+    behind_proxy: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     bulk_dir: Option<PathBuf>,
@@ -175,6 +182,7 @@ impl Config {
                 pause_ms: o.export_pause_ms.or(file.export_pause_ms).unwrap_or(0),
             },
             sync_interval_secs: o.sync_interval.or(file.sync_interval).unwrap_or(60).max(1),
+            behind_proxy: o.behind_proxy || file.behind_proxy.unwrap_or(false),
             data_dir,
             tls,
         })
@@ -199,9 +207,10 @@ impl Config {
             None => "off".into(),
         };
         format!(
-            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}",
+            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}\nbehind_proxy = {}",
             self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime,
-            self.bulk_dir.display(), self.bulk.lease_secs, self.bulk.pause_ms, self.sync_interval_secs, self.open_signup
+            self.bulk_dir.display(), self.bulk.lease_secs, self.bulk.pause_ms, self.sync_interval_secs, self.open_signup,
+            self.behind_proxy
         )
     }
 

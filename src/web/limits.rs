@@ -46,6 +46,24 @@ impl Limits {
     }
 }
 
+/// The address a request comes from, for rate limits: the connection's peer, or behind a
+/// trusted proxy the address it appended last to `X-Forwarded-For` (earlier entries are the
+/// client's own to write, so they are not believed).
+pub fn client_address(req: &actix_web::HttpRequest, behind_proxy: bool) -> String {
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    if !behind_proxy {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+        .last()
+        .map_or(peer, str::to_string)
+}
+
 pub fn too_many() -> HttpResponse {
     HttpResponse::build(StatusCode::TOO_MANY_REQUESTS)
         .insert_header((header::RETRY_AFTER, "10"))
@@ -85,5 +103,26 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.state.limits.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn behind_a_proxy_the_address_it_appended_counts() {
+        let req = TestRequest::default()
+            .peer_addr("10.0.0.2:4000".parse().expect("addr"))
+            .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
+            .to_http_request();
+        assert_eq!(client_address(&req, false), "10.0.0.2", "no proxy configured: the header is not believed");
+        assert_eq!(client_address(&req, true), "203.0.113.7", "the last hop's entry, not the client's own");
+        let junk = TestRequest::default()
+            .peer_addr("10.0.0.2:4000".parse().expect("addr"))
+            .insert_header(("X-Forwarded-For", "not-an-address"))
+            .to_http_request();
+        assert_eq!(client_address(&junk, true), "10.0.0.2");
     }
 }

@@ -239,7 +239,7 @@ fn safe_continue(c: Option<&str>) -> String {
 
 async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<LoginForm>) -> HttpResponse {
     let form = form.into_inner();
-    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let address = super::limits::client_address(&req, state.hf.config.behind_proxy);
     if !state.limits.allow(&address, None) {
         state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut r = page_error(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", "Wait a few minutes and try again.");
@@ -337,7 +337,7 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         Err(r) => return *r,
     };
     let basic = basic_auth(&req);
-    let address = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let address = super::limits::client_address(&req, state.hf.config.behind_proxy);
     let client = basic.as_ref().map(|(id, _)| id.clone()).or(tr.client_id.clone());
     if !state.limits.allow(&address, client.as_deref()) {
         state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
