@@ -7,6 +7,7 @@ use crate::auth::clients::{self, Client};
 use crate::auth::AccessContext;
 use crate::db::Db;
 use crate::fhir::Interaction;
+use std::collections::{BTreeSet, HashMap};
 
 /// Lines per page; the CSV holds up to `CSV_ROWS`.
 const PAGE_ROWS: i64 = 200;
@@ -41,8 +42,33 @@ pub struct LogView {
     pub older: Option<i64>,
 }
 
-fn who(r: &AuditRow, all: &[Client]) -> String {
-    actor_name(r.client_id.as_deref(), all)
+/// Who did it: the app or system, and the person at the provider when one acted through it.
+fn who(r: &AuditRow, all: &[Client], people: &People) -> String {
+    let system = actor_name(r.client_id.as_deref(), all);
+    match r.subject.as_ref().and_then(|s| people.get(s)) {
+        Some(person) => format!("{person}, using {system}"),
+        None => system,
+    }
+}
+
+/// Practitioners by the account they signed in with (the audit's subject).
+type People = HashMap<String, String>;
+
+fn practitioners(conn: &mut crate::db::Conn, rows: &[AuditRow]) -> Result<People, PortalError> {
+    let mut people = People::new();
+    let subjects: BTreeSet<&str> = rows.iter().filter_map(|r| r.subject.as_deref()).collect();
+    for s in subjects {
+        let Some(account) = crate::auth::accounts::by_id(conn, s)? else { continue };
+        let Some(pid) = account.fhir_user.strip_prefix("Practitioner/") else { continue };
+        let name = crate::fhir::store::current(conn, "Practitioner", pid)?
+            .and_then(|row| row.body)
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|p| p["name"].get(0).map(super::human_name));
+        if let Some(name) = name {
+            people.insert(s.to_string(), name);
+        }
+    }
+    Ok(people)
 }
 
 fn actor_name(client_id: Option<&str>, all: &[Client]) -> String {
@@ -103,17 +129,17 @@ fn refusal(detail: Option<&str>) -> String {
     format!("Refused: {why}")
 }
 
-fn line(r: &AuditRow, all: &[Client]) -> LogLine {
+fn line(r: &AuditRow, all: &[Client], people: &People) -> LogLine {
     let allowed = r.outcome == 0;
     let outcome = if allowed { "Allowed".to_string() } else { refusal(r.detail.as_deref()) };
-    LogLine { when: minute(r.recorded), who: who(r, all), what: what(r), outcome, allowed }
+    LogLine { when: minute(r.recorded), who: who(r, all, people), what: what(r), outcome, allowed }
 }
 
 /// A page of accesses to the signed-in patient's record, newest first.
 pub fn access_log(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period) -> Result<LogView, PortalError> {
-    let (rows, all, actors) = rows(db, audit, ctx, period, PAGE_ROWS)?;
+    let (rows, all, actors, people) = rows(db, audit, ctx, period, PAGE_ROWS)?;
     let older = (rows.len() as i64 == PAGE_ROWS).then(|| rows.last().map(|r| r.aid)).flatten();
-    Ok(LogView { lines: rows.iter().map(|r| line(r, &all)).collect(), actors, older })
+    Ok(LogView { lines: rows.iter().map(|r| line(r, &all, &people)).collect(), actors, older })
 }
 
 /// The whole filtered log (up to 20,000 lines), for the CSV download.
@@ -123,11 +149,11 @@ pub fn access_log_all(
     ctx: &AccessContext,
     period: &Period,
 ) -> Result<Vec<LogLine>, PortalError> {
-    let (rows, all, _) = rows(db, audit, ctx, &Period { before: None, ..period.clone() }, CSV_ROWS)?;
-    Ok(rows.iter().map(|r| line(r, &all)).collect())
+    let (rows, all, _, people) = rows(db, audit, ctx, &Period { before: None, ..period.clone() }, CSV_ROWS)?;
+    Ok(rows.iter().map(|r| line(r, &all, &people)).collect())
 }
 
-type Rows = (Vec<AuditRow>, Vec<Client>, Vec<(String, String)>);
+type Rows = (Vec<AuditRow>, Vec<Client>, Vec<(String, String)>, People);
 
 fn rows(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period, limit: i64) -> Result<Rows, PortalError> {
     ctx.require("AuditEvent", Interaction::Search)?;
@@ -160,8 +186,9 @@ fn rows(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period, limit: i
         }
     }
     actors.sort_by(|a, b| a.1.cmp(&b.1));
+    let people = practitioners(&mut conn, &rows)?;
     audit.record(ctx, AuditEntry::search(Some("AuditEvent"), "portal access log", Some(patient), Ok(rows.len())));
-    Ok((rows, all, actors))
+    Ok((rows, all, actors, people))
 }
 
 fn appears(conn: &mut crate::db::Conn, patient: &str, client: &str) -> Result<bool, PortalError> {

@@ -326,6 +326,11 @@ fn practitioner_writes_as_practitioner(app: &TestApp) {
     let agent = &prov.entries()[0]["resource"]["agent"][0];
     assert_eq!(agent["who"]["reference"], format!("Practitioner/{doc}"), "{}", prov.text);
     assert_eq!(agent["onBehalfOf"]["reference"], org_ref);
+    // The patient's access log names the person, not only the app.
+    let own = healthfolio::auth::AccessContext::patient_self(&granted, "test-account");
+    let log = healthfolio::portal::access_log::access_log(&app.hf.db, &app.hf.store.audit, &own, &Default::default())
+        .expect("log");
+    assert!(log.lines.iter().any(|l| l.who.starts_with("Kofi Mensah, using")), "{:?}", log.lines);
 }
 
 fn body_token(v: &Value) -> Option<String> {
