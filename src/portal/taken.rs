@@ -8,6 +8,7 @@ use crate::fhir::{time, FhirError, Store, DMD_SYSTEM};
 use serde_json::{json, Value};
 
 const MAX_DOSE: usize = 500;
+const MAX_NAME: usize = 200;
 
 /// (dm+d code, name) of the medicines a patient can pick from.
 pub fn choices() -> Vec<(&'static str, &'static str)> {
@@ -17,7 +18,10 @@ pub fn choices() -> Vec<(&'static str, &'static str)> {
 /// What the patient typed on the "add a medicine" form.
 #[derive(Debug, Clone, Default)]
 pub struct NewTaken {
+    /// A dm+d code from the list, or empty for a medicine named in `other`.
     pub code: String,
+    /// The name of a medicine that is not in the list, as the patient writes it.
+    pub other: String,
     pub dose: String,
     pub start: String,
 }
@@ -25,10 +29,22 @@ pub struct NewTaken {
 /// Adds a patient-reported medicine; returns the new MedicationStatement's id.
 pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<String, PortalError> {
     let patient = own_patient(ctx)?;
-    let (code, name) = choices()
-        .into_iter()
-        .find(|(c, _)| *c == new.code)
-        .ok_or_else(|| PortalError::Invalid("Choose a medicine from the list.".into()))?;
+    let other = new.other.trim();
+    let medicine = if new.code.is_empty() {
+        // Not in the list: the patient's own words, without a code (a clinician codes it later).
+        if other.is_empty() || other.chars().count() > MAX_NAME {
+            return Err(PortalError::Invalid(format!(
+                "Choose a medicine from the list, or write its name (up to {MAX_NAME} characters)."
+            )));
+        }
+        json!({"text": other})
+    } else {
+        let (code, name) = choices()
+            .into_iter()
+            .find(|(c, _)| *c == new.code)
+            .ok_or_else(|| PortalError::Invalid("Choose a medicine from the list.".into()))?;
+        json!({"coding": [{"system": DMD_SYSTEM, "code": code, "display": name}], "text": name})
+    };
     let dose = new.dose.trim();
     if dose.is_empty() || dose.chars().count() > MAX_DOSE {
         return Err(PortalError::Invalid(format!("Say how you take it (up to {MAX_DOSE} characters).")));
@@ -42,7 +58,7 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<S
     let body = json!({
         "resourceType": "MedicationStatement",
         "status": "active",
-        "medicationCodeableConcept": {"coding": [{"system": DMD_SYSTEM, "code": code, "display": name}], "text": name},
+        "medicationCodeableConcept": medicine,
         "subject": me,
         "informationSource": me,
         "effectivePeriod": {"start": start},

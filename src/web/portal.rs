@@ -87,8 +87,10 @@ struct AddPage {
 }
 
 impl AddPage {
+    /// The option to show chosen: what was sent back with an error ("something else" only when
+    /// a name was written), else the first.
     fn selected(&self, code: &str) -> bool {
-        self.form.code == code
+        self.form.code == code && (!code.is_empty() || !self.form.other.is_empty())
     }
 }
 
@@ -354,7 +356,7 @@ async fn add_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 async fn add(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewTaken { code: f.get("medicine"), dose: f.get("dose"), start: f.get("start") };
+    let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.get("start") };
     let (store, ctx, form) = (state.hf.store.clone(), p.ctx.clone(), new.clone());
     match or_page!(call(move || taken::add_taken(&store, &ctx, &form)).await) {
         Ok(_) => see_other("/portal/medicines"),

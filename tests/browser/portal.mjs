@@ -245,7 +245,7 @@ try {
   await page.getByRole('link', { name: 'Add a medicine you take' }).click();
   await page.waitForURL(`${base}/portal/medicines/add`);
   await audit(page, 'add-medicine');
-  await page.getByLabel('Medicine').selectOption({ label: added });
+  await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
   await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
   await page.getByLabel('Since when').fill('2025-10-01');
   await page.getByRole('button', { name: 'Add medicine' }).click();

@@ -408,6 +408,28 @@ fn bulk_export_respects_grants(app: &TestApp) {
     assert_eq!(c.get(&status_url).status, 404, "cancelled");
 }
 
+/// A grant with an end date stops reaching the record when it ends, on the next request.
+#[test]
+fn expired_grant_reaches_nothing() {
+    let app = TestApp::sqlite();
+    let p = seed(&app, NHS[0]);
+    let org = "Organization/riverside";
+    let g = healthfolio::consent::NewGrant {
+        patient_id: p.clone(),
+        grantee: healthfolio::consent::Grantee::Organization(org.into()),
+        scope: "patient/MedicationRequest.rs".into(),
+        expires_at: Some(healthfolio::fhir::now_micros() + 1_500_000),
+        created_by: "test".into(),
+    };
+    healthfolio::consent::grant(&mut app.hf.db.conn().expect("conn"), &g).expect("grant");
+    let c = app.client_with(provider(&app, org).token.clone());
+    assert_eq!(c.get(&format!("MedicationRequest?patient={p}")).ids().len(), 2, "while the grant runs");
+    std::thread::sleep(std::time::Duration::from_millis(1700));
+    let after = c.get(&format!("MedicationRequest?patient={p}"));
+    assert_eq!(after.status, 200);
+    assert!(after.ids().is_empty(), "the grant has ended: {}", after.text);
+}
+
 mod bulk {
     #[test]
     fn sqlite() {

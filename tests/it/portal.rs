@@ -106,11 +106,30 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
     let detail = b.get(&format!("{}/portal/medicines/taken/{id}", app.base));
     assert!(detail.body.contains("You, in the portal"), "author of version 1: {}", detail.body);
     assert!(detail.body.contains("Author: Ada Okafor"), "Provenance names the patient: {}", detail.body);
+    // A medicine that is not in the list, in the patient's own words.
+    let own_words = [
+        ("csrf", csrf.as_str()),
+        ("medicine", ""),
+        ("other", "Vitamin D 1000 unit capsules"),
+        ("dose", "1 a day"),
+        ("start", "2025-09-01"),
+    ];
+    assert_eq!(b.post(&format!("{}/portal/medicines/add", app.base), &own_words).status, 303);
+    assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("Vitamin D 1000 unit capsules"));
+    let nameless =
+        [("csrf", csrf.as_str()), ("medicine", ""), ("other", " "), ("dose", "1 a day"), ("start", "2025-09-01")];
+    let refused = b.post(&format!("{}/portal/medicines/add", app.base), &nameless);
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("write its name"), "{}", refused.body);
     // Without the session's CSRF token a form is refused, and nothing is written.
     assert_eq!(add(&mut b, "forged", "2025-10-01").status, 403);
     let no_token = b.post(&format!("{}/portal/medicines/{id}/stop", app.base), &[]);
     assert_eq!(no_token.status, 403);
-    assert_eq!(app.client().get(&format!("MedicationStatement?patient={p}")).ids().len(), 1);
+    assert_eq!(
+        app.client().get(&format!("MedicationStatement?patient={p}")).ids().len(),
+        2,
+        "the two added above, nothing more"
+    );
     let stopped = b.post(&format!("{}/portal/medicines/{id}/stop", app.base), &[("csrf", &csrf)]);
     assert_eq!(stopped.status, 200, "{}", stopped.body);
     let after = app.client().get(&format!("MedicationStatement/{id}")).body;
