@@ -21,6 +21,8 @@ pub struct MedicineLine {
     pub prescriber: Option<String>,
     pub organization: Option<String>,
     pub last_dispensed: Option<String>,
+    /// Every hand-over date, oldest first (marks on the timeline).
+    pub dispensed: Vec<String>,
     /// `informationSource` is the patient: they told us, no clinician recorded it.
     pub reported_by_you: bool,
     pub current: bool,
@@ -196,23 +198,25 @@ impl<'a> Names<'a> {
     }
 }
 
-/// The latest hand-over date of each prescription, from the patient's dispenses.
-fn last_dispensed(store: &Store, ctx: &AccessContext) -> Result<HashMap<String, String>, PortalError> {
-    let mut out: HashMap<String, String> = HashMap::new();
+/// The hand-over dates of each prescription (oldest first), from the patient's dispenses.
+fn dispenses(store: &Store, ctx: &AccessContext) -> Result<HashMap<String, Vec<String>>, PortalError> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
     for d in search(store, ctx, "MedicationDispense", &[])? {
         let Some(when) = d["whenHandedOver"].as_str() else { continue };
         let prescriptions = d["authorizingPrescription"].as_array().cloned().unwrap_or_default();
         for p in prescriptions.iter().filter_map(|p| p["reference"].as_str()).filter_map(split_reference) {
-            let e = out.entry(p.1.to_string()).or_default();
-            if when > e.as_str() {
-                *e = when.to_string();
-            }
+            out.entry(p.1.to_string()).or_default().push(date_part(&Value::String(when.to_string())));
         }
     }
-    Ok(out.into_iter().map(|(k, v)| (k, date_part(&Value::String(v)))).collect())
+    out.values_mut().for_each(|dates| dates.sort());
+    Ok(out)
 }
 
-pub(crate) fn prescription_line(r: &Value, names: &mut Names, dispensed: &HashMap<String, String>) -> MedicineLine {
+pub(crate) fn prescription_line(
+    r: &Value,
+    names: &mut Names,
+    dispensed: &HashMap<String, Vec<String>>,
+) -> MedicineLine {
     let status = r["status"].as_str().unwrap_or("unknown").to_string();
     let id = r["id"].as_str().unwrap_or_default().to_string();
     let requester = r["requester"]["reference"].as_str();
@@ -225,7 +229,8 @@ pub(crate) fn prescription_line(r: &Value, names: &mut Names, dispensed: &HashMa
         stop: date_part(&r["dispenseRequest"]["validityPeriod"]["end"]),
         prescriber: requester.and_then(|p| names.name(p)),
         organization: requester.and_then(|p| names.organization_of(p)),
-        last_dispensed: dispensed.get(&id).cloned(),
+        last_dispensed: dispensed.get(&id).and_then(|d| d.last().cloned()),
+        dispensed: dispensed.get(&id).cloned().unwrap_or_default(),
         reported_by_you: false,
         status,
         id,
@@ -247,6 +252,7 @@ pub(crate) fn statement_line(s: &Value, patient: &str, names: &mut Names) -> Med
         prescriber: None,
         organization: source.filter(|_| !reported_by_you).and_then(|r| names.name(r)),
         last_dispensed: None,
+        dispensed: Vec::new(),
         reported_by_you,
         status,
     }
@@ -255,7 +261,7 @@ pub(crate) fn statement_line(s: &Value, patient: &str, names: &mut Names) -> Med
 /// Prescriptions and what the patient takes, current first, newest first within each.
 pub fn medicines(store: &Store, ctx: &AccessContext) -> Result<Vec<MedicineLine>, PortalError> {
     let patient = own_patient(ctx)?.to_string();
-    let dispensed = last_dispensed(store, ctx)?;
+    let dispensed = dispenses(store, ctx)?;
     let mut names = Names::new(store, ctx);
     let mut out: Vec<MedicineLine> = search(store, ctx, "MedicationRequest", &[])?
         .iter()

@@ -1,5 +1,5 @@
 //! The medication timeline: a server-rendered SVG (no script, readable when printed) with a bar per
-//! medicine from start to stop (or today), a mark at the last dispensing, and a line for today. The
+//! medicine from start to stop (or today), a mark at each dispensing, and a line for today. The
 //! page pairs it with a table for screen readers.
 
 use super::MedicineLine;
@@ -47,8 +47,10 @@ pub fn svg(lines: &[MedicineLine], today: &str) -> String {
             escape(&m.name.chars().take(34).collect::<String>())
         );
         let _ = write!(out, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" rx=\"3\" fill=\"{colour}\"><title>{}: {} to {}</title></rect>", x(*start), y + 2.0, (x(*end) - x(*start)).max(3.0), escape(&m.name), escape(&m.start), if m.current { "now".to_string() } else { escape(&m.stop) });
-        if let Some(d) = m.last_dispensed.as_deref().and_then(day) {
-            let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#ffeb3b\" stroke=\"#212b32\"><title>Last dispensed {}</title></circle>", x(d), y + 10.0, escape(m.last_dispensed.as_deref().unwrap_or_default()));
+        for when in &m.dispensed {
+            if let Some(d) = day(when) {
+                let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#ffeb3b\" stroke=\"#212b32\"><title>Dispensed {}</title></circle>", x(d), y + 10.0, escape(when));
+            }
         }
     }
     let _ = write!(out, "<line x1=\"{0:.1}\" y1=\"10\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#d5281b\" stroke-width=\"2\"/><text x=\"{0:.1}\" y=\"{2:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#d5281b\">today</text></svg>", x(now), height - 8.0, height - 1.0);
@@ -71,6 +73,7 @@ mod tests {
             prescriber: None,
             organization: None,
             last_dispensed: Some("2025-06-01".into()),
+            dispensed: vec!["2025-05-01".into(), "2025-06-01".into()],
             reported_by_you: false,
             current,
         }
@@ -82,7 +85,7 @@ mod tests {
             svg(&[line("A <b>&", "2024-01-01", "", true), line("B", "2023-01-01", "2023-06-01", false)], "2025-11-25");
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
         assert_eq!(s.matches("<rect").count(), 2);
-        assert_eq!(s.matches("<circle").count(), 2);
+        assert_eq!(s.matches("<circle").count(), 4, "every dispensing is marked");
         assert!(s.contains("A &lt;b&gt;&amp;") && !s.contains("<b>"));
         assert!(s.contains(">today<"));
     }
