@@ -19,6 +19,8 @@ pub struct SessionLine {
 pub struct AccountView {
     pub email: String,
     pub sessions: Vec<SessionLine>,
+    /// Apps the patient connected (signed in to and allowed), still able to use the record.
+    pub apps: Vec<super::sharing::Share>,
 }
 
 fn account(db: &Db, ctx: &AccessContext) -> Result<accounts::Account, PortalError> {
@@ -40,7 +42,8 @@ pub fn account_view(db: &Db, ctx: &AccessContext, current: &str) -> Result<Accou
             this_one: s.id_hash == current,
         })
         .collect();
-    Ok(AccountView { email: a.email, sessions })
+    let apps = super::sharing::sharing(db, ctx)?.into_iter().filter(|s| s.active && s.kind == "An app").collect();
+    Ok(AccountView { email: a.email, sessions, apps })
 }
 
 /// What the patient typed on the change-password form.

@@ -311,11 +311,15 @@ fn portal_needs_a_session_and_signs_out(app: &TestApp) {
 }
 
 fn account_changes_password_and_signs_out_everywhere(app: &TestApp) {
-    patient_with_login(app, NHS[0], "ada@example.org");
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
     let (mut one, _) = sign_in(app, "ada@example.org");
     let (mut two, _) = sign_in(app, "ada@example.org");
     let page = one.get(&format!("{}/portal/account", app.base));
     assert!(page.body.contains("ada@example.org") && page.body.contains("this browser"), "{}", page.body);
+    assert!(page.body.contains("No app is connected"), "{}", page.body);
+    app.grant(&p, healthfolio::consent::Grantee::Client(public_app(app)), "patient/MedicationRequest.rs");
+    let page = one.get(&format!("{}/portal/account", app.base));
+    assert!(page.body.contains("Connected apps") && page.body.contains("Pill Pal"), "{}", page.body);
     let csrf = page.field("csrf");
     let change = |b: &mut Browser, current: &str, new: &str| {
         b.post(
