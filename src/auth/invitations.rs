@@ -3,11 +3,13 @@
 //! link on). Each works once; only its hash is stored.
 
 use super::accounts::{self, Account};
+use super::AccessContext;
 use super::{password, AuthError};
+use crate::audit::{record_in, AuditEntry};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::now_micros;
+use crate::fhir::{now_micros, FhirError, Interaction};
 
-const LIFETIME_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
+pub const LIFETIME_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 const RESET_LIFETIME_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 /// Creates an invitation for `patient`; returns the code (shown once, stored hashed).
@@ -23,6 +25,33 @@ pub fn invite(conn: &mut Conn, patient: &str) -> Result<String, AuthError> {
             Bind::Int(now + LIFETIME_MICROS),
         ],
     ))?;
+    Ok(code)
+}
+
+/// An invitation asked for by `ctx`: the operator for anyone, a provider for a patient whose
+/// grant lets it change their record (`Patient` write). Audited in the patient's log. A record
+/// out of the caller's reach is not found.
+pub fn invite_by(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<String, FhirError> {
+    ctx.require("Patient", Interaction::Update)?;
+    let live = crate::fhir::store::current(conn, "Patient", patient)?.is_some_and(|r| r.deleted == 0);
+    if !live || !ctx.may_touch(conn, "Patient", Some(patient), Interaction::Update)? {
+        return Err(FhirError::not_found("Patient", patient));
+    }
+    let has_login = conn
+        .first::<crate::db::Int>(&Sql::with(
+            "SELECT COUNT(*) AS n FROM accounts WHERE fhir_user = ?",
+            [Bind::Text(format!("Patient/{patient}"))],
+        ))?
+        .is_some_and(|r| r.n > 0);
+    if has_login {
+        return Err(FhirError::Conflict(format!(
+            "Patient/{patient} already has a login: they can sign in, or ask for a password reset"
+        )));
+    }
+    let code = invite(conn, patient).map_err(|e| FhirError::invalid(e.to_string()))?;
+    let mut entry = AuditEntry::event("invite", &format!("Patient/{patient}"), None);
+    entry.patient_id = Some(patient.to_string());
+    record_in(conn, ctx, &entry)?;
     Ok(code)
 }
 

@@ -154,12 +154,8 @@ pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
 }
 
 fn invite(hf: &Healthfolio, patient: &str) -> CliResult {
-    let mut conn = hf.db.conn()?;
-    let row = crate::fhir::store::current(&mut conn, "Patient", patient).map_err(fhir_err)?;
-    if row.is_none_or(|r| r.deleted != 0) {
-        return Err(format!("no Patient/{patient} here").into());
-    }
-    let code = crate::auth::invitations::invite(&mut conn, patient)?;
+    let op = crate::auth::AccessContext::operator("cli");
+    let code = hf.db.transaction(|c| crate::auth::invitations::invite_by(c, &op, patient)).map_err(fhir_err)?;
     println!(
         "{}/portal/invite/{code}
 (valid for 7 days, once)",

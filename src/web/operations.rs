@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/fhir/$process-message", web::post().to(process_message))
         .route("/fhir/$import", web::post().to(bulk_import))
         .route("/fhir/Patient/{id}/$close", web::post().to(close_record))
+        .route("/fhir/Patient/{id}/$invite", web::post().to(invite))
         .route("/fhir/Bundle/$phr-export", web::get().to(phr_export_by_param));
 }
 
@@ -241,4 +242,18 @@ async fn close_record(
     let (store, id) = (state.hf.store.clone(), path.into_inner());
     let stored = web::block(move || crate::fhir::store::close_record(&store, &caller.0, &id, &replaced_by)).await??;
     Ok(HttpResponse::Ok().content_type(super::FHIR_JSON).body(stored.body))
+}
+
+/// `POST /fhir/Patient/{id}/$invite`: a one-time link (seven days) with which the patient sets up
+/// their own portal login; for a provider whose grant lets it change the record, or an operator.
+async fn invite(state: web::Data<AppState>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let patient = path.into_inner();
+    let db = state.hf.db.clone();
+    let code =
+        web::block(move || db.transaction(|c| crate::auth::invitations::invite_by(c, &caller.0, &patient))).await??;
+    let link = format!("{}/portal/invite/{code}", state.hf.config.base_url);
+    let expires =
+        crate::fhir::time::format_instant(crate::fhir::now_micros() + crate::auth::invitations::LIFETIME_MICROS);
+    Ok(json_response(&json!({"resourceType": "Parameters", "parameter": [
+        {"name": "link", "valueUrl": link}, {"name": "expires", "valueInstant": expires}]})))
 }

@@ -66,7 +66,41 @@ fn reset_link_sets_a_new_password(app: &TestApp) {
     assert_eq!(Browser::default().get(&format!("{}/portal/invite/{code}", app.base)).status, 404);
 }
 
-both!(invitation_creates_the_login_once, reset_link_sets_a_new_password);
+/// A provider whose grant lets it change the record asks for the invitation over the API (and
+/// one without that grant, or for a patient who has a login already, is refused).
+fn provider_invites_a_patient(app: &TestApp) {
+    let p = app.create(patient(NHS[1], "Sharma", "Priya"));
+    let token = |org: &str| {
+        let mut claims = healthfolio::auth::Claims::new(
+            &app.base,
+            &app.fhir,
+            "x",
+            &format!("{org}-system"),
+            "system/*.cruds",
+            None,
+            300,
+        );
+        claims.org = Some(format!("Organization/{org}"));
+        app.hf.keys.sign(&claims).expect("sign")
+    };
+    app.grant(&p, healthfolio::consent::Grantee::Organization("Organization/riverside".into()), "patient/*.cruds");
+    let riverside = app.client_with(Some(token("riverside")));
+    let other = app.client_with(Some(token("elsewhere")));
+    let empty = serde_json::json!({"resourceType": "Parameters"});
+    assert_eq!(other.post(&format!("Patient/{p}/$invite"), &empty).status, 404, "no grant: not found");
+    let r = riverside.post(&format!("Patient/{p}/$invite"), &empty);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let link = r.body["parameter"][0]["valueUrl"].as_str().expect("link").to_string();
+    assert!(link.starts_with(&format!("{}/portal/invite/", app.base)), "{link}");
+    let mut b = Browser::default();
+    assert_eq!(b.get(&link).status, 200, "the link opens the set-up page");
+    patient_with_login(app, NHS[2], "olu@example.org");
+    let with_login =
+        app.client().get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[2])).ids()[0].clone();
+    assert_eq!(app.client().post(&format!("Patient/{with_login}/$invite"), &empty).status, 409);
+}
+
+both!(invitation_creates_the_login_once, reset_link_sets_a_new_password, provider_invites_a_patient);
 
 /// Self sign-up: only when the deployment enables it; a new person gets a record and a login; an
 /// NHS number already held here is refused (its owner is invited instead).
