@@ -36,6 +36,7 @@ const shots = env('HF_SCREENSHOT_DIR');
 const chromiumPath = env('HF_CHROMIUM', '/usr/bin/chromium');
 const consentUrl = process.env.HF_CONSENT_URL;
 const inviteUrl = process.env.HF_INVITE_URL;
+const resetUrl = process.env.HF_RESET_URL;
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 mkdirSync(shots, { recursive: true });
@@ -46,6 +47,8 @@ watchdog.unref();
 
 const DESKTOP = { width: 1024, height: 768 };
 const NARROW = { width: 320, height: 640 };
+// A 1280 px window at 200 % zoom lays pages out in 640 CSS px (WCAG 1.4.4 Resize text).
+const ZOOMED = { width: 640, height: 400 };
 const problems = []; // accessibility and layout findings, reported together at the end
 const consoleErrors = [];
 let shotNumber = 0;
@@ -114,6 +117,9 @@ async function audit(page, name) {
   }
   found += await axe(page, `${label} at 320px`);
   await screenshot(page, `${name}-320`);
+  await page.setViewportSize(ZOOMED);
+  const zoomedOverflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  if (zoomedOverflow > 0) problems.push(`layout on ${label} at 200% zoom (640px): the page scrolls sideways by ${zoomedOverflow}px`);
   await page.setViewportSize(DESKTOP);
   console.log(`  ${found ? '✗' : '✓'} ${name}: ${found ? found + ' axe violation(s)' : 'no axe violations'}${overflow > 0 ? ', scrolls sideways at 320px' : ''}`);
 }
@@ -345,6 +351,11 @@ try {
     step('an invitation to set up a login');
     await goto(page, inviteUrl);
     await audit(page, 'invite');
+  }
+  if (resetUrl) {
+    step('a password reset link');
+    await goto(page, resetUrl);
+    await audit(page, 'reset-password');
   }
 } catch (e) {
   if (page) {

@@ -1,5 +1,6 @@
 //! The patient portal in a real browser: Debian's headless Chromium, driven by Playwright
-//! (tests/browser/portal.mjs), with axe-core on every page at desktop width and at 320 px.
+//! (tests/browser/portal.mjs), with axe-core on every page at desktop width and at 320 px, and a
+//! reflow check at 200 % zoom.
 //! This side seeds the record, the provider and an app, then runs the script and checks what it
 //! left behind in the database. Screenshots go to target/browser-screenshots/<sqlite|postgres>/.
 
@@ -165,6 +166,8 @@ fn portal_in_a_browser(app: &TestApp) {
     // Another patient's one-time invitation: the page for setting up a login.
     let invited = app.create(patient(NHS[1], "Hughes", "Ben"));
     let code = healthfolio::auth::invitations::invite(&mut app.hf.db.conn().expect("conn"), &invited).expect("invite");
+    // The page a password reset link opens (the operator issues it; no email server).
+    let reset = healthfolio::auth::invitations::reset_link(&mut app.hf.db.conn().expect("conn"), email).expect("reset");
     let shots = screenshot_dir(app);
 
     let started = Instant::now();
@@ -183,6 +186,7 @@ fn portal_in_a_browser(app: &TestApp) {
         .env("HF_PROVIDER_NAME", PROVIDER_NAME)
         .env("HF_CONSENT_URL", &consent_url)
         .env("HF_INVITE_URL", format!("{}/portal/invite/{code}", app.base))
+        .env("HF_RESET_URL", format!("{}/portal/reset/{reset}", app.base))
         .env("HF_SCREENSHOT_DIR", &shots)
         .env("HF_CHROMIUM", CHROMIUM)
         .output()
