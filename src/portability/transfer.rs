@@ -86,16 +86,68 @@ fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(TIMEOUT).redirects(0).build()
 }
 
-fn discover(p: &Partner) -> Result<(String, String), FhirError> {
-    let v: Value = agent()
-        .get(&format!("{}/.well-known/smart-configuration", p.fhir_base))
+fn smart_configuration(fhir_base: &str, name: &str) -> Result<Value, FhirError> {
+    agent()
+        .get(&format!("{fhir_base}/.well-known/smart-configuration"))
         .call()
-        .map_err(|e| err(format!("{} could not be reached ({e})", p.name)))?
+        .map_err(|e| err(format!("{name} could not be reached ({e})")))?
         .into_json()
-        .map_err(|_| err(format!("{} has no SMART configuration", p.name)))?;
+        .map_err(|_| err(format!("{name} has no SMART configuration")))
+}
+
+fn discover(p: &Partner) -> Result<(String, String), FhirError> {
+    let v = smart_configuration(&p.fhir_base, &p.name)?;
     let get =
         |k: &str| v[k].as_str().map(str::to_string).ok_or_else(|| err(format!("{} does not publish {k}", p.name)));
     Ok((get("authorization_endpoint")?, get("token_endpoint")?))
+}
+
+/// A provider the patient names by its FHIR address: an existing partner with that address, or
+/// one this service registers itself with (RFC 7591, as a public app using PKCE) when that
+/// provider allows it. Plain http is accepted only when `allow_http` (this service is not on
+/// https itself: development and tests). Returns the partner's name.
+pub fn connect_partner(db: &Db, address: &str, redirect: &str, allow_http: bool) -> Result<String, FhirError> {
+    let url = url::Url::parse(address.trim())
+        .map_err(|_| err("That address is not a web address: it should look like https://provider.example/fhir"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http => {}
+        _ => return Err(err("The address must start with https://")),
+    }
+    let host = url.host_str().ok_or_else(|| err("That address has no host name"))?.to_string();
+    let fhir_base = url.as_str().trim_end_matches('/').to_string();
+    if let Some(p) = partners(db)?.into_iter().find(|p| p.fhir_base == fhir_base) {
+        return Ok(p.name);
+    }
+    let v = smart_configuration(&fhir_base, &host)?;
+    let Some(register) = v["registration_endpoint"].as_str() else {
+        return Err(err(format!(
+            "{host} does not let other services register with it: ask the service that runs it, or this one, to connect the two"
+        )));
+    };
+    if url::Url::parse(register).ok().map(|r| r.origin()) != Some(url.origin()) {
+        return Err(err(format!("{host} sends registrations elsewhere; it cannot be connected from here")));
+    }
+    let answer: Value = agent()
+        .post(register)
+        .send_json(serde_json::json!({
+            "client_name": format!("Healthfolio (bringing records to {})", redirect.split("/portal").next().unwrap_or(redirect)),
+            "redirect_uris": [redirect],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "scope": "launch/patient patient/*.rs patient/Patient.u",
+        }))
+        .map_err(|e| err(format!("{host} did not accept the registration ({e})")))?
+        .into_json()
+        .map_err(|_| err(format!("{host} answered the registration with something unreadable")))?;
+    let client_id = answer["client_id"].as_str().ok_or_else(|| err(format!("{host} gave no client id")))?;
+    let name = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    add_partner(db, &name, &fhir_base, client_id)?;
+    Ok(name)
 }
 
 /// An OAuth client whose token response carries SMART's `patient`.

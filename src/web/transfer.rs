@@ -51,7 +51,11 @@ async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 #[derive(Deserialize)]
 struct StartForm {
     csrf: String,
+    #[serde(default)]
     partner: String,
+    /// The FHIR address of a provider not in the list, typed by the patient.
+    #[serde(default)]
+    address: String,
     mode: Option<String>,
 }
 
@@ -65,7 +69,14 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Sta
     }
     let (db, redirect, partner) = (state.hf.db.clone(), redirect_uri(&state), form.partner.clone());
     let moving = form.mode.as_deref() == Some("move");
-    match web::block(move || transfer::begin(&db, &patient, &partner, &redirect, moving)).await {
+    let address = form.address.trim().to_string();
+    let allow_http = state.hf.config.base_url.starts_with("http://");
+    let begun = web::block(move || {
+        let partner =
+            if address.is_empty() { partner } else { transfer::connect_partner(&db, &address, &redirect, allow_http)? };
+        transfer::begin(&db, &patient, &partner, &redirect, moving)
+    });
+    match begun.await {
         Ok(Ok(url)) => see_other(&url),
         Ok(Err(e)) => render(&state, csrf, None, Some(e.to_string())).await,
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),

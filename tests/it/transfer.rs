@@ -63,6 +63,11 @@ fn run(a: &TestApp, b: &TestApp, callback: &str, mode: &str) -> Page {
 
 /// The same, with the patient's decision at A (`allow` or `deny`).
 fn run_deciding(a: &TestApp, b: &TestApp, callback: &str, mode: &str, decision: &str) -> Page {
+    run_choosing(a, b, callback, mode, decision, ("partner", "Practice A"))
+}
+
+/// The same, choosing A on B's form by `provider`: a partner's name, or A's address.
+fn run_choosing(a: &TestApp, b: &TestApp, callback: &str, mode: &str, decision: &str, provider: (&str, &str)) -> Page {
     let go = {
         let mut at_b = Browser::default();
         let login = at_b.get(&format!("{}/portal/login", b.base));
@@ -74,11 +79,8 @@ fn run_deciding(a: &TestApp, b: &TestApp, callback: &str, mode: &str, decision: 
         ];
         assert_eq!(at_b.post(&format!("{}/oauth/login", b.base), &form).status, 303);
         let page = at_b.get(&format!("{}/portal/transfer", b.base));
-        assert!(page.body.contains("Practice A"), "{}", page.body);
-        let go = at_b.post(
-            &format!("{}/portal/transfer", b.base),
-            &[("csrf", &page.field("csrf")), ("partner", "Practice A"), ("mode", mode)],
-        );
+        let go = at_b
+            .post(&format!("{}/portal/transfer", b.base), &[("csrf", &page.field("csrf")), provider, ("mode", mode)]);
         assert_eq!(go.status, 303, "{}", go.body);
         let authorize = go.location.expect("to A");
         assert!(authorize.starts_with(&a.base), "{authorize}");
@@ -112,6 +114,39 @@ fn run_deciding(a: &TestApp, b: &TestApp, callback: &str, mode: &str, decision: 
         at_b.get(&back)
     };
     go
+}
+
+/// The patient names A by its address: B registers itself at A (A allows registration) and the
+/// record comes over; a second time B uses the client it registered, and adds nothing.
+#[test]
+fn transfer_from_an_address_the_patient_types() {
+    let a = TestApp::sqlite_configured(|o| o.open_registration = true);
+    let b = TestApp::sqlite();
+    let pa = patient_with_login(&a, NHS[0], "ada@example.org");
+    a.create(allergy(&pa, "high"));
+    let pb = patient_with_login(&b, NHS[0], "ada@example.org");
+    let callback = format!("{}/portal/transfer/callback", b.base);
+    let done = run_choosing(&a, &b, &callback, "copy", "allow", ("address", &a.fhir));
+    assert!(done.body.contains("Your record arrived"), "{}", done.body);
+    assert_eq!(b.client().get(&format!("AllergyIntolerance?patient={pb}")).ids().len(), 1);
+    let again = run_choosing(&a, &b, &callback, "copy", "allow", ("address", &a.fhir));
+    assert!(again.body.contains("arrived: 0 entries copied"), "{}", again.body);
+    assert_eq!(healthfolio::portability::transfer::partners(&b.hf.db).expect("partners").len(), 1, "registered once");
+    // A provider that does not take registrations is explained, not attempted.
+    let closed = TestApp::sqlite();
+    let refused = run_refused(&b, ("address", &closed.fhir));
+    assert!(refused.contains("does not let other services register"), "{refused}");
+}
+
+/// B's answer when the transfer cannot start.
+fn run_refused(b: &TestApp, provider: (&str, &str)) -> String {
+    let mut at_b = Browser::default();
+    let login = at_b.get(&format!("{}/portal/login", b.base));
+    let form =
+        [("email", "ada@example.org"), ("password", PASSWORD), ("csrf", &login.field("csrf")), ("continue", "/portal")];
+    assert_eq!(at_b.post(&format!("{}/oauth/login", b.base), &form).status, 303);
+    let page = at_b.get(&format!("{}/portal/transfer", b.base));
+    at_b.post(&format!("{}/portal/transfer", b.base), &[("csrf", &page.field("csrf")), provider, ("mode", "copy")]).body
 }
 
 #[test]
