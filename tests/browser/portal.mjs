@@ -37,6 +37,7 @@ const chromiumPath = env('HF_CHROMIUM', '/usr/bin/chromium');
 const consentUrl = process.env.HF_CONSENT_URL;
 const inviteUrl = process.env.HF_INVITE_URL;
 const resetUrl = process.env.HF_RESET_URL;
+const signupUrl = process.env.HF_SIGNUP_URL;
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 mkdirSync(shots, { recursive: true });
@@ -356,6 +357,11 @@ try {
     step('a password reset link');
     await goto(page, resetUrl);
     await audit(page, 'reset-password');
+  }
+  if (signupUrl) {
+    step('self sign-up, where an instance offers it');
+    await goto(page, signupUrl);
+    await audit(page, 'sign-up');
   }
 } catch (e) {
   if (page) {

@@ -166,6 +166,8 @@ fn portal_in_a_browser(app: &TestApp) {
     // Another patient's one-time invitation: the page for setting up a login.
     let invited = app.create(patient(NHS[1], "Hughes", "Ben"));
     let code = healthfolio::auth::invitations::invite(&mut app.hf.db.conn().expect("conn"), &invited).expect("invite");
+    // The sign-up page, on an instance that offers it (this one does not).
+    let open = TestApp::sqlite_configured(|o| o.open_signup = true);
     // The page a password reset link opens (the operator issues it; no email server).
     let reset = healthfolio::auth::invitations::reset_link(&mut app.hf.db.conn().expect("conn"), email).expect("reset");
     let shots = screenshot_dir(app);
@@ -187,6 +189,7 @@ fn portal_in_a_browser(app: &TestApp) {
         .env("HF_CONSENT_URL", &consent_url)
         .env("HF_INVITE_URL", format!("{}/portal/invite/{code}", app.base))
         .env("HF_RESET_URL", format!("{}/portal/reset/{reset}", app.base))
+        .env("HF_SIGNUP_URL", format!("{}/portal/signup", open.base))
         .env("HF_SCREENSHOT_DIR", &shots)
         .env("HF_CHROMIUM", CHROMIUM)
         .output()
