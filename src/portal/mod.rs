@@ -87,9 +87,20 @@ pub(crate) fn search(
     let patient = own_patient(ctx)?;
     let mut p: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     p.push(("_count".into(), crate::fhir::search::MAX_COUNT.to_string()));
-    let req = SearchRequest { rtype: rtype.into(), params: p, compartment: Some(patient.into()), strict: false };
-    Ok(bodies(&store.search(ctx, &req)?))
+    let mut req = SearchRequest { rtype: rtype.into(), params: p, compartment: Some(patient.into()), strict: false };
+    // Every page: a long record is shown whole (up to PAGES_AT_MOST pages of 1,000).
+    let mut out = Vec::new();
+    for _ in 0..PAGES_AT_MOST {
+        let page = store.search(ctx, &req)?;
+        out.extend(bodies(&page));
+        let Some(cursor) = page.next_cursor else { break };
+        req.params.retain(|(k, _)| k != "_cursor");
+        req.params.push(("_cursor".into(), cursor));
+    }
+    Ok(out)
 }
+
+const PAGES_AT_MOST: usize = 20;
 
 fn bodies(r: &SearchResult) -> Vec<Value> {
     r.matches.iter().filter_map(|m| serde_json::from_str(&m.body).ok()).collect()

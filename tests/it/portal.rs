@@ -357,3 +357,23 @@ both!(
     portal_needs_a_session_and_signs_out,
     account_changes_password_and_signs_out_everywhere
 );
+
+/// A long record is shown whole: more prescriptions than one page of the store's search.
+#[test]
+fn a_long_record_is_listed_whole() {
+    let app = TestApp::sqlite();
+    let p = patient_with_login(&app, NHS[0], "ada@example.org");
+    let (code, display) = PARACETAMOL;
+    let entries: Vec<Value> = (0..1005)
+        .map(|_| {
+            json!({"resource": medication_request(&p, code, display, "completed", "2020-01-01"),
+                   "request": {"method": "POST", "url": "MedicationRequest"}})
+        })
+        .collect();
+    let tx = app.client().post("", &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}));
+    assert_eq!(tx.status, 200, "{}", tx.text);
+    let (mut b, _) = sign_in(&app, "ada@example.org");
+    let list = b.get(&format!("{}/portal/medicines", app.base));
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body.matches("/portal/medicines/prescription/").count(), 1005, "every prescription listed");
+}
