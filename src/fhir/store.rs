@@ -298,6 +298,19 @@ fn admit(
     body: &Value,
     what: Interaction,
 ) -> Result<Option<String>, FhirError> {
+    admit_known(conn, ctx, rtype, id, body, what, None)
+}
+
+/// [`admit`], with the compartment already worked out by the caller when `known` is given.
+fn admit_known(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rtype: &str,
+    id: &str,
+    body: &Value,
+    what: Interaction,
+    known: Option<Option<String>>,
+) -> Result<Option<String>, FhirError> {
     if super::READ_ONLY_TYPES.contains(&rtype) {
         return Err(FhirError::NotSupported(format!("{rtype} is read-only here: it is written by the service itself")));
     }
@@ -311,7 +324,10 @@ fn admit(
         super::validate::Violation::Invalid(m) => FhirError::Invalid(m),
         super::validate::Violation::Unprocessable(m) => FhirError::Unprocessable(m),
     })?;
-    let patient = compartment(conn, rtype, id, body)?;
+    let patient = match known {
+        Some(p) => p,
+        None => compartment(conn, rtype, id, body)?,
+    };
     if !ctx.may_touch(conn, rtype, patient.as_deref(), what)? {
         return Err(FhirError::forbidden(match patient {
             Some(p) => {
@@ -610,13 +626,19 @@ pub(crate) fn create_many_in(
     method: &str,
 ) -> Result<Vec<Stored>, (Option<usize>, FhirError)> {
     let now = now_micros();
+    let owners = provenance_owners(conn, &items).map_err(|e| (None, e))?;
     let mut admitted = Vec::with_capacity(items.len());
     for (i, (rtype, mut body, id)) in items.into_iter().enumerate() {
         let at = |e: FhirError| (Some(i), e);
         if !valid_id(&id) {
             return Err(at(FhirError::invalid(format!("'{id}' is not a valid FHIR id"))));
         }
-        let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create).map_err(at)?;
+        // Found in the batch lookup: use it; otherwise the usual per-target search decides.
+        let known = (rtype == "Provenance")
+            .then(|| first_target(&body).and_then(|t| owners.get(&t).cloned().flatten()))
+            .flatten()
+            .map(Some);
+        let patient = admit_known(conn, ctx, rtype, &id, &body, Interaction::Create, known).map_err(at)?;
         collect_refs(&body, refs);
         stamp(&mut body, &id, 1, now).map_err(at)?;
         let text = body.to_string();
@@ -657,6 +679,49 @@ pub(crate) fn existing(
             let mut q = Sql::new("SELECT res_type, id FROM resources WHERE res_type = ");
             q.text(t).push(" AND id IN ").list(chunk.iter().map(|id| Bind::Text((*id).into())));
             out.extend(conn.load::<Found>(&q)?.into_iter().map(|f| (f.res_type, f.id)));
+        }
+    }
+    Ok(out)
+}
+
+/// A Provenance's first target as `Type/id` (a version suffix dropped).
+fn first_target(body: &Value) -> Option<String> {
+    let r = body["target"][0]["reference"].as_str()?;
+    let (t, id) = split_reference(r)?;
+    Some(format!("{t}/{id}"))
+}
+
+/// The patient each Provenance target of `items` belongs to, in a few queries rather than one
+/// per Provenance (an import writes one per resource).
+fn provenance_owners(
+    conn: &mut Conn,
+    items: &[(&'static str, Value, String)],
+) -> Result<std::collections::HashMap<String, Option<String>>, FhirError> {
+    #[derive(QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        patient_id: Option<String>,
+    }
+    let mut by_type: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for (_, body, _) in items.iter().filter(|(t, _, _)| *t == "Provenance") {
+        if let Some((t, id)) = first_target(body).as_deref().and_then(split_reference) {
+            by_type.entry(t.to_string()).or_default().push(id.to_string());
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    for (t, ids) in by_type {
+        if t == "Patient" {
+            out.extend(ids.into_iter().map(|id| (format!("Patient/{id}"), Some(id))));
+            continue;
+        }
+        for chunk in ids.chunks(500) {
+            let mut q = Sql::new("SELECT id, patient_id FROM resources WHERE res_type = ");
+            q.text(t.clone()).push(" AND id IN ").list(chunk.iter().map(|id| Bind::Text(id.clone())));
+            for o in conn.load::<Owner>(&q)? {
+                out.insert(format!("{t}/{}", o.id), o.patient_id);
+            }
         }
     }
     Ok(out)

@@ -5,7 +5,7 @@
 
 use super::archive::{self, ImportOptions, ImportReport};
 use crate::db::{Bind, Db, Sql};
-use crate::fhir::{now_micros, FhirError, Store, READ_ONLY_TYPES, RESOURCE_TYPES};
+use crate::fhir::{now_micros, FhirError, Store};
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
 use oauth2::basic::{
@@ -17,7 +17,6 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io::BufRead;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -202,6 +201,48 @@ pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str, moving:
     Ok(url.to_string())
 }
 
+/// The record at the partner, `$everything` a page at a time (any SMART server offers it), up to
+/// [`archive::MAX_RESOURCES`]. Pages must stay on the partner's own origin.
+fn pull_everything(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>, FhirError> {
+    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+    let mut next = Some(format!("{}/Patient/{remote}/$everything?_count=1000", p.fhir_base));
+    let mut lines = Vec::new();
+    while let Some(page_url) = next.take() {
+        if origin(&page_url).is_none() || origin(&page_url) != origin(&p.fhir_base) {
+            return Err(err(format!("{} sent the next page elsewhere", p.name)));
+        }
+        let page: Value = agent()
+            .get(&page_url)
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Accept", "application/fhir+json")
+            .call()
+            .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?
+            .into_json()
+            .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?;
+        let entries = page["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+        lines.extend(
+            entries.iter().filter(|e| e["search"]["mode"] != "outcome").filter_map(|e| e.get("resource").cloned()),
+        );
+        if lines.len() > archive::MAX_RESOURCES {
+            return Err(FhirError::TooLarge(format!(
+                "the record holds more than {} resources",
+                archive::MAX_RESOURCES
+            )));
+        }
+        next = page["link"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_string);
+    }
+    // A resource can appear on two pages (a shared Medication): once is enough.
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|r| {
+        seen.insert(format!("{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
+    });
+    Ok(lines)
+}
+
 /// Finishes a transfer when the patient returns with `code` for `state`: pulls the record the
 /// partner exports for them and imports it into `patient`'s record here.
 pub fn finish(
@@ -232,33 +273,7 @@ pub fn finish(
         .patient
         .clone()
         .ok_or_else(|| err(format!("{} did not say whose record it is", p.name)))?;
-    // Only what is imported: the source's grants and access log stay with it.
-    let types: Vec<&str> = RESOURCE_TYPES.iter().copied().filter(|t| !READ_ONLY_TYPES.contains(t)).collect();
-    let export = agent()
-        .get(&format!("{}/Patient/{remote}/$phr-export", p.fhir_base))
-        .query("outputFormat", "ndjson")
-        .query("_type", &types.join(","))
-        .set("Authorization", &format!("Bearer {}", token.access_token().secret()))
-        .set("Accept", "application/fhir+ndjson")
-        .call()
-        .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?;
-    let mut lines = Vec::new();
-    for line in std::io::BufReader::new(export.into_reader()).lines() {
-        let line = line.map_err(|e| err(format!("{} stopped sending the record ({e})", p.name)))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines.push(
-            serde_json::from_str::<Value>(&line)
-                .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?,
-        );
-        if lines.len() > archive::MAX_RESOURCES {
-            return Err(FhirError::TooLarge(format!(
-                "the record holds more than {} resources",
-                archive::MAX_RESOURCES
-            )));
-        }
-    }
+    let lines = pull_everything(&p, &remote, token.access_token().secret())?;
     let report =
         archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;
     if pending.mode == "move" {
