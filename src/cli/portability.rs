@@ -40,8 +40,16 @@ pub fn import(hf: &Healthfolio, file: &Path, into: Option<String>, append: bool)
     let (manifest, lines) =
         archive::read_archive(std::io::BufReader::new(f)).map_err(|e| format!("{}: {e}", file.display()))?;
     let opts = ImportOptions { into: into.map(|p| p.trim_start_matches("Patient/").to_string()), append };
-    let report = archive::import(&hf.store, &manifest.source, lines, &opts)
+    let label = file.display().to_string();
+    let mut bar: Option<crate::cli::load::Progress> = None;
+    let mut show = |done: usize, total: usize| {
+        bar.get_or_insert_with(|| crate::cli::load::Progress::new(&label, total as u64)).set(done as u64)
+    };
+    let report = archive::import_reporting(&hf.store, &manifest.source, lines, &opts, &mut show)
         .map_err(|e| format!("{}: nothing was imported: {e}", file.display()))?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     hf.store.audit.flush();
     println!(
         "imported into Patient/{}: {} created, {} already present, {} consent/audit entries kept with the source",

@@ -241,9 +241,20 @@ pub struct ImportReport {
 
 /// Imports the resources of one patient's record, exported by `source`.
 pub fn import(store: &Store, source: &str, lines: Vec<Value>, opts: &ImportOptions) -> Result<ImportReport, FhirError> {
+    import_reporting(store, source, lines, opts, &mut |_, _| {})
+}
+
+/// [`import`], telling `progress` (written, to write) after each group of resources.
+pub fn import_reporting(
+    store: &Store,
+    source: &str,
+    lines: Vec<Value>,
+    opts: &ImportOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ImportReport, FhirError> {
     let ctx = AccessContext::operator("import");
     let (resources, not_imported) = split_views(lines)?;
-    let report = store.db.transaction(|conn| import_in(conn, &ctx, source, resources, not_imported, opts))?;
+    let report = store.db.transaction(|conn| import_in(conn, &ctx, source, resources, not_imported, opts, progress))?;
     store.audit.record(&ctx, AuditEntry::operation("import", "Patient", &report.patient, Ok(report.created)));
     Ok(report)
 }
@@ -337,6 +348,7 @@ fn import_in(
     resources: Vec<Value>,
     not_imported: usize,
     opts: &ImportOptions,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ImportReport, FhirError> {
     let patients: Vec<&Value> = resources.iter().filter(|r| r["resourceType"] == "Patient").collect();
     let [patient] = patients.as_slice() else {
@@ -375,32 +387,42 @@ fn import_in(
         strip_server_meta(&mut r);
         new_resources.push((k, (t, r, id)));
     }
-    let (keys, items): (Vec<String>, Vec<_>) = new_resources.into_iter().unzip();
-    // The resources first, then their Provenance (which finds its patient through its target).
-    let stored = create_many_in(conn, ctx, &mut refs, items, "POST").map_err(|(_, e)| e)?;
-    let provenance = keys
-        .iter()
-        .zip(&stored)
-        .map(|(k, s)| ("Provenance", origin_provenance(source, k, &s.rtype, &s.id), new_id()))
-        .collect();
-    create_many_in(conn, ctx, &mut refs, provenance, "POST").map_err(|(_, e)| e)?;
-    let now = now_micros();
-    let origins: Vec<Vec<Bind>> = keys
-        .iter()
-        .zip(&stored)
-        .map(|(k, s)| {
-            vec![
-                Bind::Text(format!("{source}|{k}")),
-                Bind::Text(s.rtype.clone()),
-                Bind::Text(s.id.clone()),
-                Bind::Int(now),
-            ]
-        })
-        .collect();
-    conn.insert_rows("INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES", &origins)?;
+    // A group at a time (the resources, then their Provenance, which finds its patient through
+    // its target), all in the caller's one transaction.
+    let total = new_resources.len();
+    let mut created = 0;
+    let mut rest = new_resources.into_iter().peekable();
+    while rest.peek().is_some() {
+        let (keys, items): (Vec<String>, Vec<_>) = rest.by_ref().take(IMPORT_GROUP).unzip();
+        let stored = create_many_in(conn, ctx, &mut refs, items, "POST").map_err(|(_, e)| e)?;
+        let provenance = keys
+            .iter()
+            .zip(&stored)
+            .map(|(k, s)| ("Provenance", origin_provenance(source, k, &s.rtype, &s.id), new_id()))
+            .collect();
+        create_many_in(conn, ctx, &mut refs, provenance, "POST").map_err(|(_, e)| e)?;
+        let now = now_micros();
+        let origins: Vec<Vec<Bind>> = keys
+            .iter()
+            .zip(&stored)
+            .map(|(k, s)| {
+                vec![
+                    Bind::Text(format!("{source}|{k}")),
+                    Bind::Text(s.rtype.clone()),
+                    Bind::Text(s.id.clone()),
+                    Bind::Int(now),
+                ]
+            })
+            .collect();
+        conn.insert_rows("INSERT INTO imported_origins (origin, res_type, res_id, imported_at) VALUES", &origins)?;
+        created += stored.len();
+        progress(created, total);
+    }
     check_refs(conn, &refs)?;
-    Ok(ImportReport { patient: patient_id, created: stored.len(), already_present: present, not_imported })
+    Ok(ImportReport { patient: patient_id, created, already_present: present, not_imported })
 }
+
+const IMPORT_GROUP: usize = 1000;
 
 fn strip_server_meta(r: &mut Value) {
     if let Some(meta) = r.get_mut("meta").and_then(Value::as_object_mut) {

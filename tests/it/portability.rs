@@ -169,9 +169,17 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
     assert_eq!(m.counts.get("MedicationRequest"), Some(&2));
     let other = TestApp::sqlite();
     let (manifest, lines) = archive::read_archive(file.as_slice()).expect("read");
-    let r =
-        archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("import");
+    let mut seen = Vec::new();
+    let r = archive::import_reporting(
+        &other.hf.store,
+        &manifest.source,
+        lines.clone(),
+        &ImportOptions::default(),
+        &mut |d, t| seen.push((d, t)),
+    )
+    .expect("import");
     assert!(r.created >= 6, "{r:?}");
+    assert_eq!(seen.last(), Some(&(r.created, r.created)), "progress ends at the whole record: {seen:?}");
     let again =
         archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("again");
     assert_eq!(again.created, 0, "importing twice creates no duplicates");
