@@ -252,6 +252,12 @@ pub fn import_reporting(
     opts: &ImportOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ImportReport, FhirError> {
+    if source.trim_end_matches('/') == store.base.trim_end_matches('/') {
+        // Its origins are this service's own resources: there is nothing to bring in.
+        return Err(FhirError::Conflict(
+            "this record file was made by this service, so everything in it is already here".into(),
+        ));
+    }
     let ctx = AccessContext::operator("import");
     let (resources, not_imported) = split_views(lines)?;
     let report = store.db.transaction(|conn| import_in(conn, &ctx, source, resources, not_imported, opts, progress))?;

@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     signup::configure(cfg);
     cfg.route("/static/app.css", web::get().to(pages::stylesheet))
         .route("/static/favicon.svg", web::get().to(pages::favicon))
+        .route("/static/upload.js", web::get().to(pages::upload_script))
         .route("/favicon.ico", web::get().to(pages::favicon))
         .route("/metrics", web::get().to(observe::metrics));
 }

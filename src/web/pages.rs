@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use askama::Template;
 
 /// No inline script or style anywhere, so the policy needs no `unsafe-inline`.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; \
                    form-action 'self' https: http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'; base-uri 'none'";
 
 #[derive(Template)]
@@ -81,6 +81,14 @@ pub async fn stylesheet() -> HttpResponse {
         .content_type("text/css; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
         .body(include_str!("../../static/app.css"))
+}
+
+/// The record-file page's upload progress (progressive enhancement: the form works without it).
+pub async fn upload_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("../../static/upload.js"))
 }
 
 /// The tab icon, at the address browsers ask for and the one the pages name.
