@@ -28,6 +28,8 @@ pub enum SourceCmd {
     List,
     /// Check a source: reachable, SMART discovery, capabilities.
     Test { name: String },
+    /// The local patients linked to their record at a source (found there by NHS number).
+    Links { name: String },
     /// Retire a source (its persisted copies stay, still owned by it).
     Remove { name: String },
     /// Single-and-only: the source's copies become locally owned and the source is retired.
@@ -127,12 +129,54 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
                 );
             }
         }
+        SourceCmd::Links { name } => {
+            let s = sources::get(&mut conn, &hf.keys, &name)?.ok_or_else(|| format!("no source {name}"))?;
+            let links = sources::linked(&mut conn, &name)?;
+            if links.is_empty() {
+                println!("{name}: no patients linked yet");
+            }
+            for (patient, remote) in links {
+                println!("Patient/{patient}\t{}/Patient/{remote}", s.fhir_base);
+            }
+        }
         SourceCmd::Test { name } => {
             let s = sources::get(&mut conn, &hf.keys, &name)?.ok_or_else(|| format!("no source {name}"))?;
             let client = SourceClient::default();
-            let cs = client.fetch(&s, "metadata", Duration::from_millis(s.timeout_ms as u64))?;
-            let version = cs.first().and_then(|c| c["fhirVersion"].as_str()).unwrap_or("?").to_string();
+            let timeout = Duration::from_millis(s.timeout_ms as u64);
+            let cs = client.fetch(&s, "metadata", timeout)?;
+            let cs = cs.first().cloned().unwrap_or_default();
+            let version = cs["fhirVersion"].as_str().unwrap_or("?").to_string();
             println!("{name}: reachable, FHIR {version}");
+            // What federation asks of it: a search by patient of each type, and finding a patient
+            // by NHS number.
+            let searchable: Vec<&str> = cs["rest"][0]["resource"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["interaction"].as_array().is_some_and(|i| i.iter().any(|x| x["code"] == "search-type")))
+                .filter_map(|r| r["type"].as_str())
+                .collect();
+            let wanted = s
+                .types
+                .clone()
+                .unwrap_or_else(|| crate::federation::sync::DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
+            let missing: Vec<&String> = wanted.iter().filter(|t| !searchable.contains(&t.as_str())).collect();
+            if missing.is_empty() {
+                println!("{name}: its CapabilityStatement offers search on every type asked of it");
+            } else {
+                println!(
+                    "{name}: its CapabilityStatement does not offer search on {}",
+                    missing.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            match client.fetch(&s, ".well-known/smart-configuration", timeout) {
+                Ok(c) => {
+                    let token = c.first().and_then(|c| c["token_endpoint"].as_str()).unwrap_or("none published");
+                    println!("{name}: SMART discovery works (token endpoint {token})");
+                }
+                Err(e) if s.credentials.is_some() => println!("{name}: SMART discovery {e}"),
+                Err(_) => println!("{name}: no SMART discovery (not needed: this source is read without credentials)"),
+            }
             let probe = client.fetch(&s, "MedicationRequest?_count=1", Duration::from_millis(s.timeout_ms as u64));
             match probe {
                 Ok(_) => println!("{name}: authorised search works"),

@@ -22,7 +22,7 @@ use client::SourceClient;
 use serde_json::{json, Value};
 use sources::{Policy, Source};
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The whole federated part of a request must end within this, whatever the sources' timeouts.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -152,6 +152,7 @@ fn ask_sources(
         links.push(sources::cached_link(conn, &s.name, patient)?);
     }
     let cached: Vec<bool> = links.iter().map(Option::is_some).collect();
+    let deadline = Instant::now() + DEADLINE;
     let results: Vec<Answer> = std::thread::scope(|scope| {
         let handles: Vec<_> = sources
             .iter()
@@ -159,17 +160,26 @@ fn ask_sources(
             .map(|(s, link)| {
                 let nhs = nhs.clone();
                 scope.spawn(move || {
-                    let timeout = Duration::from_millis(s.timeout_ms as u64).min(DEADLINE);
+                    // The source's timeout covers its whole answer (finding the patient, then the
+                    // search), and no step waits past the request's overall deadline.
+                    let started = Instant::now();
+                    let budget = Duration::from_millis(s.timeout_ms as u64);
+                    let left = || {
+                        budget
+                            .saturating_sub(started.elapsed())
+                            .min(deadline.saturating_duration_since(Instant::now()))
+                            .max(Duration::from_millis(1))
+                    };
                     let remote = match link {
                         Some(l) if l.is_empty() => return (None, Ok(Vec::new())), // asked before: not held there
                         Some(l) => l,
-                        None => match find_patient(client, s, nhs.as_deref(), timeout) {
+                        None => match find_patient(client, s, nhs.as_deref(), left()) {
                             Ok(Some(r)) => r,
                             Ok(None) => return (None, Ok(Vec::new())),
                             Err(e) => return (None, Err(e)),
                         },
                     };
-                    let r = client.fetch(s, &path_for(&remote), timeout);
+                    let r = client.fetch(s, &path_for(&remote), left());
                     (Some(remote), r)
                 })
             })

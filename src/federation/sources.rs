@@ -225,6 +225,22 @@ pub fn linked_patient(conn: &mut Conn, source: &str, remote: &str) -> Result<Opt
     Ok(conn.first::<L>(&q)?.map(|l| l.patient_id))
 }
 
+/// (local patient, id at the source) of every patient the source is known to hold.
+pub fn linked(conn: &mut Conn, source: &str) -> Result<Vec<(String, String)>, DbError> {
+    #[derive(diesel::QueryableByName)]
+    struct L {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        patient_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        remote_id: String,
+    }
+    let q = Sql::with(
+        "SELECT patient_id, remote_id FROM source_links WHERE source = ? AND remote_id <> ? ORDER BY patient_id",
+        [Bind::Text(source.into()), Bind::Text(super::sync::NOT_THERE.into())],
+    );
+    Ok(conn.load::<L>(&q)?.into_iter().map(|l| (l.patient_id, l.remote_id)).collect())
+}
+
 pub fn save_link(conn: &mut Conn, source: &str, patient: &str, remote: &str) -> Result<(), DbError> {
     // An upsert: concurrent searches for one patient may both link it.
     conn.execute(&Sql::with(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Types pulled from a source whose configuration names none.
-const DEFAULT_TYPES: &[&str] =
+pub const DEFAULT_TYPES: &[&str] =
     &["MedicationRequest", "MedicationStatement", "MedicationDispense", "AllergyIntolerance", "Condition"];
 /// Patients linked per round, so a large population is linked over several rounds.
 const LINKS_PER_ROUND: i64 = 200;
@@ -22,7 +22,7 @@ const LINKS_PER_ROUND: i64 = 200;
 /// idempotent, so the overlap costs nothing but a few unchanged resources).
 const OVERLAP_MICROS: i64 = 60 * 1_000_000;
 /// A marker for "asked, not held there", so an unknown patient is not asked about every round.
-const NOT_THERE: &str = "";
+pub(crate) const NOT_THERE: &str = "";
 
 /// What one round did for one source.
 #[derive(Debug, Default)]
@@ -117,7 +117,7 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
     if let Err(e) = link_patients(db, client, s, timeout, &mut round) {
         round.failures.push(format!("linking: {e}"));
     }
-    let links = match db.conn().map_err(FhirError::from).and_then(|mut c| linked(&mut c, &s.name)) {
+    let links = match db.conn().map_err(FhirError::from).and_then(|mut c| Ok(sources::linked(&mut c, &s.name)?)) {
         Ok(l) => l,
         Err(e) => {
             round.failures.push(e.to_string());
@@ -197,20 +197,4 @@ fn link_patients(
         }
     }
     Ok(())
-}
-
-/// (local patient, id at the source) of every patient the source holds.
-fn linked(conn: &mut Conn, source: &str) -> Result<Vec<(String, String)>, FhirError> {
-    #[derive(diesel::QueryableByName)]
-    struct L {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        patient_id: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        remote_id: String,
-    }
-    let q = Sql::with(
-        "SELECT patient_id, remote_id FROM source_links WHERE source = ? AND remote_id <> ? ORDER BY patient_id",
-        [Bind::Text(source.into()), Bind::Text(NOT_THERE.into())],
-    );
-    Ok(conn.load::<L>(&q)?.into_iter().map(|l| (l.patient_id, l.remote_id)).collect())
 }

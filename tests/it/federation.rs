@@ -283,6 +283,8 @@ fn always_source_syncs_in_the_background(app: &TestApp) {
             json!({"resource": mr, "request": {"method": "POST", "url": "MedicationRequest"}})
         })
         .collect();
+    let links = sources::linked(&mut app.hf.db.conn().expect("conn"), "gp-a").expect("links");
+    assert_eq!(links, vec![(p.clone(), remote_patient.clone())], "the link is kept and can be listed");
     let tx = src.client().post("", &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}));
     assert_eq!(tx.status, 200, "{}", tx.text);
     let count = || app.client().get(&format!("{path}&_summary=count")).body["total"].as_i64().unwrap_or(0);
