@@ -289,20 +289,9 @@ fn stamp(body: &mut Value, id: &str, version: i64, now: i64) -> Result<(), FhirE
     Ok(())
 }
 
-/// Checks the body and the caller's right to write it; returns its compartment.
+/// Checks the body and the caller's right to write it; returns its compartment (worked out here
+/// unless the caller already knows it: `known`).
 fn admit(
-    conn: &mut Conn,
-    ctx: &AccessContext,
-    rtype: &str,
-    id: &str,
-    body: &Value,
-    what: Interaction,
-) -> Result<Option<String>, FhirError> {
-    admit_known(conn, ctx, rtype, id, body, what, None)
-}
-
-/// [`admit`], with the compartment already worked out by the caller when `known` is given.
-fn admit_known(
     conn: &mut Conn,
     ctx: &AccessContext,
     rtype: &str,
@@ -487,7 +476,7 @@ pub(crate) fn create_in(
     if !valid_id(&id) {
         return Err(FhirError::invalid(format!("'{id}' is not a valid FHIR id")));
     }
-    let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create)?;
+    let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create, None)?;
     collect_refs(&body, refs);
     let now = now_micros();
     stamp(&mut body, &id, 1, now)?;
@@ -638,7 +627,7 @@ pub(crate) fn create_many_in(
             .then(|| first_target(&body).and_then(|t| owners.get(&t).cloned().flatten()))
             .flatten()
             .map(Some);
-        let patient = admit_known(conn, ctx, rtype, &id, &body, Interaction::Create, known).map_err(at)?;
+        let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create, known).map_err(at)?;
         collect_refs(&body, refs);
         stamp(&mut body, &id, 1, now).map_err(at)?;
         let text = body.to_string();
@@ -825,7 +814,7 @@ pub(crate) fn update_in(
             )));
         }
     }
-    let patient = admit(conn, ctx, rtype, id, &body, Interaction::Update)?;
+    let patient = admit(conn, ctx, rtype, id, &body, Interaction::Update, None)?;
     collect_refs(&body, refs);
     if row.deleted == 0 && same_content(row.body.as_deref(), &body) {
         // Nothing changed: no new version (reloading the same data is idempotent).
