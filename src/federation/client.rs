@@ -175,7 +175,8 @@ impl SourceClient {
     }
 }
 
-fn same_origin(a: &str, b: &str) -> bool {
+/// Whether two URLs share scheme, host and port (outbound calls stay where they were configured).
+pub(crate) fn same_origin(a: &str, b: &str) -> bool {
     let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
     origin(a).is_some() && origin(a) == origin(b)
 }

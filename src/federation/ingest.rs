@@ -10,8 +10,8 @@ use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
-use crate::fhir::store::{check_refs, create_in, new_id, update_in, Refs, WriteOutcome};
-use crate::fhir::{resource_type, time, valid_id, FhirError};
+use crate::fhir::store::{assembled_provenance, check_refs, create_in, new_id, update_in, Refs, WriteOutcome};
+use crate::fhir::{resource_type, valid_id, FhirError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -132,17 +132,13 @@ pub(crate) fn copy_provenance(
         return Ok(());
     }
     let copy = &written.stored;
-    let prov = json!({
-        "resourceType": "Provenance",
-        "target": [{"reference": format!("{}/{}/_history/{}", copy.rtype, copy.id, copy.version_id)}],
-        "recorded": time::format_instant(copy.last_updated),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": if copy.version_id == 1 { "CREATE" } else { "UPDATE" }}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
-            "who": {"display": format!("Healthfolio, copying from the source '{source}'")}
-        }],
-        "entity": [{"role": "source", "what": {"display": origin}}]
-    });
+    let prov = assembled_provenance(
+        &format!("{}/{}/_history/{}", copy.rtype, copy.id, copy.version_id),
+        copy.last_updated,
+        if copy.version_id == 1 { "CREATE" } else { "UPDATE" },
+        &format!("Healthfolio, copying from the source '{source}'"),
+        json!({"display": origin}),
+    );
     create_in(conn, &AccessContext::operator("federation"), refs, "Provenance", prov, new_id(), "POST")?;
     Ok(())
 }

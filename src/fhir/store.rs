@@ -1038,6 +1038,22 @@ fn author_provenance(conn: &mut Conn, ctx: &AccessContext) -> Result<Option<Valu
 }
 
 /// The `X-Provenance` resource, aimed at the version just written.
+/// A Provenance saying the service itself assembled `target` from elsewhere (an import, a copy
+/// from a federated source): `who` says how, `what` names where it came from.
+pub(crate) fn assembled_provenance(target: &str, recorded: i64, activity: &str, who: &str, what: Value) -> Value {
+    json!({
+        "resourceType": "Provenance",
+        "target": [{"reference": target}],
+        "recorded": time::format_instant(recorded),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": activity, "display": activity.to_lowercase()}]},
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
+            "who": {"display": who}
+        }],
+        "entity": [{"role": "source", "what": what}]
+    })
+}
+
 fn provenance_for(mut prov: Value, target: &Stored) -> Result<Value, FhirError> {
     if prov.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
         return Err(FhirError::invalid("X-Provenance must hold a Provenance resource"));

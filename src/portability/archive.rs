@@ -11,7 +11,7 @@ use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
-use crate::fhir::store::{check_refs, create_many_in, new_id, Refs};
+use crate::fhir::store::{assembled_provenance, check_refs, create_many_in, new_id, Refs};
 use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store};
 use askama::Template;
 use serde::{Deserialize, Serialize};
@@ -476,19 +476,8 @@ fn rewrite_refs(v: &mut Value, ids: &HashMap<String, String>, at: &str) -> Resul
 
 /// The Provenance of an imported resource: where it came from and under which id.
 fn origin_provenance(source: &str, original: &str, rtype: &str, id: &str) -> Value {
-    json!({
-        "resourceType": "Provenance",
-        "target": [{"reference": format!("{rtype}/{id}")}],
-        "recorded": time::format_instant(now_micros()),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE", "display": "create"}]},
-        "agent": [{
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
-            "who": {"display": "Healthfolio import"}
-        }],
-        "entity": [{
-            "role": "source",
-            "what": {"identifier": {"system": format!("{source}/{}", original.split('/').next().unwrap_or_default()), "value": original.split('/').nth(1).unwrap_or_default()},
-                     "display": format!("{original} at {source}")}
-        }]
-    })
+    let (otype, oid) = original.split_once('/').unwrap_or((original, ""));
+    let what = json!({"identifier": {"system": format!("{source}/{otype}"), "value": oid},
+                      "display": format!("{original} at {source}")});
+    assembled_provenance(&format!("{rtype}/{id}"), now_micros(), "CREATE", "Healthfolio import", what)
 }

@@ -5,6 +5,7 @@
 
 use super::archive::{self, ImportOptions, ImportReport};
 use crate::db::{Bind, Db, Sql};
+use crate::federation::client::same_origin;
 use crate::fhir::{now_micros, FhirError, Store};
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
@@ -124,7 +125,7 @@ pub fn connect_partner(db: &Db, address: &str, redirect: &str, allow_http: bool)
             "{host} does not let other services register with it: ask the service that runs it, or this one, to connect the two"
         )));
     };
-    if url::Url::parse(register).ok().map(|r| r.origin()) != Some(url.origin()) {
+    if !same_origin(register, &fhir_base) {
         return Err(err(format!("{host} sends registrations elsewhere; it cannot be connected from here")));
     }
     let answer: Value = agent()
@@ -204,11 +205,10 @@ pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str, moving:
 /// The record at the partner, `$everything` a page at a time (any SMART server offers it), up to
 /// [`archive::MAX_RESOURCES`]. Pages must stay on the partner's own origin.
 fn pull_everything(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>, FhirError> {
-    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
     let mut next = Some(format!("{}/Patient/{remote}/$everything?_count=1000", p.fhir_base));
     let mut lines = Vec::new();
     while let Some(page_url) = next.take() {
-        if origin(&page_url).is_none() || origin(&page_url) != origin(&p.fhir_base) {
+        if !same_origin(&page_url, &p.fhir_base) {
             return Err(err(format!("{} sent the next page elsewhere", p.name)));
         }
         let page: Value = agent()
