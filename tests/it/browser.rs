@@ -135,28 +135,12 @@ fn seed(app: &TestApp, p: &str) {
         "onsetDateTime": "2020-01-01"}));
 }
 
-/// The provider system's `system/*.rs` access token (SMART Backend Services).
-fn provider_token(app: &TestApp) -> String {
-    let (pkcs8, jwks) = backend_keys("k1");
-    let client_id = backend_client(app, jwks, PROVIDER_ORG);
-    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "system/*.rs"),
-        ("client_assertion_type", ASSERTION_TYPE),
-        ("client_assertion", a.as_str()),
-    ];
-    let (status, t) = token_request(app, &form);
-    assert_eq!(status, 200, "{t}");
-    t["access_token"].as_str().expect("access_token").to_string()
-}
-
 fn portal_in_a_browser(app: &TestApp) {
     ensure_tools();
     let email = "ada@example.org";
     let p = patient_with_login(app, NHS[0], email);
     seed(app, &p);
-    let token = provider_token(app);
+    let token = provider_system_token(app, PROVIDER_ORG);
     // An app asking for access: its consent page, shown to the signed-in patient.
     let (consent_url, _, _) = authorize_url(
         app,

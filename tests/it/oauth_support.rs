@@ -287,3 +287,20 @@ pub fn assertion(app: &TestApp, client_id: &str, kid: &str, pkcs8: &[u8], jti: &
 }
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A `system/*.rs` access token for a new provider system of `org` (SMART Backend Services: a
+/// signed assertion at the token endpoint).
+pub fn provider_system_token(app: &TestApp, org: &str) -> String {
+    let (pkcs8, jwks) = backend_keys("k1");
+    let client_id = backend_client(app, jwks, org);
+    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "system/*.rs"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", a.as_str()),
+    ];
+    let (status, t) = token_request(app, &form);
+    assert_eq!(status, 200, "{t}");
+    t["access_token"].as_str().expect("access_token").to_string()
+}

@@ -310,20 +310,8 @@ pub(crate) fn wait_manifest(c: &crate::support::Client, url: &str) -> serde_json
 
 /// A provider system of `org` with a `system/*.rs` token, asking for async answers.
 fn provider(app: &TestApp, org: &str) -> crate::support::Client {
-    use crate::oauth_support::*;
-    let (pkcs8, jwks) = backend_keys("k1");
-    let client_id = backend_client(app, jwks, org);
-    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
-    let (_, tok) = token_request(
-        app,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "system/*.rs"),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", &a),
-        ],
-    );
-    app.client_with(tok["access_token"].as_str().map(str::to_string)).with_header("Prefer", "respond-async")
+    let token = crate::oauth_support::provider_system_token(app, org);
+    app.client_with(Some(token)).with_header("Prefer", "respond-async")
 }
 
 /// Group/{id}/$export: the group's members, but only those whose grants cover the provider, and

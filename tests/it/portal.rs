@@ -139,18 +139,7 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
 
 /// A provider system of `org` with a token for `system/*.rs`.
 fn provider(app: &TestApp, org: &str) -> Client {
-    let (pkcs8, jwks) = backend_keys("k1");
-    let client_id = backend_client(app, jwks, org);
-    let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "system/*.rs"),
-        ("client_assertion_type", ASSERTION_TYPE),
-        ("client_assertion", a.as_str()),
-    ];
-    let (status, t) = token_request(app, &form);
-    assert_eq!(status, 200, "{t}");
-    app.client_with(t["access_token"].as_str().map(str::to_string))
+    app.client_with(Some(provider_system_token(app, org)))
 }
 
 fn grant_id(body: &str) -> String {
