@@ -102,6 +102,12 @@ pub struct NewClient {
     pub organization: Option<String>,
 }
 
+impl NewClient {
+    fn has_keys(&self) -> bool {
+        self.jwks.is_some() || self.jwks_uri.is_some()
+    }
+}
+
 const COLUMNS: &str =
     "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at";
 
@@ -111,8 +117,9 @@ fn check(c: &NewClient, kind: ClientKind) -> Result<(), AuthError> {
         return bad("a client needs a name");
     }
     match kind {
-        ClientKind::Backend if c.jwks.is_none() && c.jwks_uri.is_none() => {
-            bad("a backend client needs --jwks-file or --jwks-uri")
+        ClientKind::Backend if !c.has_keys() => bad("a backend client needs --jwks-file or --jwks-uri"),
+        ClientKind::Public if c.has_keys() => {
+            bad("a public app has no keys: register it as confidential to sign in with them")
         }
         ClientKind::Public | ClientKind::Confidential if c.redirect_uris.is_empty() => {
             bad("an app needs at least one --redirect-uri")
@@ -136,7 +143,8 @@ pub fn register(conn: &mut Conn, c: &NewClient) -> Result<(Client, Option<String
     let kind = c.kind.unwrap_or(ClientKind::Public);
     check(c, kind)?;
     let client_id = uuid::Uuid::new_v4().simple().to_string();
-    let secret = (kind == ClientKind::Confidential).then(password::random_token);
+    // A confidential app with keys authenticates by signed assertion (asymmetric): it has no secret.
+    let secret = (kind == ClientKind::Confidential && !c.has_keys()).then(password::random_token);
     let secret_hash = secret.as_deref().map(password::hash).transpose()?;
     conn.execute(&Sql::with(
         "INSERT INTO clients (client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at) \
@@ -171,7 +179,8 @@ pub fn list(conn: &mut Conn) -> Result<Vec<Client>, AuthError> {
     conn.load::<ClientRow>(&q)?.into_iter().map(Client::try_from).collect()
 }
 
-/// An RFC 7591 registration request: public apps (`none`) and asymmetric clients (`private_key_jwt`).
+/// An RFC 7591 registration request: public apps (`none`), and asymmetric apps and backend
+/// systems (`private_key_jwt`).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Registration {
     pub client_name: Option<String>,
@@ -187,12 +196,26 @@ pub struct Registration {
 
 /// Registers a client from an RFC 7591 request; returns the RFC 7591 response body.
 pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, AuthError> {
-    let kind = match (r.token_endpoint_auth_method.as_deref().unwrap_or("none"), r.grant_types.iter().any(|g| g == "client_credentials")) {
+    let method = r.token_endpoint_auth_method.as_deref().unwrap_or("none");
+    let kind = match (method, r.grant_types.iter().any(|g| g == "client_credentials")) {
         ("none", false) => ClientKind::Public,
         ("private_key_jwt", true) => ClientKind::Backend,
-        ("private_key_jwt", false) => return Err(AuthError::Invalid("asymmetric apps with sign-in are not offered yet: register as a public app (token_endpoint_auth_method none)".into())),
-        (m, _) => return Err(AuthError::Invalid(format!("token_endpoint_auth_method {m} is not offered: use none or private_key_jwt"))),
+        // An app that signs the patient in and proves itself with its keys (SMART asymmetric).
+        ("private_key_jwt", false) => ClientKind::Confidential,
+        ("none", true) => {
+            return Err(AuthError::Invalid(
+                "client_credentials needs token_endpoint_auth_method private_key_jwt".into(),
+            ))
+        }
+        (m, _) => {
+            return Err(AuthError::Invalid(format!(
+                "token_endpoint_auth_method {m} is not offered: use none or private_key_jwt"
+            )))
+        }
     };
+    if method == "private_key_jwt" && r.jwks.is_none() && r.jwks_uri.is_none() {
+        return Err(AuthError::Invalid("private_key_jwt needs the client's public keys (jwks or jwks_uri)".into()));
+    }
     // A self-registered backend client reaches nothing until patients grant it, and never acts for an organisation.
     let new = NewClient {
         name: r.client_name.clone().unwrap_or_else(|| "Unnamed app".into()),
@@ -209,8 +232,8 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
         "client_id_issued_at": c.created_at / 1_000_000,
         "client_name": c.name,
         "redirect_uris": c.redirect_uris,
-        "token_endpoint_auth_method": if kind == ClientKind::Public { "none" } else { "private_key_jwt" },
-        "grant_types": if kind == ClientKind::Public { serde_json::json!(["authorization_code", "refresh_token"]) } else { serde_json::json!(["client_credentials"]) },
+        "token_endpoint_auth_method": method,
+        "grant_types": if kind == ClientKind::Backend { serde_json::json!(["client_credentials"]) } else { serde_json::json!(["authorization_code", "refresh_token"]) },
         "scope": c.scope,
     }))
 }

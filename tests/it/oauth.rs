@@ -533,4 +533,63 @@ fn dynamic_registration_only_when_enabled() {
         &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
     );
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")));
+    let (status, v) =
+        post(&open, &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}));
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")), "keys are required");
+
+    // An asymmetric app (SMART client-confidential-asymmetric): signs the patient in, proves itself with its key.
+    let (pkcs8, jwks) = backend_keys("app-key");
+    let (status, v) = post(
+        &open,
+        &serde_json::json!({"client_name": "Signed Pal", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks}),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["grant_types"], serde_json::json!(["authorization_code", "refresh_token"]));
+    let app_id = v["client_id"].as_str().expect("client_id").to_string();
+    let client = oauth_client(&open, &app_id);
+    let (url, verifier, _) = authorize_url(&open, &client, APP_SCOPES);
+    let (code, _) = sign_in_and_approve(&open, &mut Browser::default(), &url, "ada@example.org");
+    let exchange_form = |extra: &[(&'static str, String)]| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.clone()),
+            ("redirect_uri", REDIRECT.to_string()),
+            ("code_verifier", verifier.clone()),
+        ];
+        form.extend_from_slice(extra);
+        form
+    };
+    let send = |form: Vec<(&str, String)>| {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        token_request(&open, &pairs)
+    };
+    let (status, v) = send(exchange_form(&[("client_id", app_id.clone())]));
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client")), "no assertion, no token: {v}");
+    let (other_key, _) = backend_keys("app-key");
+    let forged = assertion(&open, &app_id, "app-key", &other_key, "jti-forged", 200);
+    let signed = |a: String| [("client_assertion_type", ASSERTION_TYPE.to_string()), ("client_assertion", a)];
+    let (status, v) = send(exchange_form(&signed(forged)));
+    assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")), "a key it did not register: {v}");
+    let (status, v) = send(exchange_form(&signed(assertion(&open, &app_id, "app-key", &pkcs8, "jti-app-1", 200))));
+    assert_eq!(status, 200, "{v}");
+    assert!(v["patient"].is_string() && v["refresh_token"].is_string(), "{v}");
+    let read = open.client_with(v["access_token"].as_str().map(str::to_string)).get("MedicationRequest");
+    assert_eq!(read.status, 200);
+    let (status, v) = send(vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", v["refresh_token"].as_str().unwrap_or_default().to_string()),
+        ("client_assertion_type", ASSERTION_TYPE.to_string()),
+        ("client_assertion", assertion(&open, &app_id, "app-key", &pkcs8, "jti-app-2", 200)),
+    ]);
+    assert_eq!(status, 200, "refresh, proven by a new assertion: {v}");
+    let (status, v) = send(vec![
+        ("grant_type", "client_credentials".to_string()),
+        ("client_assertion_type", ASSERTION_TYPE.to_string()),
+        ("client_assertion", assertion(&open, &app_id, "app-key", &pkcs8, "jti-app-3", 200)),
+    ]);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "an app is not a backend system: {v}"
+    );
 }

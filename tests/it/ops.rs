@@ -77,6 +77,31 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     );
 }
 
+/// Audit rows are evidence: the database refuses to change or remove one, whoever asks.
+fn audit_rows_are_append_only(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    app.client().get(&format!("Patient/{p}"));
+    app.hf.store.audit.flush();
+    let mut conn = app.hf.db.conn().expect("conn");
+    let count = |conn: &mut healthfolio::db::Conn| {
+        conn.first::<healthfolio::db::Int>(&healthfolio::db::Sql::new("SELECT COUNT(*) AS n FROM audit_events"))
+            .expect("count")
+            .map_or(0, |r| r.n)
+    };
+    let before = count(&mut conn);
+    assert!(before > 0);
+    for change in ["UPDATE audit_events SET action = 'R', outcome = 0", "DELETE FROM audit_events"] {
+        let refused = conn.execute(&healthfolio::db::Sql::new(change));
+        assert!(refused.is_err(), "{change} must be refused");
+        assert!(format!("{:?}", refused).contains("append-only"), "{refused:?}");
+    }
+    assert_eq!(count(&mut conn), before);
+    let appended = app.client().get(&format!("Patient/{p}"));
+    assert_eq!(appended.status, 200);
+    app.hf.store.audit.flush();
+    assert_eq!(count(&mut conn), before + 1, "appending still works");
+}
+
 fn health_and_metrics(app: &TestApp) {
     let c = app.client_with(None);
     assert_eq!(c.get(&format!("{}/healthz", app.base)).status, 200);
@@ -95,7 +120,7 @@ fn health_and_metrics(app: &TestApp) {
     assert!(m.text.contains("\nhealthfolio_http_requests_in_flight 1\n"), "only the metrics request is in flight");
 }
 
-both!(backup_restore_keeps_record_versions_and_audit, health_and_metrics);
+both!(backup_restore_keeps_record_versions_and_audit, audit_rows_are_append_only, health_and_metrics);
 
 /// Two servers on one PostgreSQL database behave as one service.
 #[test]
