@@ -257,7 +257,7 @@ fn load_feed(hf: &Healthfolio, feed: &Feed, file: &str, items: Vec<(usize, Value
             .unwrap_or_default(),
         _ => items,
     };
-    hf.db.transaction(|conn| ingest(conn, feed, items)).map_err(|AtItem(line, e)| match line {
+    hf.db.transaction(|conn| ingest(conn, feed, items)).map(|w| w.len()).map_err(|AtItem(line, e)| match line {
         0 => LoadError::Write { file: file.to_string(), source: e },
         line => {
             LoadError::Line { file: file.to_string(), line, reason: format!("{e}; nothing from this file was written") }

@@ -23,6 +23,9 @@ pub enum SourceCmd {
         max_age: Option<String>,
         #[arg(long)]
         timeout: Option<String>,
+        /// The client id of the provider system whose event messages feed this source's copy.
+        #[arg(long)]
+        events_client: Option<String>,
     },
     /// List sources.
     List,
@@ -65,6 +68,10 @@ pub struct AddSource {
     /// Only these types are asked of this source (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub types: Option<Vec<String>>,
+    /// The client id of the provider system (registered here) whose `$process-message` events
+    /// feed this source's persisted copy.
+    #[arg(long)]
+    pub events_client: Option<String>,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` as a duration.
@@ -84,7 +91,19 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
     let mut conn = hf.db.conn()?;
     match cmd {
         SourceCmd::Add(a) => {
-            let AddSource { name, fhir_base, auth, client_id, key_file, key_id, policy, max_age, timeout, types } = *a;
+            let AddSource {
+                name,
+                fhir_base,
+                auth,
+                client_id,
+                key_file,
+                key_id,
+                policy,
+                max_age,
+                timeout,
+                types,
+                events_client,
+            } = *a;
             let credentials = match (auth.as_str(), client_id, key_file) {
                 ("client-credentials", Some(c), Some(f)) => {
                     Some((c, key_id, std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?))
@@ -102,15 +121,17 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
                 timeout_ms: duration(&timeout)?.as_millis() as i64,
                 types,
                 credentials,
+                events_client,
             };
             sources::add(&mut conn, &hf.keys, &s)?;
             println!("source {name} added ({policy})");
         }
-        SourceCmd::Update { name, policy, max_age, timeout } => {
+        SourceCmd::Update { name, policy, max_age, timeout, events_client } => {
             let change = sources::Change {
                 policy: policy.as_deref().map(|p| Policy::parse(p).ok_or("unknown policy")).transpose()?,
                 max_age_secs: max_age.as_deref().map(duration).transpose()?.map(|d| d.as_secs() as i64),
                 timeout_ms: timeout.as_deref().map(duration).transpose()?.map(|d| d.as_millis() as i64),
+                events_client,
             };
             if !sources::update(&mut conn, &name, &change)? {
                 return Err(format!("no active source named {name}").into());
@@ -120,12 +141,13 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
         SourceCmd::List => {
             for s in sources::active(&mut conn, &hf.keys)? {
                 println!(
-                    "{}\t{}\t{}\tmax-age {}s\ttimeout {}ms",
+                    "{}\t{}\t{}\tmax-age {}s\ttimeout {}ms{}",
                     s.name,
                     s.fhir_base,
                     s.policy.as_str(),
                     s.max_age_secs,
-                    s.timeout_ms
+                    s.timeout_ms,
+                    s.events_client.map(|c| format!("\tevents from client {c}")).unwrap_or_default()
                 );
             }
         }

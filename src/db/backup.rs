@@ -178,6 +178,7 @@ const TABLES: &[Table] = &[
             ("types", OptText),
             ("created_at", Int),
             ("retired_at", OptInt),
+            ("events_client", OptText),
         ],
     ),
     (

@@ -45,8 +45,8 @@ impl Feed<'_> {
 }
 
 /// Writes `items` (line number, resource) from `feed` within the caller's transaction; returns
-/// how many were written. Nothing is written by the caller's rollback if any item fails.
-pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Result<usize, AtItem> {
+/// where each landed here (`Type/id`). Nothing is written by the caller's rollback if any item fails.
+pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Result<Vec<String>, AtItem> {
     let ctx = feed.context();
     // First pass: where each of the feed's resources will live here.
     let mut ids: HashMap<String, String> = HashMap::new();
@@ -78,13 +78,14 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
         ids.insert(format!("{t}/{id}"), local);
     }
     let mut refs = Refs::default();
-    let mut written = 0;
+    let mut written = Vec::new();
     for (line, mut r) in items {
         let at = |e: FhirError| AtItem(line, e);
         let t = resource_type(r["resourceType"].as_str().unwrap_or_default()).unwrap_or("Patient");
         let remote_id = r["id"].as_str().unwrap_or_default().to_string();
         let id = ids.get(&format!("{t}/{remote_id}")).cloned().unwrap_or_else(|| feed.local_id(&remote_id));
         if keep_local_patient.contains(&id) {
+            written.push(format!("Patient/{id}"));
             continue; // the record held here stays the person's record; the feed links to it
         }
         rewrite(conn, feed, &mut r, &ids).map_err(at)?;
@@ -111,9 +112,9 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
         .map_err(at)?;
         conn.execute(&Sql::with(
             "UPDATE resources SET source = ? WHERE res_type = ? AND id = ?",
-            [Bind::Text(feed.name.into()), Bind::Text(t.into()), Bind::Text(id)],
+            [Bind::Text(feed.name.into()), Bind::Text(t.into()), Bind::Text(id.clone())],
         ))?;
-        written += 1;
+        written.push(format!("{t}/{id}"));
     }
     check_refs(conn, &refs).map_err(|e| AtItem(0, e))?;
     Ok(written)
@@ -234,7 +235,7 @@ pub fn ingest_file(db: &crate::db::Db, feed: &Feed, text: &str) -> Result<usize,
         n => format!("line {n}: {e}; nothing from this file was written"),
     };
     let items = parse_ndjson(text).map_err(describe)?;
-    db.transaction(|c| ingest(c, feed, items)).map_err(describe)
+    db.transaction(|c| ingest(c, feed, items)).map(|w| w.len()).map_err(describe)
 }
 
 /// Bulk Data `$import` (Parameters with `inputSource` and `input` parts of `type` and `url`): the

@@ -2,10 +2,13 @@
 //! cancelled, dispensed, allergy recorded) feeding the persisted record. Idempotent on the
 //! message id: a replayed message gets the first answer and changes nothing.
 
+use super::ingest::{ingest, AtItem, Feed};
+use super::sources;
 use crate::auth::AccessContext;
 use crate::db::{Backend, Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};
+use crate::fhir::Interaction;
 use crate::fhir::{now_micros, resource_type, time, FhirError, Store};
 use serde_json::{json, Value};
 use std::sync::mpsc;
@@ -73,6 +76,42 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
     if let Some(d) = seen {
         return Ok(serde_json::from_str(&d.response).unwrap_or(Value::Null));
     }
+    let written = match sources::fed_by(conn, &ctx.client_id)? {
+        Some((name, fhir_base)) => to_copy(conn, ctx, &Feed { name: &name, fhir_base: &fhir_base }, entries)?,
+        None => as_sender(conn, ctx, entries)?,
+    };
+    let answer = response(id, header, &written);
+    conn.execute(
+        &Sql::with(
+            "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
+            [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
+        )
+        .reused(),
+    )?;
+    Ok(answer)
+}
+
+/// A message from a provider system the operator named as a source's event sender: its resources
+/// land in that source's persisted copy (ids as the source gave them, owned by the source, each
+/// with the copy's Provenance), exactly as a bulk extract from that source would. The token must
+/// still allow creating and updating each type.
+fn to_copy(conn: &mut Conn, ctx: &AccessContext, feed: &Feed, entries: &[Value]) -> Result<Vec<String>, FhirError> {
+    let mut items = Vec::new();
+    for (i, e) in entries.iter().enumerate().skip(1) {
+        let r = e["resource"].clone();
+        let t = r["resourceType"].as_str().unwrap_or_default();
+        ctx.require(t, Interaction::Create)?;
+        ctx.require(t, Interaction::Update)?;
+        items.push((i, r));
+    }
+    ingest(conn, feed, items).map_err(|AtItem(entry, e)| match e {
+        FhirError::Db(_) | FhirError::Conflict(_) => e,
+        e => FhirError::unprocessable(format!("entry {entry}, for the source '{}': {e}", feed.name)),
+    })
+}
+
+/// A message written as the sender's own: scope and the patients' grants apply to each resource.
+fn as_sender(conn: &mut Conn, ctx: &AccessContext, entries: &[Value]) -> Result<Vec<String>, FhirError> {
     let mut refs = Refs::default();
     let mut written = Vec::new();
     for e in entries.iter().skip(1) {
@@ -107,15 +146,7 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
         written.push(format!("{}/{}", s.rtype, s.id));
     }
     check_refs(conn, &refs)?;
-    let answer = response(id, header, &written);
-    conn.execute(
-        &Sql::with(
-            "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
-            [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
-        )
-        .reused(),
-    )?;
-    Ok(answer)
+    Ok(written)
 }
 
 type Reply = mpsc::Sender<Result<Value, FhirError>>;

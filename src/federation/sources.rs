@@ -55,6 +55,8 @@ pub struct SourceRow {
     pub timeout_ms: i64,
     #[diesel(sql_type = Nullable<Text>)]
     pub types: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub events_client: Option<String>,
 }
 
 /// A source ready to be called: its private key opened, if it authenticates.
@@ -68,6 +70,8 @@ pub struct Source {
     pub types: Option<Vec<String>>,
     /// (client id, key id, PKCS#8 DER of an EC P-384 key) for SMART Backend Services.
     pub credentials: Option<(String, String, Vec<u8>)>,
+    /// The local client whose event messages feed this source's persisted copy.
+    pub events_client: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,9 +84,12 @@ pub struct NewSource {
     pub types: Option<Vec<String>>,
     /// (client id, key id, PKCS#8 DER)
     pub credentials: Option<(String, String, Vec<u8>)>,
+    /// The local client (a provider system) whose event messages feed this source's copy.
+    pub events_client: Option<String>,
 }
 
-const COLUMNS: &str = "name, fhir_base, auth, client_id, key_sealed, policy, max_age_secs, timeout_ms, types";
+const COLUMNS: &str =
+    "name, fhir_base, auth, client_id, key_sealed, policy, max_age_secs, timeout_ms, types, events_client";
 
 pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError> {
     if !crate::fhir::valid_id(&s.name) {
@@ -102,7 +109,7 @@ pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError>
         None => ("none", None, None),
     };
     let r = conn.execute(&Sql::with(
-        &format!("INSERT INTO federated_sources ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        &format!("INSERT INTO federated_sources ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         [
             Bind::Text(s.name.clone()),
             Bind::Text(s.fhir_base.trim_end_matches('/').to_string()),
@@ -113,6 +120,7 @@ pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError>
             Bind::Int(s.max_age_secs),
             Bind::Int(s.timeout_ms),
             Bind::OptText(s.types.as_ref().map(|t| t.join(","))),
+            Bind::OptText(s.events_client.clone()),
             Bind::Int(now_micros()),
         ],
     ));
@@ -141,6 +149,7 @@ fn open(keys: &Keys, r: SourceRow) -> Result<Source, AuthError> {
         fhir_base: r.fhir_base,
         max_age_secs: r.max_age_secs,
         timeout_ms: r.timeout_ms,
+        events_client: r.events_client,
         credentials,
     })
 }
@@ -166,6 +175,7 @@ pub struct Change {
     pub policy: Option<Policy>,
     pub max_age_secs: Option<i64>,
     pub timeout_ms: Option<i64>,
+    pub events_client: Option<String>,
 }
 
 /// Moves a source between roadmap stages by configuration: the name (and so the ids of its
@@ -173,11 +183,13 @@ pub struct Change {
 pub fn update(conn: &mut Conn, name: &str, c: &Change) -> Result<bool, DbError> {
     Ok(conn.execute(&Sql::with(
         "UPDATE federated_sources SET policy = COALESCE(?, policy), max_age_secs = COALESCE(?, max_age_secs), \
-         timeout_ms = COALESCE(?, timeout_ms) WHERE name = ? AND retired_at IS NULL",
+         timeout_ms = COALESCE(?, timeout_ms), events_client = COALESCE(?, events_client) \
+         WHERE name = ? AND retired_at IS NULL",
         [
             Bind::OptText(c.policy.map(|p| p.as_str().to_string())),
             Bind::OptInt(c.max_age_secs),
             Bind::OptInt(c.timeout_ms),
+            Bind::OptText(c.events_client.clone()),
             Bind::Text(name.into()),
         ],
     ))? == 1)
@@ -188,6 +200,22 @@ pub fn remove(conn: &mut Conn, name: &str) -> Result<bool, DbError> {
         "UPDATE federated_sources SET retired_at = ? WHERE name = ? AND retired_at IS NULL",
         [Bind::Int(now_micros()), Bind::Text(name.into())],
     ))? == 1)
+}
+
+/// The active source whose persisted copy `client_id`'s event messages feed, as (name, FHIR base).
+pub fn fed_by(conn: &mut Conn, client_id: &str) -> Result<Option<(String, String)>, DbError> {
+    #[derive(QueryableByName)]
+    struct Fed {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Text)]
+        fhir_base: String,
+    }
+    let q = Sql::with(
+        "SELECT name, fhir_base FROM federated_sources WHERE events_client = ? AND retired_at IS NULL",
+        [Bind::Text(client_id.into())],
+    );
+    Ok(conn.first::<Fed>(&q.reused())?.map(|f| (f.name, f.fhir_base)))
 }
 
 /// Single-and-only: the source's persisted copies become locally owned and the source retires.

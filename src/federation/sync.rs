@@ -146,7 +146,7 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
             let written = pulled.and_then(|items| {
                 let items: Vec<_> = items.into_iter().filter(|i| i["resourceType"] == t.as_str()).enumerate().collect();
                 db.transaction(|c| {
-                    let n = ingest(c, &feed, items)?;
+                    let n = ingest(c, &feed, items)?.len();
                     sources::record_fetch_at(c, &s.name, &patient, t, started)?;
                     Ok::<_, super::ingest::AtItem>(n)
                 })

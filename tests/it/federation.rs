@@ -42,6 +42,7 @@ fn add_source(
         timeout_ms,
         types: None,
         credentials: creds,
+        events_client: None,
     };
     sources::add(&mut conn, &app.hf.keys, &s).expect("source");
 }
@@ -85,11 +86,7 @@ fn on_read_keeps_copies_owned_by_the_source(app: &TestApp) {
     assert_eq!(again.ids(), vec![copy.clone()]);
     assert!(again.entries().iter().all(|e| e["search"]["mode"] != "outcome"), "fresh copy: the source is not asked");
     // Another provider, granted write access by the patient, may not change a copy the source owns.
-    app.grant(&p, Grantee::Organization("Organization/other".into()), "patient/*.cruds");
-    let mut claims =
-        healthfolio::auth::Claims::new(&app.base, &app.fhir, "x", "other-system", "system/*.cruds", None, 300);
-    claims.org = Some("Organization/other".into());
-    let other = app.client_with(Some(app.hf.keys.sign(&claims).expect("sign")));
+    let other = granted_provider(app, &p);
     let body = app.client().get(&format!("MedicationRequest/{copy}")).body;
     let r = other.put(&format!("MedicationRequest/{copy}"), &body);
     assert_eq!(r.status, 409, "{}", r.text);
@@ -98,6 +95,15 @@ fn on_read_keeps_copies_owned_by_the_source(app: &TestApp) {
     let mut conn = app.hf.db.conn().expect("conn");
     assert_eq!(sources::adopt(&mut conn, "gp-b").expect("adopt"), 1);
     assert_eq!(other.put(&format!("MedicationRequest/{copy}"), &body).status, 200);
+}
+
+/// A provider system the patient `p` granted full access to.
+fn granted_provider(app: &TestApp, p: &str) -> crate::support::Client {
+    app.grant(p, Grantee::Organization("Organization/other".into()), "patient/*.cruds");
+    let mut claims =
+        healthfolio::auth::Claims::new(&app.base, &app.fhir, "x", "other-system", "system/*.cruds", None, 300);
+    claims.org = Some("Organization/other".into());
+    app.client_with(Some(app.hf.keys.sign(&claims).expect("sign")))
 }
 
 /// Where the Provenance of a persisted copy says it came from (one per version written).
@@ -152,6 +158,68 @@ fn messages_are_idempotent(app: &TestApp) {
     let found = c.get("MedicationRequest?identifier=https://eps.example/prescription|EPS-1");
     assert_eq!(found.ids().len(), 1);
     assert_eq!(found.entries()[0]["resource"]["status"], "cancelled");
+}
+
+/// Persisted copy fed by events: the provider system the operator named as a source's event sender
+/// writes into that source's copy (the source's ids, owned by it, with the copy's Provenance), not
+/// as its own records; replays change nothing, a change lands on the same copy.
+fn events_feed_the_sources_copy(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (pkcs8, jwks) = backend_keys("ev1");
+    let sender = backend_client(app, jwks, "Organization/gp-a");
+    let token = |jti: &str, scope: &str| {
+        let a = assertion(app, &sender, "ev1", &pkcs8, jti, 200);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", a.as_str()),
+        ];
+        let (status, t) = token_request(app, &form);
+        assert_eq!(status, 200, "{t}");
+        app.client_with(t["access_token"].as_str().map(str::to_string))
+    };
+    add_source(app, "gp-a", "http://127.0.0.1:9/fhir", Policy::Always, None, 500);
+    let bind = sources::Change { events_client: Some(sender.clone()), ..Default::default() };
+    assert!(sources::update(&mut app.hf.db.conn().expect("conn"), "gp-a", &bind).expect("update"));
+    let (code, display) = PARACETAMOL;
+    let mut mr = medication_request("gp-p1", code, display, "active", "2025-01-02");
+    mr["id"] = json!("rx-1");
+    let msg = json!({"resourceType": "Bundle", "id": "gp-a-msg-1", "type": "message", "entry": [
+        {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-0000000000a1", "resource": {"resourceType": "MessageHeader", "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-event", "code": "prescription-order"}, "source": {"endpoint": "https://gp-a.example"}}},
+        {"fullUrl": "http://127.0.0.1:9/fhir/Patient/gp-p1", "resource": {"resourceType": "Patient", "id": "gp-p1", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS[0]}]}},
+        {"fullUrl": "http://127.0.0.1:9/fhir/MedicationRequest/rx-1", "resource": mr}]});
+    let read_only = token("jti-ev-ro", "system/*.rs");
+    let refused = read_only.post("$process-message", &msg);
+    assert_eq!(refused.status, 403, "writing the copy still needs write scopes: {}", refused.text);
+    let gp = token("jti-ev-rw", "system/*.cruds");
+    let first = gp.post("$process-message", &msg);
+    assert_eq!(first.status, 200, "{}", first.text);
+    let focus: Vec<&str> = first.body["entry"][0]["resource"]["focus"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|r| r["reference"].as_str()).collect())
+        .unwrap_or_default();
+    let copy = "MedicationRequest/gp-a-rx-1";
+    assert_eq!(focus, vec![format!("Patient/{p}").as_str(), copy], "the person's record here is linked, not copied");
+    let held = app.client().get(copy);
+    assert_eq!(held.status, 200);
+    assert_eq!(held.body["subject"]["reference"], format!("Patient/{p}"));
+    assert_eq!(held.body["meta"]["source"], "http://127.0.0.1:9/fhir/MedicationRequest/rx-1");
+    assert_eq!(copy_provenance(app, "gp-a-rx-1"), vec!["http://127.0.0.1:9/fhir/MedicationRequest/rx-1".to_string()]);
+    assert_eq!(gp.post("$process-message", &msg).body, first.body, "a replay gets the first answer");
+    let mut changed = msg.clone();
+    changed["id"] = json!("gp-a-msg-2");
+    changed["entry"][2]["resource"]["status"] = json!("cancelled");
+    assert_eq!(gp.post("$process-message", &changed).status, 200);
+    let history = app.client().get(&format!("{copy}/_history"));
+    assert_eq!(history.entries().len(), 2, "one version per change, none for the replay");
+    assert_eq!(app.client().get(copy).body["status"], "cancelled");
+    // The copy belongs to the source: a write through the API is refused, naming it.
+    let mut body = app.client().get(copy).body;
+    body["status"] = json!("active");
+    let r = granted_provider(app, &p).put(copy, &body);
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.diagnostics().contains("gp-a"), "{}", r.text);
 }
 
 /// Many messages at once (on SQLite they are committed in groups): each gets its own answer, a bad
@@ -448,5 +516,6 @@ both!(
     on_read_keeps_copies_owned_by_the_source,
     dead_source_never_fails_the_search,
     messages_are_idempotent,
+    events_feed_the_sources_copy,
     concurrent_messages_are_written_once_each
 );

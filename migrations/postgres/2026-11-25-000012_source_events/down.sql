@@ -1,0 +1,1 @@
+ALTER TABLE federated_sources DROP COLUMN events_client;
