@@ -26,6 +26,9 @@ pub enum SourceCmd {
         /// The client id of the provider system whose event messages feed this source's copy.
         #[arg(long)]
         events_client: Option<String>,
+        /// How an `always` source is kept in step: search (per patient) | bulk (Patient/$export)
+        #[arg(long, value_parser = ["search", "bulk"])]
+        sync: Option<String>,
     },
     /// List sources.
     List,
@@ -72,6 +75,10 @@ pub struct AddSource {
     /// feed this source's persisted copy.
     #[arg(long)]
     pub events_client: Option<String>,
+    /// How an `always` source is kept in step: search (what changed, per linked patient) | bulk
+    /// (one Bulk Data Patient/$export of what it shares with us)
+    #[arg(long, default_value = "search", value_parser = ["search", "bulk"])]
+    pub sync: String,
 }
 
 /// `10m`, `30s`, `1h`, `500ms` as a duration.
@@ -103,6 +110,7 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
                 timeout,
                 types,
                 events_client,
+                sync,
             } = *a;
             let credentials = match (auth.as_str(), client_id, key_file) {
                 ("client-credentials", Some(c), Some(f)) => {
@@ -122,16 +130,18 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
                 types,
                 credentials,
                 events_client,
+                bulk_sync: sync == "bulk",
             };
             sources::add(&mut conn, &hf.keys, &s)?;
             println!("source {name} added ({policy})");
         }
-        SourceCmd::Update { name, policy, max_age, timeout, events_client } => {
+        SourceCmd::Update { name, policy, max_age, timeout, events_client, sync } => {
             let change = sources::Change {
                 policy: policy.as_deref().map(|p| Policy::parse(p).ok_or("unknown policy")).transpose()?,
                 max_age_secs: max_age.as_deref().map(duration).transpose()?.map(|d| d.as_secs() as i64),
                 timeout_ms: timeout.as_deref().map(duration).transpose()?.map(|d| d.as_millis() as i64),
                 events_client,
+                bulk_sync: sync.map(|s| s == "bulk"),
             };
             if !sources::update(&mut conn, &name, &change)? {
                 return Err(format!("no active source named {name}").into());
@@ -141,10 +151,11 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
         SourceCmd::List => {
             for s in sources::active(&mut conn, &hf.keys)? {
                 println!(
-                    "{}\t{}\t{}\tmax-age {}s\ttimeout {}ms{}",
+                    "{}\t{}\t{}{}\tmax-age {}s\ttimeout {}ms{}",
                     s.name,
                     s.fhir_base,
                     s.policy.as_str(),
+                    if s.bulk_sync { " (bulk)" } else { "" },
                     s.max_age_secs,
                     s.timeout_ms,
                     s.events_client.map(|c| format!("\tevents from client {c}")).unwrap_or_default()

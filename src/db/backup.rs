@@ -179,6 +179,7 @@ const TABLES: &[Table] = &[
             ("created_at", Int),
             ("retired_at", OptInt),
             ("events_client", OptText),
+            ("sync_mode", Text),
         ],
     ),
     (

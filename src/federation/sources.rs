@@ -57,6 +57,8 @@ pub struct SourceRow {
     pub types: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub events_client: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub sync_mode: String,
 }
 
 /// A source ready to be called: its private key opened, if it authenticates.
@@ -72,6 +74,8 @@ pub struct Source {
     pub credentials: Option<(String, String, Vec<u8>)>,
     /// The local client whose event messages feed this source's persisted copy.
     pub events_client: Option<String>,
+    /// An `always` source is kept in step by Bulk Data `$export` rather than by searches.
+    pub bulk_sync: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -86,10 +90,12 @@ pub struct NewSource {
     pub credentials: Option<(String, String, Vec<u8>)>,
     /// The local client (a provider system) whose event messages feed this source's copy.
     pub events_client: Option<String>,
+    /// Keep an `always` copy in step by Bulk Data `$export` rather than by searches.
+    pub bulk_sync: bool,
 }
 
 const COLUMNS: &str =
-    "name, fhir_base, auth, client_id, key_sealed, policy, max_age_secs, timeout_ms, types, events_client";
+    "name, fhir_base, auth, client_id, key_sealed, policy, max_age_secs, timeout_ms, types, events_client, sync_mode";
 
 pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError> {
     if !crate::fhir::valid_id(&s.name) {
@@ -109,7 +115,7 @@ pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError>
         None => ("none", None, None),
     };
     let r = conn.execute(&Sql::with(
-        &format!("INSERT INTO federated_sources ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        &format!("INSERT INTO federated_sources ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
         [
             Bind::Text(s.name.clone()),
             Bind::Text(s.fhir_base.trim_end_matches('/').to_string()),
@@ -121,6 +127,7 @@ pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError>
             Bind::Int(s.timeout_ms),
             Bind::OptText(s.types.as_ref().map(|t| t.join(","))),
             Bind::OptText(s.events_client.clone()),
+            Bind::Text(sync_mode(s.bulk_sync).into()),
             Bind::Int(now_micros()),
         ],
     ));
@@ -150,6 +157,7 @@ fn open(keys: &Keys, r: SourceRow) -> Result<Source, AuthError> {
         max_age_secs: r.max_age_secs,
         timeout_ms: r.timeout_ms,
         events_client: r.events_client,
+        bulk_sync: r.sync_mode == "bulk",
         credentials,
     })
 }
@@ -176,6 +184,15 @@ pub struct Change {
     pub max_age_secs: Option<i64>,
     pub timeout_ms: Option<i64>,
     pub events_client: Option<String>,
+    pub bulk_sync: Option<bool>,
+}
+
+fn sync_mode(bulk: bool) -> &'static str {
+    if bulk {
+        "bulk"
+    } else {
+        "search"
+    }
 }
 
 /// Moves a source between roadmap stages by configuration: the name (and so the ids of its
@@ -183,13 +200,15 @@ pub struct Change {
 pub fn update(conn: &mut Conn, name: &str, c: &Change) -> Result<bool, DbError> {
     Ok(conn.execute(&Sql::with(
         "UPDATE federated_sources SET policy = COALESCE(?, policy), max_age_secs = COALESCE(?, max_age_secs), \
-         timeout_ms = COALESCE(?, timeout_ms), events_client = COALESCE(?, events_client) \
+         timeout_ms = COALESCE(?, timeout_ms), events_client = COALESCE(?, events_client), \
+         sync_mode = COALESCE(?, sync_mode) \
          WHERE name = ? AND retired_at IS NULL",
         [
             Bind::OptText(c.policy.map(|p| p.as_str().to_string())),
             Bind::OptInt(c.max_age_secs),
             Bind::OptInt(c.timeout_ms),
             Bind::OptText(c.events_client.clone()),
+            Bind::OptText(c.bulk_sync.map(|b| sync_mode(b).to_string())),
             Bind::Text(name.into()),
         ],
     ))? == 1)

@@ -4,7 +4,7 @@
 //! page), into the persisted copy through [`super::ingest`].
 
 use super::client::SourceClient;
-use super::ingest::{ingest, Feed};
+use super::ingest::{ingest, parse_ndjson, Feed};
 use super::sources::{self, Policy, Source};
 use crate::auth::Keys;
 use crate::db::{Bind, Conn, Db, Sql};
@@ -114,6 +114,10 @@ fn finish(conn: &mut Conn, source: &str, worker: &str, round: &Round) -> Result<
 pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
     let mut round = Round::default();
     let timeout = Duration::from_millis(s.timeout_ms.max(1000) as u64);
+    if s.bulk_sync {
+        bulk_round(db, client, s, &mut round);
+        return round;
+    }
     if let Err(e) = link_patients(db, client, s, timeout, &mut round) {
         round.failures.push(format!("linking: {e}"));
     }
@@ -124,7 +128,7 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
             return round;
         }
     };
-    let types: Vec<String> = s.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect());
+    let types = types_of(s);
     let feed = Feed { name: &s.name, fhir_base: &s.fhir_base };
     for (patient, remote) in links {
         for t in &types {
@@ -135,11 +139,7 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
             // server answers), every page of it.
             let mut path = format!("{t}?patient={remote}&_count=1000");
             if let Some(since) = since {
-                let gt = time::format_instant(since - OVERLAP_MICROS);
-                path.push_str(&format!(
-                    "&_lastUpdated=gt{}",
-                    percent_encoding::utf8_percent_encode(&gt, percent_encoding::NON_ALPHANUMERIC)
-                ));
+                path.push_str(&format!("&_lastUpdated=gt{}", overlapping(since)));
             }
             let pulled =
                 client.fetch_all(s, &path, timeout, MAX_PAGES).map_err(|e| format!("{t} of {remote}: source {e}"));
@@ -159,6 +159,54 @@ pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
         }
     }
     round
+}
+
+fn types_of(s: &Source) -> Vec<String> {
+    s.types.clone().unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| t.to_string()).collect())
+}
+
+/// `since`, moved back by the clock overlap, as a query parameter value.
+fn overlapping(since: i64) -> String {
+    let at = time::format_instant(since - OVERLAP_MICROS);
+    percent_encoding::utf8_percent_encode(&at, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Where a bulk round's start is kept (`source_fetches` keyed by a patient no id can be).
+const BULK_MARK: (&str, &str) = ("*", "$export");
+/// A bulk round waits this long at most for the source to finish its export.
+const BULK_DEADLINE: Duration = Duration::from_secs(300);
+
+/// One bulk round: the source's Bulk Data `Patient/$export` of everything it shares with us
+/// (Patients included, so each is linked by NHS number or copied), what changed since the last
+/// complete round. Each file is ingested whole or not at all; a failure ends the round, and the
+/// next one asks again from the same point (ingest is idempotent).
+fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
+    let started = now_micros();
+    let since =
+        db.conn().ok().and_then(|mut c| sources::last_fetch(&mut c, &s.name, BULK_MARK.0, BULK_MARK.1).ok().flatten());
+    let mut types = types_of(s);
+    if !types.iter().any(|t| t == "Patient") {
+        types.insert(0, "Patient".into());
+    }
+    let mut query = format!("_type={}", types.join(","));
+    if let Some(since) = since {
+        query.push_str(&format!("&_since={}", overlapping(since)));
+    }
+    let feed = Feed { name: &s.name, fhir_base: &s.fhir_base };
+    let timeout = Duration::from_millis(s.timeout_ms.max(1000) as u64);
+    let exported = client.bulk_export(s, &query, timeout, BULK_DEADLINE, |t, text| {
+        let describe = |super::ingest::AtItem(line, e)| format!("{t} file, line {line}: {e}");
+        let items = parse_ndjson(&text).map_err(describe)?;
+        round.written += db.transaction(|c| ingest(c, &feed, items)).map_err(describe)?.len();
+        Ok(())
+    });
+    let done = exported.and_then(|_| {
+        db.transaction(|c| sources::record_fetch_at(c, &s.name, BULK_MARK.0, BULK_MARK.1, started))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = done {
+        round.failures.push(format!("bulk export: source {e}"));
+    }
 }
 
 /// Local patients (not copies) this source has not been asked about yet, found there by NHS number.

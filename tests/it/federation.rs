@@ -43,6 +43,7 @@ fn add_source(
         types: None,
         credentials: creds,
         events_client: None,
+        bulk_sync: false,
     };
     sources::add(&mut conn, &app.hf.keys, &s).expect("source");
 }
@@ -386,6 +387,46 @@ fn always_source_syncs_in_the_background(app: &TestApp) {
     assert_eq!(count(), 1102);
 }
 
+/// An `always` source kept in step by its own Bulk Data export (`--sync bulk`): one
+/// `Patient/$export` a round, only what it shares with us, then only what changed (`_since`).
+fn always_source_syncs_by_bulk_export(app: &TestApp) {
+    let (src, creds) = provider(NHS[0]);
+    src.create(patient(NHS[1], "Not", "Shared")); // no grant to us: never exported
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    add_source(app, "gp-bulk", &src.fhir, Policy::Never, Some(creds), 3000);
+    let bulk = sources::Change { bulk_sync: Some(true), policy: Some(Policy::Always), ..Default::default() };
+    assert!(sources::update(&mut app.hf.db.conn().expect("conn"), "gp-bulk", &bulk).expect("update"));
+    let path = format!("MedicationRequest?patient={p}");
+    let r = wait_for(app, &path, 1);
+    let copy = &r.entries()[0]["resource"];
+    assert!(copy["id"].as_str().is_some_and(|id| id.starts_with("gp-bulk-")), "{copy}");
+    assert_eq!(copy["subject"]["reference"], format!("Patient/{p}"), "linked to the local record by NHS number");
+    let copied_patients =
+        app.client().get("Patient?_count=100").ids().into_iter().filter(|id| id.starts_with("gp-bulk-")).count();
+    assert_eq!(copied_patients, 0, "the shared patient is linked, and the unshared one never came");
+    let remote_patient =
+        src.client().get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0])).ids()[0].clone();
+    let (code, display) = PARACETAMOL;
+    src.create(medication_request(&remote_patient, code, display, "active", "2025-03-01"));
+    wait_for(app, &path, 2);
+    #[derive(diesel::QueryableByName)]
+    struct Job {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        request: String,
+    }
+    let jobs: Vec<Job> = src
+        .hf
+        .db
+        .conn()
+        .expect("conn")
+        .load(&healthfolio::db::Sql::new("SELECT request FROM jobs WHERE kind = 'bulk-export' ORDER BY created_at"))
+        .expect("jobs");
+    assert!(jobs.len() >= 2, "one export a round");
+    assert!(!jobs[0].request.contains("_since"), "{}", jobs[0].request);
+    assert!(jobs[1..].iter().all(|j| j.request.contains("_since")), "later rounds ask for changes only");
+    assert_eq!(app.client().get(&path).ids().len(), 2, "nothing duplicated by the repeated rounds");
+}
+
 /// Bulk extracts into a persisted copy: `$import` of an uploaded file and of files fetched from the
 /// source's own Bulk Data export, and `load --source`; each idempotent and all-or-nothing per file.
 fn bulk_extracts_feed_the_copy(app: &TestApp) {
@@ -510,6 +551,7 @@ fn import_fetches_files_from_the_source(app: &TestApp) {
 both!(
     everything_is_federated,
     always_source_syncs_in_the_background,
+    always_source_syncs_by_bulk_export,
     bulk_extracts_feed_the_copy,
     import_fetches_files_from_the_source,
     federated_search_merges_and_marks_origin,

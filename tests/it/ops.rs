@@ -28,6 +28,7 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
         types: None,
         credentials: None,
         events_client: None,
+        bulk_sync: false,
     };
     healthfolio::federation::sources::add(&mut app.hf.db.conn().expect("conn"), &app.hf.keys, &source).expect("source");
     let msg = json!({"resourceType": "Bundle", "id": "backup-msg", "type": "message", "entry": [
