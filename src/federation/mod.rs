@@ -16,7 +16,7 @@ use crate::auth::{AccessContext, Keys};
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::search::{SearchRequest, SearchResult};
-use crate::fhir::store::{create_in, current, new_id, update_in, Refs, WriteOutcome};
+use crate::fhir::store::{create_in, current, moved_to, new_id, update_in, Refs, WriteOutcome};
 use crate::fhir::{now_micros, params, FhirError, Interaction, Store, NHS_NUMBER_SYSTEM};
 use client::SourceClient;
 use serde_json::{json, Value};
@@ -254,17 +254,24 @@ pub fn search(
         return store.search(ctx, req);
     };
     let mut conn = store.db.conn()?;
-    let due = due_sources(&mut conn, keys, &patient, Some(&req.rtype))?;
-    if due.is_empty() || !ctx.may_touch(&mut conn, &req.rtype, Some(&patient), Interaction::Search)? {
-        return store.search(ctx, req);
+    let mut due = due_sources(&mut conn, keys, &patient, Some(&req.rtype))?;
+    let mut moved = moved_to(&mut conn, &patient)?;
+    // Only a caller who may search this record is told of its sources or where it moved.
+    if (!due.is_empty() || moved.is_some())
+        && !ctx.may_touch(&mut conn, &req.rtype, Some(&patient), Interaction::Search)?
+    {
+        (due, moved) = (Vec::new(), None);
     }
-    let path_for = |remote: &str| remote_query(req, remote);
-    let (remote, unavailable) = federate(store, &mut conn, client, ctx, &patient, due, &path_for, &|r| {
-        r["resourceType"] == req.rtype.as_str()
-    })?;
+    let (remote, unavailable) = if due.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let path_for = |remote: &str| remote_query(req, remote);
+        federate(store, &mut conn, client, ctx, &patient, due, &path_for, &|r| r["resourceType"] == req.rtype.as_str())?
+    };
     let mut result = store.search(ctx, req)?;
     merge(&mut result, remote);
     result.unavailable = unavailable;
+    result.moved_to = moved;
     Ok(result)
 }
 
@@ -377,6 +384,8 @@ pub fn everything(
     let mut result = store.everything(ctx, req)?;
     merge(&mut result, remote);
     result.unavailable = unavailable;
+    // `everything` answered, so the caller reaches this record: it may know where it went.
+    result.moved_to = moved_to(&mut conn, &req.patient)?;
     Ok(result)
 }
 

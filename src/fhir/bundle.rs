@@ -136,14 +136,16 @@ fn remote_entries(r: &SearchResult) -> impl Iterator<Item = Value> + '_ {
 
 /// Warnings and unavailable sources, as one OperationOutcome entry.
 fn outcome_entry(r: &SearchResult) -> Option<Value> {
-    if r.warnings.is_empty() && r.unavailable.is_empty() {
+    if r.warnings.is_empty() && r.unavailable.is_empty() && r.moved_to.is_none() {
         return None;
     }
     let warn = |code: &str, w: &String| json!({"severity": "warning", "code": code, "diagnostics": w});
-    let issues: Vec<Value> = r
-        .warnings
-        .iter()
-        .map(|w| warn("not-supported", w))
+    let moved = r.moved_to.iter().map(|to| {
+        json!({"severity": "information", "code": "informational",
+               "diagnostics": format!("this record moved to {to}: what is here is kept read-only, as it was when it moved")})
+    });
+    let issues: Vec<Value> = moved
+        .chain(r.warnings.iter().map(|w| warn("not-supported", w)))
         .chain(r.unavailable.iter().map(|w| warn("transient", w)))
         .collect();
     Some(json!({"resource": {"resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}}))

@@ -38,6 +38,8 @@ pub struct SearchResult {
     pub remote: Vec<(String, serde_json::Value)>,
     /// Sources that could not answer.
     pub unavailable: Vec<String>,
+    /// The record searched moved to another provider: its new home.
+    pub moved_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

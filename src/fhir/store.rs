@@ -339,6 +339,14 @@ fn refuse_moved(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<(
     if ctx.reach == Reach::All {
         return Ok(());
     }
+    match moved_to(conn, patient)? {
+        Some(to) => Err(FhirError::Conflict(format!("this record has moved to {to}: write there"))),
+        None => Ok(()),
+    }
+}
+
+/// Where a closed record moved to, if it did.
+pub fn moved_to(conn: &mut Conn, patient: &str) -> Result<Option<String>, crate::db::DbError> {
     #[derive(QueryableByName)]
     struct Moved {
         #[diesel(sql_type = Text)]
@@ -346,10 +354,7 @@ fn refuse_moved(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<(
     }
     let q =
         Sql::with("SELECT replaced_by FROM closed_records WHERE patient_id = ?", [Bind::Text(patient.into())]).reused();
-    match conn.first::<Moved>(&q)? {
-        Some(m) => Err(FhirError::Conflict(format!("this record has moved to {}: write there", m.replaced_by))),
-        None => Ok(()),
-    }
+    Ok(conn.first::<Moved>(&q)?.map(|m| m.replaced_by))
 }
 
 /// Closes a patient's record after it moved: the Patient points to its new home

@@ -17,6 +17,8 @@ pub struct Person {
     /// Formatted 3-3-4, or empty when the record has none.
     pub nhs_number: String,
     pub birth_date: String,
+    /// The record moved to another provider: its new home (this copy takes no new entries).
+    pub moved_to: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +124,9 @@ pub fn person(store: &Store, ctx: &AccessContext) -> Result<Person, PortalError>
         name: if name.is_empty() { "Your record".into() } else { name },
         nhs_number: format_nhs(nhs),
         birth_date: p["birthDate"].as_str().unwrap_or_default().to_string(),
+        // From the closure itself (an http(s) URL checked when the record closed), not from the
+        // Patient's links, which a writer could set to anything.
+        moved_to: crate::fhir::store::moved_to(&mut store.db.conn()?, id)?,
     })
 }
 

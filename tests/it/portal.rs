@@ -8,7 +8,7 @@ use crate::support::{Client, TestApp};
 use serde_json::{json, Value};
 
 /// Signs `email` in at the portal; returns the browser and the home page.
-fn sign_in(app: &TestApp, email: &str) -> (Browser, Page) {
+pub fn sign_in(app: &TestApp, email: &str) -> (Browser, Page) {
     let mut b = Browser::default();
     let login = b.get(&format!("{}/portal/login", app.base));
     assert_eq!(login.status, 200);

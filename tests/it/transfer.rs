@@ -54,6 +54,20 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let refused = writer.post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-05-01"));
     assert_eq!(refused.status, 409, "{}", refused.text);
     assert!(refused.diagnostics().contains("moved"));
+    // What stays at A says where the record went: in the patient's searches and on the portal.
+    let new_home = old.body["link"][0]["other"]["reference"].as_str().unwrap_or_default().to_string();
+    let searched = writer.get(&format!("MedicationRequest?patient={pa}"));
+    assert_eq!(searched.ids().len(), 1, "still readable as it was");
+    let notice = searched.entries().into_iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome entry");
+    assert!(notice.to_string().contains(&new_home), "{notice}");
+    let everything = writer.get(&format!("Patient/{pa}/$everything"));
+    assert!(everything.text.contains(&format!("this record moved to {new_home}")), "{}", everything.text);
+    let stranger = a.client_with(Some(a.patient_token("patient/*.rs", &a.create(patient(NHS[2], "Else", "Someone")))));
+    let hidden = stranger.get(&format!("MedicationRequest?patient={pa}"));
+    assert!(!hidden.text.contains(&new_home), "only those who reach the record learn where it went: {}", hidden.text);
+    let (_, home) = crate::portal::sign_in(a, "ada@example.org");
+    assert!(home.body.contains("Your record has moved"), "{}", home.body);
+    assert!(home.body.contains(&new_home), "{}", home.body);
 }
 
 /// Runs one transfer (copy or move) from A to B in two browsers; returns B's result page.
