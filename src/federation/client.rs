@@ -43,93 +43,21 @@ impl SourceClient {
     /// Downloads a bulk extract file (NDJSON) from the source, with the source's token. Only URLs
     /// on the source's own origin are called: a feed cannot send us elsewhere.
     pub fn fetch_file(&self, s: &Source, url: &str, timeout: Duration) -> Result<String, String> {
-        if !same_origin(url, &s.fhir_base) {
-            return Err(format!("{url} is not at the source {}", s.fhir_base));
-        }
         let token = self.token(s, timeout)?;
-        let mut req = agent(timeout).get(url).set("Accept", "application/fhir+ndjson");
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        let r = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, _)) => return Err(format!("{url} answered HTTP {code}")),
-            Err(e) => return Err(format!("{url} could not be read ({})", e.kind())),
-        };
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(r.into_reader(), EXTRACT_LIMIT + 1), &mut text)
-            .map_err(|e| format!("{url}: {e}"))?;
-        if text.len() as u64 > EXTRACT_LIMIT {
-            return Err(format!("{url} is larger than {} MB", EXTRACT_LIMIT >> 20));
-        }
-        Ok(text)
+        read_file(&s.fhir_base, url, token.as_deref(), timeout)
     }
 
-    /// A Bulk Data export of what the source shares with us (`Patient/$export`, Bulk Data 2.0):
-    /// kick-off, polling the status until `deadline`, then each output file handed to `each`
-    /// (Patient files first, so what the others refer to is already known). Every address called
-    /// stays on the source's origin; the export is deleted there once read, or abandoned.
+    /// A Bulk Data export of what the source shares with us: [`bulk_export`] with our token there.
     pub fn bulk_export(
         &self,
         s: &Source,
         query: &str,
         timeout: Duration,
         deadline: Duration,
-        mut each: impl FnMut(&str, String) -> Result<(), String>,
+        each: impl FnMut(&str, String) -> Result<(), String>,
     ) -> Result<usize, String> {
-        let started = Instant::now();
         let token = self.token(s, timeout)?;
-        let with_token = |req: ureq::Request| match &token {
-            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
-            None => req,
-        };
-        let kick_off = with_token(agent(timeout).get(&format!("{}/Patient/$export?{query}", s.fhir_base)))
-            .set("Accept", "application/fhir+json")
-            .set("Prefer", "respond-async");
-        let status_url = match kick_off.call() {
-            Ok(r) if r.status() == 202 => r.header("Content-Location").map(str::to_string),
-            Ok(r) => return Err(format!("answered the $export kick-off with HTTP {}", r.status())),
-            Err(ureq::Error::Status(code, _)) => return Err(format!("refused the $export kick-off (HTTP {code})")),
-            Err(e) => return Err(format!("could not be reached for $export ({})", e.kind())),
-        }
-        .ok_or("answered the $export kick-off without Content-Location")?;
-        if !same_origin(&status_url, &s.fhir_base) {
-            return Err(format!("sent its export status elsewhere ({status_url})"));
-        }
-        loop {
-            let polled = with_token(agent(timeout).get(&status_url)).set("Accept", "application/json").call();
-            match polled {
-                Ok(r) if r.status() == 202 => {
-                    // Retry-After in seconds, kept between a tenth of a second and five.
-                    let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
-                    let wait = Duration::from_secs_f64(wait.clamp(0.1, 5.0));
-                    if started.elapsed() + wait > deadline {
-                        let _ = with_token(agent(timeout).delete(&status_url)).call();
-                        return Err(format!("had not finished its export within {}s", deadline.as_secs()));
-                    }
-                    std::thread::sleep(wait);
-                }
-                Ok(r) => {
-                    let manifest: Value =
-                        r.into_json().map_err(|e| format!("sent an export manifest that is not JSON ({e})"))?;
-                    let mut files: Vec<(String, String)> = manifest["output"]
-                        .as_array()
-                        .map(|o| {
-                            o.iter()
-                                .filter_map(|f| Some((f["type"].as_str()?.to_string(), f["url"].as_str()?.to_string())))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    files.sort_by_key(|(t, _)| t != "Patient");
-                    let read = files.iter().try_for_each(|(t, url)| each(t, self.fetch_file(s, url, timeout)?));
-                    // Read or not, the export is done with (Bulk Data: DELETE the status URL).
-                    let _ = with_token(agent(timeout).delete(&status_url)).call();
-                    return read.map(|_| files.len());
-                }
-                Err(ureq::Error::Status(code, _)) => return Err(format!("export failed there (HTTP {code})")),
-                Err(e) => return Err(format!("could not be reached for the export status ({})", e.kind())),
-            }
-        }
+        bulk_export(&s.fhir_base, token.as_deref(), query, timeout, deadline, each)
     }
 
     /// Whether the breaker lets a call through now.
@@ -239,6 +167,97 @@ impl SourceClient {
             _ => vec![v],
         };
         Ok((items, next))
+    }
+}
+
+/// Downloads an NDJSON file (a bulk extract or export output) from the server at `base`, with
+/// `token`, up to [`EXTRACT_LIMIT`]. Only URLs on that server's own origin are called.
+pub(crate) fn read_file(base: &str, url: &str, token: Option<&str>, timeout: Duration) -> Result<String, String> {
+    if !same_origin(url, base) {
+        return Err(format!("{url} is not at {base}"));
+    }
+    let mut req = agent(timeout).get(url).set("Accept", "application/fhir+ndjson");
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let r = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return Err(format!("{url} answered HTTP {code}")),
+        Err(e) => return Err(format!("{url} could not be read ({})", e.kind())),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(r.into_reader(), EXTRACT_LIMIT + 1), &mut text)
+        .map_err(|e| format!("{url}: {e}"))?;
+    if text.len() as u64 > EXTRACT_LIMIT {
+        return Err(format!("{url} is larger than {} MB", EXTRACT_LIMIT >> 20));
+    }
+    Ok(text)
+}
+
+/// A Bulk Data 2.0 `Patient/$export` at `base` (what `token` may export): kick-off, polling the
+/// status until `deadline`, then each output file handed to `each` (Patient files first, so what
+/// the others refer to is already known). Every address called stays on that server's origin;
+/// the export is deleted there once read, or abandoned.
+pub(crate) fn bulk_export(
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+    timeout: Duration,
+    deadline: Duration,
+    mut each: impl FnMut(&str, String) -> Result<(), String>,
+) -> Result<usize, String> {
+    let started = Instant::now();
+    let with_token = |req: ureq::Request| match token {
+        Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+        None => req,
+    };
+    let kick_off = with_token(agent(timeout).get(&format!("{base}/Patient/$export?{query}")))
+        .set("Accept", "application/fhir+json")
+        .set("Prefer", "respond-async");
+    let status_url = match kick_off.call() {
+        Ok(r) if r.status() == 202 => r.header("Content-Location").map(str::to_string),
+        Ok(r) => return Err(format!("answered the $export kick-off with HTTP {}", r.status())),
+        Err(ureq::Error::Status(code, _)) => return Err(format!("refused the $export kick-off (HTTP {code})")),
+        Err(e) => return Err(format!("could not be reached for $export ({})", e.kind())),
+    }
+    .ok_or("answered the $export kick-off without Content-Location")?;
+    if !same_origin(&status_url, base) {
+        return Err(format!("sent its export status elsewhere ({status_url})"));
+    }
+    loop {
+        let polled = with_token(agent(timeout).get(&status_url)).set("Accept", "application/json").call();
+        match polled {
+            Ok(r) if r.status() == 202 => {
+                // Retry-After in seconds, kept between a tenth of a second and five.
+                let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+                let wait = Duration::from_secs_f64(wait.clamp(0.1, 5.0));
+                if started.elapsed() + wait > deadline {
+                    let _ = with_token(agent(timeout).delete(&status_url)).call();
+                    return Err(format!("had not finished its export within {}s", deadline.as_secs()));
+                }
+                std::thread::sleep(wait);
+            }
+            Ok(r) => {
+                let manifest: Value =
+                    r.into_json().map_err(|e| format!("sent an export manifest that is not JSON ({e})"))?;
+                let mut files: Vec<(String, String)> = manifest["output"]
+                    .as_array()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|f| Some((f["type"].as_str()?.to_string(), f["url"].as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                files.sort_by_key(|(t, _)| t != "Patient");
+                let files_timeout = timeout.max(Duration::from_secs(60));
+                let read = files.iter().try_for_each(|(t, url)| each(t, read_file(base, url, token, files_timeout)?));
+                // Read or not, the export is done with (Bulk Data: DELETE the status URL).
+                let _ = with_token(agent(timeout).delete(&status_url)).call();
+                return read.map(|_| files.len());
+            }
+            Err(ureq::Error::Status(code, _)) => return Err(format!("export failed there (HTTP {code})")),
+            Err(e) => return Err(format!("could not be reached for the export status ({})", e.kind())),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -202,38 +203,62 @@ pub fn begin(db: &Db, patient: &str, partner_name: &str, redirect: &str, moving:
     Ok(url.to_string())
 }
 
-/// The record at the partner, `$everything` a page at a time (any SMART server offers it), up to
-/// [`archive::MAX_RESOURCES`]. Pages must stay on the partner's own origin.
-fn pull_everything(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>, FhirError> {
-    let mut next = Some(format!("{}/Patient/{remote}/$everything?_count=1000", p.fhir_base));
-    let mut lines = Vec::new();
+/// One `$everything` page at the partner: its resources and the next page's URL.
+fn everything_page(p: &Partner, page_url: &str, token: &str) -> Result<(Vec<Value>, Option<String>), FhirError> {
+    if !same_origin(page_url, &p.fhir_base) {
+        return Err(err(format!("{} sent the next page elsewhere", p.name)));
+    }
+    let page: Value = agent()
+        .get(page_url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .set("Accept", "application/fhir+json")
+        .call()
+        .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?
+        .into_json()
+        .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?;
+    let entries = page["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let items = entries
+        .iter()
+        .filter(|e| e["search"]["mode"] != "outcome")
+        .filter_map(|e| e.get("resource").cloned())
+        .collect();
+    let next = page["link"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
+        .and_then(|l| l["url"].as_str())
+        .map(str::to_string);
+    Ok((items, next))
+}
+
+fn too_many(lines: &[Value]) -> Result<(), FhirError> {
+    if lines.len() > archive::MAX_RESOURCES {
+        return Err(FhirError::TooLarge(format!("the record holds more than {} resources", archive::MAX_RESOURCES)));
+    }
+    Ok(())
+}
+
+/// The record at the partner, up to [`archive::MAX_RESOURCES`]. A record that fits one
+/// `$everything` page (1,000) comes from that page; a larger one from the partner's Bulk Data
+/// export (the patient's own token exports only their record), completed with what it refers to,
+/// or, where the partner offers no export, from the rest of the `$everything` pages. Every
+/// address called stays on the partner's own origin.
+fn pull_record(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>, FhirError> {
+    let (mut lines, mut next) =
+        everything_page(p, &format!("{}/Patient/{remote}/$everything?_count=1000", p.fhir_base), token)?;
+    if next.is_some() {
+        match pull_bulk(p, token) {
+            Ok(bulk) => {
+                lines = bulk;
+                next = None;
+            }
+            Err(e) => tracing::info!(partner = %p.name, "no bulk export ({e}); reading $everything page by page"),
+        }
+    }
     while let Some(page_url) = next.take() {
-        if !same_origin(&page_url, &p.fhir_base) {
-            return Err(err(format!("{} sent the next page elsewhere", p.name)));
-        }
-        let page: Value = agent()
-            .get(&page_url)
-            .set("Authorization", &format!("Bearer {token}"))
-            .set("Accept", "application/fhir+json")
-            .call()
-            .map_err(|e| err(format!("{} did not hand over the record ({e})", p.name)))?
-            .into_json()
-            .map_err(|_| err(format!("{} sent something that is not a record", p.name)))?;
-        let entries = page["entry"].as_array().map(Vec::as_slice).unwrap_or_default();
-        lines.extend(
-            entries.iter().filter(|e| e["search"]["mode"] != "outcome").filter_map(|e| e.get("resource").cloned()),
-        );
-        if lines.len() > archive::MAX_RESOURCES {
-            return Err(FhirError::TooLarge(format!(
-                "the record holds more than {} resources",
-                archive::MAX_RESOURCES
-            )));
-        }
-        next = page["link"]
-            .as_array()
-            .and_then(|l| l.iter().find(|l| l["relation"] == "next"))
-            .and_then(|l| l["url"].as_str())
-            .map(str::to_string);
+        let (items, n) = everything_page(p, &page_url, token)?;
+        lines.extend(items);
+        too_many(&lines)?;
+        next = n;
     }
     // A resource can appear on two pages (a shared Medication): once is enough.
     let mut seen = std::collections::HashSet::new();
@@ -241,6 +266,73 @@ fn pull_everything(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>,
         seen.insert(format!("{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
     });
     Ok(lines)
+}
+
+/// A large record by the partner's Bulk Data `Patient/$export`; the export holds the patient's
+/// compartment, so what it refers to outside it (a Medication, a prescriber) is read after.
+fn pull_bulk(p: &Partner, token: &str) -> Result<Vec<Value>, FhirError> {
+    let mut lines = Vec::new();
+    let exported = crate::federation::client::bulk_export(
+        &p.fhir_base,
+        Some(token),
+        "_outputFormat=application%2Ffhir%2Bndjson",
+        TIMEOUT,
+        BULK_DEADLINE,
+        |t, text| {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                lines.push(serde_json::from_str(line).map_err(|e| format!("a {t} line is not JSON ({e})"))?);
+            }
+            too_many(&lines).map_err(|e| e.to_string())
+        },
+    );
+    exported.map_err(|e| err(format!("{} {e}", p.name)))?;
+    let held: HashSet<String> = lines.iter().map(reference_to).collect();
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &lines {
+        let mut refs = BTreeSet::new();
+        relative_refs(r, &mut refs);
+        for (t, id) in refs.into_iter().filter(|(t, id)| !held.contains(&format!("{t}/{id}"))) {
+            wanted.entry(t).or_default().push(id);
+        }
+    }
+    for (t, mut ids) in wanted {
+        ids.sort();
+        ids.dedup();
+        for chunk in ids.chunks(100) {
+            let url = format!("{}/{t}?_id={}&_count=100", p.fhir_base, chunk.join(","));
+            let (items, _) = everything_page(p, &url, token)?;
+            lines.extend(items);
+        }
+    }
+    Ok(lines)
+}
+
+/// How long a partner may take to prepare a bulk export of one record.
+const BULK_DEADLINE: Duration = Duration::from_secs(300);
+
+fn reference_to(r: &Value) -> String {
+    format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
+}
+
+/// The relative references (`Type`, `id`) anywhere in `v`, outside contained resources.
+fn relative_refs(v: &Value, out: &mut BTreeSet<(String, String)>) {
+    match v {
+        Value::Object(o) => {
+            for (k, c) in o {
+                match (k.as_str(), c.as_str()) {
+                    ("reference", Some(r)) if !r.contains("://") && !r.starts_with('#') && !r.starts_with("urn:") => {
+                        if let Some((t, id)) = crate::fhir::index::split_reference(r) {
+                            out.insert((t.to_string(), id.to_string()));
+                        }
+                    }
+                    ("contained", _) => {}
+                    _ => relative_refs(c, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| relative_refs(c, out)),
+        _ => {}
+    }
 }
 
 /// Finishes a transfer when the patient returns with `code` for `state`: pulls the record the
@@ -273,7 +365,7 @@ pub fn finish(
         .patient
         .clone()
         .ok_or_else(|| err(format!("{} did not say whose record it is", p.name)))?;
-    let lines = pull_everything(&p, &remote, token.access_token().secret())?;
+    let lines = pull_record(&p, &remote, token.access_token().secret())?;
     let report =
         archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;
     if pending.mode == "move" {

@@ -152,6 +152,56 @@ fn transfer_from_an_address_the_patient_types() {
     assert!(refused.contains("does not let other services register"), "{refused}");
 }
 
+/// A record larger than one `$everything` page comes over by A's Bulk Data export, completed with
+/// what it refers to outside the compartment (the Medication, the prescriber).
+#[test]
+fn large_record_moves_by_bulk_export() {
+    let a = TestApp::sqlite_configured(|o| o.open_registration = true);
+    let b = TestApp::sqlite();
+    let pa = patient_with_login(&a, NHS[0], "ada@example.org");
+    let med = a.create(serde_json::json!({"resourceType": "Medication", "code": {"coding": [{"system": "https://dmd.nhs.uk", "code": "322236009", "display": "Paracetamol 500mg tablets"}]}}));
+    let doctor =
+        a.create(serde_json::json!({"resourceType": "Practitioner", "name": [{"family": "Khan", "given": ["Amir"]}]}));
+    let (code, display) = SIMVASTATIN;
+    let entries: Vec<serde_json::Value> = (0..1200)
+        .map(|i| {
+            let mut mr = medication_request(&pa, code, display, "active", &format!("2025-01-{:02}", i % 28 + 1));
+            if i == 0 {
+                mr.as_object_mut().map(|o| o.remove("medicationCodeableConcept"));
+                mr["medicationReference"] = serde_json::json!({"reference": format!("Medication/{med}")});
+                mr["requester"] = serde_json::json!({"reference": format!("Practitioner/{doctor}")});
+            }
+            serde_json::json!({"resource": mr, "request": {"method": "POST", "url": "MedicationRequest"}})
+        })
+        .collect();
+    let tx =
+        a.client().post("", &serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}));
+    assert_eq!(tx.status, 200, "{}", tx.text);
+    let pb = patient_with_login(&b, NHS[0], "ada@example.org");
+    let callback = format!("{}/portal/transfer/callback", b.base);
+    let done = run_choosing(&a, &b, &callback, "copy", "allow", ("address", &a.fhir));
+    assert!(done.body.contains("Your record arrived"), "{}", done.body);
+    let count = |path: &str| b.client().get(path).body["total"].as_i64().unwrap_or(-1);
+    assert_eq!(count(&format!("MedicationRequest?patient={pb}&_summary=count")), 1200);
+    let first = b.client().get(&format!("MedicationRequest?patient={pb}&medication.code=322236009&_include=MedicationRequest:medication&_include=MedicationRequest:requester"));
+    let types: Vec<String> =
+        first.entries().iter().filter_map(|e| e["resource"]["resourceType"].as_str().map(str::to_string)).collect();
+    assert!(types.iter().any(|t| t == "Medication") && types.iter().any(|t| t == "Practitioner"), "{types:?}");
+    #[derive(diesel::QueryableByName)]
+    struct Job {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        status: String,
+    }
+    let jobs: Vec<Job> =
+        a.hf.db
+            .conn()
+            .expect("conn")
+            .load(&healthfolio::db::Sql::new("SELECT status FROM jobs WHERE kind = 'bulk-export'"))
+            .expect("jobs");
+    assert_eq!(jobs.len(), 1, "one export at A");
+    assert_eq!(jobs[0].status, "cancelled", "B deleted the export once read");
+}
+
 /// B's answer when the transfer cannot start.
 fn run_refused(b: &TestApp, provider: (&str, &str)) -> String {
     let mut at_b = Browser::default();
