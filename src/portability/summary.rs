@@ -12,7 +12,13 @@ struct Section {
     title: &'static str,
     loinc: &'static str,
     types: &'static [(&'static str, &'static [(&'static str, &'static str)])],
+    /// What an empty section holds instead: a resource of this type saying that no information is
+    /// available (not "none": nothing here proves the patient takes or has nothing).
+    absent: &'static str,
 }
+
+/// SNOMED CT 1287211007 "No information available" (IPS, for an empty required section).
+const NO_INFORMATION: (&str, &str) = ("1287211007", "No information available");
 
 const SECTIONS: &[Section] = &[
     Section {
@@ -22,16 +28,19 @@ const SECTIONS: &[Section] = &[
             ("MedicationStatement", &[("status", "active,intended,on-hold")]),
             ("MedicationRequest", &[("status", "active,on-hold")]),
         ],
+        absent: "MedicationStatement",
     },
     Section {
         title: "Allergies and Intolerances",
         loinc: "48765-2",
         types: &[("AllergyIntolerance", &[("clinical-status", "active")])],
+        absent: "AllergyIntolerance",
     },
     Section {
         title: "Problem List",
         loinc: "11450-4",
         types: &[("Condition", &[("clinical-status", "active,recurrence,relapse")])],
+        absent: "Condition",
     },
 ];
 
@@ -64,12 +73,39 @@ pub fn label(v: &Value) -> String {
     }
 }
 
-fn section(s: &Section, found: &[Stored]) -> Value {
+/// The document-only resource of an empty section: "No information available" about `patient`.
+fn no_information(s: &Section, patient: &str) -> Value {
+    let concept = json!({"coding": [{"system": "http://snomed.info/sct", "code": NO_INFORMATION.0, "display": NO_INFORMATION.1}]});
+    let subject = json!({"reference": format!("Patient/{patient}")});
+    let active = |system: &str| json!({"coding": [{"system": system, "code": "active"}]});
+    let mut r = json!({"resourceType": s.absent, "id": new_id()});
+    match s.absent {
+        "MedicationStatement" => {
+            r["status"] = json!("unknown");
+            r["medicationCodeableConcept"] = concept;
+            r["subject"] = subject;
+            r["_effectiveDateTime"] = json!({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]});
+        }
+        "AllergyIntolerance" => {
+            r["clinicalStatus"] = active("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical");
+            r["code"] = concept;
+            r["patient"] = subject;
+        }
+        _ => {
+            r["clinicalStatus"] = active("http://terminology.hl7.org/CodeSystem/condition-clinical");
+            r["code"] = concept;
+            r["subject"] = subject;
+        }
+    }
+    r
+}
+
+fn section(s: &Section, found: &[Stored], absent: Option<&Value>) -> Value {
     let bodies: Vec<Value> = found.iter().map(|f| serde_json::from_str(&f.body).unwrap_or(Value::Null)).collect();
     let mut v = json!({"title": s.title, "code": {"coding": [{"system": "http://loinc.org", "code": s.loinc}]}});
-    if found.is_empty() {
+    if let Some(a) = absent {
         v["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">No information available</div>"});
-        v["emptyReason"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "unavailable", "display": "Unavailable"}]});
+        v["entry"] = json!([{"reference": format!("urn:uuid:{}", a["id"].as_str().unwrap_or_default())}]);
     } else {
         let items: String = bodies.iter().map(|b| format!("<li>{}</li>", escape(&label(b)))).collect();
         v["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\"><ul>{items}</ul></div>")});
@@ -101,7 +137,12 @@ pub fn summary(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Valu
             }
         }
         entries.extend(found.iter().map(|f| entry(&store.base, f)));
-        sections.push(section(s, &found));
+        let absent = found.is_empty().then(|| no_information(s, patient));
+        if let Some(a) = &absent {
+            entries
+                .push(json!({"fullUrl": format!("urn:uuid:{}", a["id"].as_str().unwrap_or_default()), "resource": a}));
+        }
+        sections.push(section(s, &found, absent.as_ref()));
     }
     let now = time::format_instant(crate::fhir::now_micros());
     let composition = json!({

@@ -110,7 +110,12 @@ fn summary_is_an_ips_document(app: &TestApp) {
         .collect();
     assert_eq!(codes, vec!["10160-0", "48765-2", "11450-4"]);
     assert!(comp["section"][0]["entry"].as_array().is_some_and(|e| e.len() == 2), "active medicines only");
-    assert_eq!(comp["section"][2]["emptyReason"]["coding"][0]["code"], "unavailable", "no problems: emptyReason");
+    // No problems recorded: the section holds an entry saying no information is available (IPS).
+    let none = comp["section"][2]["entry"][0]["reference"].as_str().expect("an entry in the empty section");
+    let held = r.body["entry"].as_array().and_then(|e| e.iter().find(|e| e["fullUrl"] == none)).expect("in the Bundle");
+    assert_eq!(held["resource"]["resourceType"], "Condition");
+    assert_eq!(held["resource"]["code"]["coding"][0]["code"], "1287211007");
+    assert_eq!(held["resource"]["subject"]["reference"], format!("Patient/{p}"));
 }
 
 fn phr_round_trip_between_two_instances(a: &TestApp) {
