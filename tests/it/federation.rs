@@ -161,6 +161,41 @@ fn messages_are_idempotent(app: &TestApp) {
     assert_eq!(found.entries()[0]["resource"]["status"], "cancelled");
 }
 
+/// PostgreSQL takes concurrent writers: when a message's twin commits first, the loser's writes
+/// roll back and it answers with the twin's response, written once. The twin is held open here
+/// so the race happens every time, not by luck.
+#[test]
+fn postgres_message_race_answers_with_the_first() {
+    let Some(app) = TestApp::postgres() else { return };
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let mut mr = medication_request(&p, code, display, "active", "2025-01-02");
+    mr["identifier"] = json!([{"system": "https://eps.example/prescription", "value": "EPS-RACE"}]);
+    let msg = json!({"resourceType": "Bundle", "id": "race-1", "type": "message", "entry": [
+        {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-0000000000b1", "resource": {"resourceType": "MessageHeader", "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-event", "code": "prescription-order"}, "source": {"endpoint": "https://gp.example"}}},
+        {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-0000000000b2", "resource": mr}]});
+    let first_answer = json!({"resourceType": "Bundle", "id": "the-twin's-answer", "type": "message"});
+    let mut twin = app.hf.db.conn().expect("conn");
+    twin.batch("BEGIN").expect("begin");
+    twin.execute(&healthfolio::db::Sql::with(
+        "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, 0)",
+        [healthfolio::db::Bind::Text("race-1".into()), healthfolio::db::Bind::Text(first_answer.to_string())],
+    ))
+    .expect("twin's row");
+    let client = app.client();
+    let answer = std::thread::scope(|s| {
+        let loser = s.spawn(|| client.post("$process-message", &msg));
+        // The loser has written its prescription and now waits on the twin's row.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        twin.batch("COMMIT").expect("commit");
+        loser.join().expect("thread")
+    });
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body, first_answer, "the first to commit answers for both");
+    let found = app.client().get("MedicationRequest?identifier=https://eps.example/prescription|EPS-RACE");
+    assert!(found.ids().is_empty(), "the loser's writes rolled back: {}", found.text);
+}
+
 /// Persisted copy fed by events: the provider system the operator named as a source's event sender
 /// writes into that source's copy (the source's ids, owned by it, with the copy's Provenance), not
 /// as its own records; replays change nothing, a change lands on the same copy.
