@@ -1,10 +1,10 @@
 //! `$process-message`: FHIR message Bundles from provider systems (prescription issued, changed,
 //! cancelled, dispensed, allergy recorded) feeding the persisted record. Idempotent on the
-//! message id: a replayed message gets the first answer and changes nothing.
+//! sender's message id: a replayed message gets the first answer and changes nothing.
 
 use super::ingest::{ingest, AtItem, Feed};
 use super::sources;
-use crate::auth::AccessContext;
+use crate::auth::{AccessContext, Reach};
 use crate::db::{Backend, Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};
@@ -70,8 +70,9 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
         #[diesel(sql_type = diesel::sql_types::Text)]
         response: String,
     }
+    let key = sender_key(ctx, id);
     let seen = conn.first::<Done>(
-        &Sql::with("SELECT response FROM processed_messages WHERE message_id = ?", [Bind::Text(id.clone())]).reused(),
+        &Sql::with("SELECT response FROM processed_messages WHERE message_id = ?", [Bind::Text(key.clone())]).reused(),
     )?;
     if let Some(d) = seen {
         return Ok(serde_json::from_str(&d.response).unwrap_or(Value::Null));
@@ -84,7 +85,7 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
     conn.execute(
         &Sql::with(
             "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, ?)",
-            [Bind::Text(id.clone()), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
+            [Bind::Text(key), Bind::Text(answer.to_string()), Bind::Int(now_micros())],
         )
         .reused(),
     )?;
@@ -147,6 +148,18 @@ fn as_sender(conn: &mut Conn, ctx: &AccessContext, entries: &[Value]) -> Result<
     }
     check_refs(conn, &refs)?;
     Ok(written)
+}
+
+/// A message id is its sender's: a replay is recognised (and given the first answer, which names
+/// what was written) only when the same client sends it acting for the same records. From anyone
+/// else it is a new message, checked against their own scope and grants.
+fn sender_key(ctx: &AccessContext, id: &str) -> String {
+    let reach = match &ctx.reach {
+        Reach::All => String::new(),
+        Reach::Patient(p) => format!("Patient/{p}"),
+        Reach::Granted { organization, .. } => organization.clone().unwrap_or_default(),
+    };
+    format!("{}|{reach}|{id}", ctx.client_id)
 }
 
 type Reply = mpsc::Sender<Result<Value, FhirError>>;

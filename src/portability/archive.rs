@@ -316,6 +316,13 @@ fn target_patient(
     opts: &ImportOptions,
 ) -> Result<(String, bool), FhirError> {
     if let Some(id) = mapped.filter(|_| !opts.append) {
+        // Merging into a named record: the file's patient must have been imported into that one,
+        // not into another record (which the caller may not reach, and whose id is not theirs).
+        if opts.into.as_ref().is_some_and(|into| into != id) {
+            return Err(FhirError::Conflict(
+                "the archive's patient was imported into another record here, not this one".into(),
+            ));
+        }
         return Ok((id.clone(), false));
     }
     let theirs = nhs_number(patient);

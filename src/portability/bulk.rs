@@ -195,15 +195,18 @@ fn group_for(db: &Db, ctx: &AccessContext, id: &str) -> Result<i64, FhirError> {
     }
 }
 
-/// A job as its owner sees it (another client's job is not found).
+/// A job as its owner sees it: the client that started it, acting for the same records (one app
+/// used by two patients must not see the other's export). Anyone else's job is not found.
 pub fn get(db: &Db, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
     let mut conn = db.conn()?;
     let q = Sql::with(
         &format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"),
         [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())],
     );
+    let same_reach =
+        |j: &Job| serde_json::from_str::<JobParams>(&j.params).is_ok_and(|p| p.context().reach == ctx.reach);
     conn.first::<Job>(&q)?
-        .filter(|j| j.status != "cancelled")
+        .filter(|j| j.status != "cancelled" && same_reach(j))
         .ok_or_else(|| FhirError::NotFound(format!("export job {id}")))
 }
 

@@ -175,11 +175,31 @@ fn postgres_message_race_answers_with_the_first() {
         {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-0000000000b1", "resource": {"resourceType": "MessageHeader", "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-event", "code": "prescription-order"}, "source": {"endpoint": "https://gp.example"}}},
         {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-0000000000b2", "resource": mr}]});
     let first_answer = json!({"resourceType": "Bundle", "id": "the-twin's-answer", "type": "message"});
+    // Message ids are kept per sender: a probe shows how this sender's are written down.
+    let mut probe = msg.clone();
+    probe["id"] = json!("probe-1");
+    probe["entry"][1]["resource"]["identifier"][0]["value"] = json!("EPS-PROBE");
+    assert_eq!(app.client().post("$process-message", &probe).status, 200);
+    #[derive(diesel::QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        message_id: String,
+    }
+    let probe_key = app
+        .hf
+        .db
+        .conn()
+        .expect("conn")
+        .first::<Key>(&healthfolio::db::Sql::new("SELECT message_id FROM processed_messages"))
+        .expect("key")
+        .expect("the probe was kept")
+        .message_id;
+    let twin_key = probe_key.replace("probe-1", "race-1");
     let mut twin = app.hf.db.conn().expect("conn");
     twin.batch("BEGIN").expect("begin");
     twin.execute(&healthfolio::db::Sql::with(
         "INSERT INTO processed_messages (message_id, response, processed_at) VALUES (?, ?, 0)",
-        [healthfolio::db::Bind::Text("race-1".into()), healthfolio::db::Bind::Text(first_answer.to_string())],
+        [healthfolio::db::Bind::Text(twin_key), healthfolio::db::Bind::Text(first_answer.to_string())],
     ))
     .expect("twin's row");
     let client = app.client();
