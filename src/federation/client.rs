@@ -174,7 +174,7 @@ impl SourceClient {
 /// `token`, up to [`EXTRACT_LIMIT`]. Only URLs on that server's own origin are called.
 pub(crate) fn read_file(base: &str, url: &str, token: Option<&str>, timeout: Duration) -> Result<String, String> {
     if !same_origin(url, base) {
-        return Err(format!("{url} is not at {base}"));
+        return Err(format!("{url} is not at the source {base}"));
     }
     let mut req = agent(timeout).get(url).set("Accept", "application/fhir+ndjson");
     if let Some(t) = token {
