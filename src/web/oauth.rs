@@ -277,7 +277,13 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
         }
         Ok(Err(e)) => {
             state.metrics.failed_logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            login_page(&state, None, Some(pages::sentence(&e.to_string())), continue_to, form.email)
+            let mut r = login_page(&state, None, Some(pages::sentence(&e.to_string())), continue_to, form.email);
+            if let accounts::LoginError::Throttled { retry_after_secs } = e {
+                // RFC 6585: a throttled sign-in is 429 and says how long to wait.
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+            }
+            r
         }
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }
