@@ -415,6 +415,12 @@ async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 }
 
 async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, super::error::ApiError> {
+    if !caller.0.scopes.openid {
+        // RFC 6750 §3.1: a valid token without the scope the resource needs.
+        return Ok(HttpResponse::Forbidden()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"insufficient_scope\", scope=\"openid\""))
+            .json(serde_json::json!({"error": "insufficient_scope", "error_description": "userinfo needs a token with the openid scope"})));
+    }
     let hf = state.hf.clone();
     let ep = state.endpoints();
     let v = web::block(move || {
