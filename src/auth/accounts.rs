@@ -49,8 +49,9 @@ pub enum LoginError {
     /// The same answer for an unknown email and a wrong password.
     #[error("the email address or password is not right")]
     Wrong,
+    /// Refused without checking the password; `retry_after_secs` is the most the caller waits.
     #[error("too many attempts: wait a few minutes and try again")]
-    Throttled,
+    Throttled { retry_after_secs: i64 },
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
@@ -123,7 +124,7 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
         [Bind::Text(address.into()), Bind::Int(now - ADDRESS_WINDOW_MICROS)],
     ))?;
     if recent.is_some_and(|r| r.n >= ADDRESS_FAILURES) {
-        return Err(LoginError::Throttled);
+        return Err(LoginError::Throttled { retry_after_secs: ADDRESS_WINDOW_MICROS / 1_000_000 });
     }
     // Counted per email whether an account has it or not, so being throttled says nothing about
     // which emails have accounts.
@@ -133,7 +134,7 @@ pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Ac
         [Bind::Text(key.clone()), Bind::Int(now - ACCOUNT_LOCK_MICROS)],
     ))?;
     if tries.is_some_and(|r| r.n >= ACCOUNT_FAILURES) {
-        return Err(LoginError::Throttled);
+        return Err(LoginError::Throttled { retry_after_secs: ACCOUNT_LOCK_MICROS / 1_000_000 });
     }
     let account = by_email(conn, email)?;
     let hash = account.as_ref().map_or(password::dummy_hash(), |a| a.password_hash.as_str());

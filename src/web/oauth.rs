@@ -277,7 +277,13 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
         }
         Ok(Err(e)) => {
             state.metrics.failed_logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            login_page(&state, None, Some(pages::sentence(&e.to_string())), continue_to, form.email)
+            let mut r = login_page(&state, None, Some(pages::sentence(&e.to_string())), continue_to, form.email);
+            if let accounts::LoginError::Throttled { retry_after_secs } = e {
+                // RFC 6585: a throttled sign-in is 429 and says how long to wait.
+                *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+            }
+            r
         }
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }
@@ -409,6 +415,12 @@ async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 }
 
 async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, super::error::ApiError> {
+    if !caller.0.scopes.openid {
+        // RFC 6750 §3.1: a valid token without the scope the resource needs.
+        return Ok(HttpResponse::Forbidden()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"insufficient_scope\", scope=\"openid\""))
+            .json(serde_json::json!({"error": "insufficient_scope", "error_description": "userinfo needs a token with the openid scope"})));
+    }
     let hf = state.hf.clone();
     let ep = state.endpoints();
     let v = web::block(move || {

@@ -5,32 +5,8 @@ use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
 use healthfolio::consent::Grantee;
-use oauth2::{AuthorizationCode, PkceCodeVerifier, RefreshToken, TokenResponse};
+use oauth2::{RefreshToken, TokenResponse};
 use serde_json::Value;
-
-const APP_SCOPES: &str =
-    "launch/patient openid fhirUser offline_access patient/MedicationRequest.rs patient/AllergyIntolerance.rs";
-
-fn exchange(app: &TestApp, client: &SmartClient, code: &str, verifier: &str) -> SmartToken {
-    let _ = app;
-    client
-        .exchange_code(AuthorizationCode::new(code.to_string()))
-        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
-        .request(&http())
-        .expect("token exchange")
-}
-
-/// A patient's app gets a token through sign-in and consent; returns (patient id, client id, token).
-fn launch(app: &TestApp, nhs: &str, email: &str) -> (String, String, SmartToken) {
-    let patient = patient_with_login(app, nhs, email);
-    let client_id = public_app(app);
-    let client = oauth_client(app, &client_id);
-    let (url, verifier, state) = authorize_url(app, &client, APP_SCOPES);
-    let mut browser = Browser::default();
-    let (code, returned_state) = sign_in_and_approve(app, &mut browser, &url, email);
-    assert_eq!(returned_state, state, "state is echoed");
-    (patient, client_id, exchange(app, &client, &code, &verifier))
-}
 
 fn standalone_launch_reads_own_record(app: &TestApp) {
     let (patient, _, token) = launch(app, NHS[0], "ada@example.org");
@@ -68,7 +44,7 @@ fn second_authorization_skips_consent(app: &TestApp) {
     let (url, verifier, _) = authorize_url(app, &client, "launch/patient patient/MedicationRequest.rs");
     let mut browser = Browser::default();
     let (code, _) = sign_in_and_approve(app, &mut browser, &url, "ada@example.org");
-    let t = exchange(app, &client, &code, &verifier);
+    let t = exchange(&client, &code, &verifier);
     assert!(t.scopes().is_some_and(|s| s.iter().any(|x| x.as_str() == "patient/MedicationRequest.rs")));
 }
 
@@ -99,7 +75,7 @@ fn code_is_single_use_and_reuse_revokes(app: &TestApp) {
     let client = oauth_client(app, &client_id);
     let (url, verifier, _) = authorize_url(app, &client, APP_SCOPES);
     let (code, _) = sign_in_and_approve(app, &mut Browser::default(), &url, "ada@example.org");
-    let token = exchange(app, &client, &code, &verifier);
+    let token = exchange(&client, &code, &verifier);
     let c = app.client_with(Some(token.access_token().secret().clone()));
     assert_eq!(c.get("MedicationRequest").status, 200);
     let form = [
@@ -296,7 +272,7 @@ fn practitioner_writes_as_practitioner(app: &TestApp) {
         authorize_url(app, &client, "openid fhirUser launch/patient patient/*.rs user/MedicationRequest.cruds");
     let mut browser = Browser::default();
     let (code, _) = sign_in_and_approve(app, &mut browser, &url, "kofi@riverside.example");
-    let token = exchange(app, &client, &code, &verifier);
+    let token = exchange(&client, &code, &verifier);
     assert!(token.extra_fields().patient.is_none(), "a practitioner's token has no patient in context");
     let scopes: Vec<String> = token.scopes().expect("scope").iter().map(|s| s.to_string()).collect();
     assert!(scopes.contains(&"user/MedicationRequest.cruds".to_string()), "{scopes:?}");
@@ -376,7 +352,7 @@ fn bad_tokens_are_401(app: &TestApp) {
         let claims = healthfolio::auth::Claims::new(&app.base, &app.fhir, "s", "c", "system/*.rs", None, 600);
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some("unknown".into());
-        let (pkcs8, _) = es256_key();
+        let (pkcs8, _) = ec_keys("unknown", jsonwebtoken::Algorithm::ES256);
         jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ec_der(&pkcs8)).expect("sign")
     };
     let expired = {
@@ -414,12 +390,6 @@ fn bad_tokens_are_401(app: &TestApp) {
 fn base64_url(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-fn es256_key() -> (Vec<u8>, ()) {
-    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-    let rng = ring::rand::SystemRandom::new();
-    (EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key").as_ref().to_vec(), ())
 }
 
 fn introspect_and_revoke(app: &TestApp) {
@@ -527,7 +497,7 @@ fn dynamic_registration_only_when_enabled() {
     let client = oauth_client(&open, &client_id);
     let (url, verifier, _) = authorize_url(&open, &client, APP_SCOPES);
     let (code, _) = sign_in_and_approve(&open, &mut Browser::default(), &url, "ada@example.org");
-    assert!(!exchange(&open, &client, &code, &verifier).access_token().secret().is_empty());
+    assert!(!exchange(&client, &code, &verifier).access_token().secret().is_empty());
     let (status, v) = post(
         &open,
         &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),

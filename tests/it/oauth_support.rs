@@ -6,13 +6,15 @@ use healthfolio::auth::accounts;
 use healthfolio::auth::clients::{self, ClientKind, NewClient};
 use oauth2::basic::BasicTokenType;
 use oauth2::{
-    AuthUrl, ClientId, CsrfToken, EmptyExtraTokenFields, ExtraTokenFields, PkceCodeChallenge, RedirectUrl, Scope,
-    StandardTokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, EmptyExtraTokenFields, ExtraTokenFields, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, StandardTokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub const APP_SCOPES: &str =
+    "launch/patient openid fhirUser offline_access patient/MedicationRequest.rs patient/AllergyIntolerance.rs";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,10 +77,26 @@ pub struct Browser {
 pub struct Page {
     pub status: u16,
     pub location: Option<String>,
+    /// Every header line as sent (names lower case; `set-cookie` may repeat).
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Page {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The whole `Set-Cookie` line (with its attributes) that sets cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .find(|v| v.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+    }
+
     /// The value of a hidden form field.
     pub fn field(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
@@ -123,7 +141,11 @@ impl Browser {
         }
         let status = r.status();
         let location = r.header("location").map(str::to_string);
-        Page { status, location, body: r.into_string().unwrap_or_default() }
+        let mut names = r.headers_names();
+        names.dedup();
+        let headers =
+            names.iter().flat_map(|n| r.all(n).into_iter().map(move |v| (n.to_lowercase(), v.to_string()))).collect();
+        Page { status, location, headers, body: r.into_string().unwrap_or_default() }
     }
 
     fn send(&mut self, req: ureq::Request, form: Option<&[(&str, &str)]>) -> Page {
@@ -204,6 +226,18 @@ pub fn authorize_url(app: &TestApp, client: &SmartClient, scopes: &str) -> (Stri
 
 /// Signs in and approves everything; returns the code from the redirect.
 pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, email: &str) -> (String, String) {
+    sign_in_and_choose(app, browser, url, email, |offered| offered)
+}
+
+/// Signs in and, on the consent page, sends the scopes `choose` makes of the ticked boxes (untick
+/// some, or add some the page never offered); returns (code, state) from the redirect.
+pub fn sign_in_and_choose(
+    app: &TestApp,
+    browser: &mut Browser,
+    url: &str,
+    email: &str,
+    choose: impl FnOnce(Vec<String>) -> Vec<String>,
+) -> (String, String) {
     let login = browser.get(url);
     assert_eq!(login.status, 200, "login page: {}", login.body);
     let (csrf, cont) = (login.field("csrf"), login.field("continue"));
@@ -220,15 +254,7 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
         assert_eq!(consent.status, 200, "consent page: {}", consent.body);
         let (csrf, request) = (consent.field("csrf"), consent.field("request"));
         let mut form: Vec<(&str, String)> = vec![("csrf", csrf), ("request", request), ("decision", "allow".into())];
-        let scopes: Vec<String> = consent
-            .body
-            .match_indices("name=\"scope\" type=\"checkbox\" value=\"")
-            .map(|(i, m)| {
-                let start = i + m.len();
-                html_unescape(&consent.body[start..start + consent.body[start..].find('"').expect("quote")])
-            })
-            .collect();
-        form.extend(scopes.into_iter().map(|s| ("scope", s)));
+        form.extend(choose(consent_offers(&consent)).into_iter().map(|s| ("scope", s)));
         let form_ref: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let done = browser.post(&format!("{}/oauth/consent", app.base), &form_ref);
         assert_eq!(done.status, 303, "consent: {}", done.body);
@@ -243,6 +269,39 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
     (get("code"), get("state"))
 }
 
+/// The scopes a consent page offers, as checkbox values.
+pub fn consent_offers(consent: &Page) -> Vec<String> {
+    consent
+        .body
+        .match_indices("name=\"scope\" type=\"checkbox\" value=\"")
+        .map(|(i, m)| {
+            let start = i + m.len();
+            html_unescape(&consent.body[start..start + consent.body[start..].find('"').expect("quote")])
+        })
+        .collect()
+}
+
+/// The app's side of the code exchange, through the `oauth2` crate.
+pub fn exchange(client: &SmartClient, code: &str, verifier: &str) -> SmartToken {
+    client
+        .exchange_code(AuthorizationCode::new(code.to_string()))
+        .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+        .request(&http())
+        .expect("token exchange")
+}
+
+/// A patient's app gets a token through sign-in and consent; returns (patient id, client id, token).
+pub fn launch(app: &TestApp, nhs: &str, email: &str) -> (String, String, SmartToken) {
+    let patient = patient_with_login(app, nhs, email);
+    let client_id = public_app(app);
+    let client = oauth_client(app, &client_id);
+    let (url, verifier, state) = authorize_url(app, &client, APP_SCOPES);
+    let mut browser = Browser::default();
+    let (code, returned_state) = sign_in_and_approve(app, &mut browser, &url, email);
+    assert_eq!(returned_state, state, "state is echoed");
+    (patient, client_id, exchange(&client, &code, &verifier))
+}
+
 /// A raw token request (for the refusals the oauth2 crate would not even send).
 pub fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     match http().post(&format!("{}/oauth/token", app.base)).send_form(form) {
@@ -253,37 +312,85 @@ pub fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
 
 /// An EC P-384 key pair for a backend client: (pkcs8 DER, public JWKS).
 pub fn backend_keys(kid: &str) -> (Vec<u8>, Value) {
+    ec_keys(kid, jsonwebtoken::Algorithm::ES384)
+}
+
+/// An EC key pair for `alg` (ES256: P-256, ES384: P-384): (pkcs8 DER, public JWKS).
+pub fn ec_keys(kid: &str, alg: jsonwebtoken::Algorithm) -> (Vec<u8>, Value) {
     use base64::Engine;
-    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let (signing, crv, name, len) = match alg {
+        jsonwebtoken::Algorithm::ES256 => (&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", "ES256", 32),
+        jsonwebtoken::Algorithm::ES384 => (&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", "ES384", 48),
+        other => panic!("no EC curve for {other:?}"),
+    };
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("key");
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng).expect("pair");
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("key");
+    let pair = EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).expect("pair");
     let p = pair.public_key().as_ref();
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": kid, "alg": "ES384", "x": b64(&p[1..49]), "y": b64(&p[49..97])}]});
+    let jwks = json!({"keys": [{"kty": "EC", "crv": crv, "kid": kid, "alg": name, "x": b64(&p[1..1 + len]), "y": b64(&p[1 + len..1 + 2 * len])}]});
     (pkcs8.as_ref().to_vec(), jwks)
 }
 
+/// A backend client whose keys are registered by value.
 pub fn backend_client(app: &TestApp, jwks: Value, organization: &str) -> String {
+    register_backend(app, Some(jwks), None, organization)
+}
+
+/// A backend client whose keys are published at `jwks_uri` (`clients add --jwks-uri`).
+pub fn backend_client_at(app: &TestApp, jwks_uri: &str, organization: &str) -> String {
+    register_backend(app, None, Some(jwks_uri.to_string()), organization)
+}
+
+fn register_backend(app: &TestApp, jwks: Option<Value>, jwks_uri: Option<String>, organization: &str) -> String {
     let mut conn = app.hf.db.conn().expect("conn");
     let new = NewClient {
         name: "Riverside GP system".into(),
         kind: Some(ClientKind::Backend),
         scope: "system/*.cruds".into(),
-        jwks: Some(jwks),
+        jwks,
+        jwks_uri,
         organization: Some(organization.into()),
         ..NewClient::default()
     };
     clients::register(&mut conn, &new).expect("client").0.client_id
 }
 
-/// A signed client assertion (SMART Backend Services).
+/// A signed client assertion (SMART Backend Services), ES384 with a P-384 key from [`backend_keys`].
 pub fn assertion(app: &TestApp, client_id: &str, kid: &str, pkcs8: &[u8], jti: &str, exp_in: i64) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
+    assertion_signed(app, client_id, kid, jsonwebtoken::Algorithm::ES384, &key, jti, exp_in)
+}
+
+/// A client assertion with whatever `alg` and key the caller chooses (they need not match).
+pub fn assertion_signed(
+    app: &TestApp,
+    client_id: &str,
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    jti: &str,
+    exp_in: i64,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = json!({"iss": client_id, "sub": client_id, "aud": format!("{}/oauth/token", app.base), "exp": now + exp_in, "jti": jti});
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    let mut header = jsonwebtoken::Header::new(alg);
     header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(pkcs8)).expect("sign")
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+/// A client-credentials token request authenticated by `assertion`.
+pub fn client_credentials(app: &TestApp, assertion: &str, scope: &str) -> (u16, Value) {
+    token_request(
+        app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion),
+        ],
+    )
 }
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -294,13 +401,7 @@ pub fn provider_system_token(app: &TestApp, org: &str) -> String {
     let (pkcs8, jwks) = backend_keys("k1");
     let client_id = backend_client(app, jwks, org);
     let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "system/*.rs"),
-        ("client_assertion_type", ASSERTION_TYPE),
-        ("client_assertion", a.as_str()),
-    ];
-    let (status, t) = token_request(app, &form);
+    let (status, t) = client_credentials(app, &a, "system/*.rs");
     assert_eq!(status, 200, "{t}");
     t["access_token"].as_str().expect("access_token").to_string()
 }
