@@ -130,8 +130,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             client_id: Some(client_id.clone()),
             ..TokenRequest::default()
         };
-        let issued =
-            hf.db.transaction(|c| Ok::<_, healthfolio::db::DbError>(oauth::token(c, &hf.keys, &ep, &req, None)))?;
+        let issued = hf.db.transaction(|c| {
+            Ok::<_, healthfolio::db::DbError>(oauth::token(c, &hf.keys, &ep, &req, None, &Default::default()))
+        })?;
         issued.map(|_| ()).map_err(|e| e.description.into())
     })?;
     hf.store.audit.flush();

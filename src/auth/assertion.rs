@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 const MAX_AHEAD_SECS: i64 = 300;
 const JWKS_CACHE: Duration = Duration::from_secs(300);
+/// A key host that failed is not asked again for this long: a slow one cannot hold up every
+/// token request (nor, on SQLite, every write behind the token endpoint's transaction).
+const JWKS_FAILURE_CACHE: Duration = Duration::from_secs(30);
+/// A kid missing from a cached set is looked for again after this long (the client rotated).
+const JWKS_REFRESH: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 struct AssertionClaims {
@@ -25,36 +30,61 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
-static FETCHED: Mutex<Option<HashMap<String, (Instant, Value)>>> = Mutex::new(None);
+type Fetched = Result<Value, String>;
+
+static FETCHED: Mutex<Option<HashMap<String, (Instant, Fetched)>>> = Mutex::new(None);
 
 fn invalid(msg: &str) -> OAuthError {
     OAuthError::new("invalid_client", msg, 401)
 }
 
-/// The client's key set: registered by value, or fetched from its URL (with a timeout, cached).
+fn cached(uri: &str) -> Option<(Instant, Fetched)> {
+    FETCHED.lock().ok()?.as_ref()?.get(uri).cloned().filter(|(at, got)| match got {
+        Ok(_) => at.elapsed() < JWKS_CACHE,
+        Err(_) => at.elapsed() < JWKS_FAILURE_CACHE,
+    })
+}
+
+fn fetch(uri: &str) -> Fetched {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
+    let got = agent
+        .get(uri)
+        .call()
+        .map_err(|e| format!("the client's JWKS at {uri} could not be fetched: {e}"))
+        .and_then(|r| r.into_json::<Value>().map_err(|_| "the client's JWKS is not JSON".to_string()));
+    if let Ok(mut guard) = FETCHED.lock() {
+        guard.get_or_insert_with(HashMap::new).insert(uri.to_string(), (Instant::now(), got.clone()));
+    }
+    got
+}
+
+/// The client's key set: registered by value, or fetched from its URL (with a timeout, cached,
+/// failures too).
 fn key_set(client: &Client) -> Result<Value, OAuthError> {
     if let Some(j) = &client.jwks {
         return Ok(j.clone());
     }
     let uri = client.jwks_uri.as_deref().ok_or_else(|| invalid("the client has no registered keys"))?;
-    if let Ok(guard) = FETCHED.lock() {
-        if let Some((at, v)) = guard.as_ref().and_then(|m| m.get(uri)) {
-            if at.elapsed() < JWKS_CACHE {
-                return Ok(v.clone());
-            }
+    cached(uri).map(|(_, got)| got).unwrap_or_else(|| fetch(uri)).map_err(|e| invalid(&e))
+}
+
+/// Fetches the keys `assertion` will be checked with, if they live at a URL and are not cached
+/// (or lack its kid): called before the token endpoint's transaction, so no network wait happens
+/// inside one.
+pub fn prefetch(client: &Client, assertion: &str) {
+    let Some(uri) = client.jwks_uri.as_deref().filter(|_| client.jwks.is_none()) else { return };
+    let kid = decode_header(assertion).ok().and_then(|h| h.kid);
+    let has_kid = |set: &Value| {
+        set["keys"].as_array().is_some_and(|keys| keys.iter().any(|k| k["kid"].as_str() == kid.as_deref()))
+    };
+    match cached(uri) {
+        Some((_, Ok(set))) if has_kid(&set) => {}
+        Some((at, Ok(_))) if at.elapsed() < JWKS_REFRESH => {}
+        Some((_, Err(_))) => {}
+        _ => {
+            let _ = fetch(uri);
         }
     }
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
-    let v: Value = agent
-        .get(uri)
-        .call()
-        .map_err(|e| invalid(&format!("the client's JWKS at {uri} could not be fetched: {e}")))?
-        .into_json()
-        .map_err(|_| invalid("the client's JWKS is not JSON"))?;
-    if let Ok(mut guard) = FETCHED.lock() {
-        guard.get_or_insert_with(HashMap::new).insert(uri.to_string(), (Instant::now(), v.clone()));
-    }
-    Ok(v)
 }
 
 fn kty_fits(alg: Algorithm, kty: &str) -> bool {

@@ -396,6 +396,7 @@ fn authenticate(
     ep: &Endpoints,
     req: &TokenRequest,
     basic: Option<(String, String)>,
+    prepared: &Prepared,
 ) -> Result<Client, OAuthError> {
     let bad = |d: &str, status: u16| OAuthError::new("invalid_client", d, status);
     if let Some(assertion) = &req.client_assertion {
@@ -420,12 +421,41 @@ fn authenticate(
     let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
     match (client.kind, &client.secret_hash, secret) {
         (ClientKind::Public, _, None) => Ok(client),
-        (ClientKind::Confidential, Some(hash), Some(s)) if password::verify(&s, hash) => Ok(client),
+        (ClientKind::Confidential, Some(hash), Some(s)) => {
+            let checked = prepared.secret.as_ref().filter(|(id, _)| *id == client.client_id).map(|(_, ok)| *ok);
+            if checked.unwrap_or_else(|| password::verify(&s, hash)) {
+                Ok(client)
+            } else {
+                Err(bad("client authentication failed", status))
+            }
+        }
         (ClientKind::Backend, _, _) => {
             Err(bad("a backend client must authenticate with a signed client_assertion", status))
         }
         _ => Err(bad("client authentication failed", status)),
     }
+}
+
+/// What a token request settles before its transaction, because it waits on the network or
+/// burns CPU and needs no lock: the keys of a client published at a URL are fetched (into the
+/// cache), and a confidential client's secret is checked (argon2).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// (client id, whether the secret presented is its secret)
+    secret: Option<(String, bool)>,
+}
+
+pub fn prepare(conn: &mut Conn, req: &TokenRequest, basic: Option<&(String, String)>) -> Result<Prepared, OAuthError> {
+    if let Some(a) = &req.client_assertion {
+        if let Some(client) = unverified_issuer(a).map(|iss| clients::get(conn, &iss)).transpose()?.flatten() {
+            assertion::prefetch(&client, a);
+        }
+        return Ok(Prepared::default());
+    }
+    let claimed = basic.cloned().or_else(|| req.client_id.clone().zip(req.client_secret.clone()));
+    let Some((id, secret)) = claimed else { return Ok(Prepared::default()) };
+    let hash = clients::get(conn, &id)?.filter(|c| c.kind == ClientKind::Confidential).and_then(|c| c.secret_hash);
+    Ok(Prepared { secret: hash.map(|h| (id, password::verify(&secret, &h))) })
 }
 
 /// The `iss` of a JWT before verification: it names the client whose keys will verify it.
@@ -480,6 +510,7 @@ pub fn token(
     ep: &Endpoints,
     req: &TokenRequest,
     basic: Option<(String, String)>,
+    prepared: &Prepared,
 ) -> Result<TokenResponse, OAuthError> {
     let grant_type = req.grant_type.as_deref().ok_or_else(|| OAuthError::request("grant_type is required"))?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
@@ -489,7 +520,7 @@ pub fn token(
             400,
         ));
     }
-    let client = authenticate(conn, ep, req, basic)?;
+    let client = authenticate(conn, ep, req, basic, prepared)?;
     let out = match grant_type {
         "authorization_code" => authorization_code(conn, keys, ep, req, &client),
         "refresh_token" => refresh(conn, keys, ep, req, &client),

@@ -371,6 +371,12 @@ pub fn close_record(store: &Store, ctx: &AccessContext, patient: &str, replaced_
         if !ctx.may_touch(conn, "Patient", Some(patient), Interaction::Update)? {
             return Err(FhirError::not_found("Patient", patient));
         }
+        // A record moves with its patient: a provider may change it, never close it.
+        if matches!(ctx.reach, Reach::Granted { .. }) {
+            return Err(FhirError::forbidden(
+                "only the patient (through their app) or the operator can close a record",
+            ));
+        }
         let mut body: Value =
             serde_json::from_str(row.body.as_deref().unwrap_or("{}")).map_err(|e| FhirError::invalid(e.to_string()))?;
         body["active"] = Value::Bool(false);

@@ -166,7 +166,7 @@ fn routes() -> Vec<(&'static str, [u16; 6], Call)> {
         route("read after delete", [200, 404, 404, 401, 401, 410], |c, r| {
             c.get(&format!("MedicationRequest/{}", r.victim))
         }),
-        route("$close", [403, 404, 404, 401, 401, 200], |c, r| {
+        route("$close", [403, 404, 404, 401, 401, 403], |c, r| {
             c.post(
                 &format!("Patient/{}/$close", r.patient),
                 &json!({"resourceType": "Parameters", "parameter": [{"name": "replacedBy", "valueUrl": "https://elsewhere.example/fhir/Patient/1"}]}),

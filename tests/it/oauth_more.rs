@@ -243,9 +243,8 @@ fn unreachable_key_url_is_invalid_client_not_a_hang(app: &TestApp) {
 }
 
 /// While a token request waits on a slow key host, the rest of the service goes on writing.
+/// (The keys are fetched before the token endpoint's transaction, and a failed host is remembered.)
 #[test]
-#[ignore = "server bug: the token endpoint fetches a jwks_uri inside its write transaction (on SQLite under the \
-            process-wide writer lock), so a slow key host stalls every write for up to the 3 s fetch timeout"]
 fn slow_key_host_does_not_stall_writes() {
     let app = TestApp::sqlite();
     let (pkcs8, _) = backend_keys("k1");
