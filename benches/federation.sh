@@ -102,8 +102,16 @@ request = function()
   return wrk.format(nil, "/fhir/\$process-message", nil, body)
 end
 LUA
-wrk -t2 -c8 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" -s "$OUT/message.lua" "$BASE" \
-  | awk '/Requests\/sec/ {print "  messages/s: " $2} /requests in/ {print "  messages sent: " $1} $1=="50%" {print "  p50 " $2} /Non-2xx/ {print "  non-2xx: " $NF}'
+# Senders at once: 8 (one busy provider system's worth) and 32 (many systems): on SQLite the
+# messages waiting are committed together, so more senders make bigger groups.
+sent=0
+for c in ${EVENT_CONNECTIONS:-8 32}; do
+  echo "  $c senders at once:"
+  out=$(wrk -t2 -c"$c" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" -s "$OUT/message.lua" "$BASE")
+  awk '/Requests\/sec/ {print "    messages/s: " $2} /requests in/ {print "    messages sent: " $1} $1=="50%" {print "    p50 " $2} $1=="99%" {print "    p99 " $2} /Non-2xx/ {print "    non-2xx: " $NF}' <<<"$out"
+  sent=$((sent + $(awk '/requests in/ {print $1}' <<<"$out")))
+done
+echo "  messages sent in all: $sent"
 # Each message is a new prescription: the count here must match the messages sent.
 stored=$(curl -fs -H "Authorization: Bearer $TOKEN" "$BASE/fhir/MedicationRequest?identifier=https://eps.example/rx%7C&_summary=count" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')

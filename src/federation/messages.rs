@@ -162,7 +162,7 @@ fn sender_key(ctx: &AccessContext, id: &str) -> String {
     format!("{}|{reach}|{id}", ctx.client_id)
 }
 
-type Reply = mpsc::Sender<Result<Value, FhirError>>;
+type Reply = tokio::sync::oneshot::Sender<Result<Value, FhirError>>;
 
 /// Writes messages. On SQLite, where one writer works at a time, the messages waiting are written
 /// together: one transaction, a savepoint each (a failing message changes nothing and the others
@@ -188,22 +188,30 @@ impl MessageWriter {
         MessageWriter { store, queue: queue.flatten() }
     }
 
-    /// Processes one message as `ctx`; blocks until it is committed.
-    pub fn process(&self, ctx: AccessContext, bundle: &Value) -> Result<Value, FhirError> {
-        let m = parse(bundle)?;
+    /// Processes one message as `ctx`; resolves once it is committed. On SQLite the request waits
+    /// for the writer thread without holding one of its own (one thread hand-off per message, not two).
+    pub async fn process(&self, ctx: AccessContext, bundle: Value) -> Result<Value, FhirError> {
+        let m = parse(&bundle)?;
+        drop(bundle);
         let Some(queue) = &self.queue else {
-            // The same message arriving twice at once: the second to commit hits the first's
-            // processed_messages row, and trying again gives it the first one's answer.
-            return match self.store.db.transaction(|conn| process_in(conn, &ctx, &m)) {
-                Err(FhirError::Db(e)) if e.is_unique_violation() => {
-                    self.store.db.transaction(|conn| process_in(conn, &ctx, &m))
-                }
-                other => other,
-            };
+            let store = self.store.clone();
+            return tokio::task::spawn_blocking(move || process_alone(&store, &ctx, &m))
+                .await
+                .map_err(|_| stopped())?;
         };
-        let (reply, answer) = mpsc::channel();
+        let (reply, answer) = tokio::sync::oneshot::channel();
         queue.send((ctx, m, reply)).map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// One message in its own transaction (PostgreSQL). The same message arriving twice at once: the
+/// second to commit hits the first's processed_messages row, and trying again gives it the first
+/// one's answer.
+fn process_alone(store: &Store, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
+    match store.db.transaction(|conn| process_in(conn, ctx, m)) {
+        Err(FhirError::Db(e)) if e.is_unique_violation() => store.db.transaction(|conn| process_in(conn, ctx, m)),
+        other => other,
     }
 }
 

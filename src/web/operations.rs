@@ -174,7 +174,7 @@ async fn process_message(
     let bundle: Value =
         serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
     let writer = state.messages.clone();
-    let answer = web::block(move || writer.process(caller.0, &bundle)).await??;
+    let answer = writer.process(caller.0, bundle).await?;
     Ok(json_response(&answer))
 }
 
