@@ -47,10 +47,14 @@ fn cached(uri: &str) -> Option<(Instant, Fetched)> {
 
 fn fetch(uri: &str) -> Fetched {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
+    // The answer says only that the keys could not be had: not what (if anything) answered there.
     let got = agent
         .get(uri)
         .call()
-        .map_err(|e| format!("the client's JWKS at {uri} could not be fetched: {e}"))
+        .map_err(|e| {
+            tracing::info!(jwks_uri = uri, "a client's keys could not be fetched: {e}");
+            format!("the client's JWKS at {uri} could not be fetched")
+        })
         .and_then(|r| r.into_json::<Value>().map_err(|_| "the client's JWKS is not JSON".to_string()));
     if let Ok(mut guard) = FETCHED.lock() {
         guard.get_or_insert_with(HashMap::new).insert(uri.to_string(), (Instant::now(), got.clone()));

@@ -216,6 +216,13 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
     if method == "private_key_jwt" && r.jwks.is_none() && r.jwks_uri.is_none() {
         return Err(AuthError::Invalid("private_key_jwt needs the client's public keys (jwks or jwks_uri)".into()));
     }
+    // Anyone may register here: the address we will fetch keys from must be a public https URL,
+    // not one of this network's own (an operator registering a client may name any).
+    if let Some(uri) = &r.jwks_uri {
+        if !public_https(uri) {
+            return Err(AuthError::Invalid("jwks_uri must be an https URL on a public host".into()));
+        }
+    }
     // A self-registered backend client reaches nothing until patients grant it, and never acts for an organisation.
     let new = NewClient {
         name: r.client_name.clone().unwrap_or_else(|| "Unnamed app".into()),
@@ -236,6 +243,26 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
         "grant_types": if kind == ClientKind::Backend { serde_json::json!(["client_credentials"]) } else { serde_json::json!(["authorization_code", "refresh_token"]) },
         "scope": c.scope,
     }))
+}
+
+/// Whether `uri` is https to a host that is not this machine or a private network by its name or
+/// literal address. (A name that resolves to a private address is still fetched: the fetch has a
+/// short timeout and its error says nothing about what answered.)
+fn public_https(uri: &str) -> bool {
+    let Ok(u) = url::Url::parse(uri) else { return false };
+    let private_ip = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        }
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    u.scheme() == "https"
+        && match u.host() {
+            Some(url::Host::Domain(d)) => d != "localhost" && !d.ends_with(".localhost") && !d.ends_with(".internal"),
+            Some(url::Host::Ipv4(ip)) => !private_ip(ip.into()),
+            Some(url::Host::Ipv6(ip)) => !private_ip(ip.into()),
+            None => false,
+        }
 }
 
 /// Removes a client; every token it holds stops working on the next request.

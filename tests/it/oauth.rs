@@ -506,6 +506,13 @@ fn dynamic_registration_only_when_enabled() {
     let (status, v) =
         post(&open, &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}));
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")), "keys are required");
+    for inside in
+        ["http://127.0.0.1:5432/jwks", "https://localhost/jwks", "https://10.1.2.3/jwks", "https://[::1]/jwks"]
+    {
+        let asked = serde_json::json!({"token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"], "jwks_uri": inside});
+        let (status, v) = post(&open, &asked);
+        assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")), "{inside} is not fetched");
+    }
 
     // An asymmetric app (SMART client-confidential-asymmetric): signs the patient in, proves itself with its key.
     let (pkcs8, jwks) = backend_keys("app-key");
