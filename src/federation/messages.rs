@@ -5,7 +5,7 @@
 use super::ingest::{ingest, AtItem, Feed};
 use super::sources;
 use crate::auth::{AccessContext, Reach};
-use crate::db::{Backend, Bind, Conn, DbError, Sql};
+use crate::db::{Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};
 use crate::fhir::Interaction;
@@ -164,36 +164,46 @@ fn sender_key(ctx: &AccessContext, id: &str) -> String {
 
 type Reply = tokio::sync::oneshot::Sender<Result<Value, FhirError>>;
 
-/// Writes messages. On SQLite, where one writer works at a time, the messages waiting are written
-/// together: one transaction, a savepoint each (a failing message changes nothing and the others
-/// go on), one commit for all (group commit). PostgreSQL takes concurrent writers, so each
-/// message there is its own transaction on the caller's thread.
+/// Writes messages: each writer thread writes the messages waiting for it together, one
+/// transaction, a savepoint each (a failing message changes nothing and the others go on), one
+/// commit for all (group commit). SQLite has one writer (it writes one transaction at a time
+/// anyway); PostgreSQL several, since there a message spends most of its time waiting on round trips.
 #[derive(Clone)]
 pub struct MessageWriter {
     store: Store,
-    queue: Option<mpsc::Sender<(AccessContext, Message, Reply)>>,
+    queues: Vec<mpsc::Sender<(AccessContext, Message, Reply)>>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+const POSTGRES_WRITERS: usize = 4;
 
 const GROUP: usize = 64;
 
 impl MessageWriter {
     pub fn start(store: Store) -> MessageWriter {
-        let queue = (store.db.backend() == Backend::Sqlite).then(|| {
-            let (tx, rx) = mpsc::channel();
-            let writer = store.clone();
-            let spawned =
-                std::thread::Builder::new().name("message-writer".into()).spawn(move || write_groups(&writer, &rx));
-            spawned.map_err(|e| tracing::error!("message writer did not start: {e}")).ok().map(|_| tx)
-        });
-        MessageWriter { store, queue: queue.flatten() }
+        let writers = match store.db.backend() {
+            crate::db::Backend::Sqlite => 1,
+            crate::db::Backend::Postgres => POSTGRES_WRITERS,
+        };
+        let queues = (0..writers)
+            .filter_map(|_| {
+                let (tx, rx) = mpsc::channel();
+                let writer = store.clone();
+                let spawned =
+                    std::thread::Builder::new().name("message-writer".into()).spawn(move || write_groups(&writer, &rx));
+                spawned.map_err(|e| tracing::error!("a message writer did not start: {e}")).ok().map(|_| tx)
+            })
+            .collect();
+        MessageWriter { store, queues, next: Default::default() }
     }
 
-    /// Processes one message as `ctx`; resolves once it is committed. On SQLite the request waits
-    /// for the writer thread without holding one of its own (one thread hand-off per message, not two).
+    /// Processes one message as `ctx`; resolves once it is committed. The request waits for the
+    /// writer thread without holding one of its own (one thread hand-off per message, not two).
     pub async fn process(&self, ctx: AccessContext, bundle: Value) -> Result<Value, FhirError> {
         let m = parse(&bundle)?;
         drop(bundle);
-        let Some(queue) = &self.queue else {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(queue) = self.queues.get(turn % self.queues.len().max(1)) else {
             let store = self.store.clone();
             return tokio::task::spawn_blocking(move || process_alone(&store, &ctx, &m))
                 .await
@@ -205,12 +215,17 @@ impl MessageWriter {
     }
 }
 
-/// One message in its own transaction (PostgreSQL). The same message arriving twice at once: the
-/// second to commit hits the first's processed_messages row, and trying again gives it the first
-/// one's answer.
+/// One message in its own transaction (when the writer thread could not start).
 fn process_alone(store: &Store, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
-    match store.db.transaction(|conn| process_in(conn, ctx, m)) {
-        Err(FhirError::Db(e)) if e.is_unique_violation() => store.db.transaction(|conn| process_in(conn, ctx, m)),
+    store.db.transaction(|conn| process_once(conn, ctx, m))
+}
+
+/// One message in a savepoint of the caller's transaction. The same message arriving twice at
+/// once (another replica, on PostgreSQL): the second to write hits the first's processed_messages
+/// row once that commits, and trying again gives it the first one's answer.
+fn process_once(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
+    match conn.savepoint(|c| process_in(c, ctx, m)) {
+        Err(FhirError::Db(e)) if e.is_unique_violation() => conn.savepoint(|c| process_in(c, ctx, m)),
         other => other,
     }
 }
@@ -229,7 +244,7 @@ fn write_groups(store: &Store, rx: &mpsc::Receiver<(AccessContext, Message, Repl
             }
         }
         let results = store.db.transaction(|conn| -> Result<Vec<Result<Value, FhirError>>, FhirError> {
-            Ok(group.iter().map(|(ctx, m, _)| conn.savepoint(|c| process_in(c, ctx, m))).collect())
+            Ok(group.iter().map(|(ctx, m, _)| process_once(conn, ctx, m)).collect())
         });
         match results {
             Ok(results) => {
