@@ -45,19 +45,35 @@ fn cached(uri: &str) -> Option<(Instant, Fetched)> {
     })
 }
 
+/// A key set is small: more than this is not one.
+const JWKS_MAX_BYTES: u64 = 64 * 1024;
+/// Key URLs remembered at most (open registration lets anyone add one).
+const JWKS_CACHE_ENTRIES: usize = 1000;
+
 fn fetch(uri: &str) -> Fetched {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
+    // No redirects: the keys are at the registered address or nowhere (a redirect could point
+    // anywhere, this network's own addresses included).
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).redirects(0).build();
+    let read = agent.get(uri).call().map_err(|e| e.to_string()).and_then(|r| {
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(r.into_reader(), JWKS_MAX_BYTES), &mut body)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
+    });
     // The answer says only that the keys could not be had: not what (if anything) answered there.
-    let got = agent
-        .get(uri)
-        .call()
-        .map_err(|e| {
-            tracing::info!(jwks_uri = uri, "a client's keys could not be fetched: {e}");
-            format!("the client's JWKS at {uri} could not be fetched")
-        })
-        .and_then(|r| r.into_json::<Value>().map_err(|_| "the client's JWKS is not JSON".to_string()));
+    let got = read.map_err(|e| {
+        tracing::info!(jwks_uri = uri, "a client's keys could not be had: {e}");
+        format!("the client's JWKS at {uri} could not be fetched")
+    });
     if let Ok(mut guard) = FETCHED.lock() {
-        guard.get_or_insert_with(HashMap::new).insert(uri.to_string(), (Instant::now(), got.clone()));
+        let cache = guard.get_or_insert_with(HashMap::new);
+        if cache.len() >= JWKS_CACHE_ENTRIES {
+            cache.retain(|_, (at, _)| at.elapsed() < JWKS_CACHE);
+            if cache.len() >= JWKS_CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(uri.to_string(), (Instant::now(), got.clone()));
     }
     got
 }

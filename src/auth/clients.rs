@@ -250,15 +250,27 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
 /// short timeout and its error says nothing about what answered.)
 fn public_https(uri: &str) -> bool {
     let Ok(u) = url::Url::parse(uri) else { return false };
+    let private_v4 = |v4: std::net::Ipv4Addr| {
+        let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64; // 100.64.0.0/10
+        v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || shared
+    };
     let private_ip = |ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        std::net::IpAddr::V4(v4) => private_v4(v4),
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(private_v4)
         }
-        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00,
     };
     u.scheme() == "https"
         && match u.host() {
-            Some(url::Host::Domain(d)) => d != "localhost" && !d.ends_with(".localhost") && !d.ends_with(".internal"),
+            Some(url::Host::Domain(d)) => {
+                let d = d.trim_end_matches('.');
+                d != "localhost" && !d.ends_with(".localhost") && !d.ends_with(".internal")
+            }
             Some(url::Host::Ipv4(ip)) => !private_ip(ip.into()),
             Some(url::Host::Ipv6(ip)) => !private_ip(ip.into()),
             None => false,

@@ -15,6 +15,8 @@ enum Col {
     OptText,
     Json,
     OptJson,
+    /// Text that backups made before the column existed do not hold: this value then.
+    TextOr(&'static str),
 }
 use Col::*;
 
@@ -179,7 +181,7 @@ const TABLES: &[Table] = &[
             ("created_at", Int),
             ("retired_at", OptInt),
             ("events_client", OptText),
-            ("sync_mode", Text),
+            ("sync_mode", TextOr("search")),
         ],
     ),
     (
@@ -297,6 +299,7 @@ fn bind(v: &Value, t: Col) -> Result<Bind, DbError> {
         Int => Bind::Int(v.as_i64().ok_or_else(bad)?),
         OptInt => Bind::OptInt(v.as_i64()),
         Text => Bind::Text(v.as_str().ok_or_else(bad)?.to_string()),
+        TextOr(default) => Bind::Text(v.as_str().unwrap_or(default).to_string()),
         OptText => Bind::OptText(v.as_str().map(str::to_string)),
         Json => Bind::Json(v.as_str().ok_or_else(bad)?.to_string()),
         OptJson => Bind::OptJson(v.as_str().map(str::to_string)),

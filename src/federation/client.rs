@@ -229,7 +229,8 @@ pub(crate) fn bulk_export(
         match polled {
             Ok(r) if r.status() == 202 => {
                 // Retry-After in seconds, kept between a tenth of a second and five.
-                let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
+                let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).filter(|w| w.is_finite());
+                let wait = wait.unwrap_or(1.0);
                 let wait = Duration::from_secs_f64(wait.clamp(0.1, 5.0));
                 if started.elapsed() + wait > deadline {
                     let _ = with_token(agent(timeout).delete(&status_url)).call();

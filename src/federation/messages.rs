@@ -100,7 +100,9 @@ fn to_copy(conn: &mut Conn, ctx: &AccessContext, feed: &Feed, entries: &[Value])
     let mut items = Vec::new();
     for (i, e) in entries.iter().enumerate().skip(1) {
         let r = e["resource"].clone();
-        let t = r["resourceType"].as_str().unwrap_or_default();
+        let t = r["resourceType"].as_str().and_then(resource_type).ok_or_else(|| {
+            FhirError::unprocessable(format!("entry {i} holds {}, which this record does not keep", r["resourceType"]))
+        })?;
         ctx.require(t, Interaction::Create)?;
         ctx.require(t, Interaction::Update)?;
         items.push((i, r));

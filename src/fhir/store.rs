@@ -377,6 +377,11 @@ pub fn close_record(store: &Store, ctx: &AccessContext, patient: &str, replaced_
                 "only the patient (through their app) or the operator can close a record",
             ));
         }
+        // Closed once, to one new home: a retried move is answered again; another home is
+        // refused (nothing redirects a moved record elsewhere later).
+        if let Some(to) = moved_to(conn, patient)?.filter(|to| to != replaced_by) {
+            return Err(FhirError::Conflict(format!("this record already moved to {to}")));
+        }
         let mut body: Value =
             serde_json::from_str(row.body.as_deref().unwrap_or("{}")).map_err(|e| FhirError::invalid(e.to_string()))?;
         body["active"] = Value::Bool(false);

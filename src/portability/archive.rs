@@ -327,6 +327,10 @@ fn target_patient(
     }
     let theirs = nhs_number(patient);
     if let Some(into) = &opts.into {
+        // The import writes as the service: a moved record still takes nothing new.
+        if let Some(to) = crate::fhir::store::moved_to(conn, into)? {
+            return Err(FhirError::Conflict(format!("this record has moved to {to}: import there")));
+        }
         // Merging into a named record (the signed-in patient's): it must be the same person.
         let row = crate::fhir::store::current(conn, "Patient", into)?
             .filter(|r| r.deleted == 0)

@@ -124,8 +124,8 @@ pub fn person(store: &Store, ctx: &AccessContext) -> Result<Person, PortalError>
         name: if name.is_empty() { "Your record".into() } else { name },
         nhs_number: format_nhs(nhs),
         birth_date: p["birthDate"].as_str().unwrap_or_default().to_string(),
-        // From the closure itself (an http(s) URL checked when the record closed), not from the
-        // Patient's links, which a writer could set to anything.
+        // From the closure (an http(s) URL, set once, by the patient's own app or the operator),
+        // not from the Patient's links, which any writer could change. Shown as text, not a link.
         moved_to: crate::fhir::store::moved_to(&mut store.db.conn()?, id)?,
     })
 }

@@ -54,6 +54,9 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let refused = writer.post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-05-01"));
     assert_eq!(refused.status, 409, "{}", refused.text);
     assert!(refused.diagnostics().contains("moved"));
+    let elsewhere = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "replacedBy", "valueUrl": "https://elsewhere.example/fhir/Patient/1"}]});
+    let redirected = writer.post(&format!("Patient/{pa}/$close"), &elsewhere);
+    assert_eq!(redirected.status, 409, "a moved record is not sent elsewhere later: {}", redirected.text);
     // What stays at A says where the record went: in the patient's searches and on the portal.
     let new_home = old.body["link"][0]["other"]["reference"].as_str().unwrap_or_default().to_string();
     let searched = writer.get(&format!("MedicationRequest?patient={pa}"));
