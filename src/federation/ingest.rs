@@ -36,10 +36,14 @@ impl Feed<'_> {
         format!("{}-{id}", self.name)
     }
 
-    /// Who the versions are written by, in the audit trail and on each version.
-    pub fn context(&self) -> AccessContext {
+    /// Who the versions are written by, in the audit trail and on each version: the service, for
+    /// this source, sent by `sender` (the provider system's client) when the feed is its events.
+    pub fn context(&self, sender: Option<&str>) -> AccessContext {
         let mut ctx = AccessContext::operator("feed");
         ctx.subject = format!("source:{}", self.name);
+        if let Some(client) = sender {
+            ctx.client_id = client.to_string();
+        }
         ctx
     }
 }
@@ -47,7 +51,16 @@ impl Feed<'_> {
 /// Writes `items` (line number, resource) from `feed` within the caller's transaction; returns
 /// where each landed here (`Type/id`). Nothing is written by the caller's rollback if any item fails.
 pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Result<Vec<String>, AtItem> {
-    let ctx = feed.context();
+    ingest_as(conn, feed, &feed.context(None), items)
+}
+
+/// [`ingest`], written (and audited) as `ctx`.
+pub fn ingest_as(
+    conn: &mut Conn,
+    feed: &Feed,
+    ctx: &AccessContext,
+    items: Vec<(usize, Value)>,
+) -> Result<Vec<String>, AtItem> {
     // First pass: where each of the feed's resources will live here.
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut keep_local_patient = Vec::new();
@@ -60,6 +73,10 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
         let local = if t == "Patient" {
             match nhs_number(r).map(|n| by_nhs_number(conn, &n)).transpose().map_err(|e| AtItem(*line, e))?.flatten() {
                 Some(existing) if !existing.starts_with(&format!("{}-", feed.name)) => {
+                    // A record that moved away takes nothing new, from a source neither.
+                    if let Some(to) = crate::fhir::store::moved_to(conn, &existing)? {
+                        return Err(AtItem(*line, FhirError::Conflict(format!("this person's record moved to {to}"))));
+                    }
                     sources::save_link(conn, feed.name, &existing, id)?;
                     keep_local_patient.push(existing.clone());
                     existing
@@ -101,8 +118,8 @@ pub fn ingest(conn: &mut Conn, feed: &Feed, items: Vec<(usize, Value)>) -> Resul
             Some(None) => {
                 return Err(at(FhirError::Conflict(format!("{t}/{id} is held here, not a copy of '{}'", feed.name))))
             }
-            Some(Some(_)) => update_in(conn, &ctx, &mut refs, t, &id, r, None),
-            None => create_in(conn, &ctx, &mut refs, t, r, id.clone(), "POST").map(|stored| WriteOutcome {
+            Some(Some(_)) => update_in(conn, ctx, &mut refs, t, &id, r, None),
+            None => create_in(conn, ctx, &mut refs, t, r, id.clone(), "POST").map(|stored| WriteOutcome {
                 stored,
                 created: true,
                 changed: true,

@@ -2,7 +2,7 @@
 //! cancelled, dispensed, allergy recorded) feeding the persisted record. Idempotent on the
 //! sender's message id: a replayed message gets the first answer and changes nothing.
 
-use super::ingest::{ingest, AtItem, Feed};
+use super::ingest::{ingest_as, AtItem, Feed};
 use super::sources;
 use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, DbError, Sql};
@@ -61,8 +61,9 @@ pub fn parse(bundle: &Value) -> Result<Message, FhirError> {
     Ok(Message { id, header, entries })
 }
 
-/// Writes one message as `ctx` (scope and grants apply to every resource it carries) inside the
-/// caller's transaction.
+/// Writes one message from `ctx` inside the caller's transaction: as the sender's own writes
+/// (scope and grants apply to every resource), or into a source's copy if the operator named the
+/// sender as that source's event sender.
 fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
     let Message { id, header, entries } = m;
     #[derive(diesel::QueryableByName)]
@@ -94,8 +95,10 @@ fn process_in(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value
 
 /// A message from a provider system the operator named as a source's event sender: its resources
 /// land in that source's persisted copy (ids as the source gave them, owned by the source, each
-/// with the copy's Provenance), exactly as a bulk extract from that source would. The token must
-/// still allow creating and updating each type.
+/// with the copy's Provenance), exactly as a bulk extract from that source would; the operator's
+/// naming is the authority, as for the source's other feeds, and the token must still allow
+/// creating and updating each type. The answer names what was written by the sender's own ids:
+/// where the copies live here (a person's record held here, say) is not the sender's to learn.
 fn to_copy(conn: &mut Conn, ctx: &AccessContext, feed: &Feed, entries: &[Value]) -> Result<Vec<String>, FhirError> {
     let mut items = Vec::new();
     for (i, e) in entries.iter().enumerate().skip(1) {
@@ -107,10 +110,17 @@ fn to_copy(conn: &mut Conn, ctx: &AccessContext, feed: &Feed, entries: &[Value])
         ctx.require(t, Interaction::Update)?;
         items.push((i, r));
     }
-    ingest(conn, feed, items).map_err(|AtItem(entry, e)| match e {
+    let sent: Vec<String> = items
+        .iter()
+        .map(|(_, r)| {
+            format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
+        })
+        .collect();
+    ingest_as(conn, feed, &feed.context(Some(&ctx.client_id)), items).map_err(|AtItem(entry, e)| match e {
         FhirError::Db(_) | FhirError::Conflict(_) => e,
         e => FhirError::unprocessable(format!("entry {entry}, for the source '{}': {e}", feed.name)),
-    })
+    })?;
+    Ok(sent)
 }
 
 /// A message written as the sender's own: scope and the patients' grants apply to each resource.

@@ -256,10 +256,10 @@ fn events_feed_the_sources_copy(app: &TestApp) {
         .map(|f| f.iter().filter_map(|r| r["reference"].as_str()).collect())
         .unwrap_or_default();
     let copy = "MedicationRequest/gp-a-rx-1";
-    assert_eq!(focus, vec![format!("Patient/{p}").as_str(), copy], "the person's record here is linked, not copied");
+    assert_eq!(focus, vec!["Patient/gp-p1", "MedicationRequest/rx-1"], "named by the sender's ids, not ours");
     let held = app.client().get(copy);
     assert_eq!(held.status, 200);
-    assert_eq!(held.body["subject"]["reference"], format!("Patient/{p}"));
+    assert_eq!(held.body["subject"]["reference"], format!("Patient/{p}"), "the person's record is linked, not copied");
     assert_eq!(held.body["meta"]["source"], "http://127.0.0.1:9/fhir/MedicationRequest/rx-1");
     assert_eq!(copy_provenance(app, "gp-a-rx-1"), vec!["http://127.0.0.1:9/fhir/MedicationRequest/rx-1".to_string()]);
     assert_eq!(gp.post("$process-message", &msg).body, first.body, "a replay gets the first answer");
