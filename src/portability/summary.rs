@@ -5,7 +5,7 @@ use crate::audit::AuditEntry;
 use crate::auth::AccessContext;
 use crate::fhir::search::{self, SearchRequest};
 use crate::fhir::store::{new_id, Stored};
-use crate::fhir::{time, FhirError, Store};
+use crate::fhir::{time, FhirError, Interaction, Store};
 use serde_json::{json, Value};
 
 struct Section {
@@ -100,10 +100,14 @@ fn no_information(s: &Section, patient: &str) -> Value {
     r
 }
 
-fn section(s: &Section, found: &[Stored], absent: Option<&Value>) -> Value {
+fn section(s: &Section, found: &[Stored], absent: Option<&Value>, withheld: bool) -> Value {
     let bodies: Vec<Value> = found.iter().map(|f| serde_json::from_str(&f.body).unwrap_or(Value::Null)).collect();
     let mut v = json!({"title": s.title, "code": {"coding": [{"system": "http://loinc.org", "code": s.loinc}]}});
-    if let Some(a) = absent {
+    if found.is_empty() && withheld {
+        // Not "no information": what is held here is not shared with this caller.
+        v["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Not shared with you</div>"});
+        v["emptyReason"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": "withheld", "display": "Information Withheld"}]});
+    } else if let Some(a) = absent {
         v["text"] = json!({"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">No information available</div>"});
         v["entry"] = json!([{"reference": format!("urn:uuid:{}", a["id"].as_str().unwrap_or_default())}]);
     } else {
@@ -123,7 +127,12 @@ pub fn summary(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Valu
     let mut entries = vec![entry(&store.base, &p)];
     for s in SECTIONS {
         let mut found = Vec::new();
+        let mut withheld = false;
         for (t, filters) in s.types {
+            if !ctx.may_touch(&mut conn, t, Some(patient), Interaction::Search)? {
+                withheld = true;
+                continue;
+            }
             let mut params: Vec<(String, String)> =
                 filters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             params.push(("_count".into(), "1000".into()));
@@ -132,17 +141,17 @@ pub fn summary(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Valu
             match search::run(&mut conn, ctx, &req) {
                 Ok(r) => found.extend(r.matches),
                 // A type the caller may not read is left out of the summary, not an error.
-                Err(FhirError::Forbidden(_)) => {}
+                Err(FhirError::Forbidden(_)) => withheld = true,
                 Err(e) => return Err(e),
             }
         }
         entries.extend(found.iter().map(|f| entry(&store.base, f)));
-        let absent = found.is_empty().then(|| no_information(s, patient));
+        let absent = (found.is_empty() && !withheld).then(|| no_information(s, patient));
         if let Some(a) = &absent {
             entries
                 .push(json!({"fullUrl": format!("urn:uuid:{}", a["id"].as_str().unwrap_or_default()), "resource": a}));
         }
-        sections.push(section(s, &found, absent.as_ref()));
+        sections.push(section(s, &found, absent.as_ref(), withheld));
     }
     let now = time::format_instant(crate::fhir::now_micros());
     let composition = json!({

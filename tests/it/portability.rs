@@ -116,6 +116,17 @@ fn summary_is_an_ips_document(app: &TestApp) {
     assert_eq!(held["resource"]["resourceType"], "Condition");
     assert_eq!(held["resource"]["code"]["coding"][0]["code"], "1287211007");
     assert_eq!(held["resource"]["subject"]["reference"], format!("Patient/{p}"));
+    // An app that may not read allergies is told they are withheld, never that none are known.
+    let narrow = app.client_with(Some(app.patient_token("patient/Patient.rs patient/MedicationRequest.rs", &p)));
+    let r = narrow.get(&format!("Patient/{p}/$summary"));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let allergies = &r.body["entry"][0]["resource"]["section"][1];
+    assert_eq!(allergies["emptyReason"]["coding"][0]["code"], "withheld", "{allergies}");
+    assert!(allergies.get("entry").is_none());
+    let types: Vec<&str> = r.body["entry"]
+        .as_array()
+        .map_or(vec![], |e| e.iter().filter_map(|x| x["resource"]["resourceType"].as_str()).collect());
+    assert!(!types.contains(&"AllergyIntolerance"), "{types:?}");
 }
 
 fn phr_round_trip_between_two_instances(a: &TestApp) {
