@@ -224,16 +224,14 @@ pub(crate) fn bulk_export(
     if !same_origin(&status_url, base) {
         return Err(format!("sent its export status elsewhere ({status_url})"));
     }
-    loop {
+    let outcome = (|| loop {
         let polled = with_token(agent(timeout).get(&status_url)).set("Accept", "application/json").call();
         match polled {
             Ok(r) if r.status() == 202 => {
                 // Retry-After in seconds, kept between a tenth of a second and five.
                 let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).filter(|w| w.is_finite());
-                let wait = wait.unwrap_or(1.0);
-                let wait = Duration::from_secs_f64(wait.clamp(0.1, 5.0));
+                let wait = Duration::from_secs_f64(wait.unwrap_or(1.0).clamp(0.1, 5.0));
                 if started.elapsed() + wait > deadline {
-                    let _ = with_token(agent(timeout).delete(&status_url)).call();
                     return Err(format!("had not finished its export within {}s", deadline.as_secs()));
                 }
                 std::thread::sleep(wait);
@@ -241,6 +239,10 @@ pub(crate) fn bulk_export(
             Ok(r) => {
                 let manifest: Value =
                     r.into_json().map_err(|e| format!("sent an export manifest that is not JSON ({e})"))?;
+                // A partial export is not taken for a whole one (the next round asks again).
+                if manifest["error"].as_array().is_some_and(|e| !e.is_empty()) {
+                    return Err("reported errors in its export".into());
+                }
                 let mut files: Vec<(String, String)> = manifest["output"]
                     .as_array()
                     .map(|o| {
@@ -251,15 +253,16 @@ pub(crate) fn bulk_export(
                     .unwrap_or_default();
                 files.sort_by_key(|(t, _)| t != "Patient");
                 let files_timeout = timeout.max(Duration::from_secs(60));
-                let read = files.iter().try_for_each(|(t, url)| each(t, read_file(base, url, token, files_timeout)?));
-                // Read or not, the export is done with (Bulk Data: DELETE the status URL).
-                let _ = with_token(agent(timeout).delete(&status_url)).call();
-                return read.map(|_| files.len());
+                files.iter().try_for_each(|(t, url)| each(t, read_file(base, url, token, files_timeout)?))?;
+                return Ok(files.len());
             }
             Err(ureq::Error::Status(code, _)) => return Err(format!("export failed there (HTTP {code})")),
             Err(e) => return Err(format!("could not be reached for the export status ({})", e.kind())),
         }
-    }
+    })();
+    // Read, failed or abandoned, the export is done with (Bulk Data: DELETE the status URL).
+    let _ = with_token(agent(timeout).delete(&status_url)).call();
+    outcome
 }
 
 /// Whether two URLs share scheme, host and port (outbound calls stay where they were configured).

@@ -10,6 +10,7 @@ use crate::auth::Keys;
 use crate::db::{Bind, Conn, Db, Sql};
 use crate::fhir::patient::nhs_number;
 use crate::fhir::{now_micros, time, FhirError};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,9 +195,15 @@ fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
     }
     let feed = Feed { name: &s.name, fhir_base: &s.fhir_base };
     let timeout = Duration::from_millis(s.timeout_ms.max(1000) as u64);
+    let mut held: HashSet<String> =
+        match db.conn().map_err(FhirError::from).and_then(|mut c| Ok(sources::linked(&mut c, &s.name)?)) {
+            Ok(links) => links.into_iter().map(|(_, remote)| remote).filter(|r| r != NOT_THERE).collect(),
+            Err(e) => return round.failures.push(format!("bulk export: {e}")),
+        };
     let exported = client.bulk_export(s, &query, timeout, BULK_DEADLINE, |t, text| {
         let describe = |super::ingest::AtItem(line, e)| format!("{t} file, line {line}: {e}");
         let items = parse_ndjson(&text).map_err(describe)?;
+        let items = held_here(db, t, items, &mut held).map_err(|e| format!("{t} file: {e}"))?;
         round.written += db.transaction(|c| ingest(c, &feed, items)).map_err(describe)?.len();
         Ok(())
     });
@@ -207,6 +214,44 @@ fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
     if let Err(e) = done {
         round.failures.push(format!("bulk export: source {e}"));
     }
+}
+
+/// What of a bulk file is kept here: the source's Patients who are people held here (by NHS
+/// number, or linked before), what lies in their compartments, and shared resources (a
+/// Medication, a prescriber). Everyone else the source exports stays at the source, as in a
+/// search round, which only ever asks about linked patients.
+fn held_here(
+    db: &Db,
+    rtype: &str,
+    items: Vec<(usize, serde_json::Value)>,
+    held: &mut HashSet<String>,
+) -> Result<Vec<(usize, serde_json::Value)>, FhirError> {
+    if rtype == "Patient" {
+        let mut conn = db.conn()?;
+        let mut kept = Vec::new();
+        for (line, p) in items {
+            let remote = p["id"].as_str().unwrap_or_default().to_string();
+            let here = match nhs_number(&p) {
+                Some(n) => crate::fhir::patient::by_nhs_number(&mut conn, &n)?.is_some(),
+                None => false,
+            };
+            if here || held.contains(&remote) {
+                held.insert(remote);
+                kept.push((line, p));
+            }
+        }
+        return Ok(kept);
+    }
+    let Some(path) = crate::fhir::params::compartment_path(rtype) else { return Ok(items) };
+    Ok(items
+        .into_iter()
+        .filter(|(_, r)| {
+            r[path]["reference"]
+                .as_str()
+                .and_then(crate::fhir::index::split_reference)
+                .is_some_and(|(t, id)| t == "Patient" && held.contains(id))
+        })
+        .collect())
 }
 
 /// Local patients (not copies) this source has not been asked about yet, found there by NHS number.

@@ -447,6 +447,11 @@ fn always_source_syncs_in_the_background(app: &TestApp) {
 fn always_source_syncs_by_bulk_export(app: &TestApp) {
     let (src, creds) = provider(NHS[0]);
     src.create(patient(NHS[1], "Not", "Shared")); // no grant to us: never exported
+                                                  // Shared with us, but not a person held here: exported, and left at the source.
+    let elsewhere = src.create(patient(NHS[2], "Held", "Elsewhere"));
+    src.grant(&elsewhere, Grantee::Organization("Organization/provider-a".into()), "patient/*.rs");
+    let (code, display) = SIMVASTATIN;
+    src.create(medication_request(&elsewhere, code, display, "active", "2024-07-01"));
     let p = app.create(patient(NHS[0], "Okafor", "Ada"));
     add_source(app, "gp-bulk", &src.fhir, Policy::Never, Some(creds), 3000);
     let bulk = sources::Change { bulk_sync: Some(true), policy: Some(Policy::Always), ..Default::default() };
@@ -458,7 +463,9 @@ fn always_source_syncs_by_bulk_export(app: &TestApp) {
     assert_eq!(copy["subject"]["reference"], format!("Patient/{p}"), "linked to the local record by NHS number");
     let copied_patients =
         app.client().get("Patient?_count=100").ids().into_iter().filter(|id| id.starts_with("gp-bulk-")).count();
-    assert_eq!(copied_patients, 0, "the shared patient is linked, and the unshared one never came");
+    assert_eq!(copied_patients, 0, "the shared patient is linked; the others never came");
+    let all = app.client().get("MedicationRequest?_summary=count").body["total"].as_i64();
+    assert_eq!(all, Some(1), "nothing of a person not held here was copied");
     let remote_patient =
         src.client().get(&format!("Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{}", NHS[0])).ids()[0].clone();
     let (code, display) = PARACETAMOL;
