@@ -958,6 +958,16 @@ pub(crate) fn delete_in(
 #[derive(Default, Debug)]
 pub(crate) struct Refs(BTreeSet<String>);
 
+impl Refs {
+    /// The relative references (`Type`, `id`): not contained (`#id`), absolute or `urn:`.
+    pub(crate) fn relative(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .filter(|r| !(r.starts_with('#') || r.contains("://") || r.starts_with("urn:")))
+            .filter_map(|r| split_reference(r))
+    }
+}
+
 pub(crate) fn collect_refs(v: &Value, refs: &mut Refs) {
     match v {
         Value::Object(o) => {

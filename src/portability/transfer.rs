@@ -6,6 +6,7 @@
 use super::archive::{self, ImportOptions, ImportReport};
 use crate::db::{Bind, Db, Sql};
 use crate::federation::client::same_origin;
+use crate::fhir::store::{collect_refs, Refs};
 use crate::fhir::{now_micros, FhirError, Store};
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
@@ -18,7 +19,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -286,53 +287,48 @@ fn pull_bulk(p: &Partner, token: &str) -> Result<Vec<Value>, FhirError> {
         },
     );
     exported.map_err(|e| err(format!("{} {e}", p.name)))?;
-    let held: HashSet<String> = lines.iter().map(reference_to).collect();
-    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in &lines {
-        let mut refs = BTreeSet::new();
-        relative_refs(r, &mut refs);
-        for (t, id) in refs.into_iter().filter(|(t, id)| !held.contains(&format!("{t}/{id}"))) {
+    // What the export refers to outside the compartment, and what that refers to in turn (a
+    // prescriber's organisation), a few levels deep. Another Patient (a link) is not followed:
+    // the record is one person's.
+    let mut held: HashSet<String> = lines.iter().map(reference_to).collect();
+    let mut frontier = 0;
+    for _ in 0..REFERENCE_LEVELS {
+        let mut refs = Refs::default();
+        lines[frontier..].iter().for_each(|r| collect_refs(r, &mut refs));
+        let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (t, id) in refs.relative().filter(|(t, id)| *t != "Patient" && !held.contains(&format!("{t}/{id}"))) {
             wanted.entry(t).or_default().push(id);
         }
-    }
-    for (t, mut ids) in wanted {
-        ids.sort();
-        ids.dedup();
-        for chunk in ids.chunks(100) {
-            let url = format!("{}/{t}?_id={}&_count=100", p.fhir_base, chunk.join(","));
-            let (items, _) = everything_page(p, &url, token)?;
-            lines.extend(items);
+        let mut added = Vec::new();
+        for (t, ids) in wanted {
+            for chunk in ids.chunks(100) {
+                let mut next = Some(format!("{}/{t}?_id={}&_count=100", p.fhir_base, chunk.join(",")));
+                while let Some(url) = next.take() {
+                    let (items, n) = everything_page(p, &url, token)?;
+                    added.extend(items);
+                    next = n;
+                }
+            }
         }
+        if added.is_empty() {
+            break; // complete, or what is missing is not there (the import will say so)
+        }
+        frontier = lines.len();
+        held.extend(added.iter().map(reference_to));
+        lines.extend(added);
+        too_many(&lines)?;
     }
     Ok(lines)
 }
+
+/// How many levels of references outside the compartment a bulk transfer follows.
+const REFERENCE_LEVELS: usize = 4;
 
 /// How long a partner may take to prepare a bulk export of one record.
 const BULK_DEADLINE: Duration = Duration::from_secs(300);
 
 fn reference_to(r: &Value) -> String {
     format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
-}
-
-/// The relative references (`Type`, `id`) anywhere in `v`, outside contained resources.
-fn relative_refs(v: &Value, out: &mut BTreeSet<(String, String)>) {
-    match v {
-        Value::Object(o) => {
-            for (k, c) in o {
-                match (k.as_str(), c.as_str()) {
-                    ("reference", Some(r)) if !r.contains("://") && !r.starts_with('#') && !r.starts_with("urn:") => {
-                        if let Some((t, id)) = crate::fhir::index::split_reference(r) {
-                            out.insert((t.to_string(), id.to_string()));
-                        }
-                    }
-                    ("contained", _) => {}
-                    _ => relative_refs(c, out),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|c| relative_refs(c, out)),
-        _ => {}
-    }
 }
 
 /// Finishes a transfer when the patient returns with `code` for `state`: pulls the record the
