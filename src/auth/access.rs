@@ -73,6 +73,17 @@ impl AccessContext {
         }
     }
 
+    /// Who owns what this context starts (a message id, an export job): the same client acting
+    /// for the same records. One app used by two patients is two owners.
+    pub fn owner_key(&self) -> String {
+        let reach = match &self.reach {
+            Reach::All => String::new(),
+            Reach::Patient(p) => format!("Patient/{p}"),
+            Reach::Granted { organization, .. } => organization.clone().unwrap_or_default(),
+        };
+        format!("{}|{reach}", self.client_id)
+    }
+
     /// Who wrote a version, as stored with it.
     pub fn author(&self) -> String {
         match &self.practitioner {

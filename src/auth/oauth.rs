@@ -422,7 +422,11 @@ fn authenticate(
     match (client.kind, &client.secret_hash, secret) {
         (ClientKind::Public, _, None) => Ok(client),
         (ClientKind::Confidential, Some(hash), Some(s)) => {
-            let checked = prepared.secret.as_ref().filter(|(id, _)| *id == client.client_id).map(|(_, ok)| *ok);
+            let checked = prepared
+                .secret
+                .as_ref()
+                .filter(|(id, checked_hash, _)| *id == client.client_id && checked_hash == hash)
+                .map(|(_, _, ok)| *ok);
             if checked.unwrap_or_else(|| password::verify(&s, hash)) {
                 Ok(client)
             } else {
@@ -441,21 +445,28 @@ fn authenticate(
 /// cache), and a confidential client's secret is checked (argon2).
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// (client id, whether the secret presented is its secret)
-    secret: Option<(String, bool)>,
+    /// (client id, the secret hash checked against, whether the secret presented matched it)
+    secret: Option<(String, String, bool)>,
 }
 
-pub fn prepare(conn: &mut Conn, req: &TokenRequest, basic: Option<&(String, String)>) -> Result<Prepared, OAuthError> {
+pub fn prepare(
+    db: &crate::db::Db,
+    req: &TokenRequest,
+    basic: Option<&(String, String)>,
+) -> Result<Prepared, OAuthError> {
+    // The client is looked up on a connection given back before any waiting starts.
+    let client = |id: &str| -> Result<Option<Client>, OAuthError> { Ok(clients::get(&mut db.conn()?, id)?) };
     if let Some(a) = &req.client_assertion {
-        if let Some(client) = unverified_issuer(a).map(|iss| clients::get(conn, &iss)).transpose()?.flatten() {
-            assertion::prefetch(&client, a);
+        if let Some(c) = unverified_issuer(a).map(|iss| client(&iss)).transpose()?.flatten() {
+            assertion::prefetch(&c, a);
         }
         return Ok(Prepared::default());
     }
     let claimed = basic.cloned().or_else(|| req.client_id.clone().zip(req.client_secret.clone()));
     let Some((id, secret)) = claimed else { return Ok(Prepared::default()) };
-    let hash = clients::get(conn, &id)?.filter(|c| c.kind == ClientKind::Confidential).and_then(|c| c.secret_hash);
-    Ok(Prepared { secret: hash.map(|h| (id, password::verify(&secret, &h))) })
+    let hash = client(&id)?.filter(|c| c.kind == ClientKind::Confidential).and_then(|c| c.secret_hash);
+    // Kept with the hash it was checked against: a secret changed meanwhile is checked again.
+    Ok(Prepared { secret: hash.map(|h| (id, h.clone(), password::verify(&secret, &h))) })
 }
 
 /// The `iss` of a JWT before verification: it names the client whose keys will verify it.

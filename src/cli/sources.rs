@@ -23,7 +23,8 @@ pub enum SourceCmd {
         max_age: Option<String>,
         #[arg(long)]
         timeout: Option<String>,
-        /// The client id of the provider system whose event messages feed this source's copy.
+        /// The client id of the provider system whose event messages feed this source's copy
+        /// ('' stops the source taking events).
         #[arg(long)]
         events_client: Option<String>,
         /// How an `always` source is kept in step: search (per patient) | bulk (Patient/$export)

@@ -4,7 +4,7 @@
 
 use super::ingest::{ingest_as, AtItem, Feed};
 use super::sources;
-use crate::auth::{AccessContext, Reach};
+use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};
@@ -166,12 +166,7 @@ fn as_sender(conn: &mut Conn, ctx: &AccessContext, entries: &[Value]) -> Result<
 /// what was written) only when the same client sends it acting for the same records. From anyone
 /// else it is a new message, checked against their own scope and grants.
 fn sender_key(ctx: &AccessContext, id: &str) -> String {
-    let reach = match &ctx.reach {
-        Reach::All => String::new(),
-        Reach::Patient(p) => format!("Patient/{p}"),
-        Reach::Granted { organization, .. } => organization.clone().unwrap_or_default(),
-    };
-    format!("{}|{reach}|{id}", ctx.client_id)
+    format!("{}|{id}", ctx.owner_key())
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Value, FhirError>>;

@@ -104,6 +104,9 @@ pub fn add(conn: &mut Conn, keys: &Keys, s: &NewSource) -> Result<(), AuthError>
     if !(s.fhir_base.starts_with("https://") || s.fhir_base.starts_with("http://")) {
         return Err(AuthError::Invalid("--fhir-base must be an http(s) URL".into()));
     }
+    if let Some(client) = &s.events_client {
+        check_events_client(conn, client, &s.name)?;
+    }
     // The key id travels with the key, sealed with the instance secret like signing keys.
     let (auth, client, sealed) = match &s.credentials {
         Some((client, kid, der)) => {
@@ -197,21 +200,47 @@ fn sync_mode(bulk: bool) -> &'static str {
 
 /// Moves a source between roadmap stages by configuration: the name (and so the ids of its
 /// persisted copies and its patient links) stays, so nothing is duplicated or orphaned.
-pub fn update(conn: &mut Conn, name: &str, c: &Change) -> Result<bool, DbError> {
-    Ok(conn.execute(&Sql::with(
+/// `events_client` "" stops the source taking events.
+pub fn update(conn: &mut Conn, name: &str, c: &Change) -> Result<bool, AuthError> {
+    let events = c.events_client.as_deref().map(|e| (!e.is_empty()).then_some(e));
+    if let Some(Some(client)) = events {
+        check_events_client(conn, client, name)?;
+    }
+    let n = conn.execute(&Sql::with(
         "UPDATE federated_sources SET policy = COALESCE(?, policy), max_age_secs = COALESCE(?, max_age_secs), \
-         timeout_ms = COALESCE(?, timeout_ms), events_client = COALESCE(?, events_client), \
-         sync_mode = COALESCE(?, sync_mode) \
+         timeout_ms = COALESCE(?, timeout_ms), sync_mode = COALESCE(?, sync_mode) \
          WHERE name = ? AND retired_at IS NULL",
         [
             Bind::OptText(c.policy.map(|p| p.as_str().to_string())),
             Bind::OptInt(c.max_age_secs),
             Bind::OptInt(c.timeout_ms),
-            Bind::OptText(c.events_client.clone()),
             Bind::OptText(c.bulk_sync.map(|b| sync_mode(b).to_string())),
             Bind::Text(name.into()),
         ],
-    ))? == 1)
+    ))?;
+    if let Some(client) = events {
+        conn.execute(&Sql::with(
+            "UPDATE federated_sources SET events_client = ? WHERE name = ?",
+            [Bind::OptText(client.map(str::to_string)), Bind::Text(name.into())],
+        ))?;
+    }
+    Ok(n == 1)
+}
+
+/// A source's event sender is a registered provider system, and sends for that source only (its
+/// messages must land in one copy).
+fn check_events_client(conn: &mut Conn, client: &str, source: &str) -> Result<(), AuthError> {
+    let backend =
+        crate::auth::clients::get(conn, client)?.is_some_and(|c| c.kind == crate::auth::clients::ClientKind::Backend);
+    if !backend {
+        return Err(AuthError::Invalid(format!("{client} is not a registered backend client (a provider system)")));
+    }
+    match fed_by(conn, client)? {
+        Some((other, _)) if other != source => {
+            Err(AuthError::Invalid(format!("{client} already sends the events of the source {other}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn remove(conn: &mut Conn, name: &str) -> Result<bool, DbError> {

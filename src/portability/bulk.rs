@@ -203,8 +203,9 @@ pub fn get(db: &Db, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
         &format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"),
         [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())],
     );
-    let same_reach =
-        |j: &Job| serde_json::from_str::<JobParams>(&j.params).is_ok_and(|p| p.context().reach == ctx.reach);
+    let same_reach = |j: &Job| {
+        serde_json::from_str::<JobParams>(&j.params).is_ok_and(|p| p.context().owner_key() == ctx.owner_key())
+    };
     conn.first::<Job>(&q)?
         .filter(|j| j.status != "cancelled" && same_reach(j))
         .ok_or_else(|| FhirError::NotFound(format!("export job {id}")))

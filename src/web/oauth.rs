@@ -353,7 +353,7 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
     let ep = state.endpoints();
     let result = blocking(move || {
         // Outside the transaction (on SQLite, the one writer): key fetches and secret checks.
-        let prepared = oauth::prepare(&mut hf.db.conn()?, &tr, basic.as_ref())?;
+        let prepared = oauth::prepare(&hf.db, &tr, basic.as_ref())?;
         // Committed whatever the outcome: see `oauth::token`.
         hf.db.transaction(|c| Ok::<_, crate::db::DbError>(oauth::token(c, &hf.keys, &ep, &tr, basic, &prepared)))?
     })

@@ -236,6 +236,8 @@ fn events_feed_the_sources_copy(app: &TestApp) {
         app.client_with(t["access_token"].as_str().map(str::to_string))
     };
     add_source(app, "gp-a", "http://127.0.0.1:9/fhir", Policy::Always, None, 500);
+    let unknown = sources::Change { events_client: Some("no-such-system".into()), ..Default::default() };
+    assert!(sources::update(&mut app.hf.db.conn().expect("conn"), "gp-a", &unknown).is_err(), "not a provider system");
     let bind = sources::Change { events_client: Some(sender.clone()), ..Default::default() };
     assert!(sources::update(&mut app.hf.db.conn().expect("conn"), "gp-a", &bind).expect("update"));
     let (code, display) = PARACETAMOL;
