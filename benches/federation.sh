@@ -80,7 +80,17 @@ for i in 1 2 3; do $BIN source remove "s$i" >/dev/null; $BIN source add --name "
 curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" "$URL"   # the first query fetches and keeps copies
 run "three on-read sources, repeat (copies)"
 
-echo "== event ingest (\$process-message, a new message id each time)"
+echo "== event ingest (\$process-message, a new message id each time, over 64 patients)"
+# Events come for many people: 64 patients, taken in turn.
+patients=""
+for i in $(seq 1 64); do
+  nhs=$(python3 -c "import sys; b=str(900000000 + $i); s=sum(int(d)*(10-k) for k,d in enumerate(b)); c=11 - s % 11; print(b + str(0 if c == 11 else c)) if c != 10 else print('')")
+  [ -n "$nhs" ] || continue
+  id=$(curl -fs -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/fhir+json" -X POST "$BASE/fhir/Patient" \
+    -d '{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"'"$nhs"'"}],"name":[{"family":"Event","given":["P'"$i"'"]}]}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  patients="$patients\"$id\","
+done
 cat > "$OUT/message.lua" <<LUA
 -- Every message id unique across threads and runs (a replay is answered from the first result,
 -- which would flatter the figure).
@@ -91,6 +101,7 @@ function setup(thread)
 end
 counter = 0
 run = os.time()
+patients = {${patients%,}}
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/fhir+json"
 request = function()
@@ -98,7 +109,7 @@ request = function()
   local id = string.format("%d-%d-%d", run, tid, counter)
   local body = '{"resourceType":"Bundle","id":"m' .. id .. '","type":"message","entry":[' ..
     '{"fullUrl":"urn:uuid:00000000-0000-4000-8000-000000000001","resource":{"resourceType":"MessageHeader","eventCoding":{"system":"https://fhir.nhs.uk/CodeSystem/message-event","code":"prescription-order"},"source":{"endpoint":"https://gp.example"}}},' ..
-    '{"fullUrl":"urn:uuid:00000000-0000-4000-8000-000000000002","resource":{"resourceType":"MedicationRequest","identifier":[{"system":"https://eps.example/rx","value":"' .. id .. '"}],"status":"active","intent":"order","subject":{"reference":"Patient/$P"},"authoredOn":"2025-03-01","medicationCodeableConcept":{"coding":[{"system":"https://dmd.nhs.uk","code":"322236009","display":"Paracetamol 500mg tablets"}]}}}]}'
+    '{"fullUrl":"urn:uuid:00000000-0000-4000-8000-000000000002","resource":{"resourceType":"MedicationRequest","identifier":[{"system":"https://eps.example/rx","value":"' .. id .. '"}],"status":"active","intent":"order","subject":{"reference":"Patient/' .. patients[counter % #patients + 1] .. '"},"authoredOn":"2025-03-01","medicationCodeableConcept":{"coding":[{"system":"https://dmd.nhs.uk","code":"322236009","display":"Paracetamol 500mg tablets"}]}}}]}'
   return wrk.format(nil, "/fhir/\$process-message", nil, body)
 end
 LUA

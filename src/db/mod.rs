@@ -40,6 +40,18 @@ impl DbError {
             DbError::Query(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
         )
     }
+
+    /// Two writers raced (a key, a serialization conflict, a deadlock one of them lost): trying
+    /// again, once the other has committed, can succeed.
+    pub fn is_race(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+            | DbError::Query(Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => true,
+            DbError::Query(Error::DatabaseError(_, info)) => info.message().contains("deadlock detected"),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

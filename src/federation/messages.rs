@@ -209,7 +209,9 @@ impl MessageWriter {
     pub async fn process(&self, ctx: AccessContext, bundle: Value) -> Result<Value, FhirError> {
         let m = parse(&bundle)?;
         drop(bundle);
-        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Messages about one patient go to one writer: they never wait on each other's locks, and
+        // a later one sees what an earlier one created (a change finds its prescription).
+        let turn = route(&m).unwrap_or_else(|| self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let Some(queue) = self.queues.get(turn % self.queues.len().max(1)) else {
             let store = self.store.clone();
             return tokio::task::spawn_blocking(move || process_alone(&store, &ctx, &m))
@@ -222,17 +224,27 @@ impl MessageWriter {
     }
 }
 
+/// A writer for a message, from the patient its first resource is about.
+fn route(m: &Message) -> Option<usize> {
+    use std::hash::{Hash, Hasher};
+    let r = &m.entries.get(1)?["resource"];
+    let about = r["subject"]["reference"].as_str().or(r["patient"]["reference"].as_str())?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    about.hash(&mut h);
+    Some(h.finish() as usize)
+}
+
 /// One message in its own transaction (when the writer thread could not start).
 fn process_alone(store: &Store, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
     store.db.transaction(|conn| process_once(conn, ctx, m))
 }
 
-/// One message in a savepoint of the caller's transaction. The same message arriving twice at
-/// once (another replica, on PostgreSQL): the second to write hits the first's processed_messages
-/// row once that commits, and trying again gives it the first one's answer.
+/// One message in a savepoint of the caller's transaction. Two writers racing (the same message
+/// on another writer thread or replica, or a deadlock on PostgreSQL): the loser's savepoint rolls
+/// back and it tries once more, after the winner committed (a replay then gets its answer).
 fn process_once(conn: &mut Conn, ctx: &AccessContext, m: &Message) -> Result<Value, FhirError> {
     match conn.savepoint(|c| process_in(c, ctx, m)) {
-        Err(FhirError::Db(e)) if e.is_unique_violation() => conn.savepoint(|c| process_in(c, ctx, m)),
+        Err(FhirError::Db(e)) if e.is_race() => conn.savepoint(|c| process_in(c, ctx, m)),
         other => other,
     }
 }
