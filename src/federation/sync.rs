@@ -1,7 +1,8 @@
 //! `always` sources, kept in step in the background: each round, one replica (whichever leases
-//! the source's sync job in the database) links local patients to the source by NHS number and
-//! pulls what changed for each linked patient since the last round (`_lastUpdated=gt…`, every
-//! page), into the persisted copy through [`super::ingest`].
+//! the source's sync job in the database) brings what changed since the last round into the
+//! persisted copy through [`super::ingest`], by searches (local patients linked by NHS number,
+//! then `_lastUpdated=gt…` for each, every page) or, with `--sync bulk`, by one Bulk Data export
+//! of what the source shares (`_since`), kept to the people held here.
 
 use super::client::SourceClient;
 use super::ingest::{ingest, parse_ndjson, Feed};
@@ -110,8 +111,9 @@ fn finish(conn: &mut Conn, source: &str, worker: &str, round: &Round) -> Result<
     Ok(())
 }
 
-/// One round for one source: link, then pull what changed. A failure is noted and the round
-/// goes on with the next patient or type; nothing half-written stays (each pull is one transaction).
+/// One round for one source: a bulk round, or link, then search for what changed. A failure is
+/// noted and the round goes on with the next patient or type; nothing half-written stays (each
+/// pull is one transaction).
 pub fn sync_source(db: &Db, client: &SourceClient, s: &Source) -> Round {
     let mut round = Round::default();
     let timeout = Duration::from_millis(s.timeout_ms.max(1000) as u64);
@@ -178,8 +180,8 @@ const BULK_MARK: (&str, &str) = ("*", "$export");
 const BULK_DEADLINE: Duration = Duration::from_secs(300);
 
 /// One bulk round: the source's Bulk Data `Patient/$export` of everything it shares with us
-/// (Patients included, so each is linked by NHS number or copied), what changed since the last
-/// complete round. Each file is ingested whole or not at all; a failure ends the round, and the
+/// (Patients included, so each is linked by NHS number), what changed since the last complete
+/// round, kept to the people held here ([`held_here`]). Each file is ingested whole or not at all; a failure ends the round, and the
 /// next one asks again from the same point (ingest is idempotent).
 fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
     let started = now_micros();
