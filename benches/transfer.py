@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Record transfer benchmark: a patient with N resources (default 10,000) at instance A brings the
 record to instance B through the portal, as in the product: signed in at B, sent to A to sign in
-and approve, then B pulls the record ($phr-export over HTTP) and imports it in one transaction.
+and approve, then B pulls the record (one $everything page, or for a larger record A's Bulk Data
+Patient/$export completed with what it refers to) and imports it in one transaction.
 
 Two release servers on SQLite (B on PostgreSQL when B_DATABASE_URL is set). Prints the time from
 the patient's "Allow" at A to B's result page (pull + import), and then a repeat (nothing new).
