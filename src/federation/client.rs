@@ -224,13 +224,18 @@ pub(crate) fn bulk_export(
     if !same_origin(&status_url, base) {
         return Err(format!("sent its export status elsewhere ({status_url})"));
     }
+    let mut polls = 0;
     let outcome = (|| loop {
         let polled = with_token(agent(timeout).get(&status_url)).set("Accept", "application/json").call();
         match polled {
             Ok(r) if r.status() == 202 => {
-                // Retry-After in seconds, kept between a tenth of a second and five.
-                let wait = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).filter(|w| w.is_finite());
-                let wait = Duration::from_secs_f64(wait.unwrap_or(1.0).clamp(0.1, 5.0));
+                // Exponential backoff (Bulk Data), from a tenth of a second up to the server's
+                // Retry-After (whole seconds, so at least one): a small export is not kept
+                // waiting a second it did not need.
+                let asked = r.header("Retry-After").and_then(|v| v.parse::<f64>().ok()).filter(|w| w.is_finite());
+                let backoff = 0.1 * f64::from(1u32 << polls.min(6));
+                polls += 1;
+                let wait = Duration::from_secs_f64(backoff.min(asked.unwrap_or(1.0)).clamp(0.1, 5.0));
                 if started.elapsed() + wait > deadline {
                     return Err(format!("had not finished its export within {}s", deadline.as_secs()));
                 }
