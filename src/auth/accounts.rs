@@ -119,23 +119,20 @@ pub fn by_fhir_user(conn: &mut Conn, fhir_user: &str) -> Result<Option<Account>,
 /// Checks a sign-in. Slow on purpose (argon2), so callers run it off the async workers.
 pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Account, LoginError> {
     let now = now_micros();
-    let recent = conn.first::<Int>(&Sql::with(
-        "SELECT COUNT(*) AS n FROM login_failures WHERE address = ? AND at > ?",
-        [Bind::Text(address.into()), Bind::Int(now - ADDRESS_WINDOW_MICROS)],
-    ))?;
-    if recent.is_some_and(|r| r.n >= ADDRESS_FAILURES) {
-        return Err(LoginError::Throttled { retry_after_secs: ADDRESS_WINDOW_MICROS / 1_000_000 });
-    }
+    // Failures within `window` (micros) by `column` = `value`: `limit` of them and no more tries.
+    let mut throttle = |column: &str, value: &str, window: i64, limit: i64| -> Result<(), LoginError> {
+        let q = format!("SELECT COUNT(*) AS n FROM login_failures WHERE {column} = ? AND at > ?");
+        let failures = conn.first::<Int>(&Sql::with(&q, [Bind::Text(value.into()), Bind::Int(now - window)]))?;
+        match failures {
+            Some(f) if f.n >= limit => Err(LoginError::Throttled { retry_after_secs: window / 1_000_000 }),
+            _ => Ok(()),
+        }
+    };
+    throttle("address", address, ADDRESS_WINDOW_MICROS, ADDRESS_FAILURES)?;
     // Counted per email whether an account has it or not, so being throttled says nothing about
     // which emails have accounts.
     let key = email_key(email);
-    let tries = conn.first::<Int>(&Sql::with(
-        "SELECT COUNT(*) AS n FROM login_failures WHERE email_key = ? AND at > ?",
-        [Bind::Text(key.clone()), Bind::Int(now - ACCOUNT_LOCK_MICROS)],
-    ))?;
-    if tries.is_some_and(|r| r.n >= ACCOUNT_FAILURES) {
-        return Err(LoginError::Throttled { retry_after_secs: ACCOUNT_LOCK_MICROS / 1_000_000 });
-    }
+    throttle("email_key", &key, ACCOUNT_LOCK_MICROS, ACCOUNT_FAILURES)?;
     let account = by_email(conn, email)?;
     let hash = account.as_ref().map_or(password::dummy_hash(), |a| a.password_hash.as_str());
     let ok = password::verify(pw, hash);

@@ -7,12 +7,12 @@
 use super::summary::label;
 use super::{everything_in, EverythingRequest};
 use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
-use crate::auth::AccessContext;
+use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::store::{assembled_provenance, check_refs, create_many_in, new_id, Refs};
-use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Store};
+use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Interaction, Store, READ_ONLY_TYPES};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -199,6 +199,9 @@ pub fn read_archive(bytes: impl Read) -> Result<(Manifest, Vec<Value>), FhirErro
 }
 
 pub fn parse_lines(ndjson: &[u8]) -> Result<Vec<Value>, FhirError> {
+    // The record's views of itself (Consent, AuditEvent), as an exported line begins.
+    let views: Vec<(&str, String)> =
+        READ_ONLY_TYPES.iter().map(|t| (*t, format!("{{\"resourceType\":\"{t}\""))).collect();
     let mut out = Vec::new();
     for (i, line) in ndjson.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -213,8 +216,8 @@ pub fn parse_lines(ndjson: &[u8]) -> Result<Vec<Value>, FhirError> {
         let bad = |e: serde_json::Error| FhirError::invalid(format!("line {}: {e}", i + 1));
         // A Consent or AuditEvent (about half of an archive) stays with its source: it is checked
         // to be JSON and counted, without building a tree that would be thrown away.
-        match VIEW_TYPES.iter().find(|t| line.starts_with(format!("{{\"resourceType\":\"{t}\"").as_bytes())) {
-            Some(t) => {
+        match views.iter().find(|(_, prefix)| line.starts_with(prefix.as_bytes())) {
+            Some((t, _)) => {
                 serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(bad)?;
                 out.push(serde_json::json!({"resourceType": t}));
             }
@@ -223,9 +226,6 @@ pub fn parse_lines(ndjson: &[u8]) -> Result<Vec<Value>, FhirError> {
     }
     Ok(out)
 }
-
-/// The record's views of itself, kept by the instance that wrote them (not imported).
-const VIEW_TYPES: [&str; 2] = ["Consent", "AuditEvent"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -249,6 +249,28 @@ pub struct ImportReport {
     pub already_present: usize,
     /// Consent and AuditEvent entries stay with the source instance's record of them.
     pub not_imported: usize,
+}
+
+/// The record `ctx` may import `lines` into: the patient's own (their app), or any (the
+/// operator, naming it with `named` or not at all); never a provider's. An import writes the
+/// record, so the token (and the patient's grant) must allow creating every type it brings; the
+/// views are not imported, a Patient merged into a named record is not created, and the origin
+/// Provenance is the service's own.
+pub fn import_target(ctx: &AccessContext, named: Option<String>, lines: &[Value]) -> Result<Option<String>, FhirError> {
+    let into = match &ctx.reach {
+        Reach::All => named,
+        Reach::Patient(p) => Some(p.clone()),
+        Reach::Granted { .. } => {
+            return Err(FhirError::forbidden("only the patient (or an operator) can import a record"))
+        }
+    };
+    let types: std::collections::BTreeSet<&'static str> =
+        lines.iter().filter_map(|l| l["resourceType"].as_str().and_then(resource_type)).collect();
+    let merged_patient = |t: &str| t == "Patient" && into.is_some();
+    for t in types.into_iter().filter(|t| !(READ_ONLY_TYPES.contains(t) || merged_patient(t))) {
+        ctx.require(t, Interaction::Create)?;
+    }
+    Ok(into)
 }
 
 /// Imports the resources of one patient's record, exported by `source`.
@@ -283,7 +305,7 @@ fn split_views(lines: Vec<Value>) -> Result<(Vec<Value>, usize), FhirError> {
     for (i, l) in lines.into_iter().enumerate() {
         let t =
             l["resourceType"].as_str().ok_or_else(|| FhirError::invalid(format!("entry {i} has no resourceType")))?;
-        if VIEW_TYPES.contains(&t) {
+        if READ_ONLY_TYPES.contains(&t) {
             views += 1;
             continue;
         }
@@ -298,7 +320,8 @@ fn split_views(lines: Vec<Value>) -> Result<(Vec<Value>, usize), FhirError> {
     Ok((keep, views))
 }
 
-fn key(v: &Value) -> String {
+/// A resource's `Type/id`.
+pub(crate) fn key(v: &Value) -> String {
     format!("{}/{}", v["resourceType"].as_str().unwrap_or_default(), v["id"].as_str().unwrap_or_default())
 }
 

@@ -263,9 +263,7 @@ fn pull_record(p: &Partner, remote: &str, token: &str) -> Result<Vec<Value>, Fhi
     }
     // A resource can appear on two pages (a shared Medication): once is enough.
     let mut seen = std::collections::HashSet::new();
-    lines.retain(|r| {
-        seen.insert(format!("{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
-    });
+    lines.retain(|r| seen.insert(archive::key(r)));
     Ok(lines)
 }
 
@@ -290,7 +288,7 @@ fn pull_bulk(p: &Partner, token: &str) -> Result<Vec<Value>, FhirError> {
     // What the export refers to outside the compartment, and what that refers to in turn (a
     // prescriber's organisation), a few levels deep. Another Patient (a link) is not followed:
     // the record is one person's.
-    let mut held: HashSet<String> = lines.iter().map(reference_to).collect();
+    let mut held: HashSet<String> = lines.iter().map(archive::key).collect();
     let mut frontier = 0;
     for _ in 0..REFERENCE_LEVELS {
         let mut refs = Refs::default();
@@ -314,7 +312,7 @@ fn pull_bulk(p: &Partner, token: &str) -> Result<Vec<Value>, FhirError> {
             break; // complete, or what is missing is not there (the import will say so)
         }
         frontier = lines.len();
-        held.extend(added.iter().map(reference_to));
+        held.extend(added.iter().map(archive::key));
         lines.extend(added);
         too_many(&lines)?;
     }
@@ -326,10 +324,6 @@ const REFERENCE_LEVELS: usize = 4;
 
 /// How long a partner may take to prepare a bulk export of one record.
 const BULK_DEADLINE: Duration = Duration::from_secs(300);
-
-fn reference_to(r: &Value) -> String {
-    format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
-}
 
 /// Finishes a transfer when the patient returns with `code` for `state`: pulls the record the
 /// partner exports for them and imports it into `patient`'s record here.

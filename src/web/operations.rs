@@ -5,7 +5,7 @@ use super::extract::{read_body, Caller};
 use super::AppState;
 use crate::auth::Reach;
 use crate::fhir::bundle::searchset_text;
-use crate::fhir::{FhirError, Interaction};
+use crate::fhir::FhirError;
 use crate::portability::archive::{self, ImportOptions};
 use crate::portability::{summary, EverythingRequest};
 use actix_web::http::StatusCode;
@@ -115,24 +115,10 @@ async fn phr_import(
         "append" => true,
         other => return Err(FhirError::invalid(format!("strategy={other} is not one of merge, append")).into()),
     };
-    let into = match &caller.0.reach {
-        Reach::All => q.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string()),
-        Reach::Patient(p) => Some(p.clone()),
-        Reach::Granted { .. } => {
-            return Err(FhirError::forbidden("only the patient (or an operator) can import a record").into())
-        }
-    };
+    let named = q.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string());
     let body = read_body(payload, state.hf.config.body_limit).await?;
     let (source, lines) = import_lines(&body)?;
-    // An import writes the record: the token (and the patient's grant) must allow creating every
-    // type it brings. The views are not imported, a Patient merged into a named record is not
-    // created, and the origin Provenance is the service's own.
-    let types: std::collections::BTreeSet<&'static str> =
-        lines.iter().filter_map(|l| l["resourceType"].as_str().and_then(crate::fhir::resource_type)).collect();
-    let merged_patient = |t: &str| t == "Patient" && into.is_some();
-    for t in types.into_iter().filter(|t| !(crate::fhir::READ_ONLY_TYPES.contains(t) || merged_patient(t))) {
-        caller.0.require(t, Interaction::Create)?;
-    }
+    let into = archive::import_target(&caller.0, named, &lines)?;
     let store = state.hf.store.clone();
     let opts = ImportOptions { into, append };
     let report = web::block(move || archive::import(&store, &source, lines, &opts)).await??;

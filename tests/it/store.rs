@@ -250,13 +250,17 @@ fn load_files_whole_or_not_at_all(app: &TestApp) {
     p["id"] = json!("load-p");
     std::fs::write(dir.join("Patient.ndjson"), format!("{p}\n")).expect("write");
     let (code, display) = PARACETAMOL;
-    let mut lines: Vec<String> = (0..2500)
-        .map(|i| {
-            let mut mr = medication_request("load-p", code, display, "active", "2025-01-02");
-            mr["id"] = json!(format!("load-mr-{i}"));
-            mr.to_string()
-        })
-        .collect();
+    // `n` active prescriptions for load-p, one NDJSON line each, with ids `{prefix}{i}`.
+    let prescriptions = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let mut mr = medication_request("load-p", code, display, "active", "2025-01-02");
+                mr["id"] = json!(format!("{prefix}{i}"));
+                mr.to_string()
+            })
+            .collect()
+    };
+    let mut lines = prescriptions("load-mr-", 2500);
     let mut again = medication_request("load-p", code, display, "stopped", "2025-01-02");
     again["id"] = json!("load-mr-3");
     lines.push(again.to_string());
@@ -282,13 +286,7 @@ fn load_files_whole_or_not_at_all(app: &TestApp) {
     // A bad line (an invalid status) deep in a new file: nothing of that file is written.
     let bad_dir = std::env::temp_dir().join(format!("hf-load-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&bad_dir).expect("dir");
-    let mut bad: Vec<String> = (0..1500)
-        .map(|i| {
-            let mut mr = medication_request("load-p", code, display, "active", "2025-01-02");
-            mr["id"] = json!(format!("load-new-{i}"));
-            mr.to_string()
-        })
-        .collect();
+    let mut bad = prescriptions("load-new-", 1500);
     let mut wrong = medication_request("load-p", code, display, "made-up", "2025-01-02");
     wrong["id"] = json!("load-wrong");
     bad[1200] = wrong.to_string();
