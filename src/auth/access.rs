@@ -30,6 +30,11 @@ pub struct AccessContext {
     pub token_id: Option<String>,
     /// The practitioner (`Practitioner/…`) signed in to the app, when a person acts through it.
     pub practitioner: Option<String>,
+    /// The service's own bookkeeping: a source's sync and feeds writing that source's copies,
+    /// the closure of a moved record, the Provenance the service writes about a write. Only it
+    /// passes the promises that hold for every caller, operators included: a moved record takes
+    /// no writes, and a source's copies change only through that source.
+    pub service: bool,
 }
 
 impl AccessContext {
@@ -43,7 +48,14 @@ impl AccessContext {
             grant_scopes: None,
             token_id: None,
             practitioner: None,
+            service: false,
         }
+    }
+
+    /// The service itself, keeping its own records (see [`AccessContext::service`]): never a
+    /// caller's context, and never built on a caller's behalf.
+    pub fn service(what: &str) -> AccessContext {
+        AccessContext { subject: format!("service:{what}"), service: true, ..AccessContext::operator(what) }
     }
 
     /// A client acting at the token endpoint (for the audit trail; it reaches no record).
@@ -56,6 +68,7 @@ impl AccessContext {
             grant_scopes: None,
             token_id: None,
             practitioner: None,
+            service: false,
         }
     }
 
@@ -70,6 +83,7 @@ impl AccessContext {
             grant_scopes: None,
             token_id: None,
             practitioner: None,
+            service: false,
         }
     }
 

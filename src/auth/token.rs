@@ -81,6 +81,7 @@ impl Claims {
             grant_scopes,
             token_id: Some(self.jti),
             practitioner: self.fhir_user.filter(|u| u.starts_with("Practitioner/")),
+            service: false,
         }
     }
 }

@@ -45,8 +45,15 @@ pub fn import(hf: &Healthfolio, file: &Path, into: Option<String>, append: bool)
     let mut show = |done: usize, total: usize| {
         bar.get_or_insert_with(|| crate::cli::load::Progress::new(&label, total as u64)).set(done as u64)
     };
-    let report = archive::import_reporting(&hf.store, &manifest.source, lines, &opts, &mut show)
-        .map_err(|e| format!("{}: nothing was imported: {e}", file.display()))?;
+    let report = archive::import_reporting(
+        &hf.store,
+        &AccessContext::operator("import"),
+        &manifest.source,
+        lines,
+        &opts,
+        &mut show,
+    )
+    .map_err(|e| format!("{}: nothing was imported: {e}", file.display()))?;
     if let Some(bar) = bar {
         bar.finish();
     }

@@ -8,8 +8,8 @@ use super::sources;
 use super::ORIGIN_TAG;
 use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
+use crate::fhir::reference;
 use crate::fhir::store::{assembled_provenance, check_refs, create_in, new_id, update_in, Refs, WriteOutcome};
 use crate::fhir::{resource_type, valid_id, FhirError};
 use serde_json::{json, Value};
@@ -39,7 +39,7 @@ impl Feed<'_> {
     /// Who the versions are written by, in the audit trail and on each version: the service, for
     /// this source, sent by `sender` (the provider system's client) when the feed is its events.
     pub fn context(&self, sender: Option<&str>) -> AccessContext {
-        let mut ctx = AccessContext::operator("feed");
+        let mut ctx = AccessContext::service("feed");
         ctx.subject = format!("source:{}", self.name);
         if let Some(client) = sender {
             ctx.client_id = client.to_string();
@@ -157,7 +157,7 @@ pub(crate) fn copy_provenance(
         &format!("Healthfolio, copying from the source '{source}'"),
         json!({"display": origin}),
     );
-    create_in(conn, &AccessContext::operator("federation"), refs, "Provenance", prov, new_id(), "POST")?;
+    create_in(conn, &AccessContext::service("federation"), refs, "Provenance", prov, new_id(), "POST")?;
     Ok(())
 }
 
@@ -168,8 +168,10 @@ fn rewrite(conn: &mut Conn, feed: &Feed, v: &mut Value, ids: &HashMap<String, St
         Value::Object(o) => {
             for (k, c) in o.iter_mut() {
                 match (k.as_str(), c.as_str()) {
-                    ("reference", Some(text)) if !text.starts_with('#') && !text.contains("://") => {
-                        *c = Value::String(local_reference(conn, feed, text, ids)?);
+                    ("reference", Some(text)) => {
+                        if let Some(target) = reference::at_base(text, feed.fhir_base) {
+                            *c = Value::String(local_reference(conn, feed, target, ids)?);
+                        }
                     }
                     _ => rewrite(conn, feed, c, ids)?,
                 }
@@ -188,10 +190,9 @@ fn rewrite(conn: &mut Conn, feed: &Feed, v: &mut Value, ids: &HashMap<String, St
 fn local_reference(
     conn: &mut Conn,
     feed: &Feed,
-    text: &str,
+    (t, id): (&str, &str),
     ids: &HashMap<String, String>,
 ) -> Result<String, FhirError> {
-    let Some((t, id)) = split_reference(text) else { return Ok(text.to_string()) };
     if let Some(local) = ids.get(&format!("{t}/{id}")) {
         return Ok(format!("{t}/{local}"));
     }
@@ -206,10 +207,10 @@ fn local_reference(
     }
     if t == "Patient" {
         return Err(FhirError::unprocessable(format!(
-            "{text} is neither in this feed nor linked to a patient here: send the Patient too"
+            "Patient/{id} is neither in this feed nor linked to a patient here: send the Patient too"
         )));
     }
-    Ok(format!("{}/{text}", feed.fhir_base))
+    Ok(format!("{}/{t}/{id}", feed.fhir_base.trim_end_matches('/')))
 }
 
 /// `None` when there is no such resource; else its owning source (`None` inside: held here).

@@ -14,7 +14,7 @@ pub mod sync;
 use crate::audit::AuditEntry;
 use crate::auth::{AccessContext, Keys};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::index::split_reference;
+use crate::fhir::reference;
 use crate::fhir::search::{SearchRequest, SearchResult};
 use crate::fhir::store::{create_in, current, moved_to, new_id, update_in, Refs, WriteOutcome};
 use crate::fhir::{now_micros, params, FhirError, Interaction, Store, NHS_NUMBER_SYSTEM};
@@ -87,9 +87,9 @@ fn localise(mut r: Value, s: &Source, remote_patient: &str, local_patient: &str)
                 for (k, c) in o.iter_mut() {
                     if k == "reference" {
                         if let Some(text) = c.as_str() {
-                            let new = match split_reference(text) {
+                            let new = match reference::at_base(text, &s.fhir_base) {
                                 Some(("Patient", id)) if id == remote => format!("Patient/{local}"),
-                                Some(_) if !text.starts_with("http") => format!("{}/{text}", s.fhir_base),
+                                Some(_) if !text.contains("://") => format!("{}/{text}", s.fhir_base),
                                 _ => text.to_string(),
                             };
                             *c = Value::String(new);
@@ -212,7 +212,7 @@ fn find_patient(
 
 /// Keeps a source's resources as persisted copies owned by that source.
 fn persist(conn: &mut Conn, s: &Source, rtype: &str, patient: &str, items: &[Value]) -> Result<(), FhirError> {
-    let ctx = AccessContext::operator("federation");
+    let ctx = AccessContext::service("federation");
     let mut refs = Refs::default();
     for item in items {
         let remote_id =

@@ -205,7 +205,7 @@ fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
     let exported = client.bulk_export(s, &query, timeout, BULK_DEADLINE, |t, text| {
         let describe = |super::ingest::AtItem(line, e)| format!("{t} file, line {line}: {e}");
         let items = parse_ndjson(&text).map_err(describe)?;
-        let items = held_here(db, t, items, &mut held).map_err(|e| format!("{t} file: {e}"))?;
+        let items = held_here(db, &feed, t, items, &mut held).map_err(|e| format!("{t} file: {e}"))?;
         round.written += db.transaction(|c| ingest(c, &feed, items)).map_err(describe)?.len();
         Ok(())
     });
@@ -224,6 +224,7 @@ fn bulk_round(db: &Db, client: &SourceClient, s: &Source, round: &mut Round) {
 /// search round, which only ever asks about linked patients.
 fn held_here(
     db: &Db,
+    feed: &Feed,
     rtype: &str,
     items: Vec<(usize, serde_json::Value)>,
     held: &mut HashSet<String>,
@@ -250,7 +251,7 @@ fn held_here(
         .filter(|(_, r)| {
             r[path]["reference"]
                 .as_str()
-                .and_then(crate::fhir::index::split_reference)
+                .and_then(|text| crate::fhir::reference::at_base(text, feed.fhir_base))
                 .is_some_and(|(t, id)| t == "Patient" && held.contains(id))
         })
         .collect())

@@ -207,7 +207,8 @@ impl Store {
     }
 
     /// `POST [base]` with a batch or transaction Bundle.
-    pub fn process_bundle(&self, ctx: &AccessContext, bundle: Value) -> Result<Value, FhirError> {
+    pub fn process_bundle(&self, ctx: &AccessContext, mut bundle: Value) -> Result<Value, FhirError> {
+        super::reference::relativise(&mut bundle, &self.base);
         let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let entries = parse_entries(&bundle)?;
         match kind.as_str() {

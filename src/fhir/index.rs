@@ -56,7 +56,7 @@ fn add(param: &'static Param, node: &Value, rows: &mut IndexRows) {
             }
         }
         Kind::Reference => {
-            if let Some((t, id)) = node.get("reference").and_then(Value::as_str).and_then(split_reference) {
+            if let Some((t, id)) = node.get("reference").and_then(Value::as_str).and_then(super::reference::local) {
                 if param.target.is_none_or(|want| want == t) {
                     rows.refs.push((param.name, t.to_string(), id.to_string()));
                 }
@@ -119,21 +119,6 @@ fn date_range(node: &Value) -> Option<Range> {
     }
 }
 
-/// `Type/id`, or an absolute URL ending in `Type/id` (optionally `/_history/n`), as (type, id).
-/// Contained (`#x`) and `urn:` references have no stored target.
-pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
-    let r = match reference.find("/_history/") {
-        Some(i) => &reference[..i],
-        None => reference,
-    };
-    let mut parts = r.rsplit('/');
-    let id = parts.next()?;
-    let t = parts.next()?;
-    let type_ok =
-        t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphabetic());
-    (type_ok && super::valid_id(id)).then_some((t, id))
-}
-
 /// The dm+d system is written with and without a trailing slash (conformance §8.3).
 pub fn normalize_system(s: &str) -> String {
     s.strip_suffix('/').filter(|b| *b == super::DMD_SYSTEM).unwrap_or(s).to_string()
@@ -188,10 +173,12 @@ mod tests {
     }
 
     #[test]
-    fn references_in_all_forms() {
-        assert_eq!(split_reference("Patient/1"), Some(("Patient", "1")));
-        assert_eq!(split_reference("https://x.example/fhir/Patient/1/_history/2"), Some(("Patient", "1")));
-        assert_eq!(split_reference("#med"), None);
-        assert_eq!(split_reference("urn:uuid:abc"), None);
+    fn only_references_to_resources_held_here_are_indexed() {
+        let r = json!({"resourceType": "MedicationRequest",
+            "subject": {"reference": "https://elsewhere.example/fhir/Patient/p1"},
+            "requester": {"reference": "Practitioner/d1"}});
+        let rows = extract("MedicationRequest", &r);
+        assert!(rows.refs.iter().all(|(_, t, _)| t != "Patient"), "{:?}", rows.refs);
+        assert!(rows.refs.iter().any(|(_, t, id)| t == "Practitioner" && id == "d1"));
     }
 }

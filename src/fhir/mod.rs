@@ -8,6 +8,7 @@ pub mod history;
 pub mod index;
 pub mod params;
 pub mod patient;
+pub mod reference;
 pub mod search;
 pub mod store;
 pub mod time;

@@ -1,6 +1,6 @@
 //! Search: parameters parsed into SQL over the index tables, keyset paging, includes.
 
-use super::index::{normalize, normalize_system, split_reference};
+use super::index::{normalize, normalize_system};
 use super::params::{self, find, Kind, Param};
 use super::store::{Row, Stored, ROW_COLUMNS};
 use super::time::{parse_range, Range, OPEN_HI, OPEN_LO};
@@ -414,7 +414,8 @@ fn reference_target<'a>(
     type_modifier: Option<&'a str>,
 ) -> Result<(Option<&'a str>, &'a str), FhirError> {
     if value.contains('/') {
-        let (t, id) = split_reference(value)
+        let (t, id) = super::reference::local(value)
+            .or_else(|| super::reference::url_tail(value))
             .ok_or_else(|| FhirError::invalid(format!("'{value}' is not a reference (id, Type/id or URL)")))?;
         Ok((Some(t), id))
     } else {

@@ -1,7 +1,8 @@
 //! Reads and writes of resources: every version kept, index rows and audit rows written in the
 //! same transaction as the resource, access checked against the caller's [`AccessContext`].
 
-use super::index::{self, split_reference};
+use super::index;
+use super::reference::{self, Target};
 use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
 use crate::audit::{AuditEntry, Auditor};
 use crate::auth::{AccessContext, Reach};
@@ -152,9 +153,10 @@ impl Store {
         &self,
         ctx: &AccessContext,
         rtype: &str,
-        body: Value,
+        mut body: Value,
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, FhirError> {
+        reference::relativise(&mut body, &self.base);
         self.write(
             ctx,
             |conn, refs| {
@@ -171,9 +173,10 @@ impl Store {
         ctx: &AccessContext,
         rtype: &str,
         id: &str,
-        body: Value,
+        mut body: Value,
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, FhirError> {
+        reference::relativise(&mut body, &self.base);
         self.write(ctx, |conn, refs| update_in(conn, ctx, refs, rtype, id, body, opts.if_match), opts)
     }
 
@@ -183,9 +186,10 @@ impl Store {
         ctx: &AccessContext,
         rtype: &str,
         id: &str,
-        patch: Value,
+        mut patch: Value,
         opts: &WriteOptions,
     ) -> Result<WriteOutcome, FhirError> {
+        reference::relativise(&mut patch, &self.base);
         self.write(ctx, |conn, refs| patch_in(conn, ctx, refs, rtype, id, &patch, opts.if_match), opts)
     }
 
@@ -234,7 +238,7 @@ pub(crate) fn record_author(
     written: &Stored,
 ) -> Result<(), FhirError> {
     if let Some(prov) = author_provenance(conn, ctx)? {
-        let service = AccessContext::operator("provenance");
+        let service = AccessContext::service("provenance");
         create_in(conn, &service, refs, "Provenance", provenance_for(prov, written)?, new_id(), "POST")?;
     }
     Ok(())
@@ -334,9 +338,10 @@ fn admit(
     Ok(patient)
 }
 
-/// A record that moved to another provider takes no new writes: one person, one live record.
+/// A record that moved to another provider takes no new writes, from anyone but the service
+/// closing it: one person, one live record.
 fn refuse_moved(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<(), FhirError> {
-    if ctx.reach == Reach::All {
+    if ctx.service {
         return Ok(());
     }
     match moved_to(conn, patient)? {
@@ -387,7 +392,7 @@ pub fn close_record(store: &Store, ctx: &AccessContext, patient: &str, replaced_
         body["active"] = Value::Bool(false);
         body["link"] = json!([{"other": {"reference": replaced_by}, "type": "replaced-by"}]);
         // The service itself records the closure: the patient's write scope reached the decision.
-        let service = AccessContext::operator("record-moved");
+        let service = AccessContext::service("record-moved");
         let out = update_in(conn, &service, &mut Refs::default(), "Patient", patient, body, None)?;
         conn.execute(&Sql::with("DELETE FROM closed_records WHERE patient_id = ?", [Bind::Text(patient.into())]))?;
         conn.execute(&Sql::with(
@@ -404,14 +409,22 @@ fn compartment(conn: &mut Conn, rtype: &str, id: &str, body: &Value) -> Result<O
         return Ok(Some(id.to_string()));
     }
     if let Some(path) = params::compartment_path(rtype) {
-        let reference = body.get(path).and_then(|r| r.get("reference")).and_then(Value::as_str);
-        return Ok(reference.and_then(split_reference).filter(|(t, _)| *t == "Patient").map(|(_, id)| id.to_string()));
+        let Some(text) = body.get(path).and_then(|r| r.get("reference")).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        // Only a patient held here can own it: an absolute URL never names one of ours.
+        return match reference::target(text) {
+            Target::Local("Patient", id) => Ok(Some(id.to_string())),
+            _ => Err(FhirError::unprocessable(format!(
+                "{rtype}.{path} must refer to a patient held here as Patient/id, not '{text}'"
+            ))),
+        };
     }
     if rtype == "Provenance" {
         // A Provenance belongs to the compartment of what it describes.
         let targets = body.get("target").and_then(Value::as_array).cloned().unwrap_or_default();
         for t in targets {
-            let Some((tt, tid)) = t.get("reference").and_then(Value::as_str).and_then(split_reference) else {
+            let Some((tt, tid)) = t.get("reference").and_then(Value::as_str).and_then(reference::local) else {
                 continue;
             };
             if tt == "Patient" {
@@ -459,10 +472,11 @@ fn one_record_per_person(conn: &mut Conn, id: &str, body: &Value) -> Result<(), 
     Ok(())
 }
 
-/// A persisted copy belongs to its source: only the service itself (syncing, adopting) may change
-/// it; anyone else is told which source owns it.
+/// A persisted copy belongs to its source: only the service itself (its sync and feeds) may change
+/// it; anyone else, an operator's token included, is told which source owns it (adopting the
+/// source makes its copies ordinary resources).
 fn refuse_copy(conn: &mut Conn, ctx: &AccessContext, rid: i64, rtype: &str, id: &str) -> Result<(), FhirError> {
-    if ctx.reach == Reach::All {
+    if ctx.service {
         return Ok(());
     }
     #[derive(QueryableByName)]
@@ -692,7 +706,7 @@ pub(crate) fn existing(
 /// A Provenance's first target as `Type/id` (a version suffix dropped).
 fn first_target(body: &Value) -> Option<String> {
     let r = body["target"][0]["reference"].as_str()?;
-    let (t, id) = split_reference(r)?;
+    let (t, id) = reference::local(r)?;
     Some(format!("{t}/{id}"))
 }
 
@@ -711,7 +725,7 @@ fn provenance_owners(
     }
     let mut by_type: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     for (_, body, _) in items.iter().filter(|(t, _, _)| *t == "Provenance") {
-        if let Some((t, id)) = first_target(body).as_deref().and_then(split_reference) {
+        if let Some((t, id)) = first_target(body).as_deref().and_then(reference::local) {
             by_type.entry(t.to_string()).or_default().push(id.to_string());
         }
     }
@@ -961,10 +975,7 @@ pub(crate) struct Refs(BTreeSet<String>);
 impl Refs {
     /// The relative references (`Type`, `id`): not contained (`#id`), absolute or `urn:`.
     pub(crate) fn relative(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .filter(|r| !(r.starts_with('#') || r.contains("://") || r.starts_with("urn:")))
-            .filter_map(|r| split_reference(r))
+        self.0.iter().filter_map(|r| reference::local(r))
     }
 }
 
@@ -991,13 +1002,16 @@ pub(crate) fn collect_refs(v: &Value, refs: &mut Refs) {
 pub(crate) fn check_refs(conn: &mut Conn, refs: &Refs) -> Result<(), FhirError> {
     let mut wanted: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
     for r in &refs.0 {
-        if r.starts_with('#') || r.starts_with("http://") || r.starts_with("https://") {
-            continue;
-        }
-        let Some((t, id)) = split_reference(r).filter(|_| !r.starts_with("urn:")) else {
-            return Err(FhirError::unprocessable(format!(
-                "reference '{r}' is neither Type/id, an absolute URL nor a contained #id"
-            )));
+        let (t, id) = match reference::target(r) {
+            Target::Local(t, id) => (t, id),
+            // A `urn:` left over is a Bundle entry's fullUrl that no entry resolved.
+            Target::External if !r.starts_with("urn:") => continue,
+            Target::Contained => continue,
+            Target::External | Target::Malformed => {
+                return Err(FhirError::unprocessable(format!(
+                    "reference '{r}' is neither Type/id, an absolute URL nor a contained #id"
+                )))
+            }
         };
         if super::resource_type(t).is_none() {
             return Err(FhirError::unprocessable(format!(
@@ -1035,7 +1049,7 @@ fn author_provenance(conn: &mut Conn, ctx: &AccessContext) -> Result<Option<Valu
         Reach::All => return Ok(None),
         Reach::Patient(p) => (json!({"reference": format!("Patient/{p}")}), None),
         Reach::Granted { organization, .. } => {
-            let org = match organization.as_deref().and_then(split_reference) {
+            let org = match organization.as_deref().and_then(reference::local) {
                 Some(("Organization", id)) if current(conn, "Organization", id)?.is_some_and(|r| r.deleted == 0) => {
                     Some(json!({"reference": format!("Organization/{id}")}))
                 }

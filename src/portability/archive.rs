@@ -9,8 +9,8 @@ use super::{everything_in, EverythingRequest};
 use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
 use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::index::split_reference;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
+use crate::fhir::reference::{self, Target};
 use crate::fhir::store::{assembled_provenance, check_refs, create_many_in, new_id, Refs};
 use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Interaction, Store, READ_ONLY_TYPES};
 use askama::Template;
@@ -273,30 +273,53 @@ pub fn import_target(ctx: &AccessContext, named: Option<String>, lines: &[Value]
     Ok(into)
 }
 
-/// Imports the resources of one patient's record, exported by `source`.
-pub fn import(store: &Store, source: &str, lines: Vec<Value>, opts: &ImportOptions) -> Result<ImportReport, FhirError> {
-    import_reporting(store, source, lines, opts, &mut |_, _| {})
+/// Imports the resources of one patient's record, exported by `source`, as `ctx`: into the record
+/// [`import_target`] allows it (`opts.into` names one for an operator), every resource checked
+/// and written with the caller's own access, as through the API.
+pub fn import(
+    store: &Store,
+    ctx: &AccessContext,
+    source: &str,
+    lines: Vec<Value>,
+    opts: &ImportOptions,
+) -> Result<ImportReport, FhirError> {
+    import_reporting(store, ctx, source, lines, opts, &mut |_, _| {})
 }
 
 /// [`import`], telling `progress` (written, to write) after each group of resources.
 pub fn import_reporting(
     store: &Store,
+    ctx: &AccessContext,
     source: &str,
     lines: Vec<Value>,
     opts: &ImportOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ImportReport, FhirError> {
-    if source.trim_end_matches('/') == store.base.trim_end_matches('/') {
-        // Its origins are this service's own resources: there is nothing to bring in.
-        return Err(FhirError::Conflict(
-            "this record file was made by this service, so everything in it is already here".into(),
-        ));
-    }
-    let ctx = AccessContext::operator("import");
-    let (resources, not_imported) = split_views(lines)?;
-    let report = store.db.transaction(|conn| import_in(conn, &ctx, source, resources, not_imported, opts, progress))?;
-    store.audit.record(&ctx, AuditEntry::operation("import", "Patient", &report.patient, Ok(report.created)));
-    Ok(report)
+    let result = (|| {
+        if source.trim_end_matches('/') == store.base.trim_end_matches('/') {
+            // Its origins are this service's own resources: there is nothing to bring in.
+            return Err(FhirError::Conflict(
+                "this record file was made by this service, so everything in it is already here".into(),
+            ));
+        }
+        let opts = ImportOptions { into: import_target(ctx, opts.into.clone(), &lines)?, append: opts.append };
+        let (resources, not_imported) = split_views(lines)?;
+        store.db.transaction(|conn| import_in(conn, ctx, source, resources, not_imported, &opts, progress))
+    })();
+    let patient = match &result {
+        Ok(r) => r.patient.clone(),
+        Err(_) => opts.into.clone().or_else(|| ctx.compartment().map(str::to_string)).unwrap_or_default(),
+    };
+    store.audit.record(
+        ctx,
+        AuditEntry::operation(
+            "import",
+            "Patient",
+            &patient,
+            result.as_ref().map(|r| r.created).map_err(|e| e.to_string()),
+        ),
+    );
+    result
 }
 
 fn split_views(lines: Vec<Value>) -> Result<(Vec<Value>, usize), FhirError> {
@@ -447,12 +470,20 @@ fn import_in(
     while rest.peek().is_some() {
         let (keys, items): (Vec<String>, Vec<_>) = rest.by_ref().take(IMPORT_GROUP).unzip();
         let stored = create_many_in(conn, ctx, &mut refs, items, "POST").map_err(|(_, e)| e)?;
+        // Whatever its references said, nothing lands outside the record being imported.
+        if let Some(s) = stored.iter().find(|s| s.patient_id.as_ref().is_some_and(|p| *p != patient_id)) {
+            return Err(FhirError::unprocessable(format!(
+                "{}/{}: the archive places it in another patient's record",
+                s.rtype, s.id
+            )));
+        }
         let provenance = keys
             .iter()
             .zip(&stored)
             .map(|(k, s)| ("Provenance", origin_provenance(source, k, &s.rtype, &s.id), new_id()))
             .collect();
-        create_many_in(conn, ctx, &mut refs, provenance, "POST").map_err(|(_, e)| e)?;
+        // Where each resource came from is the service's statement, not the importer's.
+        create_many_in(conn, &AccessContext::service("import"), &mut refs, provenance, "POST").map_err(|(_, e)| e)?;
         let now = now_micros();
         let origins: Vec<Vec<Bind>> = keys
             .iter()
@@ -491,15 +522,13 @@ fn rewrite_refs(v: &mut Value, ids: &HashMap<String, String>, at: &str) -> Resul
             for (k, child) in o.iter_mut() {
                 if k == "reference" {
                     if let Some(s) = child.as_str() {
-                        if s.starts_with('#')
-                            || s.starts_with("http://")
-                            || s.starts_with("https://")
-                            || s.starts_with("urn:")
-                        {
-                            continue;
-                        }
-                        let (t, id) = split_reference(s)
-                            .ok_or_else(|| FhirError::invalid(format!("{at}: reference '{s}' is malformed")))?;
+                        let (t, id) = match reference::target(s) {
+                            Target::Local(t, id) => (t, id),
+                            Target::External | Target::Contained => continue,
+                            Target::Malformed => {
+                                return Err(FhirError::invalid(format!("{at}: reference '{s}' is malformed")))
+                            }
+                        };
                         let new = ids.get(&format!("{t}/{id}")).ok_or_else(|| {
                             FhirError::unprocessable(format!("{at}: reference '{s}' points outside the record"))
                         })?;

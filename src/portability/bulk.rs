@@ -69,6 +69,7 @@ impl JobParams {
             grant_scopes: self.grant_scope.as_deref().map(Scopes::parse),
             token_id: None,
             practitioner: None,
+            service: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! archive: one transaction, origin Provenance, and a retry adds nothing twice.
 
 use super::archive::{self, ImportOptions, ImportReport};
+use crate::auth::AccessContext;
 use crate::db::{Bind, Db, Sql};
 use crate::federation::client::same_origin;
 use crate::fhir::store::{collect_refs, Refs};
@@ -329,11 +330,12 @@ const BULK_DEADLINE: Duration = Duration::from_secs(300);
 /// partner exports for them and imports it into `patient`'s record here.
 pub fn finish(
     store: &Store,
-    patient: &str,
+    ctx: &AccessContext,
     state: &str,
     code: &str,
     redirect: &str,
 ) -> Result<ImportReport, FhirError> {
+    let patient = ctx.compartment().ok_or_else(|| err("a record is brought in by its patient, signed in here"))?;
     let q = Sql::with(
         "SELECT mode, patient_id, partner, verifier, created_at FROM transfers WHERE state = ? AND finished_at IS NULL",
         [Bind::Text(state.into())],
@@ -356,8 +358,13 @@ pub fn finish(
         .clone()
         .ok_or_else(|| err(format!("{} did not say whose record it is", p.name)))?;
     let lines = pull_record(&p, &remote, token.access_token().secret())?;
-    let report =
-        archive::import(store, &p.fhir_base, lines, &ImportOptions { into: Some(patient.to_string()), append: false })?;
+    let report = archive::import(
+        store,
+        ctx,
+        &p.fhir_base,
+        lines,
+        &ImportOptions { into: Some(patient.to_string()), append: false },
+    )?;
     if pending.mode == "move" {
         // Only now that the record is safely here is the old one closed, pointing to this one.
         let here = format!("{}/Patient/{patient}", store.base);

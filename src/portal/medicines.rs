@@ -3,7 +3,7 @@
 
 use super::{concept_text, date_part, human_name, own_patient, search, PortalError};
 use crate::auth::AccessContext;
-use crate::fhir::index::split_reference;
+use crate::fhir::reference;
 use crate::fhir::Store;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -143,7 +143,7 @@ impl<'a> Names<'a> {
         if let Some(v) = self.cache.get(reference) {
             return v.clone();
         }
-        let v = split_reference(reference)
+        let v = reference::local(reference)
             .and_then(|(t, id)| self.store.read(self.ctx, t, id).ok())
             .and_then(|s| serde_json::from_str(&s.body).ok());
         self.cache.insert(reference.to_string(), v.clone());
@@ -204,7 +204,7 @@ fn dispenses(store: &Store, ctx: &AccessContext) -> Result<HashMap<String, Vec<S
     for d in search(store, ctx, "MedicationDispense", &[])? {
         let Some(when) = d["whenHandedOver"].as_str() else { continue };
         let prescriptions = d["authorizingPrescription"].as_array().cloned().unwrap_or_default();
-        for p in prescriptions.iter().filter_map(|p| p["reference"].as_str()).filter_map(split_reference) {
+        for p in prescriptions.iter().filter_map(|p| p["reference"].as_str()).filter_map(reference::local) {
             out.entry(p.1.to_string()).or_default().push(date_part(&Value::String(when.to_string())));
         }
     }

@@ -118,10 +118,9 @@ async fn phr_import(
     let named = q.iter().find(|(k, _)| k == "patient").map(|(_, v)| v.trim_start_matches("Patient/").to_string());
     let body = read_body(payload, state.hf.config.body_limit).await?;
     let (source, lines) = import_lines(&body)?;
-    let into = archive::import_target(&caller.0, named, &lines)?;
     let store = state.hf.store.clone();
-    let opts = ImportOptions { into, append };
-    let report = web::block(move || archive::import(&store, &source, lines, &opts)).await??;
+    let opts = ImportOptions { into: named, append };
+    let report = web::block(move || archive::import(&store, &caller.0, &source, lines, &opts)).await??;
     let outcome = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
         "diagnostics": format!("Patient/{}: {} created, {} already present, {} consent/audit entries kept at the source", report.patient, report.created, report.already_present, report.not_imported)}]});
     Ok(HttpResponse::build(StatusCode::OK).content_type(super::FHIR_JSON).body(outcome.to_string()))

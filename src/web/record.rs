@@ -114,8 +114,8 @@ async fn import(req: HttpRequest, state: web::Data<AppState>, form: Multipart) -
     let done = web::block(move || {
         let (manifest, lines) = archive::read_archive(file.as_slice())?;
         // Into this patient's own record only: an archive of someone else is refused on its NHS number.
-        let opts = ImportOptions { into: Some(patient), append: false };
-        archive::import(&hf.store, &manifest.source, lines, &opts)
+        let ctx = AccessContext::patient_self(&patient, &format!("Patient/{patient}"));
+        archive::import(&hf.store, &ctx, &manifest.source, lines, &ImportOptions::default())
     })
     .await;
     match done {

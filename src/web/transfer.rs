@@ -3,6 +3,7 @@
 use super::oauth::signed_in;
 use super::pages::{html, page_error, see_other};
 use super::AppState;
+use crate::auth::AccessContext;
 use crate::portability::transfer::{self, Partner};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -106,7 +107,8 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ca
         .await;
     };
     let (store, redirect) = (state.hf.store.clone(), redirect_uri(&state));
-    match web::block(move || transfer::finish(&store, &patient, &st, &code, &redirect)).await {
+    let ctx = AccessContext::patient_self(&patient, &format!("Patient/{patient}"));
+    match web::block(move || transfer::finish(&store, &ctx, &st, &code, &redirect)).await {
         Ok(Ok(r)) => {
             let entries = |n: usize| if n == 1 { "1 entry".to_string() } else { format!("{n} entries") };
             let msg = format!(

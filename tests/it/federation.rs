@@ -92,6 +92,9 @@ fn on_read_keeps_copies_owned_by_the_source(app: &TestApp) {
     let r = other.put(&format!("MedicationRequest/{copy}"), &body);
     assert_eq!(r.status, 409, "{}", r.text);
     assert!(r.diagnostics().contains("gp-b"));
+    // So may an operator's token: only the source's own sync and feeds change its copies.
+    let r = app.client().put(&format!("MedicationRequest/{copy}"), &body);
+    assert_eq!(r.status, 409, "{}", r.text);
     // Adopting the source makes the copies ours: single-and-only.
     let mut conn = app.hf.db.conn().expect("conn");
     assert_eq!(sources::adopt(&mut conn, "gp-b").expect("adopt"), 1);

@@ -188,6 +188,7 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
     let mut seen = Vec::new();
     let r = archive::import_reporting(
         &other.hf.store,
+        &op,
         &manifest.source,
         lines.clone(),
         &ImportOptions::default(),
@@ -196,8 +197,8 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
     .expect("import");
     assert!(r.created >= 6, "{r:?}");
     assert_eq!(seen.last(), Some(&(r.created, r.created)), "progress ends at the whole record: {seen:?}");
-    let again =
-        archive::import(&other.hf.store, &manifest.source, lines.clone(), &ImportOptions::default()).expect("again");
+    let again = archive::import(&other.hf.store, &op, &manifest.source, lines.clone(), &ImportOptions::default())
+        .expect("again");
     assert_eq!(again.created, 0, "importing twice creates no duplicates");
     // Tampered: flip a byte of the content.
     let mut tampered = file.clone();
@@ -213,13 +214,14 @@ fn archive_round_trip_and_refusals(app: &TestApp) {
         l["requester"] = json!({"reference": "Practitioner/not-in-this-record"});
     }
     let fresh = TestApp::sqlite();
-    let err = archive::import(&fresh.hf.store, "https://elsewhere.example/fhir", outside, &ImportOptions::default())
-        .expect_err("outside");
+    let err =
+        archive::import(&fresh.hf.store, &op, "https://elsewhere.example/fhir", outside, &ImportOptions::default())
+            .expect_err("outside");
     assert!(err.to_string().contains("outside the record"), "{err}");
     assert_eq!(fresh.client().get("MedicationRequest?_summary=count").body["total"], 0, "nothing written");
     fresh.create(patient(NHS[0], "Someone", "Else"));
-    let conflict =
-        archive::import(&fresh.hf.store, &manifest.source, lines, &ImportOptions::default()).expect_err("conflict");
+    let conflict = archive::import(&fresh.hf.store, &op, &manifest.source, lines, &ImportOptions::default())
+        .expect_err("conflict");
     assert!(matches!(conflict, healthfolio::fhir::FhirError::Conflict(_)), "{conflict}");
 }
 
@@ -301,7 +303,57 @@ fn patient_app_exports_only_own_record(app: &TestApp) {
     assert_eq!(c.get(&format!("Patient/{q}/$summary")).status, 404);
 }
 
+/// A resource names its patient by an absolute URL whose tail is another patient's id here. Every
+/// path that writes resolves it the same way: it is not a patient held here, so it lands nowhere,
+/// and nothing of the import is written (issue: an archive once placed it in that other record).
+fn absolute_references_never_reach_another_record(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let q = seed(app, NHS[1]);
+    let count = |patient: &str| {
+        app.client().get(&format!("MedicationRequest?patient={patient}&_summary=count")).body["total"].clone()
+    };
+    let (before_p, before_q) = (count(&p), count(&q));
+    let op = AccessContext::operator("test");
+    let mut file = Vec::new();
+    archive::export(&app.hf.store, &op, &p, &mut file).expect("export");
+    let (_, mut lines) = archive::read_archive(file.as_slice()).expect("read");
+    let (code, display) = PARACETAMOL;
+    let mut stray = medication_request("x", code, display, "active", "2025-03-01");
+    stray["id"] = json!("stray");
+    stray["subject"] = json!({"reference": format!("https://elsewhere.example/fhir/Patient/{q}")});
+    lines.push(stray.clone());
+    let source = "https://elsewhere.example/fhir";
+
+    // The portal's upload (the patient's own context) and the command line (the operator naming P).
+    let own = AccessContext::patient_self(&p, &format!("Patient/{p}"));
+    let err = archive::import(&app.hf.store, &own, source, lines.clone(), &ImportOptions::default())
+        .expect_err("the patient's import");
+    assert!(matches!(err, healthfolio::fhir::FhirError::Unprocessable(_)), "{err}");
+    let into_p = ImportOptions { into: Some(p.clone()), append: false };
+    let err = archive::import(&app.hf.store, &op, source, lines.clone(), &into_p).expect_err("the operator's import");
+    assert!(matches!(err, healthfolio::fhir::FhirError::Unprocessable(_)), "{err}");
+
+    // $phr-import with the patient's app.
+    let entries: Vec<Value> = lines.iter().map(|r| json!({"resource": r})).collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": source}, "entry": entries});
+    let app_token = app.patient_token("patient/*.cruds", &p);
+    let r = app.client_with(Some(app_token.clone())).post("$phr-import?strategy=merge", &bundle);
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!((count(&p), count(&q)), (before_p.clone(), before_q.clone()), "nothing written by any import");
+
+    // The API: even the operator cannot place it by URL; this server's own URL is relative.
+    stray.as_object_mut().map(|o| o.remove("id"));
+    let r = app.client().post("MedicationRequest", &stray);
+    assert_eq!(r.status, 422, "{}", r.text);
+    stray["subject"] = json!({"reference": format!("{}/Patient/{p}", app.fhir)});
+    let r = app.client_with(Some(app_token)).post("MedicationRequest", &stray);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["subject"]["reference"], format!("Patient/{p}"));
+    assert_eq!(count(&q), before_q, "the other record is untouched");
+}
+
 both!(
+    absolute_references_never_reach_another_record,
     everything_pages_and_includes,
     summary_is_an_ips_document,
     phr_round_trip_between_two_instances,

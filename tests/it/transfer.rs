@@ -54,6 +54,10 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let refused = writer.post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-05-01"));
     assert_eq!(refused.status, 409, "{}", refused.text);
     assert!(refused.diagnostics().contains("moved"));
+    // The promise holds for every writer: an operator's token is refused too.
+    let by_operator =
+        a.client().post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-05-01"));
+    assert_eq!(by_operator.status, 409, "{}", by_operator.text);
     let elsewhere = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "replacedBy", "valueUrl": "https://elsewhere.example/fhir/Patient/1"}]});
     let redirected = writer.post(&format!("Patient/{pa}/$close"), &elsewhere);
     assert_eq!(redirected.status, 409, "a moved record is not sent elsewhere later: {}", redirected.text);
