@@ -240,7 +240,7 @@ pub fn grant(hf: &Healthfolio, cmd: GrantCmd) -> CliResult {
                 None => None,
             };
             let patient = patient.trim_start_matches("Patient/").to_string();
-            let g = conn.transaction(|c| {
+            let g = hf.db.transaction(|c| {
                 consent::grant(
                     c,
                     &NewGrant {

@@ -113,7 +113,7 @@ fn demo_provider(hf: &Healthfolio, first_patient: Option<&str>) -> CliResult<Str
                 expires_at: None,
                 created_by: "demo".into(),
             };
-            conn.transaction(|c| consent::grant(c, &g))?;
+            hf.db.transaction(|c| consent::grant(c, &g))?;
         }
     }
     Ok(client_id)

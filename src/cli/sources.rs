@@ -224,7 +224,7 @@ pub fn run(hf: &Healthfolio, cmd: SourceCmd) -> CliResult {
             println!("source {name} retired");
         }
         SourceCmd::Adopt { name } => {
-            let n = conn.transaction(|c| sources::adopt(c, &name))?;
+            let n = hf.db.transaction(|c| sources::adopt(c, &name))?;
             println!("source {name} adopted: {n} persisted copies are now owned here");
         }
     }

@@ -258,7 +258,8 @@ impl Conn {
 
     /// Runs `f` in a transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so two
     /// writers queue on the busy timeout instead of failing when a read lock cannot be upgraded.
-    pub fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    /// Private: [`Db::transaction`] is the one way in, so no writer skips SQLite's writer queue.
+    fn transaction<T, E>(&mut self, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
     where
         E: From<DbError>,
     {

@@ -161,11 +161,7 @@ async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizePar
     if s.account.kind == "practitioner" {
         let hf = state.hf.clone();
         let account = s.account.clone();
-        let done = web::block(move || {
-            let mut conn = hf.db.conn()?;
-            conn.transaction(|c| oauth::practitioner_approve(c, &account, &auth))
-        })
-        .await;
+        let done = web::block(move || hf.db.transaction(|c| oauth::practitioner_approve(c, &account, &auth))).await;
         return match done {
             Ok(Ok(url)) => pages::see_other(&url),
             _ => page_error(
@@ -189,7 +185,8 @@ async fn authorize(req: HttpRequest, state: web::Data<AppState>, p: AuthorizePar
         match oauth::consent_state(&mut conn, &patient, &auth)? {
             ConsentState::AlreadyGranted => {
                 let all = auth.scopes.clone();
-                conn.transaction(|c| oauth::approve(c, &account, &auth, &all)).map(Ok)
+                drop(conn);
+                hf.db.transaction(|c| oauth::approve(c, &account, &auth, &all)).map(Ok)
             }
             ConsentState::Ask(items) => Ok(Err((auth.client.name.clone(), items))),
         }
@@ -310,7 +307,9 @@ async fn consent(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes)
         if !allow {
             return Ok(oauth::deny(&auth));
         }
-        conn.transaction(|c| oauth::approve(c, &account, &auth, &approved))
+        drop(conn);
+        hf.db
+            .transaction(|c| oauth::approve(c, &account, &auth, &approved))
             .map_err(|e: crate::auth::AuthError| AuthorizeError::Page(e.to_string()))
     })
     .await;
