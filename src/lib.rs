@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod consent;
@@ -11,6 +12,7 @@ pub mod federation;
 pub mod fhir;
 pub mod portability;
 pub mod portal;
+pub mod time;
 pub mod web;
 
 use auth::Keys;

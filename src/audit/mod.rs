@@ -13,7 +13,8 @@ pub use view::{audit_event_json, search_audit_events, AuditQuery, AuditRow};
 
 use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Db, DbError, Sql};
-use crate::fhir::{now_micros, FhirError, Stored};
+use crate::fhir::{FhirError, Stored};
+use crate::time::now_micros;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 

@@ -4,7 +4,8 @@ use super::view::{audit_event_json, search_audit_events, AuditQuery};
 use super::AuditEntry;
 use crate::auth::AccessContext;
 use crate::db::Db;
-use crate::fhir::{time, FhirError, Interaction};
+use crate::fhir::{FhirError, Interaction};
+use crate::time;
 use serde_json::Value;
 
 impl AuditQuery {

@@ -1,7 +1,7 @@
 //! The FHIR AuditEvent view of the access log (conformance §7.2).
 
 use crate::db::{Conn, DbError, Sql};
-use crate::fhir::time::format_instant;
+use crate::time::format_instant;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::{json, Value};

@@ -3,7 +3,7 @@
 
 use super::{password, AuthError};
 use crate::db::{Bind, Conn, Int, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 

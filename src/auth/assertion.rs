@@ -5,7 +5,7 @@
 use super::clients::Client;
 use super::oauth::OAuthError;
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 
 use super::{live, password, AuthError};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde_json::Value;

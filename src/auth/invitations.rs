@@ -7,7 +7,8 @@ use super::AccessContext;
 use super::{password, AuthError};
 use crate::audit::{record_in, AuditEntry};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::{now_micros, FhirError, Interaction};
+use crate::fhir::{FhirError, Interaction};
+use crate::time::now_micros;
 
 pub const LIFETIME_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 const RESET_LIFETIME_MICROS: i64 = 24 * 3600 * 1_000_000;

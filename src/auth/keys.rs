@@ -4,7 +4,7 @@
 
 use super::AuthError;
 use crate::db::{Bind, Db, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

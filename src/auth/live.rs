@@ -5,7 +5,7 @@
 use super::{AccessContext, AuthError, Claims, Scopes};
 use crate::consent;
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 
 pub fn check(conn: &mut Conn, claims: Claims) -> Result<AccessContext, AuthError> {
     let mut keys = vec![Bind::Text(format!("jti:{}", claims.jti)), Bind::Text(format!("client:{}", claims.client_id))];

@@ -8,7 +8,7 @@ use super::{assertion, live, password, pkce, AccessContext, AuthError, Claims, K
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::db::{Bind, Conn, DbError, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

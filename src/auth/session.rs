@@ -4,7 +4,7 @@
 use super::accounts::{self, Account};
 use super::{password, AuthError};
 use crate::db::{Bind, Conn, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 

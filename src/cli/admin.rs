@@ -234,9 +234,9 @@ pub fn grant(hf: &Healthfolio, cmd: GrantCmd) -> CliResult {
                 _ => return Err("give --client or --organization".into()),
             };
             let expires_at = match expires {
-                Some(d) => Some(
-                    crate::fhir::time::parse_range(&d).ok_or_else(|| format!("'{d}' is not a date (YYYY-MM-DD)"))?.hi,
-                ),
+                Some(d) => {
+                    Some(crate::time::parse_range(&d).ok_or_else(|| format!("'{d}' is not a date (YYYY-MM-DD)"))?.hi)
+                }
                 None => None,
             };
             let patient = patient.trim_start_matches("Patient/").to_string();
@@ -255,7 +255,7 @@ pub fn grant(hf: &Healthfolio, cmd: GrantCmd) -> CliResult {
             println!("grant {} recorded: {}", g.id, g.scope);
         }
         GrantCmd::List { patient } => {
-            let now = crate::fhir::now_micros();
+            let now = crate::time::now_micros();
             for g in consent::list(&mut conn, patient.as_deref().map(|p| p.trim_start_matches("Patient/")))? {
                 let who = g.client_id.clone().or(g.organization.clone()).unwrap_or_default();
                 let state = if g.is_active(now) { "active" } else { "inactive" };

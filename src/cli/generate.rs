@@ -2,7 +2,8 @@
 //! Seeded: the same (patients, per patient, seed) always writes byte-identical files. Every
 //! resource has a client-assigned id, so loading is an upsert by id.
 
-use super::demo_data::{dosage, medicine_concept, MEDICINES};
+use super::demo_data::{dosage, medicine_concept};
+use crate::catalogue::MEDICINES;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

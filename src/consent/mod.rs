@@ -9,7 +9,7 @@ pub use view::consent_json;
 
 use crate::auth::{Scope, Scopes};
 use crate::db::{Bind, Conn, DbError, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 

@@ -3,7 +3,8 @@
 use super::{consent_json, get, list};
 use crate::auth::AccessContext;
 use crate::db::Db;
-use crate::fhir::{now_micros, FhirError, Interaction};
+use crate::fhir::{FhirError, Interaction};
+use crate::time::now_micros;
 use serde_json::Value;
 
 /// `Consent/{id}` (when `id` is given) or `Consent?patient=…&status=…`.

@@ -1,7 +1,7 @@
 //! The FHIR Consent view of a grant (conformance §7.1).
 
 use super::Grant;
-use crate::fhir::time::format_instant;
+use crate::time::format_instant;
 use serde_json::{json, Value};
 
 pub fn consent_json(g: &Grant, now: i64) -> Value {

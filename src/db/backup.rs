@@ -279,7 +279,7 @@ fn write_tables(conn: &mut Conn, out: impl Write) -> Result<Vec<(String, usize)>
         append(&mut tar, &format!("{table}.ndjson"), &data)?;
         counts.push((table.to_string(), offset as usize));
     }
-    let manifest = serde_json::json!({"format": FORMAT, "created_at": crate::fhir::time::format_instant(crate::fhir::now_micros()), "tables": counts.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect::<Map<String, Value>>()});
+    let manifest = serde_json::json!({"format": FORMAT, "created_at": crate::time::format_instant(crate::time::now_micros()), "tables": counts.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect::<Map<String, Value>>()});
     append(&mut tar, "manifest.json", manifest.to_string().as_bytes())?;
     tar.into_inner().map_err(io)?;
     Ok(counts)

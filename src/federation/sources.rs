@@ -3,7 +3,7 @@
 
 use crate::auth::{AuthError, Keys};
 use crate::db::{Bind, Conn, DbError, Sql};
-use crate::fhir::now_micros;
+use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 

@@ -11,7 +11,6 @@ pub mod patient;
 pub mod reference;
 pub mod search;
 pub mod store;
-pub mod time;
 pub mod validate;
 
 pub use store::{Store, Stored, WriteOutcome};
@@ -112,9 +111,8 @@ impl From<diesel::result::Error> for FhirError {
 }
 
 /// Microseconds since the Unix epoch: the unit of every stored time.
-pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
+// Time is below every layer (the store, tokens, the access log and backups all stamp it).
+pub use crate::time::{self, now_micros};
 
 /// The HTTP status and OperationOutcome issue code of an error. Batch responses carry these per
 /// entry, so the mapping belongs to FHIR, not to the web layer alone.

@@ -153,7 +153,7 @@ pub fn summary(store: &Store, ctx: &AccessContext, patient: &str) -> Result<Valu
         }
         sections.push(section(s, &found, absent.as_ref(), withheld));
     }
-    let now = time::format_instant(crate::fhir::now_micros());
+    let now = time::format_instant(crate::time::now_micros());
     let composition = json!({
         "resourceType": "Composition",
         "id": new_id(),

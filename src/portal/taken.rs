@@ -12,7 +12,7 @@ const MAX_NAME: usize = 200;
 
 /// (dm+d code, name) of the medicines a patient can pick from.
 pub fn choices() -> Vec<(&'static str, &'static str)> {
-    crate::cli::demo_data::medicine_choices()
+    crate::catalogue::medicine_choices()
 }
 
 /// What the patient typed on the "add a medicine" form.
@@ -51,7 +51,7 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<S
     }
     let start = new.start.trim();
     let range = parse_day(start, "The start date")?;
-    if range.lo > crate::fhir::now_micros() {
+    if range.lo > crate::time::now_micros() {
         return Err(PortalError::Invalid("The start date cannot be in the future.".into()));
     }
     let me = json!({"reference": format!("Patient/{patient}")});

@@ -3,7 +3,7 @@
 //! page pairs it with a table for screen readers.
 
 use super::MedicineLine;
-use crate::fhir::time::parse_range;
+use crate::time::parse_range;
 use std::fmt::Write;
 
 const WIDTH: f64 = 720.0;
@@ -35,7 +35,7 @@ pub fn svg(lines: &[MedicineLine], today: &str) -> String {
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-labelledby=\"timeline-title\" class=\"timeline\">\
          <title id=\"timeline-title\">Your medicines over time, from {} to today</title>",
-        escape(&crate::fhir::time::format_instant(first * 86_400_000_000)[..10])
+        escape(&crate::time::format_instant(first * 86_400_000_000)[..10])
     );
     for (i, (m, start, end)) in spans.iter().enumerate() {
         let y = 20.0 + ROW * i as f64;

@@ -87,7 +87,7 @@ async fn poll(state: web::Data<AppState>, caller: Caller, path: web::Path<String
         Status::Completed(manifest) => HttpResponse::Ok()
             .insert_header((
                 header::EXPIRES,
-                crate::fhir::time::format_http_date(crate::fhir::now_micros() + 24 * 3600 * 1_000_000),
+                crate::time::format_http_date(crate::time::now_micros() + 24 * 3600 * 1_000_000),
             ))
             .json(manifest),
         Status::Failed(e) => return Err(ApiError::Internal(format!("export job failed: {e}"))),

@@ -90,7 +90,7 @@ async fn phr_export(
     let lines = web::block(move || archive::export_lines(&store, &caller.0, &req)).await??;
     if format == "bundle" {
         let entries: Vec<Value> = lines.into_iter().map(|r| json!({"fullUrl": format!("{}/{}/{}", state.hf.store.base, r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()), "resource": r})).collect();
-        let b = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": state.hf.store.base}, "timestamp": crate::fhir::time::format_instant(crate::fhir::now_micros()), "entry": entries});
+        let b = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": state.hf.store.base}, "timestamp": crate::time::format_instant(crate::time::now_micros()), "entry": entries});
         return Ok(json_response(&b));
     }
     let mut body = String::new();
@@ -246,8 +246,7 @@ async fn invite(state: web::Data<AppState>, caller: Caller, path: web::Path<Stri
     let code =
         web::block(move || db.transaction(|c| crate::auth::invitations::invite_by(c, &caller.0, &patient))).await??;
     let link = format!("{}/portal/invite/{code}", state.hf.config.base_url);
-    let expires =
-        crate::fhir::time::format_instant(crate::fhir::now_micros() + crate::auth::invitations::LIFETIME_MICROS);
+    let expires = crate::time::format_instant(crate::time::now_micros() + crate::auth::invitations::LIFETIME_MICROS);
     Ok(json_response(&json!({"resourceType": "Parameters", "parameter": [
         {"name": "link", "valueUrl": link}, {"name": "expires", "valueInstant": expires}]})))
 }

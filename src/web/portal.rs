@@ -330,7 +330,7 @@ async fn timeline_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
-    let svg = crate::portal::timeline::svg(&medicines, &crate::fhir::time::today());
+    let svg = crate::portal::timeline::svg(&medicines, &crate::time::today());
     html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), svg, medicines }.render())
 }
 
@@ -349,7 +349,7 @@ fn add_page(csrf: String, error: Option<String>, form: NewTaken) -> HttpResponse
 
 async fn add_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let form = NewTaken { start: crate::fhir::time::today(), ..NewTaken::default() };
+    let form = NewTaken { start: crate::time::today(), ..NewTaken::default() };
     add_page(p.csrf(), None, form)
 }
 
@@ -384,7 +384,7 @@ async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let h = or_page!(run(move || home::home(&store, &ctx, None)).await);
-    let today = crate::fhir::time::today();
+    let today = crate::time::today();
     html(StatusCode::OK, PrintPage { person: h.person, current: h.current, allergies: h.allergies, today }.render())
 }
 

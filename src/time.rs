@@ -1,7 +1,12 @@
-//! FHIR dates as ranges: a value's precision implies the span it covers ("2025-01" is all of
-//! January), which is what date search compares (conformance §2.2).
+//! Time as the record keeps it: microseconds since the epoch, written as FHIR instants, and FHIR
+//! dates as ranges (a value's precision implies the span it covers, "2025-01" is all of January,
+//! which is what date search compares: conformance §2.2).
 
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
 
 /// An inclusive range in microseconds since the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
