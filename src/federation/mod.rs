@@ -355,37 +355,40 @@ fn due_sources(conn: &mut Conn, keys: &Keys, patient: &str, rtype: Option<&str>)
     Ok(due)
 }
 
-/// `$everything` for a linked patient: the held record, plus each source's `$everything` (first
-/// page only: later pages page through what is held here).
+/// `$everything` for a linked patient: the record held here (`held`, asked after federating, so
+/// on-read copies just kept are part of it), plus each source's `$everything` of `types` (on the
+/// first page only: later pages page through what is held here).
+#[allow(clippy::too_many_arguments)]
 pub fn everything(
     store: &Store,
     keys: &Keys,
     client: &SourceClient,
     ctx: &AccessContext,
-    req: &crate::portability::EverythingRequest,
+    patient: &str,
+    types: Option<Vec<String>>,
+    first_page: bool,
+    held: impl FnOnce() -> Result<SearchResult, FhirError>,
 ) -> Result<SearchResult, FhirError> {
     let mut conn = store.db.conn()?;
-    let mut due = if req.cursor.is_none() { due_sources(&mut conn, keys, &req.patient, None)? } else { Vec::new() };
-    if !due.is_empty() && !ctx.may_touch(&mut conn, "Patient", Some(&req.patient), Interaction::Read)? {
+    let mut due = if first_page { due_sources(&mut conn, keys, patient, None)? } else { Vec::new() };
+    if !due.is_empty() && !ctx.may_touch(&mut conn, "Patient", Some(patient), Interaction::Read)? {
         due.clear();
     }
     let (remote, unavailable) = if due.is_empty() {
         (Vec::new(), Vec::new())
     } else {
         let path_for = |remote: &str| format!("Patient/{remote}/$everything");
-        let types = req.types.clone();
         let wanted = move |r: &Value| {
             let t = r["resourceType"].as_str().unwrap_or_default();
             t != "Patient" && types.as_ref().is_none_or(|ts| ts.iter().any(|x| x == t))
         };
-        federate(store, &mut conn, client, ctx, &req.patient, due, &path_for, &wanted)?
+        federate(store, &mut conn, client, ctx, patient, due, &path_for, &wanted)?
     };
-    // After federating: on-read copies just kept are part of the held record.
-    let mut result = store.everything(ctx, req)?;
+    let mut result = held()?;
     merge(&mut result, remote);
     result.unavailable = unavailable;
     // `everything` answered, so the caller reaches this record: it may know where it went.
-    result.moved_to = moved_to(&mut conn, &req.patient)?;
+    result.moved_to = moved_to(&mut conn, patient)?;
     Ok(result)
 }
 

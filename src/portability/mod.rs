@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod bulk;
+pub mod federated;
 mod summary;
 pub mod transfer;
 

@@ -7,7 +7,7 @@ use crate::auth::Reach;
 use crate::fhir::bundle::searchset_text;
 use crate::fhir::FhirError;
 use crate::portability::archive::{self, ImportOptions};
-use crate::portability::{summary, EverythingRequest};
+use crate::portability::{federated, summary, EverythingRequest};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -46,8 +46,7 @@ pub async fn patient_operation(
             let path = format!("Patient/{id}/$everything");
             let base = store.base.clone();
             let (keys, sources) = (state.hf.keys.clone(), state.sources.clone());
-            let r =
-                web::block(move || crate::federation::everything(&store, &keys, &sources, &caller.0, &er)).await??;
+            let r = web::block(move || federated::everything(&store, &keys, &sources, &caller.0, &er)).await??;
             Ok(HttpResponse::Ok().content_type(super::FHIR_JSON).body(searchset_text(&base, &path, &r)))
         }
         "$summary" => Ok(json_response(&web::block(move || summary(&store, &caller.0, &id)).await??)),
