@@ -1,6 +1,19 @@
-//! Healthfolio: a patient-owned medicines record. The layers, top to bottom:
-//! `web` (HTTP edge) → `fhir` (record store), `auth` (tokens, scopes), `audit` (access log) → `db`.
+//! Healthfolio: a patient-owned medicines record. The layers, top to bottom; a module uses only
+//! those below it (`tests/it/layers.rs` reads the sources and holds every module to this order):
+//!
+//! - `cli`, `web`: the edges (command line; HTTP: FHIR, OAuth and portal routes)
+//! - `portal`: the patient's pages, as domain calls
+//! - `portability`: `$everything`, `$summary`, archives, Bulk Data, transfer between providers
+//! - `federation`: other providers' FHIR servers: search, copies, events, bulk extracts
+//! - `auth`: the authorization server (accounts, clients, keys, tokens, the OAuth flows)
+//! - `fhir`: the record store (resources, versions, search, bundles, their audit entries)
+//! - `audit`: the access log
+//! - `access`: who is asking and what they may touch ([`access::AccessContext`])
+//! - `consent`: grants, the patient's decisions
+//! - `scope`: SMART scopes
+//! - `catalogue`, `config`, `db`, `time`: data, settings, storage and time
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod catalogue;
@@ -12,6 +25,7 @@ pub mod federation;
 pub mod fhir;
 pub mod portability;
 pub mod portal;
+pub mod scope;
 pub mod time;
 pub mod web;
 

@@ -1,7 +1,6 @@
-//! The authorization layer: scopes, signing keys, access tokens, and the [`AccessContext`] every
-//! domain call takes.
+//! The authorization server: accounts, clients, signing keys, access tokens, the OAuth flows.
+//! What a token allows once issued is decided by [`crate::access`].
 
-mod access;
 pub mod accounts;
 mod assertion;
 pub mod clients;
@@ -11,13 +10,12 @@ pub mod live;
 pub mod oauth;
 pub mod password;
 mod pkce;
-pub mod scope;
 pub mod session;
 pub mod token;
 
-pub use access::{interaction_name, letter, AccessContext, Reach};
+pub use crate::access::{interaction_name, letter, AccessContext, Reach};
+pub use crate::scope::{Scope, Scopes};
 pub use keys::Keys;
-pub use scope::{Scope, Scopes};
 pub use token::Claims;
 
 use crate::db::DbError;
@@ -32,4 +30,13 @@ pub enum AuthError {
     Key(String),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+impl From<crate::consent::ConsentError> for AuthError {
+    fn from(e: crate::consent::ConsentError) -> Self {
+        match e {
+            crate::consent::ConsentError::Db(d) => AuthError::Db(d),
+            other => AuthError::Invalid(other.to_string()),
+        }
+    }
 }

@@ -3,11 +3,11 @@
 
 use super::accounts::{self, Account};
 use super::clients::{self, Client, ClientKind};
-use super::scope::Context;
 use super::{assertion, live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::db::{Bind, Conn, DbError, Sql};
+use crate::scope::Context;
 use crate::time::now_micros;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -1,7 +1,8 @@
 //! Operator commands for people, clients and grants.
 
+use crate::access::AccessContext;
+use crate::auth::accounts;
 use crate::auth::clients::{self, ClientKind, NewClient};
-use crate::auth::{accounts, AccessContext};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::fhir::store::{create_in, new_id, Refs};
 use crate::fhir::FhirError;
@@ -154,7 +155,7 @@ pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
 }
 
 fn invite(hf: &Healthfolio, patient: &str) -> CliResult {
-    let op = crate::auth::AccessContext::operator("cli");
+    let op = crate::access::AccessContext::operator("cli");
     let code = hf.db.transaction(|c| crate::auth::invitations::invite_by(c, &op, patient)).map_err(fhir_err)?;
     println!(
         "{}/portal/invite/{code}

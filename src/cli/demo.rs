@@ -2,8 +2,9 @@
 //! all idempotent (a second run adds nothing).
 
 use super::demo_data;
+use crate::access::AccessContext;
+use crate::auth::accounts;
 use crate::auth::clients::{self, ClientKind, NewClient};
-use crate::auth::{accounts, AccessContext};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::fhir::search::{self, SearchRequest};
 use crate::Healthfolio;

@@ -1,7 +1,7 @@
 //! `healthfolio load`: Bundles, single resources and NDJSON, one transaction per file, so a bad
 //! file leaves nothing behind.
 
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::Conn;
 use crate::federation::ingest::{ingest, AtItem, Feed};
 use crate::fhir::store::{check_refs, create_in, create_many_in, existing, new_id, update_in, Refs};

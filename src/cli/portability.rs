@@ -1,6 +1,6 @@
 //! `healthfolio export` and `healthfolio import`.
 
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::search::{self, SearchRequest};
 use crate::portability::archive::{self, ImportOptions};
 use crate::Healthfolio;

@@ -1,14 +1,12 @@
 //! Grants: the patient's consent that an app or a provider organisation may do something to
 //! their record, until an expiry or a revocation. Every grant is also readable as a FHIR Consent.
 
-mod read;
 mod view;
 
-pub use read::read_consents;
 pub use view::consent_json;
 
-use crate::auth::{Scope, Scopes};
 use crate::db::{Bind, Conn, DbError, Sql};
+use crate::scope::{Scope, Scopes};
 use crate::time::now_micros;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
@@ -21,15 +19,6 @@ pub enum ConsentError {
     NotFound(String),
     #[error(transparent)]
     Db(#[from] DbError),
-}
-
-impl From<ConsentError> for crate::auth::AuthError {
-    fn from(e: ConsentError) -> Self {
-        match e {
-            ConsentError::Db(d) => crate::auth::AuthError::Db(d),
-            other => crate::auth::AuthError::Invalid(other.to_string()),
-        }
-    }
 }
 
 #[derive(QueryableByName, Debug, Clone)]

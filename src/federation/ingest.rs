@@ -6,7 +6,7 @@
 
 use super::sources;
 use super::ORIGIN_TAG;
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::reference;

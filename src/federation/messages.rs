@@ -4,7 +4,7 @@
 
 use super::ingest::{ingest_as, AtItem, Feed};
 use super::sources;
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Conn, DbError, Sql};
 use crate::fhir::search::matching_ids;
 use crate::fhir::store::{check_refs, create_in, new_id, record_author, update_in, Refs};

@@ -11,8 +11,9 @@ pub mod messages;
 pub mod sources;
 pub mod sync;
 
+use crate::access::AccessContext;
 use crate::audit::AuditEntry;
-use crate::auth::{AccessContext, Keys};
+use crate::auth::Keys;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::reference;
 use crate::fhir::search::{SearchRequest, SearchResult};

@@ -5,8 +5,8 @@ use super::store::{
     check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs, Stored,
 };
 use super::{resource_type, time, FhirError, Interaction, Store};
+use crate::access::AccessContext;
 use crate::audit::AuditEntry;
-use crate::auth::AccessContext;
 use crate::db::Conn;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;

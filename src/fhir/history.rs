@@ -3,7 +3,7 @@
 use super::search::within_constraints;
 use super::store::{Row, Stored};
 use super::{time, FhirError, Interaction, Store};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::Sql;
 
 #[derive(Debug, Default, Clone)]

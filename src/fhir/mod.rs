@@ -1,9 +1,12 @@
 //! The FHIR R4 record store: resources, versions, search index, validation, bundles, capabilities.
-//! Knows nothing of HTTP: callers pass an [`AccessContext`](crate::auth::AccessContext) and get
+//! Knows nothing of HTTP: callers pass an [`AccessContext`](crate::access::AccessContext) and get
 //! typed results or a [`FhirError`].
 
+mod audit_read;
+mod audited;
 pub mod bundle;
 pub mod capability;
+mod consent_read;
 pub mod history;
 pub mod index;
 pub mod params;
@@ -53,15 +56,9 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// The interactions a scope or capability can allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interaction {
-    Create,
-    Read,
-    Update,
-    Delete,
-    Search,
-}
+pub use crate::scope::Interaction;
+pub use audit_read::read_events;
+pub use consent_read::read_consents;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FhirError {
@@ -104,13 +101,21 @@ impl FhirError {
     }
 }
 
+impl From<crate::access::AccessError> for FhirError {
+    fn from(e: crate::access::AccessError) -> Self {
+        match e {
+            crate::access::AccessError::Forbidden(m) => FhirError::Forbidden(m),
+            crate::access::AccessError::Db(d) => FhirError::Db(d),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for FhirError {
     fn from(e: diesel::result::Error) -> Self {
         FhirError::Db(DbError::Query(e))
     }
 }
 
-/// Microseconds since the Unix epoch: the unit of every stored time.
 // Time is below every layer (the store, tokens, the access log and backups all stamp it).
 pub use crate::time::{self, now_micros};
 

@@ -247,7 +247,4 @@ pub fn compartment_path(rtype: &str) -> Option<&'static str> {
     }
 }
 
-/// Types whose resources never belong to one patient: shared reference data.
-pub fn is_shared(rtype: &str) -> bool {
-    matches!(rtype, "Practitioner" | "PractitionerRole" | "Organization" | "Medication")
-}
+pub use crate::access::is_shared;

@@ -5,7 +5,7 @@ use super::params::{self, find, Kind, Param};
 use super::store::{Row, Stored, ROW_COLUMNS};
 use super::time::{parse_range, Range, OPEN_HI, OPEN_LO};
 use super::{FhirError, Interaction};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Int, Sql};
 use diesel::QueryableByName;
 

@@ -4,8 +4,8 @@
 use super::index;
 use super::reference::{self, Target};
 use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
+use crate::access::{AccessContext, Reach};
 use crate::audit::{AuditEntry, Auditor};
-use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Db, Int, Sql};
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
@@ -324,7 +324,7 @@ fn admit(
     if !ctx.may_touch(conn, rtype, patient.as_deref(), what)? {
         return Err(FhirError::forbidden(match patient {
             Some(p) => {
-                format!("no grant from Patient/{p} lets this client {} {rtype}", crate::auth::interaction_name(what))
+                format!("no grant from Patient/{p} lets this client {} {rtype}", crate::access::interaction_name(what))
             }
             None => format!("{rtype} must belong to a patient record this client can reach"),
         }));

@@ -6,8 +6,8 @@
 
 use super::summary::label;
 use super::{everything_in, EverythingRequest};
+use crate::access::{AccessContext, Reach};
 use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
-use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::reference::{self, Target};

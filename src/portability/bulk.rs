@@ -2,12 +2,13 @@
 //! is free (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so they survive restarts; output streams to
 //! NDJSON files page by page, so memory stays flat whatever the size.
 
+use crate::access::{AccessContext, Reach};
 use crate::audit::AuditEntry;
-use crate::auth::{AccessContext, Reach, Scopes};
 use crate::config::BulkSettings;
 use crate::db::{Backend, Bind, Conn, Db, Sql};
 use crate::fhir::store::Row;
 use crate::fhir::{now_micros, params, time, FhirError, Interaction, READ_ONLY_TYPES, RESOURCE_TYPES};
+use crate::scope::Scopes;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,8 @@
 //! `$everything` of a record that federated sources hold part of.
 
 use super::EverythingRequest;
-use crate::auth::{AccessContext, Keys};
+use crate::access::AccessContext;
+use crate::auth::Keys;
 use crate::federation::{self, client::SourceClient};
 use crate::fhir::search::SearchResult;
 use crate::fhir::{FhirError, Store};

@@ -8,8 +8,8 @@ pub mod transfer;
 
 pub use summary::summary;
 
+use crate::access::AccessContext;
 use crate::audit::AuditEntry;
-use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::search::SearchResult;
 use crate::fhir::store::{Row, Stored, ROW_COLUMNS};

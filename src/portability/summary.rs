@@ -1,8 +1,8 @@
 //! `Patient/{id}/$summary`: an International Patient Summary document (IPS 2.0.1) with the
 //! medication, allergy and problem sections (conformance §6.2).
 
+use crate::access::AccessContext;
 use crate::audit::AuditEntry;
-use crate::auth::AccessContext;
 use crate::fhir::search::{self, SearchRequest};
 use crate::fhir::store::{new_id, Stored};
 use crate::fhir::{time, FhirError, Interaction, Store};

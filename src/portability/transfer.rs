@@ -4,7 +4,7 @@
 //! archive: one transaction, origin Provenance, and a retry adds nothing twice.
 
 use super::archive::{self, ImportOptions, ImportReport};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Db, Sql};
 use crate::federation::client::same_origin;
 use crate::fhir::store::{collect_refs, Refs};

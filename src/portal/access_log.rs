@@ -2,9 +2,9 @@
 //! words, filtered by who and by date, a page at a time, and as CSV.
 
 use super::{minute, own_patient, parse_day, PortalError};
+use crate::access::AccessContext;
 use crate::audit::{search_audit_events, AuditEntry, AuditQuery, AuditRow, Auditor};
 use crate::auth::clients::{self, Client};
-use crate::auth::AccessContext;
 use crate::db::Db;
 use crate::fhir::Interaction;
 use std::collections::{BTreeSet, HashMap};

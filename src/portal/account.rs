@@ -2,8 +2,9 @@
 //! and "sign out everywhere". The account is the context's subject, never a form field.
 
 use super::{minute, own_patient, PortalError};
+use crate::access::AccessContext;
 use crate::audit::{record_in, AuditEntry};
-use crate::auth::{accounts, password, session, AccessContext};
+use crate::auth::{accounts, password, session};
 use crate::db::Db;
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! Allergies and health problems (AllergyIntolerance and Condition), in words.
 
 use super::{concept_text, date_part, search, PortalError};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::Store;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 
 use super::medicines::{kind_of, prescription_line, statement_line, MedicineLine, Names};
 use super::{capitalised, minute, own_patient, PortalError};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Sql};
 use crate::fhir::history::HistoryRequest;
 use crate::fhir::search::SearchRequest;

@@ -6,7 +6,7 @@ use super::detail::author_words;
 use super::medicines::{medicines, MedicineLine};
 use super::medicines::{slug_of, Names};
 use super::{concept_text, format_nhs, human_name, minute, own_patient, PortalError};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::db::{Bind, Sql};
 use crate::fhir::{Store, NHS_NUMBER_SYSTEM};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! (MedicationStatement), each with dose in plain words, dates, prescriber and last dispensing.
 
 use super::{concept_text, date_part, human_name, own_patient, search, PortalError};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::reference;
 use crate::fhir::Store;
 use serde_json::Value;

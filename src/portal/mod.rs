@@ -14,7 +14,7 @@ pub mod sharing;
 pub mod taken;
 pub mod timeline;
 
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::search::{SearchRequest, SearchResult};
 use crate::fhir::{time, FhirError, Store};
 use serde_json::Value;
@@ -45,6 +45,12 @@ pub enum PortalError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+}
+
+impl From<crate::access::AccessError> for PortalError {
+    fn from(e: crate::access::AccessError) -> Self {
+        PortalError::Fhir(e.into())
+    }
 }
 
 impl From<crate::consent::ConsentError> for PortalError {

@@ -2,8 +2,8 @@
 //! themselves when the deployment allows self sign-up.
 
 use super::PortalError;
+use crate::access::AccessContext;
 use crate::auth::accounts::{self, Account};
-use crate::auth::AccessContext;
 use crate::fhir::patient::by_nhs_number;
 use crate::fhir::store::{check_refs, create_in, new_id, Refs};
 use crate::fhir::{Store, NHS_NUMBER_SYSTEM};

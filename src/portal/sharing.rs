@@ -2,9 +2,9 @@
 //! patient's own grants to registered provider organisations (grant, change, stop now).
 
 use super::{day, own_patient, parse_day, PortalError};
+use crate::access::AccessContext;
 use crate::auth::clients::{self, Client, ClientKind};
 use crate::auth::oauth::describe;
-use crate::auth::AccessContext;
 use crate::consent::{self, Grant, Grantee, NewGrant};
 use crate::db::{Conn, Db};
 use crate::fhir::{now_micros, Interaction};
@@ -95,7 +95,7 @@ fn share_line(g: Grant, all: &[Client], now: i64, used: Option<i64>) -> Share {
     let permissions = PERMISSIONS
         .iter()
         .filter(|(_, scopes, _)| {
-            crate::auth::Scopes::parse(scopes).resources.iter().all(|w| held.resources.iter().any(|h| h.covers(w)))
+            crate::scope::Scopes::parse(scopes).resources.iter().all(|w| held.resources.iter().any(|h| h.covers(w)))
         })
         .map(|(k, _, _)| *k)
         .collect();

@@ -2,7 +2,7 @@
 //! MedicationStatement with `informationSource` the Patient, so providers can tell them apart.
 
 use super::{own_patient, parse_day, PortalError};
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::store::WriteOptions;
 use crate::fhir::{time, FhirError, Store, DMD_SYSTEM};
 use serde_json::{json, Value};

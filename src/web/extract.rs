@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::fhir::FhirError;
 use actix_web::dev::Payload;
 use actix_web::{http::header, web, FromRequest, HttpRequest};

@@ -3,10 +3,11 @@
 use super::error::ApiError;
 use super::extract::{read_body, Caller};
 use super::{AppState, FHIR_JSON};
-use crate::audit::{read_events, AuditQuery};
-use crate::consent::read_consents;
+use crate::audit::AuditQuery;
 use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset, searchset_text};
 use crate::fhir::history::HistoryRequest;
+use crate::fhir::read_consents;
+use crate::fhir::read_events;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::store::WriteOptions;
 use crate::fhir::{resource_type, time, FhirError, Interaction, Stored, WriteOutcome};
@@ -218,7 +219,7 @@ async fn write_with(
     patch: bool,
     op: impl FnOnce(
             &crate::fhir::Store,
-            &crate::auth::AccessContext,
+            &crate::access::AccessContext,
             Value,
             &WriteOptions,
         ) -> Result<WriteOutcome, FhirError>

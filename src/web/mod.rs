@@ -1,5 +1,5 @@
 //! The HTTP edge: routes, extractors, content negotiation and error rendering. Handlers are thin:
-//! they parse, call the domain with the caller's [`AccessContext`](crate::auth::AccessContext),
+//! they parse, call the domain with the caller's [`AccessContext`](crate::access::AccessContext),
 //! and render.
 
 mod bulk;

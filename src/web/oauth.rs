@@ -3,10 +3,11 @@
 use super::extract::Caller;
 use super::pages::{self, page_error};
 use super::AppState;
+use crate::access::AccessContext;
 use crate::audit::{record_in, AuditEntry};
 use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, OAuthError, TokenRequest};
 use crate::auth::session::{self, Session};
-use crate::auth::{accounts, password, AccessContext};
+use crate::auth::{accounts, password};
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::extract::{read_body, Caller};
 use super::AppState;
-use crate::auth::Reach;
+use crate::access::Reach;
 use crate::fhir::bundle::searchset_text;
 use crate::fhir::FhirError;
 use crate::portability::archive::{self, ImportOptions};

@@ -5,8 +5,8 @@
 use super::oauth::{current_session, login_page, session_cookie};
 use super::pages::{html, page_error, see_other};
 use super::AppState;
+use crate::access::AccessContext;
 use crate::auth::session::{self, Session};
-use crate::auth::AccessContext;
 use crate::portal::access_log::{self, LogView, Period};
 use crate::portal::account::{self, PasswordChange};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};

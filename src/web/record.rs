@@ -4,7 +4,7 @@
 use super::oauth::signed_in;
 use super::pages::{html, page_error};
 use super::AppState;
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::portability::archive::{self, ImportOptions, ImportReport};
 use actix_multipart::Multipart;
 use actix_web::http::{header, StatusCode};

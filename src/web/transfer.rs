@@ -3,7 +3,7 @@
 use super::oauth::signed_in;
 use super::pages::{html, page_error, see_other};
 use super::AppState;
-use crate::auth::AccessContext;
+use crate::access::AccessContext;
 use crate::portability::transfer::{self, Partner};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};

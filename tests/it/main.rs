@@ -4,6 +4,7 @@ mod browser;
 mod federation;
 mod fixtures;
 mod invite;
+mod layers;
 mod matrix;
 mod oauth;
 mod oauth_more;

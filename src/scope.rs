@@ -1,6 +1,14 @@
 //! SMART scopes, parsed once (SMART App Launch 2.2 §Scopes).
 
-use crate::fhir::Interaction;
+/// The interactions a scope or capability can allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Search,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Context {
@@ -43,7 +51,9 @@ impl Scope {
         let (resource, perms) = rest.split_once('.')?;
         let resource = match resource {
             "*" => None,
-            t if crate::fhir::valid_id(t) && t.chars().next()?.is_ascii_uppercase() => Some(t.to_string()),
+            t if t.chars().all(|c| c.is_ascii_alphabetic()) && t.chars().next()?.is_ascii_uppercase() => {
+                Some(t.to_string())
+            }
             _ => return None,
         };
         // SMART 2.2: v1 `.read` means v2 `.rs`, `.write` means `.cud`, `.*` means `.cruds`.

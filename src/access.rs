@@ -1,9 +1,24 @@
-//! Who is asking, for which patient, with which scopes: built once per request from the bearer
-//! token and passed to every domain call.
+//! The access layer: who is asking, for which patient, with which scopes (built once per request
+//! from the bearer token, or by the portal for a signed-in patient) and what that lets them touch.
+//! Every domain call takes an [`AccessContext`] and asks it; nothing else decides access.
 
-use super::scope::Scopes;
-use crate::db::{Conn, Sql};
-use crate::fhir::{params, FhirError, Interaction};
+use crate::db::{Conn, DbError, Sql};
+use crate::scope::{Interaction, Scopes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The scopes (or the patient's grant) do not allow the interaction.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Types whose resources never belong to one patient: shared reference data, reachable by any
+/// caller whose scopes name them.
+pub fn is_shared(rtype: &str) -> bool {
+    matches!(rtype, "Practitioner" | "PractitionerRole" | "Organization" | "Medication")
+}
 
 /// Which patients' records a caller can reach at all (scopes then say what it may do there).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,11 +126,11 @@ impl AccessContext {
     }
 
     /// Scope check for an interaction on a type.
-    pub fn require(&self, rtype: &str, what: Interaction) -> Result<(), FhirError> {
+    pub fn require(&self, rtype: &str, what: Interaction) -> Result<(), AccessError> {
         if self.allows(rtype, what) {
             Ok(())
         } else {
-            Err(FhirError::forbidden(format!(
+            Err(AccessError::Forbidden(format!(
                 "the access token's scopes (and the patient's grant) do not allow {} on {rtype}",
                 interaction_name(what)
             )))
@@ -137,13 +152,13 @@ impl AccessContext {
         rtype: &str,
         patient_id: Option<&str>,
         what: Interaction,
-    ) -> Result<bool, FhirError> {
+    ) -> Result<bool, AccessError> {
         if !self.allows(rtype, what) {
             return Ok(false);
         }
         Ok(match &self.reach {
             Reach::All => true,
-            _ if params::is_shared(rtype) => true,
+            _ if is_shared(rtype) => true,
             Reach::Patient(p) => patient_id == Some(p.as_str()),
             Reach::Granted { client_id, organization } => match patient_id {
                 Some(p) => crate::consent::covers(conn, p, client_id, organization.as_deref(), rtype, letter(what))?,
@@ -154,7 +169,7 @@ impl AccessContext {
 
     /// Adds to a search the condition that limits it to what this context can reach.
     pub fn limit_search(&self, q: &mut Sql, alias: &str, rtype: &str, what: Interaction) {
-        if params::is_shared(rtype) {
+        if is_shared(rtype) {
             return;
         }
         let column = if rtype == "Patient" { format!("{alias}.id") } else { format!("{alias}.patient_id") };

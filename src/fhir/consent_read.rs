@@ -1,9 +1,9 @@
 //! Reading grants as FHIR Consent, as a caller: scope, and only records the caller can reach.
 
-use super::{consent_json, get, list};
-use crate::auth::AccessContext;
+use super::{FhirError, Interaction};
+use crate::access::AccessContext;
+use crate::consent::{consent_json, get, list};
 use crate::db::Db;
-use crate::fhir::{FhirError, Interaction};
 use crate::time::now_micros;
 use serde_json::Value;
 

@@ -1,10 +1,9 @@
 //! Reading the access log as a caller: scope, and only the records the caller can reach.
 
-use super::view::{audit_event_json, search_audit_events, AuditQuery};
-use super::AuditEntry;
-use crate::auth::AccessContext;
+use super::{FhirError, Interaction};
+use crate::access::AccessContext;
+use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
 use crate::db::Db;
-use crate::fhir::{FhirError, Interaction};
 use crate::time;
 use serde_json::Value;
 
@@ -58,7 +57,7 @@ impl AuditQuery {
 /// AuditEvents the caller may see, as FHIR JSON.
 pub fn read_events(
     db: &Db,
-    auditor: &super::Auditor,
+    auditor: &crate::audit::Auditor,
     ctx: &AccessContext,
     mut q: AuditQuery,
     what: Interaction,
