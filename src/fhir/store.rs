@@ -2,7 +2,7 @@
 //! same transaction as the resource, access checked against the caller's [`AccessContext`].
 
 use super::index::{self, split_reference};
-use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
+use super::{now_micros, params, time, valid_id, FhirError, Interaction};
 use crate::audit::{AuditEntry, Auditor};
 use crate::auth::{AccessContext, Reach};
 use crate::db::{Bind, Conn, Db, Int, Sql};
@@ -325,9 +325,6 @@ fn admit(
             None => format!("{rtype} must belong to a patient record this client can reach"),
         }));
     }
-    if rtype == "Patient" {
-        one_record_per_person(conn, id, body)?;
-    }
     if let Some(p) = &patient {
         refuse_moved(conn, ctx, p)?;
     }
@@ -425,38 +422,6 @@ fn compartment(conn: &mut Conn, rtype: &str, id: &str, body: &Value) -> Result<O
         }
     }
     Ok(None)
-}
-
-/// One record per person: an NHS number may belong to one active Patient only.
-fn one_record_per_person(conn: &mut Conn, id: &str, body: &Value) -> Result<(), FhirError> {
-    if body.get("active") == Some(&Value::Bool(false)) {
-        return Ok(());
-    }
-    let ids = body.get("identifier").and_then(Value::as_array).cloned().unwrap_or_default();
-    for ident in ids {
-        if ident.get("system").and_then(Value::as_str) != Some(NHS_NUMBER_SYSTEM) {
-            continue;
-        }
-        let Some(value) = ident.get("value").and_then(Value::as_str) else { continue };
-        let q = Sql::with(
-            "SELECT r.rid AS n FROM resources r JOIN idx_token t ON t.rid = r.rid \
-             WHERE r.res_type = 'Patient' AND r.deleted = 0 AND r.id <> ? \
-             AND t.param = 'identifier' AND t.system = ? AND t.code = ? \
-             AND NOT EXISTS (SELECT 1 FROM idx_token a WHERE a.rid = r.rid AND a.param = 'active' AND a.code = 'false')",
-            [
-                Bind::Text(id.into()),
-                Bind::Text(NHS_NUMBER_SYSTEM.into()),
-                Bind::Text(value.into()),
-            ],
-        )
-        .reused();
-        if conn.first::<Int>(&q)?.is_some() {
-            return Err(FhirError::Conflict(format!(
-                "NHS number {value} already belongs to another active Patient: one record per person"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A persisted copy belongs to its source: only the service itself (syncing, adopting) may change
@@ -568,6 +533,9 @@ fn finish_write(
         rows.add(rid, &index::extract(&s.rtype, body));
         rows.write(conn)?;
     }
+    if s.rtype == "Patient" {
+        super::patient::claim_nhs_numbers(conn, &s.id, body)?;
+    }
     let entry = AuditEntry::write(method, s);
     crate::audit::record_in(conn, ctx, &entry)?;
     Ok(())
@@ -620,8 +588,9 @@ impl IndexTables {
 
 /// Creates many new resources with the checks of [`create_in`], but one multi-row statement per
 /// table instead of several round trips per resource: imports and loads use it. The checks see
-/// the database, not each other: callers keep Patients (one per NHS number) and Provenance (found
-/// through its target) to [`create_in`] unless, as in an import, there is one of each per target.
+/// the database, not each other (one record per person is the database's own: it holds here
+/// too): callers keep Provenance (found through its target) to [`create_in`] unless, as in an
+/// import, there is one per target.
 /// A refused item is named by its index.
 pub(crate) fn create_many_in(
     conn: &mut Conn,
@@ -788,6 +757,9 @@ fn write_many(
     }
     conn.insert_rows(INSERT_VERSION, &versions)?;
     index_rows.write(conn)?;
+    for (s, body) in admitted.iter().filter(|(s, _)| s.rtype == "Patient") {
+        super::patient::claim_nhs_numbers(conn, &s.id, Some(body))?;
+    }
     crate::audit::record_many_in(conn, ctx, &audits)?;
     Ok(())
 }
