@@ -2,7 +2,8 @@
 
 use super::search::{self, SearchRequest, SearchResult};
 use super::store::{
-    check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs, Stored,
+    attribute, check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs,
+    Stored,
 };
 use super::{resource_type, time, FhirError, Interaction, Store};
 use crate::audit::AuditEntry;
@@ -162,6 +163,8 @@ impl Store {
     }
 
     /// Conditional create: `If-None-Exist` finds 0 (create), 1 (return it, 200) or more (412).
+    /// The search and the create are one transaction, taking turns with every other conditional
+    /// write on the same criteria: of concurrent requests one creates, the others find it.
     pub fn create_if_none_exist(
         &self,
         ctx: &AccessContext,
@@ -170,12 +173,26 @@ impl Store {
         query: &str,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
-        match found.as_slice() {
-            [] => self.create(ctx, rtype, body, opts),
-            [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false, changed: false }),
-            _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
-        }
+        let result = self.db.transaction(|conn| {
+            search::serialise_conditional(conn, [(rtype, query)])?;
+            match search::matching_ids(conn, ctx, rtype, query)?.as_slice() {
+                [] => {
+                    let mut refs = Refs::default();
+                    let stored = create_in(conn, ctx, &mut refs, rtype, body, new_id(), "POST")?;
+                    attribute(conn, ctx, &mut refs, opts, &stored)?;
+                    check_refs(conn, &refs)?;
+                    Ok(super::WriteOutcome { stored, created: true, changed: true })
+                }
+                [id] => {
+                    let found = read_in(conn, ctx, rtype, id, Interaction::Read);
+                    crate::audit::record_in(conn, ctx, &AuditEntry::read("read", rtype, Some(id), &found))?;
+                    Ok(super::WriteOutcome { stored: found?, created: false, changed: false })
+                }
+                _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
+            }
+        });
+        self.audit_failed_write(ctx, &result);
+        result
     }
 
     /// Conditional update: `PUT [type]?query` updates the one match, creates on none, 412 on many.
@@ -343,6 +360,7 @@ fn resolve_identities(
     base: &str,
     entries: &mut [Entry],
 ) -> Result<Identities, FhirError> {
+    search::serialise_conditional(conn, conditional_creates(base, entries))?;
     let mut map = HashMap::new();
     let mut existing = HashMap::new();
     for e in entries.iter_mut() {
@@ -393,6 +411,16 @@ fn resolve_identities(
 
 type Identities = (HashMap<String, String>, HashMap<usize, String>);
 
+/// The (type, criteria) of the Bundle's conditional creates: taken all at once, before any
+/// search, so that two Bundles never wait for each other.
+fn conditional_creates<'e>(base: &str, entries: &'e [Entry]) -> Vec<(&'e str, &'e str)> {
+    entries
+        .iter()
+        .filter(|e| e.method == "POST")
+        .filter_map(|e| Some((split_url(base, &e.url).0, e.if_none_exist.as_deref()?)))
+        .collect()
+}
+
 fn method_rank(m: &str) -> u8 {
     match m {
         "DELETE" => 0,
@@ -440,6 +468,7 @@ fn prefix_error(err: FhirError, e: &Entry) -> FhirError {
 }
 
 fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
+    search::serialise_conditional(conn, conditional_creates(base, &entries))?;
     let mut results = Vec::with_capacity(entries.len());
     for e in &entries {
         let r = conn.savepoint(|c| {

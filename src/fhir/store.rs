@@ -208,19 +208,36 @@ impl Store {
         let result = self.db.transaction(|conn| {
             let mut refs = Refs::default();
             let out = f(conn, &mut refs)?;
-            if let Some(prov) = &opts.provenance {
-                let prov = provenance_for(prov.clone(), &out.stored)?;
-                create_in(conn, ctx, &mut refs, "Provenance", prov, new_id(), "POST")?;
-            } else {
-                record_author(conn, ctx, &mut refs, &out.stored)?;
-            }
+            attribute(conn, ctx, &mut refs, opts, &out.stored)?;
             check_refs(conn, &refs)?;
             Ok(out)
         });
-        if let Err(e) = &result {
+        self.audit_failed_write(ctx, &result);
+        result
+    }
+
+    pub(crate) fn audit_failed_write<T>(&self, ctx: &AccessContext, result: &Result<T, FhirError>) {
+        if let Err(e) = result {
             self.audit.record(ctx, AuditEntry::failed_write("write", "", None, e));
         }
-        result
+    }
+}
+
+/// The Provenance of a single write: the one the request carried (`X-Provenance`), or one naming
+/// its author.
+pub(crate) fn attribute(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    opts: &WriteOptions,
+    written: &Stored,
+) -> Result<(), FhirError> {
+    match &opts.provenance {
+        Some(prov) => {
+            let prov = provenance_for(prov.clone(), written)?;
+            create_in(conn, ctx, refs, "Provenance", prov, new_id(), "POST").map(|_| ())
+        }
+        None => record_author(conn, ctx, refs, written),
     }
 }
 

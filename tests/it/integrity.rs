@@ -4,18 +4,23 @@
 use crate::both;
 use crate::fixtures::*;
 use crate::support::{Client, Response, TestApp};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Barrier;
 
 const NHS_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 
 /// Sends `n` requests at once (released together by a barrier), one client each.
 fn race(app: &TestApp, n: usize, send: impl Fn(&Client, usize) -> Response + Sync) -> Vec<Response> {
+    race_replicas(&[app], n, send)
+}
+
+/// The same, the requests spread over several servers on one database.
+fn race_replicas(replicas: &[&TestApp], n: usize, send: impl Fn(&Client, usize) -> Response + Sync) -> Vec<Response> {
     let start = Barrier::new(n);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let (c, start, send) = (app.client(), &start, &send);
+                let (c, start, send) = (replicas[i % replicas.len()].client(), &start, &send);
                 s.spawn(move || {
                     start.wait();
                     send(&c, i)
@@ -159,6 +164,62 @@ fn the_migration_keeps_old_duplicates_and_gives_the_number_to_the_oldest(app: &T
     assert_eq!(c.post("Patient", &patient(NHS[1], "Okafor", "Ada")).status, 201, "the oldest held it");
 }
 
+fn pharmacy() -> Value {
+    json!({"resourceType": "Organization", "name": "Riverside Pharmacy",
+           "identifier": [{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "FA123"}]})
+}
+
+const PHARMACY_QUERY: &str = "identifier=https://fhir.nhs.uk/Id/ods-organization-code|FA123";
+
+/// One 201, and every other answer names the same resource with 200.
+fn one_created_rest_found(rs: &[Response], id_of: impl Fn(&Response) -> Option<String>) -> String {
+    let s = statuses(rs);
+    assert_eq!(count(rs, 201), 1, "{s:?}");
+    assert_eq!(count(rs, 200), rs.len() - 1, "{s:?}");
+    let ids: std::collections::HashSet<Option<String>> = rs.iter().map(id_of).collect();
+    assert_eq!(ids.len(), 1, "every answer names the one resource: {ids:?}");
+    ids.into_iter().next().flatten().expect("an id")
+}
+
+/// Across replicas too: the service runs as several on one database.
+fn concurrent_conditional_creates_make_one_resource(app: &TestApp) {
+    let replica = app.replica();
+    let rs = race_replicas(&[app, &replica], 16, |c, _| {
+        c.clone().with_header("If-None-Exist", PHARMACY_QUERY).post("Organization", &pharmacy())
+    });
+    let id = one_created_rest_found(&rs, |r| r.body["id"].as_str().map(str::to_string));
+    assert_eq!(app.client().get(&format!("Organization?{PHARMACY_QUERY}")).ids(), vec![id]);
+}
+
+fn concurrent_conditional_creates_in_transactions_make_one_resource(app: &TestApp) {
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:6f1c0e1a-3b1e-4d5e-9c1a-000000000002", "resource": pharmacy(),
+         "request": {"method": "POST", "url": "Organization", "ifNoneExist": PHARMACY_QUERY}}]});
+    let rs = race(app, 16, |c, _| {
+        let r = c.post("", &bundle);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r
+    });
+    let entry_status = |r: &Response| r.body["entry"][0]["response"]["status"].as_str().unwrap_or_default().to_string();
+    let created = rs.iter().filter(|r| entry_status(r).starts_with("201")).count();
+    let found = rs.iter().filter(|r| entry_status(r).starts_with("200")).count();
+    assert_eq!((created, found), (1, 15), "{:?}", rs.iter().map(entry_status).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<String> = rs
+        .iter()
+        .map(|r| {
+            r.body["entry"][0]["response"]["location"]
+                .as_str()
+                .unwrap_or_default()
+                .split('/')
+                .nth(1)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(app.client().get(&format!("Organization?{PHARMACY_QUERY}")).ids().len(), 1);
+}
+
 both!(
     concurrent_posts_with_one_nhs_number_make_one_patient,
     concurrent_put_creates_with_one_nhs_number_make_one_patient,
@@ -166,4 +227,6 @@ both!(
     an_inactive_or_deleted_patient_frees_its_nhs_number,
     concurrent_imports_of_one_person_make_one_patient,
     the_migration_keeps_old_duplicates_and_gives_the_number_to_the_oldest,
+    concurrent_conditional_creates_make_one_resource,
+    concurrent_conditional_creates_in_transactions_make_one_resource,
 );
