@@ -196,6 +196,8 @@ impl Store {
     }
 
     /// Conditional update: `PUT [type]?query` updates the one match, creates on none, 412 on many.
+    /// One transaction, in turns with other conditional writes on the criteria (as a conditional
+    /// create): of concurrent requests that find none, one creates and the others update it.
     pub fn conditional_update(
         &self,
         ctx: &AccessContext,
@@ -204,23 +206,32 @@ impl Store {
         mut body: Value,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
-        match found.as_slice() {
-            [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
-                Some(id) => self.update(ctx, rtype, &id, body, opts),
-                None => self.create(ctx, rtype, body, opts),
-            },
-            [id] => {
-                if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
-                    return Err(FhirError::invalid(format!(
-                        "the body id does not match the resource the query found ({id})"
-                    )));
+        self.write(
+            ctx,
+            |conn, refs| {
+                search::serialise_conditional(conn, [(rtype, query)])?;
+                match search::matching_ids(conn, ctx, rtype, query)?.as_slice() {
+                    [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
+                        Some(id) => update_in(conn, ctx, refs, rtype, &id, body, opts.if_match),
+                        None => create_in(conn, ctx, refs, rtype, body, new_id(), "POST")
+                            .map(|stored| super::WriteOutcome { stored, created: true, changed: true }),
+                    },
+                    [id] => {
+                        if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
+                            return Err(FhirError::invalid(format!(
+                                "the body id does not match the resource the query found ({id})"
+                            )));
+                        }
+                        body["id"] = Value::String(id.clone());
+                        update_in(conn, ctx, refs, rtype, id, body, opts.if_match)
+                    }
+                    _ => Err(FhirError::MultipleMatches(format!(
+                        "conditional update '{query}' matches more than one {rtype}"
+                    ))),
                 }
-                body["id"] = Value::String(id.clone());
-                self.update(ctx, rtype, id, body, opts)
-            }
-            _ => Err(FhirError::MultipleMatches(format!("conditional update '{query}' matches more than one {rtype}"))),
-        }
+            },
+            opts,
+        )
     }
 
     /// `POST [base]` with a batch or transaction Bundle.
@@ -360,7 +371,7 @@ fn resolve_identities(
     base: &str,
     entries: &mut [Entry],
 ) -> Result<Identities, FhirError> {
-    search::serialise_conditional(conn, conditional_creates(base, entries))?;
+    search::serialise_conditional(conn, conditional_writes(base, entries))?;
     let mut map = HashMap::new();
     let mut existing = HashMap::new();
     for e in entries.iter_mut() {
@@ -411,13 +422,16 @@ fn resolve_identities(
 
 type Identities = (HashMap<String, String>, HashMap<usize, String>);
 
-/// The (type, criteria) of the Bundle's conditional creates: taken all at once, before any
-/// search, so that two Bundles never wait for each other.
-fn conditional_creates<'e>(base: &str, entries: &'e [Entry]) -> Vec<(&'e str, &'e str)> {
+/// The (type, criteria) of the Bundle's conditional creates and updates: taken all at once,
+/// before any search, so that two Bundles never wait for each other.
+fn conditional_writes<'e>(base: &str, entries: &'e [Entry]) -> Vec<(&'e str, &'e str)> {
     entries
         .iter()
-        .filter(|e| e.method == "POST")
-        .filter_map(|e| Some((split_url(base, &e.url).0, e.if_none_exist.as_deref()?)))
+        .filter_map(|e| match (e.method.as_str(), split_url(base, &e.url)) {
+            ("POST", (t, _, _)) => Some((t, e.if_none_exist.as_deref()?)),
+            ("PUT", (t, None, Some(q))) => Some((t, q)),
+            _ => None,
+        })
         .collect()
 }
 
@@ -468,7 +482,7 @@ fn prefix_error(err: FhirError, e: &Entry) -> FhirError {
 }
 
 fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
-    search::serialise_conditional(conn, conditional_creates(base, &entries))?;
+    search::serialise_conditional(conn, conditional_writes(base, &entries))?;
     let mut results = Vec::with_capacity(entries.len());
     for e in &entries {
         let r = conn.savepoint(|c| {

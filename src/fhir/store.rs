@@ -199,7 +199,7 @@ impl Store {
     }
 
     /// Runs a single write in its own transaction, with the Provenance the request carried.
-    fn write(
+    pub(super) fn write(
         &self,
         ctx: &AccessContext,
         f: impl FnOnce(&mut Conn, &mut Refs) -> Result<WriteOutcome, FhirError>,

@@ -191,6 +191,21 @@ fn concurrent_conditional_creates_make_one_resource(app: &TestApp) {
     assert_eq!(app.client().get(&format!("Organization?{PHARMACY_QUERY}")).ids(), vec![id]);
 }
 
+/// A conditional update that finds nothing creates: of concurrent ones, the first creates and
+/// the others update what it created, in turn.
+fn concurrent_conditional_updates_make_one_resource(app: &TestApp) {
+    let replica = app.replica();
+    let rs = race_replicas(&[app, &replica], 8, |c, i| {
+        let mut body = pharmacy();
+        body["name"] = json!(format!("Riverside Pharmacy {i}"));
+        c.put(&format!("Organization?{PHARMACY_QUERY}"), &body)
+    });
+    let id = one_created_rest_found(&rs, |r| r.body["id"].as_str().map(str::to_string));
+    let found = app.client().get(&format!("Organization/{id}"));
+    assert_eq!(found.body["meta"]["versionId"], "8", "every update applied, one after another");
+    assert_eq!(app.client().get(&format!("Organization?{PHARMACY_QUERY}")).ids(), vec![id]);
+}
+
 fn concurrent_conditional_creates_in_transactions_make_one_resource(app: &TestApp) {
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:6f1c0e1a-3b1e-4d5e-9c1a-000000000002", "resource": pharmacy(),
@@ -229,4 +244,5 @@ both!(
     the_migration_keeps_old_duplicates_and_gives_the_number_to_the_oldest,
     concurrent_conditional_creates_make_one_resource,
     concurrent_conditional_creates_in_transactions_make_one_resource,
+    concurrent_conditional_updates_make_one_resource,
 );
