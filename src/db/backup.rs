@@ -1,7 +1,9 @@
 //! Backup and restore, the same way on both backends: every durable table is read inside one
 //! snapshot transaction and written as JSON lines into a tar file; restore replays them into a
 //! freshly migrated, empty database (of either kind). Short-lived rows (sign-in sessions, codes,
-//! seen assertion ids, login failures, jobs) are left out.
+//! seen assertion ids, login failures, jobs) are left out. Which Patient holds each NHS number
+//! follows from the Patients and is rebuilt from them, so a backup made before that table existed
+//! restores it too.
 
 use super::{Backend, Bind, Conn, Db, DbError, Sql};
 use serde_json::{Map, Value};
@@ -337,6 +339,7 @@ pub fn restore(db: &Db, input: impl Read) -> Result<Vec<(String, usize)>, DbErro
             let n = restore_table(conn, table, cols, &data)?;
             counts.push((table.to_string(), n));
         }
+        counts.push(("patient_nhs_numbers".into(), crate::fhir::patient::reclaim_nhs_numbers(conn)?));
         if conn.backend() == Backend::Postgres {
             conn.batch("SELECT setval(pg_get_serial_sequence('resources', 'rid'), COALESCE((SELECT MAX(rid) FROM resources), 0) + 1, false); \
                         SELECT setval(pg_get_serial_sequence('audit_events', 'aid'), COALESCE((SELECT MAX(aid) FROM audit_events), 0) + 1, false);")?;

@@ -304,6 +304,28 @@ impl Conn {
         }
     }
 
+    /// Makes the transactions that name one of the same `keys` take turns, each until it commits
+    /// or rolls back: a search and the write it decides then see each other's results. SQLite's
+    /// writers take turns already (`BEGIN IMMEDIATE`, and the in-process lock before it).
+    /// PostgreSQL: a transaction-scoped advisory lock per key, which every replica on the database
+    /// shares, taken in one order so that two transactions never wait for each other.
+    pub fn take_turns<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) -> Result<(), DbError> {
+        use sha2::{Digest, Sha256};
+        if self.backend() == Backend::Sqlite {
+            return Ok(());
+        }
+        // A digest rather than std's hasher: every replica, of any build, must agree on the lock.
+        let lock_id = |key: &str| {
+            let d = Sha256::digest(key.as_bytes());
+            i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        };
+        let ids: std::collections::BTreeSet<i64> = keys.into_iter().map(lock_id).collect();
+        for id in ids {
+            self.execute(&Sql::with("SELECT pg_advisory_xact_lock(?)", [Bind::Int(id)]).reused())?;
+        }
+        Ok(())
+    }
+
     pub fn execute(&mut self, q: &Sql) -> Result<usize, DbError> {
         let backend = self.backend();
         if q.is_reused() {

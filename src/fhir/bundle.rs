@@ -2,7 +2,8 @@
 
 use super::search::{self, SearchRequest, SearchResult};
 use super::store::{
-    check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs, Stored,
+    attribute, check_refs, create_in, current, delete_in, new_id, patch_in, read_in, record_author, update_in, Refs,
+    Stored,
 };
 use super::{resource_type, time, FhirError, Interaction, Store};
 use crate::access::AccessContext;
@@ -162,6 +163,8 @@ impl Store {
     }
 
     /// Conditional create: `If-None-Exist` finds 0 (create), 1 (return it, 200) or more (412).
+    /// The search and the create are one transaction, taking turns with every other conditional
+    /// write on the same criteria: of concurrent requests one creates, the others find it.
     pub fn create_if_none_exist(
         &self,
         ctx: &AccessContext,
@@ -170,15 +173,31 @@ impl Store {
         query: &str,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
-        match found.as_slice() {
-            [] => self.create(ctx, rtype, body, opts),
-            [id] => Ok(super::WriteOutcome { stored: self.read(ctx, rtype, id)?, created: false, changed: false }),
-            _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
-        }
+        let result = self.db.transaction(|conn| {
+            search::serialise_conditional(conn, [(rtype, query)])?;
+            match search::matching_ids(conn, ctx, rtype, query)?.as_slice() {
+                [] => {
+                    let mut refs = Refs::default();
+                    let stored = create_in(conn, ctx, &mut refs, rtype, body, new_id(), "POST")?;
+                    attribute(conn, ctx, &mut refs, opts, &stored)?;
+                    check_refs(conn, &refs)?;
+                    Ok(super::WriteOutcome { stored, created: true, changed: true })
+                }
+                [id] => {
+                    let found = read_in(conn, ctx, rtype, id, Interaction::Read);
+                    crate::audit::record_in(conn, ctx, &AuditEntry::read("read", rtype, Some(id), &found))?;
+                    Ok(super::WriteOutcome { stored: found?, created: false, changed: false })
+                }
+                _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
+            }
+        });
+        self.audit_failed_write(ctx, &result);
+        result
     }
 
     /// Conditional update: `PUT [type]?query` updates the one match, creates on none, 412 on many.
+    /// One transaction, in turns with other conditional writes on the criteria (as a conditional
+    /// create): of concurrent requests that find none, one creates and the others update it.
     pub fn conditional_update(
         &self,
         ctx: &AccessContext,
@@ -187,23 +206,32 @@ impl Store {
         mut body: Value,
         opts: &super::store::WriteOptions,
     ) -> Result<super::WriteOutcome, FhirError> {
-        let found = search::matching_ids(&mut self.db.conn()?, ctx, rtype, query)?;
-        match found.as_slice() {
-            [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
-                Some(id) => self.update(ctx, rtype, &id, body, opts),
-                None => self.create(ctx, rtype, body, opts),
-            },
-            [id] => {
-                if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
-                    return Err(FhirError::invalid(format!(
-                        "the body id does not match the resource the query found ({id})"
-                    )));
+        self.write(
+            ctx,
+            |conn, refs| {
+                search::serialise_conditional(conn, [(rtype, query)])?;
+                match search::matching_ids(conn, ctx, rtype, query)?.as_slice() {
+                    [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
+                        Some(id) => update_in(conn, ctx, refs, rtype, &id, body, opts.if_match),
+                        None => create_in(conn, ctx, refs, rtype, body, new_id(), "POST")
+                            .map(|stored| super::WriteOutcome { stored, created: true, changed: true }),
+                    },
+                    [id] => {
+                        if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
+                            return Err(FhirError::invalid(format!(
+                                "the body id does not match the resource the query found ({id})"
+                            )));
+                        }
+                        body["id"] = Value::String(id.clone());
+                        update_in(conn, ctx, refs, rtype, id, body, opts.if_match)
+                    }
+                    _ => Err(FhirError::MultipleMatches(format!(
+                        "conditional update '{query}' matches more than one {rtype}"
+                    ))),
                 }
-                body["id"] = Value::String(id.clone());
-                self.update(ctx, rtype, id, body, opts)
-            }
-            _ => Err(FhirError::MultipleMatches(format!("conditional update '{query}' matches more than one {rtype}"))),
-        }
+            },
+            opts,
+        )
     }
 
     /// `POST [base]` with a batch or transaction Bundle.
@@ -344,6 +372,7 @@ fn resolve_identities(
     base: &str,
     entries: &mut [Entry],
 ) -> Result<Identities, FhirError> {
+    search::serialise_conditional(conn, conditional_writes(base, entries))?;
     let mut map = HashMap::new();
     let mut existing = HashMap::new();
     for e in entries.iter_mut() {
@@ -394,6 +423,19 @@ fn resolve_identities(
 
 type Identities = (HashMap<String, String>, HashMap<usize, String>);
 
+/// The (type, criteria) of the Bundle's conditional creates and updates: taken all at once,
+/// before any search, so that two Bundles never wait for each other.
+fn conditional_writes<'e>(base: &str, entries: &'e [Entry]) -> Vec<(&'e str, &'e str)> {
+    entries
+        .iter()
+        .filter_map(|e| match (e.method.as_str(), split_url(base, &e.url)) {
+            ("POST", (t, _, _)) => Some((t, e.if_none_exist.as_deref()?)),
+            ("PUT", (t, None, Some(q))) => Some((t, q)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn method_rank(m: &str) -> u8 {
     match m {
         "DELETE" => 0,
@@ -441,6 +483,7 @@ fn prefix_error(err: FhirError, e: &Entry) -> FhirError {
 }
 
 fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
+    search::serialise_conditional(conn, conditional_writes(base, &entries))?;
     let mut results = Vec::with_capacity(entries.len());
     for e in &entries {
         let r = conn.savepoint(|c| {

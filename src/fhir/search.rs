@@ -720,6 +720,24 @@ fn reverse(conn: &mut Conn, ctx: &AccessContext, inc: &Include, matches: &[Store
     readable(conn, ctx, rows)
 }
 
+/// Conditional writes on the same criteria take turns until each commits (inside the caller's
+/// transaction): of concurrent conditional creates, the first creates and the others find what
+/// it created. The criteria are compared as a set of parameters, in any order.
+pub fn serialise_conditional<'q>(
+    conn: &mut Conn,
+    criteria: impl IntoIterator<Item = (&'q str, &'q str)>,
+) -> Result<(), FhirError> {
+    let keys: Vec<String> = criteria
+        .into_iter()
+        .map(|(rtype, query)| {
+            let mut params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+            params.sort();
+            format!("conditional {rtype}?{}", serde_urlencoded::to_string(&params).unwrap_or_default())
+        })
+        .collect();
+    Ok(conn.take_turns(keys.iter().map(String::as_str))?)
+}
+
 /// Resolves a conditional query (`If-None-Exist`, conditional update, conditional references)
 /// to the ids it matches, as `ctx` sees them.
 pub fn matching_ids(conn: &mut Conn, ctx: &AccessContext, rtype: &str, query: &str) -> Result<Vec<String>, FhirError> {

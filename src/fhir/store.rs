@@ -3,7 +3,7 @@
 
 use super::index;
 use super::reference::{self, Target};
-use super::{now_micros, params, time, valid_id, FhirError, Interaction, NHS_NUMBER_SYSTEM};
+use super::{now_micros, params, time, valid_id, FhirError, Interaction};
 use crate::access::{AccessContext, Reach};
 use crate::audit::{AuditEntry, Auditor};
 use crate::db::{Bind, Conn, Db, Int, Sql};
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Runs a single write in its own transaction, with the Provenance the request carried.
-    fn write(
+    pub(super) fn write(
         &self,
         ctx: &AccessContext,
         f: impl FnOnce(&mut Conn, &mut Refs) -> Result<WriteOutcome, FhirError>,
@@ -212,19 +212,36 @@ impl Store {
         let result = self.db.transaction(|conn| {
             let mut refs = Refs::default();
             let out = f(conn, &mut refs)?;
-            if let Some(prov) = &opts.provenance {
-                let prov = provenance_for(prov.clone(), &out.stored)?;
-                create_in(conn, ctx, &mut refs, "Provenance", prov, new_id(), "POST")?;
-            } else {
-                record_author(conn, ctx, &mut refs, &out.stored)?;
-            }
+            attribute(conn, ctx, &mut refs, opts, &out.stored)?;
             check_refs(conn, &refs)?;
             Ok(out)
         });
-        if let Err(e) = &result {
+        self.audit_failed_write(ctx, &result);
+        result
+    }
+
+    pub(crate) fn audit_failed_write<T>(&self, ctx: &AccessContext, result: &Result<T, FhirError>) {
+        if let Err(e) = result {
             self.audit.record(ctx, AuditEntry::failed_write("write", "", None, e));
         }
-        result
+    }
+}
+
+/// The Provenance of a single write: the one the request carried (`X-Provenance`), or one naming
+/// its author.
+pub(crate) fn attribute(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    refs: &mut Refs,
+    opts: &WriteOptions,
+    written: &Stored,
+) -> Result<(), FhirError> {
+    match &opts.provenance {
+        Some(prov) => {
+            let prov = provenance_for(prov.clone(), written)?;
+            create_in(conn, ctx, refs, "Provenance", prov, new_id(), "POST").map(|_| ())
+        }
+        None => record_author(conn, ctx, refs, written),
     }
 }
 
@@ -328,9 +345,6 @@ fn admit(
             }
             None => format!("{rtype} must belong to a patient record this client can reach"),
         }));
-    }
-    if rtype == "Patient" {
-        one_record_per_person(conn, id, body)?;
     }
     if let Some(p) = &patient {
         refuse_moved(conn, ctx, p)?;
@@ -438,38 +452,6 @@ fn compartment(conn: &mut Conn, rtype: &str, id: &str, body: &Value) -> Result<O
         }
     }
     Ok(None)
-}
-
-/// One record per person: an NHS number may belong to one active Patient only.
-fn one_record_per_person(conn: &mut Conn, id: &str, body: &Value) -> Result<(), FhirError> {
-    if body.get("active") == Some(&Value::Bool(false)) {
-        return Ok(());
-    }
-    let ids = body.get("identifier").and_then(Value::as_array).cloned().unwrap_or_default();
-    for ident in ids {
-        if ident.get("system").and_then(Value::as_str) != Some(NHS_NUMBER_SYSTEM) {
-            continue;
-        }
-        let Some(value) = ident.get("value").and_then(Value::as_str) else { continue };
-        let q = Sql::with(
-            "SELECT r.rid AS n FROM resources r JOIN idx_token t ON t.rid = r.rid \
-             WHERE r.res_type = 'Patient' AND r.deleted = 0 AND r.id <> ? \
-             AND t.param = 'identifier' AND t.system = ? AND t.code = ? \
-             AND NOT EXISTS (SELECT 1 FROM idx_token a WHERE a.rid = r.rid AND a.param = 'active' AND a.code = 'false')",
-            [
-                Bind::Text(id.into()),
-                Bind::Text(NHS_NUMBER_SYSTEM.into()),
-                Bind::Text(value.into()),
-            ],
-        )
-        .reused();
-        if conn.first::<Int>(&q)?.is_some() {
-            return Err(FhirError::Conflict(format!(
-                "NHS number {value} already belongs to another active Patient: one record per person"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// A persisted copy belongs to its source: only the service itself (its sync and feeds) may change
@@ -582,6 +564,9 @@ fn finish_write(
         rows.add(rid, &index::extract(&s.rtype, body));
         rows.write(conn)?;
     }
+    if s.rtype == "Patient" {
+        super::patient::claim_nhs_numbers(conn, &s.id, body)?;
+    }
     let entry = AuditEntry::write(method, s);
     crate::audit::record_in(conn, ctx, &entry)?;
     Ok(())
@@ -634,8 +619,9 @@ impl IndexTables {
 
 /// Creates many new resources with the checks of [`create_in`], but one multi-row statement per
 /// table instead of several round trips per resource: imports and loads use it. The checks see
-/// the database, not each other: callers keep Patients (one per NHS number) and Provenance (found
-/// through its target) to [`create_in`] unless, as in an import, there is one of each per target.
+/// the database, not each other (one record per person is the database's own: it holds here
+/// too): callers keep Provenance (found through its target) to [`create_in`] unless, as in an
+/// import, there is one per target.
 /// A refused item is named by its index.
 pub(crate) fn create_many_in(
     conn: &mut Conn,
@@ -802,6 +788,9 @@ fn write_many(
     }
     conn.insert_rows(INSERT_VERSION, &versions)?;
     index_rows.write(conn)?;
+    for (s, body) in admitted.iter().filter(|(s, _)| s.rtype == "Patient") {
+        super::patient::claim_nhs_numbers(conn, &s.id, Some(body))?;
+    }
     crate::audit::record_many_in(conn, ctx, &audits)?;
     Ok(())
 }

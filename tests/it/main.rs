@@ -3,6 +3,7 @@
 mod browser;
 mod federation;
 mod fixtures;
+mod integrity;
 mod invite;
 mod layers;
 mod matrix;

@@ -73,6 +73,9 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
         .expect("count")
         .map_or(0, |r| r.n);
     assert_eq!(closed, 1, "the moved record stays closed");
+    let again = admin.post("Patient", &patient(NHS[0], "Okafor", "Ada"));
+    assert_eq!(again.status, 409, "the restored record still holds its NHS number: {}", again.text);
+    assert_eq!(admin.post("Patient", &patient(NHS[1], "Moved", "Away")).status, 201, "a closed record holds none");
     assert!(
         healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(),
         "restore refuses a non-empty database"
