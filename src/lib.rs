@@ -70,6 +70,12 @@ impl Healthfolio {
         Ok(Healthfolio { config, db, store, keys })
     }
 
+    /// Restores a backup (`db::backup`) into this service's empty database, with what follows
+    /// from the restored resources rebuilt.
+    pub fn restore(&self, input: impl std::io::Read) -> Result<Vec<(String, usize)>, db::DbError> {
+        db::backup::restore(&self.db, input, &[("patient_nhs_numbers", fhir::patient::reclaim_nhs_numbers)])
+    }
+
     /// Where bulk export files are written.
     pub fn bulk_dir(&self) -> std::path::PathBuf {
         self.config.bulk_dir.clone()

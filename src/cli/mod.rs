@@ -270,7 +270,7 @@ fn run(command: Command) -> CliResult {
         }
         Command::Restore { file, o } => {
             let hf = open(&o)?;
-            let counts = crate::db::backup::restore(&hf.db, std::io::BufReader::new(std::fs::File::open(&file)?))?;
+            let counts = hf.restore(std::io::BufReader::new(std::fs::File::open(&file)?))?;
             let total: usize = counts.iter().map(|(_, n)| n).sum();
             println!("restored {total} rows from {}", file.display());
             Ok(())

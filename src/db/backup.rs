@@ -308,8 +308,13 @@ fn bind(v: &Value, t: Col) -> Result<Bind, DbError> {
     })
 }
 
-/// Restores a backup into an empty, migrated database, in one transaction.
-pub fn restore(db: &Db, input: impl Read) -> Result<Vec<(String, usize)>, DbError> {
+/// A table a backup does not carry because it follows from the ones it does (rebuilt, in the
+/// restore's transaction, by the layer that owns it).
+pub type Derived = (&'static str, fn(&mut Conn) -> Result<usize, DbError>);
+
+/// Restores a backup into an empty, migrated database, in one transaction; `derived` tables are
+/// rebuilt from what it restored.
+pub fn restore(db: &Db, input: impl Read, derived: &[Derived]) -> Result<Vec<(String, usize)>, DbError> {
     let mut files = std::collections::HashMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(io)? {
@@ -339,7 +344,9 @@ pub fn restore(db: &Db, input: impl Read) -> Result<Vec<(String, usize)>, DbErro
             let n = restore_table(conn, table, cols, &data)?;
             counts.push((table.to_string(), n));
         }
-        counts.push(("patient_nhs_numbers".into(), crate::fhir::patient::reclaim_nhs_numbers(conn)?));
+        for (table, rebuild) in derived {
+            counts.push((table.to_string(), rebuild(conn)?));
+        }
         if conn.backend() == Backend::Postgres {
             conn.batch("SELECT setval(pg_get_serial_sequence('resources', 'rid'), COALESCE((SELECT MAX(rid) FROM resources), 0) + 1, false); \
                         SELECT setval(pg_get_serial_sequence('audit_events', 'aid'), COALESCE((SELECT MAX(aid) FROM audit_events), 0) + 1, false);")?;

@@ -42,7 +42,7 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
 
     // Restore into a fresh SQLite database, whatever the source, then serve it as the same service.
     let empty = TestApp::sqlite();
-    healthfolio::db::backup::restore(&empty.hf.db, file.as_slice()).expect("restore");
+    empty.hf.restore(file.as_slice()).expect("restore");
     let restored = empty.replica_of_service(app);
     let before = app.client().get(&format!("MedicationRequest/{mr}"));
     let after = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}"));
@@ -76,10 +76,7 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     let again = admin.post("Patient", &patient(NHS[0], "Okafor", "Ada"));
     assert_eq!(again.status, 409, "the restored record still holds its NHS number: {}", again.text);
     assert_eq!(admin.post("Patient", &patient(NHS[1], "Moved", "Away")).status, 201, "a closed record holds none");
-    assert!(
-        healthfolio::db::backup::restore(&restored.hf.db, file.as_slice()).is_err(),
-        "restore refuses a non-empty database"
-    );
+    assert!(restored.hf.restore(file.as_slice()).is_err(), "restore refuses a non-empty database");
 }
 
 /// Audit rows are evidence: the database refuses to change or remove one, whoever asks.
