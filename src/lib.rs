@@ -72,7 +72,7 @@ impl Healthfolio {
 
     /// Restores a backup (`db::backup`) into this service's empty database, with what follows
     /// from the restored resources rebuilt.
-    pub fn restore(&self, input: impl std::io::Read) -> Result<Vec<(String, usize)>, db::DbError> {
+    pub fn restore(&self, input: impl std::io::Read) -> Result<Vec<(String, usize)>, db::backup::BackupError> {
         db::backup::restore(&self.db, input, &[("patient_nhs_numbers", fhir::patient::reclaim_nhs_numbers)])
     }
 

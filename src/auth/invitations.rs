@@ -49,10 +49,7 @@ pub fn invite_by(conn: &mut Conn, ctx: &AccessContext, patient: &str) -> Result<
             "Patient/{patient} already has a login: they can sign in, or ask for a password reset"
         )));
     }
-    let code = invite(conn, patient).map_err(|e| match e {
-        AuthError::Db(d) => FhirError::Db(d),
-        other => FhirError::invalid(other.to_string()),
-    })?;
+    let code = invite(conn, patient)?;
     let mut entry = AuditEntry::event("invite", &format!("Patient/{patient}"), None);
     entry.patient_id = Some(patient.to_string());
     record_in(conn, ctx, &entry)?;

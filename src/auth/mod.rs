@@ -40,3 +40,14 @@ impl From<crate::consent::ConsentError> for AuthError {
         }
     }
 }
+
+/// Where the authorization server's failures reach the record's callers (a source's keys, an
+/// invitation): a database failure stays one, the rest is the service's fault, not the caller's.
+impl From<AuthError> for crate::fhir::FhirError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Db(d) => crate::fhir::FhirError::Db(d),
+            other => crate::fhir::FhirError::Internal(other.to_string()),
+        }
+    }
+}

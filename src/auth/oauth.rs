@@ -281,7 +281,7 @@ pub fn approve(
             expires_at: None,
             created_by: format!("Patient/{patient}"),
         };
-        consent::grant(conn, &g).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        consent::grant(conn, &g)?;
     }
     let scope: Vec<&str> =
         auth.scopes.iter().filter(|w| Scope::parse(w).is_none() || approved.contains(w)).map(String::as_str).collect();

@@ -237,12 +237,30 @@ fn row_json(backend: Backend, cols: &[(&str, Col)]) -> String {
     }
 }
 
-fn io(e: std::io::Error) -> DbError {
-    DbError::Pool(format!("backup file: {e}"))
+/// What a backup or restore can fail on: the file, or the database. A bad file is the
+/// operator's to fix; it is never reported as the database being unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("backup file: {0}")]
+    File(String),
+    #[error("{0}")]
+    NotEmpty(&'static str),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for BackupError {
+    fn from(e: diesel::result::Error) -> Self {
+        BackupError::Db(e.into())
+    }
+}
+
+fn io(e: std::io::Error) -> BackupError {
+    BackupError::File(e.to_string())
 }
 
 /// Writes a consistent backup of `db` to `out`; returns rows per table.
-pub fn backup(db: &Db, out: impl Write) -> Result<Vec<(String, usize)>, DbError> {
+pub fn backup(db: &Db, out: impl Write) -> Result<Vec<(String, usize)>, BackupError> {
     let mut conn = db.conn()?;
     let begin = match conn.backend() {
         Backend::Sqlite => "BEGIN",
@@ -254,7 +272,7 @@ pub fn backup(db: &Db, out: impl Write) -> Result<Vec<(String, usize)>, DbError>
     result
 }
 
-fn write_tables(conn: &mut Conn, out: impl Write) -> Result<Vec<(String, usize)>, DbError> {
+fn write_tables(conn: &mut Conn, out: impl Write) -> Result<Vec<(String, usize)>, BackupError> {
     let mut tar = tar::Builder::new(out);
     let mut counts = Vec::new();
     for (table, order, cols) in TABLES {
@@ -287,7 +305,7 @@ fn write_tables(conn: &mut Conn, out: impl Write) -> Result<Vec<(String, usize)>
     Ok(counts)
 }
 
-fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result<(), DbError> {
+fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result<(), BackupError> {
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
     h.set_mode(0o600);
@@ -295,8 +313,8 @@ fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result
     tar.append_data(&mut h, name, data).map_err(io)
 }
 
-fn bind(v: &Value, t: Col) -> Result<Bind, DbError> {
-    let bad = || DbError::Pool(format!("backup row has a bad value: {v}"));
+fn bind(v: &Value, t: Col) -> Result<Bind, BackupError> {
+    let bad = || BackupError::File(format!("a row has a bad value: {v}"));
     Ok(match t {
         Int => Bind::Int(v.as_i64().ok_or_else(bad)?),
         OptInt => Bind::OptInt(v.as_i64()),
@@ -314,7 +332,7 @@ pub type Derived = (&'static str, fn(&mut Conn) -> Result<usize, DbError>);
 
 /// Restores a backup into an empty, migrated database, in one transaction; `derived` tables are
 /// rebuilt from what it restored.
-pub fn restore(db: &Db, input: impl Read, derived: &[Derived]) -> Result<Vec<(String, usize)>, DbError> {
+pub fn restore(db: &Db, input: impl Read, derived: &[Derived]) -> Result<Vec<(String, usize)>, BackupError> {
     let mut files = std::collections::HashMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(io)? {
@@ -327,14 +345,14 @@ pub fn restore(db: &Db, input: impl Read, derived: &[Derived]) -> Result<Vec<(St
     let manifest: Value = files
         .get("manifest.json")
         .and_then(|m| serde_json::from_slice(m).ok())
-        .ok_or_else(|| DbError::Pool("not a Healthfolio backup: manifest.json missing".into()))?;
+        .ok_or_else(|| BackupError::File("not a Healthfolio backup: manifest.json missing".into()))?;
     if manifest["format"] != FORMAT {
-        return Err(DbError::Pool(format!("backup format {} is not {FORMAT}", manifest["format"])));
+        return Err(BackupError::File(format!("backup format {} is not {FORMAT}", manifest["format"])));
     }
     db.transaction(|conn| {
         let existing = conn.first::<super::Int>(&Sql::new("SELECT COUNT(*) AS n FROM resources"))?.map_or(0, |r| r.n);
         if existing > 0 {
-            return Err(DbError::Pool("restore needs an empty database: this one already holds resources".into()));
+            return Err(BackupError::NotEmpty("restore needs an empty database: this one already holds resources"));
         }
         // A fresh instance made its own first signing key; the backup's keys replace it.
         conn.execute(&Sql::new("DELETE FROM signing_keys"))?;
@@ -355,12 +373,12 @@ pub fn restore(db: &Db, input: impl Read, derived: &[Derived]) -> Result<Vec<(St
     })
 }
 
-fn restore_table(conn: &mut Conn, table: &str, cols: &[(&str, Col)], data: &[u8]) -> Result<usize, DbError> {
+fn restore_table(conn: &mut Conn, table: &str, cols: &[(&str, Col)], data: &[u8]) -> Result<usize, BackupError> {
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
     let mut n = 0;
     for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let row: Map<String, Value> =
-            serde_json::from_slice(line).map_err(|e| DbError::Pool(format!("{table}: {e}")))?;
+            serde_json::from_slice(line).map_err(|e| BackupError::File(format!("{table}: {e}")))?;
         let mut q = Sql::new(&format!("INSERT INTO {table} ({}) VALUES ", names.join(", ")));
         let binds =
             cols.iter().map(|(c, t)| bind(row.get(*c).unwrap_or(&Value::Null), *t)).collect::<Result<Vec<_>, _>>()?;

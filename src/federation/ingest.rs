@@ -276,8 +276,7 @@ pub fn import(
         .and_then(|p| p["valueUri"].as_str().or(p["valueString"].as_str()))
         .ok_or_else(|| FhirError::invalid("inputSource is required: the FHIR base (or name) of a configured source"))?;
     let mut conn = db.conn()?;
-    let source = sources::active(&mut conn, keys)
-        .map_err(|e| FhirError::invalid(e.to_string()))?
+    let source = sources::active(&mut conn, keys)?
         .into_iter()
         .find(|s| s.fhir_base == input_source.trim_end_matches('/') || s.name == input_source)
         .ok_or_else(|| FhirError::unprocessable(format!("{input_source} is not a configured source")))?;

@@ -337,7 +337,7 @@ fn federate(
 fn due_sources(conn: &mut Conn, keys: &Keys, patient: &str, rtype: Option<&str>) -> Result<Vec<Source>, FhirError> {
     let now = now_micros();
     let mut due = Vec::new();
-    for s in sources::active(conn, keys).map_err(|e| FhirError::invalid(e.to_string()))? {
+    for s in sources::active(conn, keys)? {
         if s.policy == Policy::Always
             || rtype.is_some_and(|t| s.types.as_ref().is_some_and(|ts| !ts.iter().any(|x| x == t)))
         {

@@ -41,7 +41,7 @@ pub fn start_worker(db: Db, keys: Keys, client: Arc<SourceClient>, interval: Dur
             return;
         }
         let due = db.conn().map_err(FhirError::from).and_then(|mut c| {
-            sources::active(&mut c, &keys).map_err(|e| FhirError::invalid(e.to_string()))
+            sources::active(&mut c, &keys).map_err(FhirError::from)
         });
         for s in due.unwrap_or_default().into_iter().filter(|s| s.policy == Policy::Always) {
             match db.transaction(|c| lease(c, &s.name, &worker, interval)) {

@@ -27,8 +27,13 @@ pub fn read_consents(
     }
     let mut conn = db.conn()?;
     let grants = match id {
-        Some(id) => get(&mut conn, id).map(|g| vec![g]).unwrap_or_default(),
-        None => list(&mut conn, patient.as_deref()).map_err(|e| FhirError::invalid(e.to_string()))?,
+        // An unknown grant is no match; a database failure stays one (never an empty answer).
+        Some(id) => match get(&mut conn, id) {
+            Ok(g) => vec![g],
+            Err(crate::consent::ConsentError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
+        None => list(&mut conn, patient.as_deref())?,
     };
     let now = now_micros();
     let mut out = Vec::new();

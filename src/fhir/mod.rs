@@ -82,6 +82,9 @@ pub enum FhirError {
     NotSupported(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The service's own fault (its keys, its configuration): logged, never shown to the caller.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -110,6 +113,17 @@ impl From<crate::access::AccessError> for FhirError {
     }
 }
 
+impl From<crate::consent::ConsentError> for FhirError {
+    fn from(e: crate::consent::ConsentError) -> Self {
+        use crate::consent::ConsentError;
+        match e {
+            ConsentError::Invalid(m) => FhirError::Invalid(m),
+            ConsentError::NotFound(id) => FhirError::NotFound(format!("Consent/{id}")),
+            ConsentError::Db(d) => FhirError::Db(d),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for FhirError {
     fn from(e: diesel::result::Error) -> Self {
         FhirError::Db(DbError::Query(e))
@@ -133,6 +147,6 @@ pub fn status_of(e: &FhirError) -> (u16, &'static str) {
         FhirError::Forbidden(_) => (403, "forbidden"),
         FhirError::NotSupported(_) => (405, "not-supported"),
         FhirError::TooLarge(_) => (413, "too-costly"),
-        FhirError::Db(_) => (500, "exception"),
+        FhirError::Db(_) | FhirError::Internal(_) => (500, "exception"),
     }
 }

@@ -82,7 +82,7 @@ fn record_lines(store: &Store, ctx: &AccessContext, asked: &EverythingRequest) -
     }
     let now = now_micros();
     if view("Consent") {
-        for g in crate::consent::list(&mut conn, Some(patient)).map_err(|e| FhirError::invalid(e.to_string()))? {
+        for g in crate::consent::list(&mut conn, Some(patient))? {
             lines.push(crate::consent::consent_json(&g, now));
         }
     }

@@ -38,8 +38,8 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl ApiError {
     fn parts(&self) -> (u16, &'static str, String) {
         match self {
-            ApiError::Fhir(FhirError::Db(e)) => {
-                tracing::error!("database error: {e}");
+            ApiError::Fhir(e @ (FhirError::Db(_) | FhirError::Internal(_))) => {
+                tracing::error!("internal error: {e}");
                 (500, "exception", "the server could not complete the request; it has been logged".into())
             }
             ApiError::Fhir(e) => {

@@ -76,7 +76,12 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     let again = admin.post("Patient", &patient(NHS[0], "Okafor", "Ada"));
     assert_eq!(again.status, 409, "the restored record still holds its NHS number: {}", again.text);
     assert_eq!(admin.post("Patient", &patient(NHS[1], "Moved", "Away")).status, 201, "a closed record holds none");
-    assert!(restored.hf.restore(file.as_slice()).is_err(), "restore refuses a non-empty database");
+    use healthfolio::db::backup::BackupError;
+    let refused = restored.hf.restore(file.as_slice());
+    assert!(matches!(refused, Err(BackupError::NotEmpty(_))), "restore refuses a non-empty database: {refused:?}");
+    // A file that is no backup is the file's fault, never "database unavailable".
+    let garbage = TestApp::sqlite().hf.restore(&b"not a backup at all"[..]);
+    assert!(matches!(garbage, Err(BackupError::File(_))), "{garbage:?}");
 }
 
 /// Audit rows are evidence: the database refuses to change or remove one, whoever asks.
