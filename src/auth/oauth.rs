@@ -808,7 +808,7 @@ fn client_credentials(
 /// RFC 7662, for an authenticated `caller`: an operator learns about any token, a client only
 /// about its own (anything else is `active: false`, so tokens cannot be probed).
 pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, caller: &AccessContext, token: &str) -> Value {
-    let Ok(claims) = keys.verify(token, &ep.issuer, &ep.fhir_base) else { return json!({"active": false}) };
+    let Ok(claims) = keys.verify(token, ep) else { return json!({"active": false}) };
     if caller.reach != Reach::All && caller.client_id != claims.client_id {
         return json!({"active": false});
     }
@@ -828,7 +828,7 @@ pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, caller: &AccessC
 
 /// RFC 7009: revokes an access or refresh token; unknown tokens are not an error.
 pub fn revoke(conn: &mut Conn, keys: &Keys, ep: &Endpoints, token: &str) -> Result<(), OAuthError> {
-    if let Ok(claims) = keys.verify(token, &ep.issuer, &ep.fhir_base) {
+    if let Ok(claims) = keys.verify(token, ep) {
         live::revoke(conn, &format!("jti:{}", claims.jti), claims.exp * 1_000_000)?;
         record_in(conn, &AccessContext::client(&claims.client_id), &AuditEntry::event("revoke", "access_token", None))?;
         return Ok(());

@@ -7,6 +7,7 @@ mod invite;
 mod matrix;
 mod oauth;
 mod oauth_more;
+mod oauth_std;
 mod oauth_support;
 mod ops;
 mod portability;

@@ -95,13 +95,6 @@ fn confidential_app_authenticates_with_its_secret(app: &TestApp) {
 
 // ---- userinfo -------------------------------------------------------------------------------
 
-fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).expect("payload");
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
-        .expect("json")
-}
-
 fn userinfo_names_the_signed_in_user(app: &TestApp) {
     let (patient, client_id, token) = launch(app, NHS[0], "ada@example.org");
     let url = format!("{}/oauth/userinfo", app.base);

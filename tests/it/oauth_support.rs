@@ -302,6 +302,14 @@ pub fn launch(app: &TestApp, nhs: &str, email: &str) -> (String, String, SmartTo
     (patient, client_id, exchange(&client, &code, &verifier))
 }
 
+/// The claims of a JWT, unverified.
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("payload");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
+        .expect("json")
+}
+
 /// A raw token request (for the refusals the oauth2 crate would not even send).
 pub fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     match http().post(&format!("{}/oauth/token", app.base)).send_form(form) {
