@@ -410,17 +410,15 @@ fn authenticate(
         assertion::verify(conn, &client, assertion, &ep.token_endpoint)?;
         return Ok(client);
     }
-    let (id, secret, status) = match basic {
-        Some((id, secret)) => (id, Some(secret), 401),
-        None => (
-            req.client_id.clone().ok_or_else(|| bad("the client must identify itself (client_id)", 400))?,
-            req.client_secret.clone(),
-            400,
-        ),
+    let (id, secret, status) = match (basic, &req.client_id) {
+        (Some((id, secret)), _) => (id, Some(secret), 401),
+        (None, Some(id)) => (id.clone(), req.client_secret.clone(), 400),
+        (None, None) => return named_by_refresh_token(conn, req),
     };
     let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
     match (client.kind, &client.secret_hash, secret) {
         (ClientKind::Public, _, None) => Ok(client),
+        (ClientKind::Confidential, _, None) => Err(must_authenticate(&client)),
         (ClientKind::Confidential, Some(hash), Some(s)) => {
             let checked = prepared
                 .secret
@@ -437,6 +435,30 @@ fn authenticate(
             Err(bad("a backend client must authenticate with a signed client_assertion", status))
         }
         _ => Err(bad("client authentication failed", status)),
+    }
+}
+
+/// A client with a secret or keys that presented neither (401: RFC 6749 §5.2 lets the answer
+/// name the scheme).
+fn must_authenticate(client: &Client) -> OAuthError {
+    let how = match client.secret_hash {
+        Some(_) => "with its secret (client_secret_basic or client_secret_post)",
+        None => "with a signed client_assertion (private_key_jwt)",
+    };
+    OAuthError::new("invalid_client", &format!("this client must authenticate {how}"), 401)
+}
+
+/// RFC 6749 §6: a refresh request need not name its client. A public client cannot
+/// authenticate anyway and its refresh token names it; any other client must prove itself.
+fn named_by_refresh_token(conn: &mut Conn, req: &TokenRequest) -> Result<Client, OAuthError> {
+    let unnamed = || OAuthError::new("invalid_client", "the client must identify itself (client_id)", 400);
+    let token = req.refresh_token.as_deref().filter(|_| req.grant_type.as_deref() == Some("refresh_token"));
+    let token = token.ok_or_else(unnamed)?;
+    let row = find_refresh(conn, token)?.ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
+    let client = clients::get(conn, &row.client_id)?.ok_or_else(unnamed)?;
+    match client.kind {
+        ClientKind::Public => Ok(client),
+        _ => Err(must_authenticate(&client)),
     }
 }
 

@@ -302,6 +302,37 @@ pub fn launch(app: &TestApp, nhs: &str, email: &str) -> (String, String, SmartTo
     (patient, client_id, exchange(&client, &code, &verifier))
 }
 
+/// A confidential app (`clients add --kind confidential`): (client id, its secret).
+pub fn confidential_app(app: &TestApp) -> (String, String) {
+    let mut conn = app.hf.db.conn().expect("conn");
+    let new = NewClient {
+        name: "Clinic Companion".into(),
+        kind: Some(ClientKind::Confidential),
+        redirect_uris: vec![REDIRECT.into()],
+        ..NewClient::default()
+    };
+    let (client, secret) = clients::register(&mut conn, &new).expect("client");
+    (client.client_id, secret.expect("a confidential client is given a secret"))
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+}
+
+/// A token request with an `Authorization` header: (status, WWW-Authenticate, body).
+pub fn token_request_authorized(app: &TestApp, authorization: &str, form: &[(&str, &str)]) -> (u16, String, Value) {
+    let req = http().post(&format!("{}/oauth/token", app.base)).set("Authorization", authorization);
+    match req.send_form(form) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => (
+            r.status(),
+            r.header("www-authenticate").unwrap_or_default().to_string(),
+            r.into_json().unwrap_or(Value::Null),
+        ),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
 /// The claims of a JWT, unverified.
 pub fn jwt_claims(jwt: &str) -> Value {
     use base64::Engine;
