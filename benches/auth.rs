@@ -125,9 +125,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let req = TokenRequest {
             grant_type: Some("client_credentials".into()),
             scope: Some("system/*.rs".into()),
-            client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
-            client_assertion: a.next().cloned(),
-            client_id: Some(client_id.clone()),
+            client: healthfolio::auth::client_auth::ClientCredentials {
+                client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
+                client_assertion: a.next().cloned(),
+                client_id: Some(client_id.clone()),
+                ..Default::default()
+            },
             ..TokenRequest::default()
         };
         let issued = hf.db.transaction(|c| {

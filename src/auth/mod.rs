@@ -4,6 +4,7 @@
 mod access;
 pub mod accounts;
 mod assertion;
+pub mod client_auth;
 pub mod clients;
 pub mod invitations;
 pub mod keys;

@@ -2,9 +2,10 @@
 //! calls one of these functions, and renders the typed result or error.
 
 use super::accounts::{self, Account};
+use super::client_auth::{self, ClientCredentials, Prepared};
 use super::clients::{self, Client, ClientKind};
 use super::scope::Context;
-use super::{assertion, live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
+use super::{live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::db::{Bind, Conn, DbError, Sql};
@@ -24,6 +25,13 @@ pub struct Endpoints {
     pub token_endpoint: String,
     /// Access token lifetime in seconds.
     pub access_lifetime: i64,
+}
+
+impl Endpoints {
+    /// The URL of one of this server's paths (`/oauth/introspect`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
 }
 
 /// An RFC 6749 §5.2 error.
@@ -366,10 +374,8 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_assertion_type: Option<String>,
-    pub client_assertion: Option<String>,
+    #[serde(flatten)]
+    pub client: ClientCredentials,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -388,66 +394,6 @@ pub struct TokenResponse {
     pub need_patient_banner: Option<bool>,
 }
 
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// Who is calling the token endpoint, proven by secret, assertion, or (public apps) only named.
-fn authenticate(
-    conn: &mut Conn,
-    ep: &Endpoints,
-    req: &TokenRequest,
-    basic: Option<(String, String)>,
-    prepared: &Prepared,
-) -> Result<Client, OAuthError> {
-    let bad = |d: &str, status: u16| OAuthError::new("invalid_client", d, status);
-    if let Some(assertion) = &req.client_assertion {
-        if req.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
-            return Err(OAuthError::request(
-                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ));
-        }
-        let claimed = unverified_issuer(assertion).ok_or_else(|| bad("client_assertion has no iss", 401))?;
-        let client = clients::get(conn, &claimed)?.ok_or_else(|| bad("unknown client", 401))?;
-        assertion::verify(conn, &client, assertion, &ep.token_endpoint)?;
-        return Ok(client);
-    }
-    let (id, secret, status) = match (basic, &req.client_id) {
-        (Some((id, secret)), _) => (id, Some(secret), 401),
-        (None, Some(id)) => (id.clone(), req.client_secret.clone(), 400),
-        (None, None) => return named_by_refresh_token(conn, req),
-    };
-    let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
-    match (client.kind, &client.secret_hash, secret) {
-        (ClientKind::Public, _, None) => Ok(client),
-        (ClientKind::Confidential, _, None) => Err(must_authenticate(&client)),
-        (ClientKind::Confidential, Some(hash), Some(s)) => {
-            let checked = prepared
-                .secret
-                .as_ref()
-                .filter(|(id, checked_hash, _)| *id == client.client_id && checked_hash == hash)
-                .map(|(_, _, ok)| *ok);
-            if checked.unwrap_or_else(|| password::verify(&s, hash)) {
-                Ok(client)
-            } else {
-                Err(bad("client authentication failed", status))
-            }
-        }
-        (ClientKind::Backend, _, _) => {
-            Err(bad("a backend client must authenticate with a signed client_assertion", status))
-        }
-        _ => Err(bad("client authentication failed", status)),
-    }
-}
-
-/// A client with a secret or keys that presented neither (401: RFC 6749 §5.2 lets the answer
-/// name the scheme).
-fn must_authenticate(client: &Client) -> OAuthError {
-    let how = match client.secret_hash {
-        Some(_) => "with its secret (client_secret_basic or client_secret_post)",
-        None => "with a signed client_assertion (private_key_jwt)",
-    };
-    OAuthError::new("invalid_client", &format!("this client must authenticate {how}"), 401)
-}
-
 /// RFC 6749 §6: a refresh request need not name its client. A public client cannot
 /// authenticate anyway and its refresh token names it; any other client must prove itself.
 fn named_by_refresh_token(conn: &mut Conn, req: &TokenRequest) -> Result<Client, OAuthError> {
@@ -458,46 +404,8 @@ fn named_by_refresh_token(conn: &mut Conn, req: &TokenRequest) -> Result<Client,
     let client = clients::get(conn, &row.client_id)?.ok_or_else(unnamed)?;
     match client.kind {
         ClientKind::Public => Ok(client),
-        _ => Err(must_authenticate(&client)),
+        _ => Err(client_auth::must_authenticate(&client)),
     }
-}
-
-/// What a token request settles before its transaction, because it waits on the network or
-/// burns CPU and needs no lock: the keys of a client published at a URL are fetched (into the
-/// cache), and a confidential client's secret is checked (argon2).
-#[derive(Debug, Default)]
-pub struct Prepared {
-    /// (client id, the secret hash checked against, whether the secret presented matched it)
-    secret: Option<(String, String, bool)>,
-}
-
-pub fn prepare(
-    db: &crate::db::Db,
-    req: &TokenRequest,
-    basic: Option<&(String, String)>,
-) -> Result<Prepared, OAuthError> {
-    // The client is looked up on a connection given back before any waiting starts.
-    let client = |id: &str| -> Result<Option<Client>, OAuthError> { Ok(clients::get(&mut db.conn()?, id)?) };
-    if let Some(a) = &req.client_assertion {
-        if let Some(c) = unverified_issuer(a).map(|iss| client(&iss)).transpose()?.flatten() {
-            assertion::prefetch(&c, a);
-        }
-        return Ok(Prepared::default());
-    }
-    let claimed = basic.cloned().or_else(|| req.client_id.clone().zip(req.client_secret.clone()));
-    let Some((id, secret)) = claimed else { return Ok(Prepared::default()) };
-    let hash = client(&id)?.filter(|c| c.kind == ClientKind::Confidential).and_then(|c| c.secret_hash);
-    // Kept with the hash it was checked against: a secret changed meanwhile is checked again.
-    Ok(Prepared { secret: hash.map(|h| (id, h.clone(), password::verify(&secret, &h))) })
-}
-
-/// The `iss` of a JWT before verification: it names the client whose keys will verify it.
-fn unverified_issuer(jwt: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_string)
 }
 
 #[derive(diesel::QueryableByName)]
@@ -553,7 +461,10 @@ pub fn token(
             400,
         ));
     }
-    let client = authenticate(conn, ep, req, basic, prepared)?;
+    let client = match client_auth::identify(conn, &req.client, basic, prepared, &[&ep.token_endpoint])? {
+        Some(c) => c,
+        None => named_by_refresh_token(conn, req)?,
+    };
     let out = match grant_type {
         "authorization_code" => authorization_code(conn, keys, ep, req, &client),
         "refresh_token" => refresh(conn, keys, ep, req, &client),
@@ -779,7 +690,7 @@ fn client_credentials(
     req: &TokenRequest,
     client: &Client,
 ) -> Result<TokenResponse, OAuthError> {
-    if client.kind != ClientKind::Backend || req.client_assertion.is_none() {
+    if client.kind != ClientKind::Backend || req.client.client_assertion.is_none() {
         return Err(OAuthError::new(
             "unauthorized_client",
             "client_credentials is for backend clients authenticating with a signed assertion",

@@ -412,8 +412,22 @@ pub fn assertion_signed(
     jti: &str,
     exp_in: i64,
 ) -> String {
+    let aud = format!("{}/oauth/token", app.base);
+    assertion_for(&aud, client_id, kid, alg, key, jti, exp_in)
+}
+
+/// A client assertion addressed to `aud` (an endpoint other than the token endpoint).
+pub fn assertion_for(
+    aud: &str,
+    client_id: &str,
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    jti: &str,
+    exp_in: i64,
+) -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({"iss": client_id, "sub": client_id, "aud": format!("{}/oauth/token", app.base), "exp": now + exp_in, "jti": jti});
+    let claims = json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": now + exp_in, "jti": jti});
     let mut header = jsonwebtoken::Header::new(alg);
     header.kid = Some(kid.to_string());
     jsonwebtoken::encode(&header, &claims, key).expect("sign")
