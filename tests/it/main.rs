@@ -6,6 +6,7 @@ mod fixtures;
 mod invite;
 mod matrix;
 mod oauth;
+mod oauth_authlib;
 mod oauth_more;
 mod oauth_std;
 mod oauth_support;
