@@ -35,7 +35,7 @@ type Fetched = Result<Value, String>;
 static FETCHED: Mutex<Option<HashMap<String, (Instant, Fetched)>>> = Mutex::new(None);
 
 fn invalid(msg: &str) -> OAuthError {
-    OAuthError::new("invalid_client", msg, 401)
+    OAuthError::client(msg, true)
 }
 
 fn cached(uri: &str) -> Option<(Instant, Fetched)> {

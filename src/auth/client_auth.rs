@@ -31,8 +31,8 @@ pub struct ClientCredentials {
     pub client_assertion: Option<String>,
 }
 
-fn bad(d: &str, status: u16) -> OAuthError {
-    OAuthError::new("invalid_client", d, status)
+fn bad(d: &str, challenge: bool) -> OAuthError {
+    OAuthError::client(d, challenge)
 }
 
 /// The calling client, proven by secret or assertion (addressed to one of `audiences`), or a
@@ -46,23 +46,22 @@ pub fn identify(
 ) -> Result<Option<Client>, OAuthError> {
     if let Some(assertion) = &creds.client_assertion {
         if creds.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
-            return Err(OAuthError::new(
-                "invalid_request",
+            return Err(OAuthError::request(
                 "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                400,
             ));
         }
-        let claimed = unverified_issuer(assertion).ok_or_else(|| bad("client_assertion has no iss", 401))?;
-        let client = clients::get(conn, &claimed)?.ok_or_else(|| bad("unknown client", 401))?;
+        let claimed = unverified_issuer(assertion).ok_or_else(|| bad("client_assertion has no iss", true))?;
+        let client = clients::get(conn, &claimed)?.ok_or_else(|| bad("unknown client", true))?;
         assertion::verify(conn, &client, assertion, audiences)?;
         return Ok(Some(client));
     }
-    let (id, secret, status) = match (basic, &creds.client_id) {
-        (Some((id, secret)), _) => (id, Some(secret), 401),
-        (None, Some(id)) => (id.clone(), creds.client_secret.clone(), 400),
+    // RFC 6749 §5.2: a client that used `Authorization` is answered with a challenge.
+    let (id, secret, challenge) = match (basic, &creds.client_id) {
+        (Some((id, secret)), _) => (id, Some(secret), true),
+        (None, Some(id)) => (id.clone(), creds.client_secret.clone(), false),
         (None, None) => return Ok(None),
     };
-    let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
+    let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", challenge))?;
     match (client.kind, &client.secret_hash, secret) {
         (ClientKind::Public, _, None) => Ok(Some(client)),
         (ClientKind::Confidential, _, None) => Err(must_authenticate(&client)),
@@ -75,24 +74,23 @@ pub fn identify(
             if checked.unwrap_or_else(|| password::verify(&s, hash)) {
                 Ok(Some(client))
             } else {
-                Err(bad("client authentication failed", status))
+                Err(bad("client authentication failed", challenge))
             }
         }
         (ClientKind::Backend, _, _) => {
-            Err(bad("a backend client must authenticate with a signed client_assertion", status))
+            Err(bad("a backend client must authenticate with a signed client_assertion", challenge))
         }
-        _ => Err(bad("client authentication failed", status)),
+        _ => Err(bad("client authentication failed", challenge)),
     }
 }
 
-/// A client with a secret or keys that presented neither (401: RFC 6749 §5.2 lets the answer
-/// name the scheme).
+/// A client with a secret or keys that presented neither: the answer asks it to authenticate.
 pub fn must_authenticate(client: &Client) -> OAuthError {
     let how = match client.secret_hash {
         Some(_) => "with its secret (client_secret_basic or client_secret_post)",
         None => "with a signed client_assertion (private_key_jwt)",
     };
-    bad(&format!("this client must authenticate {how}"), 401)
+    bad(&format!("this client must authenticate {how}"), true)
 }
 
 /// [`identify`] at an endpoint other than the token endpoint: an assertion may be addressed to
@@ -126,7 +124,7 @@ pub fn introspecting_client(
         _ => Err(bad(
             "introspection needs the caller's credentials (client_secret_basic, client_secret_post or \
              private_key_jwt) or its own access token (Authorization: Bearer)",
-            401,
+            true,
         )),
     }
 }

@@ -34,28 +34,67 @@ impl Endpoints {
     }
 }
 
-/// An RFC 6749 §5.2 error.
+/// The RFC 6749 §5.2 error codes (and RFC 6749 §4.1.2.1's `access_denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    /// Client authentication failed or is missing. `challenge`: the client used `Authorization`,
+    /// sent an assertion, or has credentials it did not present, so the answer asks it to
+    /// authenticate (RFC 6749 §5.2); otherwise it only named an unknown client or a wrong secret.
+    InvalidClient {
+        challenge: bool,
+    },
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    AccessDenied,
+    ServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient { .. } => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// An RFC 6749 §5.2 error; the web edge chooses the HTTP status.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{error}: {description}")]
+#[error("{}: {description}", code.as_str())]
 pub struct OAuthError {
-    pub error: &'static str,
+    pub code: ErrorCode,
     pub description: String,
-    pub status: u16,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: &str, status: u16) -> OAuthError {
-        OAuthError { error, description: description.to_string(), status }
+    pub fn new(code: ErrorCode, description: &str) -> OAuthError {
+        OAuthError { code, description: description.to_string() }
     }
-    fn request(d: &str) -> OAuthError {
-        OAuthError::new("invalid_request", d, 400)
+    pub fn request(d: &str) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidRequest, d)
     }
     fn grant(d: &str) -> OAuthError {
-        OAuthError::new("invalid_grant", d, 400)
+        OAuthError::new(ErrorCode::InvalidGrant, d)
+    }
+    fn scope(d: &str) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidScope, d)
+    }
+    /// `invalid_client`; `challenge` as in [`ErrorCode::InvalidClient`].
+    pub fn client(d: &str, challenge: bool) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidClient { challenge }, d)
     }
     pub fn server(e: impl std::fmt::Display) -> OAuthError {
         tracing::error!("token endpoint: {e}");
-        OAuthError::new("server_error", "the server could not complete the request", 500)
+        OAuthError::new(ErrorCode::ServerError, "the server could not complete the request")
     }
 }
 
@@ -397,7 +436,7 @@ pub struct TokenResponse {
 /// RFC 6749 §6: a refresh request need not name its client. A public client cannot
 /// authenticate anyway and its refresh token names it; any other client must prove itself.
 fn named_by_refresh_token(conn: &mut Conn, req: &TokenRequest) -> Result<Client, OAuthError> {
-    let unnamed = || OAuthError::new("invalid_client", "the client must identify itself (client_id)", 400);
+    let unnamed = || OAuthError::client("the client must identify itself (client_id)", false);
     let token = req.refresh_token.as_deref().filter(|_| req.grant_type.as_deref() == Some("refresh_token"));
     let token = token.ok_or_else(unnamed)?;
     let row = find_refresh(conn, token)?.ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
@@ -456,9 +495,8 @@ pub fn token(
     let grant_type = req.grant_type.as_deref().ok_or_else(|| OAuthError::request("grant_type is required"))?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
         return Err(OAuthError::new(
-            "unsupported_grant_type",
+            ErrorCode::UnsupportedGrantType,
             &format!("grant_type {grant_type} is not supported"),
-            400,
         ));
     }
     let client = match client_auth::identify(conn, &req.client, basic, prepared, &[&ep.token_endpoint])? {
@@ -677,7 +715,7 @@ fn narrow(granted: &str, asked: &str) -> Result<String, OAuthError> {
         let ok =
             have.contains(&w) || Scope::parse(w).is_some_and(|s| have_scopes.resources.iter().any(|h| h.covers(&s)));
         if !ok {
-            return Err(OAuthError::new("invalid_scope", &format!("'{w}' was not granted"), 400));
+            return Err(OAuthError::scope(&format!("'{w}' was not granted")));
         }
     }
     Ok(asked.to_string())
@@ -692,9 +730,8 @@ fn client_credentials(
 ) -> Result<TokenResponse, OAuthError> {
     if client.kind != ClientKind::Backend || req.client.client_assertion.is_none() {
         return Err(OAuthError::new(
-            "unauthorized_client",
+            ErrorCode::UnauthorizedClient,
             "client_credentials is for backend clients authenticating with a signed assertion",
-            400,
         ));
     }
     let asked = req.scope.as_deref().unwrap_or("system/*.rs");
@@ -702,13 +739,7 @@ fn client_credentials(
     for w in asked.split_whitespace() {
         match Scope::parse(w) {
             Some(s) if w.starts_with("system/") && client_may_ask(client, w) => kept.push((w.to_string(), s)),
-            _ => {
-                return Err(OAuthError::new(
-                    "invalid_scope",
-                    &format!("'{w}' is not a system scope this client may have"),
-                    400,
-                ))
-            }
+            _ => return Err(OAuthError::scope(&format!("'{w}' is not a system scope this client may have"))),
         }
     }
     let scope = kept.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(" ");

@@ -5,7 +5,7 @@ use super::pages::{self, page_error};
 use super::AppState;
 use crate::audit::{record_in, AuditEntry};
 use crate::auth::client_auth::{self, ClientCredentials};
-use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, OAuthError, TokenRequest};
+use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, ErrorCode, OAuthError, TokenRequest};
 use crate::auth::session::{self, Session};
 use crate::auth::{accounts, password, AccessContext};
 use actix_web::cookie::{Cookie, SameSite};
@@ -50,14 +50,22 @@ struct ConsentPage {
     items: Vec<oauth::ConsentItem>,
 }
 
+/// RFC 6749 §5.2: 400, except a challenge to authenticate (401 naming the scheme), a refusal
+/// (403) and our own failure (500).
 fn oauth_error(e: &OAuthError) -> HttpResponse {
-    let mut r = HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
-    if e.status == 401 {
+    let status = match e.code {
+        ErrorCode::InvalidClient { challenge: true } => StatusCode::UNAUTHORIZED,
+        ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut r = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
         r.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"healthfolio\""));
     }
     r.insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(serde_json::json!({"error": e.error, "error_description": e.description}))
+        .json(serde_json::json!({"error": e.code.as_str(), "error_description": e.description}))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -333,9 +341,8 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
 }
 
 fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
-    serde_urlencoded::from_bytes(body).map_err(|e| {
-        Box::new(oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400)))
-    })
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| Box::new(oauth_error(&OAuthError::request(&format!("the form body is malformed: {e}")))))
 }
 
 /// The answer to give instead when this address or client has tried too often: secrets and
@@ -395,8 +402,7 @@ struct TokenForm {
 /// The `token` of an introspection or revocation form, and the caller's credentials in it.
 fn token_form(body: &[u8]) -> Result<(String, ClientCredentials), Box<HttpResponse>> {
     let f: TokenForm = form(body)?;
-    let token =
-        f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::new("invalid_request", "token is required", 400))))?;
+    let token = f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::request("token is required"))))?;
     Ok((token, f.client))
 }
 
@@ -477,9 +483,8 @@ async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 async fn register(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     if !state.hf.config.open_registration {
         return oauth_error(&OAuthError::new(
-            "access_denied",
+            ErrorCode::AccessDenied,
             "self-registration is disabled here: ask the operator to register your app",
-            403,
         ));
     }
     let r: crate::auth::clients::Registration = match serde_json::from_slice(&body) {
