@@ -64,12 +64,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         )?;
     }
-    let (base, fhir) = (hf.config.base_url.clone(), hf.config.fhir_base());
+    let ep = hf.endpoints();
     let token = hf.issue_token("bench-user", "bench-app", "patient/*.rs", Some(patient.id.clone()), 900)?;
 
     let read = |ctx: &AccessContext| hf.store.read(ctx, "MedicationRequest", &mr.id).map(|_| ());
     let authenticate = |t: &str| -> Result<AccessContext, Box<dyn std::error::Error>> {
-        let claims = hf.keys.verify(t, &base, &fhir)?;
+        let claims = hf.keys.verify(t, &ep)?;
         let mut conn = hf.db.conn()?;
         Ok(healthfolio::auth::live::check(&mut conn, claims)?)
     };
@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = time("read, no token (ceiling)", n, || read(&op).map_err(Into::into))?;
     // The issue's baseline: the same request with its token taken as already verified (claims
     // decoded once), so only the signature verification differs from the next line.
-    let decoded = hf.keys.verify(&token, &base, &fhir)?;
+    let decoded = hf.keys.verify(&token, &ep)?;
     let unverified = time("read, token not verified (live checks)", n, || {
         let ctx = healthfolio::auth::live::check(&mut hf.db.conn()?, decoded.clone())?;
         read(&ctx).map_err(Into::into)
@@ -125,9 +125,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let req = TokenRequest {
             grant_type: Some("client_credentials".into()),
             scope: Some("system/*.rs".into()),
-            client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
-            client_assertion: a.next().cloned(),
-            client_id: Some(client_id.clone()),
+            client: healthfolio::auth::client_auth::ClientCredentials {
+                client_assertion_type: Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()),
+                client_assertion: a.next().cloned(),
+                client_id: Some(client_id.clone()),
+                ..Default::default()
+            },
             ..TokenRequest::default()
         };
         let issued = hf.db.transaction(|c| {

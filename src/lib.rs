@@ -90,7 +90,8 @@ impl Healthfolio {
         }
     }
 
-    /// Signs an operator token (every record, within `scope`) for scripts, tests and benchmarks.
+    /// Signs an operator token (every record, within `scope`) for scripts, tests and benchmarks,
+    /// living at most the configured token lifetime (a longer one would be refused).
     pub fn issue_operator_token(&self, scope: &str, lifetime: i64) -> Result<String, auth::AuthError> {
         let mut claims = auth::Claims::new(
             &self.config.base_url,
@@ -99,13 +100,14 @@ impl Healthfolio {
             "healthfolio-cli",
             scope,
             None,
-            lifetime,
+            lifetime.min(self.config.token_lifetime),
         );
         claims.reach = Some("all".into());
         self.keys.sign(&claims)
     }
 
-    /// Signs an access token for this server (its issuer and audience).
+    /// Signs an access token for this server (its issuer and audience), living at most the
+    /// configured token lifetime.
     pub fn issue_token(
         &self,
         sub: &str,
@@ -121,7 +123,7 @@ impl Healthfolio {
             client_id,
             scope,
             patient,
-            lifetime,
+            lifetime.min(self.config.token_lifetime),
         );
         self.keys.sign(&claims)
     }

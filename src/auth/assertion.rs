@@ -1,5 +1,5 @@
 //! Client authentication by signed assertion (`private_key_jwt`, SMART Backend Services §4):
-//! ES384, RS384 or ES256, `iss` = `sub` = client id, `aud` the token endpoint, `exp` at most five
+//! ES384, RS384 or ES256, `iss` = `sub` = client id, `aud` the endpoint called, `exp` at most five
 //! minutes ahead, and a `jti` never seen before.
 
 use super::clients::Client;
@@ -35,7 +35,7 @@ type Fetched = Result<Value, String>;
 static FETCHED: Mutex<Option<HashMap<String, (Instant, Fetched)>>> = Mutex::new(None);
 
 fn invalid(msg: &str) -> OAuthError {
-    OAuthError::new("invalid_client", msg, 401)
+    OAuthError::client(msg, true)
 }
 
 fn cached(uri: &str) -> Option<(Instant, Fetched)> {
@@ -127,7 +127,8 @@ fn select_key(jwks: &Value, kid: &str, alg: Algorithm) -> Result<DecodingKey, OA
     DecodingKey::from_jwk(&jwk).map_err(|_| invalid("the registered key cannot verify signatures"))
 }
 
-pub fn verify(conn: &mut Conn, client: &Client, assertion: &str, token_endpoint: &str) -> Result<(), OAuthError> {
+/// Checks `assertion` for `client`; its `aud` must be one of `audiences` (the endpoint it is for).
+pub fn verify(conn: &mut Conn, client: &Client, assertion: &str, audiences: &[&str]) -> Result<(), OAuthError> {
     let header = decode_header(assertion).map_err(|_| invalid("client_assertion is not a JWT"))?;
     if !matches!(header.alg, Algorithm::ES384 | Algorithm::RS384 | Algorithm::ES256) {
         return Err(invalid("client_assertion must be signed with ES384, RS384 or ES256"));
@@ -140,7 +141,7 @@ pub fn verify(conn: &mut Conn, client: &Client, assertion: &str, token_endpoint:
     let kid = header.kid.ok_or_else(|| invalid("client_assertion has no kid"))?;
     let key = select_key(&key_set(client)?, &kid, header.alg)?;
     let mut v = Validation::new(header.alg);
-    v.set_audience(&[token_endpoint]);
+    v.set_audience(audiences);
     v.set_issuer(&[&client.client_id]);
     v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
     v.leeway = 5;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 mod assertion;
+pub mod client_auth;
 pub mod clients;
 pub mod invitations;
 pub mod keys;

@@ -2,8 +2,9 @@
 //! calls one of these functions, and renders the typed result or error.
 
 use super::accounts::{self, Account};
+use super::client_auth::{self, ClientCredentials, Prepared};
 use super::clients::{self, Client, ClientKind};
-use super::{assertion, live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
+use super::{live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
 use crate::db::{Bind, Conn, DbError, Sql};
@@ -26,28 +27,74 @@ pub struct Endpoints {
     pub access_lifetime: i64,
 }
 
-/// An RFC 6749 §5.2 error.
+impl Endpoints {
+    /// The URL of one of this server's paths (`/oauth/introspect`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+/// The RFC 6749 §5.2 error codes (and RFC 6749 §4.1.2.1's `access_denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    /// Client authentication failed or is missing. `challenge`: the client used `Authorization`,
+    /// sent an assertion, or has credentials it did not present, so the answer asks it to
+    /// authenticate (RFC 6749 §5.2); otherwise it only named an unknown client or a wrong secret.
+    InvalidClient {
+        challenge: bool,
+    },
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    AccessDenied,
+    ServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient { .. } => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
+/// An RFC 6749 §5.2 error; the web edge chooses the HTTP status.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{error}: {description}")]
+#[error("{}: {description}", code.as_str())]
 pub struct OAuthError {
-    pub error: &'static str,
+    pub code: ErrorCode,
     pub description: String,
-    pub status: u16,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: &str, status: u16) -> OAuthError {
-        OAuthError { error, description: description.to_string(), status }
+    pub fn new(code: ErrorCode, description: &str) -> OAuthError {
+        OAuthError { code, description: description.to_string() }
     }
-    fn request(d: &str) -> OAuthError {
-        OAuthError::new("invalid_request", d, 400)
+    pub fn request(d: &str) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidRequest, d)
     }
     fn grant(d: &str) -> OAuthError {
-        OAuthError::new("invalid_grant", d, 400)
+        OAuthError::new(ErrorCode::InvalidGrant, d)
+    }
+    fn scope(d: &str) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidScope, d)
+    }
+    /// `invalid_client`; `challenge` as in [`ErrorCode::InvalidClient`].
+    pub fn client(d: &str, challenge: bool) -> OAuthError {
+        OAuthError::new(ErrorCode::InvalidClient { challenge }, d)
     }
     pub fn server(e: impl std::fmt::Display) -> OAuthError {
         tracing::error!("token endpoint: {e}");
-        OAuthError::new("server_error", "the server could not complete the request", 500)
+        OAuthError::new(ErrorCode::ServerError, "the server could not complete the request")
     }
 }
 
@@ -366,10 +413,8 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_assertion_type: Option<String>,
-    pub client_assertion: Option<String>,
+    #[serde(flatten)]
+    pub client: ClientCredentials,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -388,94 +433,18 @@ pub struct TokenResponse {
     pub need_patient_banner: Option<bool>,
 }
 
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-/// Who is calling the token endpoint, proven by secret, assertion, or (public apps) only named.
-fn authenticate(
-    conn: &mut Conn,
-    ep: &Endpoints,
-    req: &TokenRequest,
-    basic: Option<(String, String)>,
-    prepared: &Prepared,
-) -> Result<Client, OAuthError> {
-    let bad = |d: &str, status: u16| OAuthError::new("invalid_client", d, status);
-    if let Some(assertion) = &req.client_assertion {
-        if req.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
-            return Err(OAuthError::request(
-                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            ));
-        }
-        let claimed = unverified_issuer(assertion).ok_or_else(|| bad("client_assertion has no iss", 401))?;
-        let client = clients::get(conn, &claimed)?.ok_or_else(|| bad("unknown client", 401))?;
-        assertion::verify(conn, &client, assertion, &ep.token_endpoint)?;
-        return Ok(client);
+/// RFC 6749 §6: a refresh request need not name its client. A public client cannot
+/// authenticate anyway and its refresh token names it; any other client must prove itself.
+fn named_by_refresh_token(conn: &mut Conn, req: &TokenRequest) -> Result<Client, OAuthError> {
+    let unnamed = || OAuthError::client("the client must identify itself (client_id)", false);
+    let token = req.refresh_token.as_deref().filter(|_| req.grant_type.as_deref() == Some("refresh_token"));
+    let token = token.ok_or_else(unnamed)?;
+    let row = find_refresh(conn, token)?.ok_or_else(|| OAuthError::grant("the refresh token is not valid"))?;
+    let client = clients::get(conn, &row.client_id)?.ok_or_else(unnamed)?;
+    match client.kind {
+        ClientKind::Public => Ok(client),
+        _ => Err(client_auth::must_authenticate(&client)),
     }
-    let (id, secret, status) = match basic {
-        Some((id, secret)) => (id, Some(secret), 401),
-        None => (
-            req.client_id.clone().ok_or_else(|| bad("the client must identify itself (client_id)", 400))?,
-            req.client_secret.clone(),
-            400,
-        ),
-    };
-    let client = clients::get(conn, &id)?.ok_or_else(|| bad("unknown client", status))?;
-    match (client.kind, &client.secret_hash, secret) {
-        (ClientKind::Public, _, None) => Ok(client),
-        (ClientKind::Confidential, Some(hash), Some(s)) => {
-            let checked = prepared
-                .secret
-                .as_ref()
-                .filter(|(id, checked_hash, _)| *id == client.client_id && checked_hash == hash)
-                .map(|(_, _, ok)| *ok);
-            if checked.unwrap_or_else(|| password::verify(&s, hash)) {
-                Ok(client)
-            } else {
-                Err(bad("client authentication failed", status))
-            }
-        }
-        (ClientKind::Backend, _, _) => {
-            Err(bad("a backend client must authenticate with a signed client_assertion", status))
-        }
-        _ => Err(bad("client authentication failed", status)),
-    }
-}
-
-/// What a token request settles before its transaction, because it waits on the network or
-/// burns CPU and needs no lock: the keys of a client published at a URL are fetched (into the
-/// cache), and a confidential client's secret is checked (argon2).
-#[derive(Debug, Default)]
-pub struct Prepared {
-    /// (client id, the secret hash checked against, whether the secret presented matched it)
-    secret: Option<(String, String, bool)>,
-}
-
-pub fn prepare(
-    db: &crate::db::Db,
-    req: &TokenRequest,
-    basic: Option<&(String, String)>,
-) -> Result<Prepared, OAuthError> {
-    // The client is looked up on a connection given back before any waiting starts.
-    let client = |id: &str| -> Result<Option<Client>, OAuthError> { Ok(clients::get(&mut db.conn()?, id)?) };
-    if let Some(a) = &req.client_assertion {
-        if let Some(c) = unverified_issuer(a).map(|iss| client(&iss)).transpose()?.flatten() {
-            assertion::prefetch(&c, a);
-        }
-        return Ok(Prepared::default());
-    }
-    let claimed = basic.cloned().or_else(|| req.client_id.clone().zip(req.client_secret.clone()));
-    let Some((id, secret)) = claimed else { return Ok(Prepared::default()) };
-    let hash = client(&id)?.filter(|c| c.kind == ClientKind::Confidential).and_then(|c| c.secret_hash);
-    // Kept with the hash it was checked against: a secret changed meanwhile is checked again.
-    Ok(Prepared { secret: hash.map(|h| (id, h.clone(), password::verify(&secret, &h))) })
-}
-
-/// The `iss` of a JWT before verification: it names the client whose keys will verify it.
-fn unverified_issuer(jwt: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_string)
 }
 
 #[derive(diesel::QueryableByName)]
@@ -526,12 +495,14 @@ pub fn token(
     let grant_type = req.grant_type.as_deref().ok_or_else(|| OAuthError::request("grant_type is required"))?;
     if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
         return Err(OAuthError::new(
-            "unsupported_grant_type",
+            ErrorCode::UnsupportedGrantType,
             &format!("grant_type {grant_type} is not supported"),
-            400,
         ));
     }
-    let client = authenticate(conn, ep, req, basic, prepared)?;
+    let client = match client_auth::identify(conn, &req.client, basic, prepared, &[&ep.token_endpoint])? {
+        Some(c) => c,
+        None => named_by_refresh_token(conn, req)?,
+    };
     let out = match grant_type {
         "authorization_code" => authorization_code(conn, keys, ep, req, &client),
         "refresh_token" => refresh(conn, keys, ep, req, &client),
@@ -744,7 +715,7 @@ fn narrow(granted: &str, asked: &str) -> Result<String, OAuthError> {
         let ok =
             have.contains(&w) || Scope::parse(w).is_some_and(|s| have_scopes.resources.iter().any(|h| h.covers(&s)));
         if !ok {
-            return Err(OAuthError::new("invalid_scope", &format!("'{w}' was not granted"), 400));
+            return Err(OAuthError::scope(&format!("'{w}' was not granted")));
         }
     }
     Ok(asked.to_string())
@@ -757,11 +728,10 @@ fn client_credentials(
     req: &TokenRequest,
     client: &Client,
 ) -> Result<TokenResponse, OAuthError> {
-    if client.kind != ClientKind::Backend || req.client_assertion.is_none() {
+    if client.kind != ClientKind::Backend || req.client.client_assertion.is_none() {
         return Err(OAuthError::new(
-            "unauthorized_client",
+            ErrorCode::UnauthorizedClient,
             "client_credentials is for backend clients authenticating with a signed assertion",
-            400,
         ));
     }
     let asked = req.scope.as_deref().unwrap_or("system/*.rs");
@@ -769,13 +739,7 @@ fn client_credentials(
     for w in asked.split_whitespace() {
         match Scope::parse(w) {
             Some(s) if w.starts_with("system/") && client_may_ask(client, w) => kept.push((w.to_string(), s)),
-            _ => {
-                return Err(OAuthError::new(
-                    "invalid_scope",
-                    &format!("'{w}' is not a system scope this client may have"),
-                    400,
-                ))
-            }
+            _ => return Err(OAuthError::scope(&format!("'{w}' is not a system scope this client may have"))),
         }
     }
     let scope = kept.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(" ");
@@ -808,7 +772,7 @@ fn client_credentials(
 /// RFC 7662, for an authenticated `caller`: an operator learns about any token, a client only
 /// about its own (anything else is `active: false`, so tokens cannot be probed).
 pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, caller: &AccessContext, token: &str) -> Value {
-    let Ok(claims) = keys.verify(token, &ep.issuer, &ep.fhir_base) else { return json!({"active": false}) };
+    let Ok(claims) = keys.verify(token, ep) else { return json!({"active": false}) };
     if caller.reach != Reach::All && caller.client_id != claims.client_id {
         return json!({"active": false});
     }
@@ -828,7 +792,7 @@ pub fn introspect(conn: &mut Conn, keys: &Keys, ep: &Endpoints, caller: &AccessC
 
 /// RFC 7009: revokes an access or refresh token; unknown tokens are not an error.
 pub fn revoke(conn: &mut Conn, keys: &Keys, ep: &Endpoints, token: &str) -> Result<(), OAuthError> {
-    if let Ok(claims) = keys.verify(token, &ep.issuer, &ep.fhir_base) {
+    if let Ok(claims) = keys.verify(token, ep) {
         live::revoke(conn, &format!("jti:{}", claims.jti), claims.exp * 1_000_000)?;
         record_in(conn, &AccessContext::client(&claims.client_id), &AuditEntry::event("revoke", "access_token", None))?;
         return Ok(());

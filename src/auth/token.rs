@@ -1,11 +1,15 @@
 //! Access tokens: short-lived ES256 JWTs signed with the instance's current key.
 
+use super::oauth::Endpoints;
 use super::{AccessContext, AuthError, Keys, Reach, Scopes};
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 /// Access tokens live at most this long (the design's "≤ 1 h"; SMART recommends short lives).
 pub const ACCESS_TOKEN_SECS: i64 = 3600;
+
+/// How far ahead of our clock a token's `iat` may be: another replica's clock may run fast.
+const CLOCK_SKEW_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -104,14 +108,24 @@ impl Keys {
         encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))
     }
 
-    /// Verifies signature, expiry, issuer and audience (the FHIR base URL). A token verified once
-    /// is remembered until it expires: ES256 verification costs more than the read it guards.
-    pub fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, AuthError> {
+    /// Verifies signature, expiry, issuer, audience (the FHIR base URL) and lifetime. A token
+    /// verified once is remembered until it expires: ES256 verification costs more than the read
+    /// it guards.
+    pub fn verify(&self, token: &str, ep: &Endpoints) -> Result<Claims, AuthError> {
         let now = chrono::Utc::now().timestamp();
         if let Some(c) = self.verified.get(token, now) {
             return Ok(c);
         }
-        let claims = self.verify_signature(token, issuer, audience)?;
+        let claims = self.verify_signature(token, &ep.issuer, &ep.fhir_base)?;
+        // `exp` alone would let a token dated ahead outlive every token this server issues (and
+        // the publication of the key that signed it): `iat` must be now and the life no longer
+        // than the one configured.
+        if claims.iat > now + CLOCK_SKEW_SECS {
+            return Err(AuthError::InvalidToken("the bearer token is dated in the future (iat)"));
+        }
+        if claims.exp - claims.iat > ep.access_lifetime {
+            return Err(AuthError::InvalidToken("the bearer token lives longer than this server allows"));
+        }
         self.verified.put(token, &claims);
         Ok(claims)
     }

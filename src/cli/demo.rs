@@ -155,11 +155,12 @@ fn print_summary(
     }
     println!("  demo app:   client_id {app} (public, PKCE)");
     println!("  provider:   client_id {provider} (backend, private_key_jwt)");
-    if let Ok(token) = hf.issue_operator_token("system/*.rs", 3600) {
+    let minutes = hf.config.token_lifetime / 60;
+    if let Ok(token) = hf.issue_operator_token("system/*.rs", hf.config.token_lifetime) {
         println!(
             "  try:        curl -H 'Authorization: Bearer {token}' '{}/MedicationRequest?status=active'",
             hf.config.fhir_base()
         );
-        println!("  (a read-only operator token valid for 1 hour; `healthfolio token --help` makes others)");
+        println!("  (a read-only operator token valid for {minutes} minutes; `healthfolio token --help` makes others)");
     }
 }

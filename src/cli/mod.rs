@@ -169,9 +169,9 @@ enum Command {
         /// Limit the token to this patient's compartment.
         #[arg(long)]
         patient: Option<String>,
-        /// Lifetime in seconds (at most 3600).
-        #[arg(long, default_value_t = 3600)]
-        lifetime: i64,
+        /// Lifetime in seconds [default and most: the configured token lifetime, 900 unless set]
+        #[arg(long)]
+        lifetime: Option<i64>,
         #[command(flatten)]
         o: Overrides,
     },
@@ -299,6 +299,7 @@ fn run(command: Command) -> CliResult {
         }
         Command::Token { scope, patient, lifetime, o } => {
             let hf = open(&o)?;
+            let lifetime = lifetime.unwrap_or(hf.config.token_lifetime);
             let token = match patient {
                 Some(p) => hf.issue_token("operator", "healthfolio-cli", &scope, Some(p), lifetime)?,
                 None => hf.issue_operator_token(&scope, lifetime)?,

@@ -41,7 +41,7 @@ pub async fn bearer(state: &web::Data<AppState>, auth: Option<String>) -> Result
         .to_string();
     let hf = state.hf.clone();
     let ctx = web::block(move || {
-        let claims = hf.keys.verify(&token, &hf.config.base_url, &hf.config.fhir_base())?;
+        let claims = hf.keys.verify(&token, &hf.endpoints())?;
         let mut conn = hf.db.conn()?;
         crate::auth::live::check(&mut conn, claims)
     })

@@ -5,7 +5,8 @@ use super::pages::{self, page_error};
 use super::AppState;
 use crate::access::AccessContext;
 use crate::audit::{record_in, AuditEntry};
-use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, OAuthError, TokenRequest};
+use crate::auth::client_auth::{self, ClientCredentials};
+use crate::auth::oauth::{self, AuthorizeError, AuthorizeParams, ConsentState, ErrorCode, OAuthError, TokenRequest};
 use crate::auth::session::{self, Session};
 use crate::auth::{accounts, password};
 use actix_web::cookie::{Cookie, SameSite};
@@ -50,14 +51,22 @@ struct ConsentPage {
     items: Vec<oauth::ConsentItem>,
 }
 
+/// RFC 6749 §5.2: 400, except a challenge to authenticate (401 naming the scheme), a refusal
+/// (403) and our own failure (500).
 fn oauth_error(e: &OAuthError) -> HttpResponse {
-    let mut r = HttpResponse::build(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
-    if e.status == 401 {
+    let status = match e.code {
+        ErrorCode::InvalidClient { challenge: true } => StatusCode::UNAUTHORIZED,
+        ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut r = HttpResponse::build(status);
+    if status == StatusCode::UNAUTHORIZED {
         r.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"healthfolio\""));
     }
     r.insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(serde_json::json!({"error": e.error, "error_description": e.description}))
+        .json(serde_json::json!({"error": e.code.as_str(), "error_description": e.description}))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -332,9 +341,25 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
 }
 
 fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<HttpResponse>> {
-    serde_urlencoded::from_bytes(body).map_err(|e| {
-        Box::new(oauth_error(&OAuthError::new("invalid_request", &format!("the form body is malformed: {e}"), 400)))
-    })
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| Box::new(oauth_error(&OAuthError::request(&format!("the form body is malformed: {e}")))))
+}
+
+/// The answer to give instead when this address or client has tried too often: secrets and
+/// assertions are guessed by retrying.
+fn throttled(
+    req: &HttpRequest,
+    state: &AppState,
+    basic: Option<&(String, String)>,
+    creds: &ClientCredentials,
+) -> Option<HttpResponse> {
+    let address = super::limits::client_address(req, state.hf.config.behind_proxy);
+    let client = basic.map(|(id, _)| id.clone()).or(creds.client_id.clone());
+    if state.limits.allow(&address, client.as_deref()) {
+        return None;
+    }
+    state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(super::limits::too_many())
 }
 
 async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -343,17 +368,14 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
         Err(r) => return *r,
     };
     let basic = basic_auth(&req);
-    let address = super::limits::client_address(&req, state.hf.config.behind_proxy);
-    let client = basic.as_ref().map(|(id, _)| id.clone()).or(tr.client_id.clone());
-    if !state.limits.allow(&address, client.as_deref()) {
-        state.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return super::limits::too_many();
+    if let Some(r) = throttled(&req, &state, basic.as_ref(), &tr.client) {
+        return r;
     }
     let hf = state.hf.clone();
     let ep = state.endpoints();
     let result = blocking(move || {
         // Outside the transaction (on SQLite, the one writer): key fetches and secret checks.
-        let prepared = oauth::prepare(&hf.db, &tr, basic.as_ref())?;
+        let prepared = client_auth::prepare(&hf.db, &tr.client, basic.as_ref())?;
         // Committed whatever the outcome: see `oauth::token`.
         hf.db.transaction(|c| Ok::<_, crate::db::DbError>(oauth::token(c, &hf.keys, &ep, &tr, basic, &prepared)))?
     })
@@ -373,28 +395,44 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
 #[derive(Deserialize)]
 struct TokenForm {
     token: Option<String>,
+    #[serde(flatten)]
+    client: ClientCredentials,
 }
 
-/// The `token` of an introspection or revocation form.
-fn token_param(body: &[u8]) -> Result<String, Box<HttpResponse>> {
+/// The `token` of an introspection or revocation form, and the caller's credentials in it.
+fn token_form(body: &[u8]) -> Result<(String, ClientCredentials), Box<HttpResponse>> {
     let f: TokenForm = form(body)?;
-    f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::new("invalid_request", "token is required", 400))))
+    let token = f.token.ok_or_else(|| Box::new(oauth_error(&OAuthError::request("token is required"))))?;
+    Ok((token, f.client))
 }
 
-/// RFC 7662 asks the endpoint to know who is asking: a bearer token of this server.
+/// RFC 7662 asks the endpoint to know who is asking: a client by its credentials (as at the
+/// token endpoint), or any caller by a bearer token of this server.
 async fn introspect(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let caller = match super::extract::bearer(&state, auth).await {
-        Ok(c) => c,
-        Err(_) => {
-            return HttpResponse::Unauthorized()
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .json(serde_json::json!({"error": "invalid_client", "error_description": "introspection needs a valid access token of the caller: Authorization: Bearer <token>"}))
-        }
-    };
-    let token = match token_param(&body) {
+    let (token, creds) = match token_form(&body) {
         Ok(t) => t,
         Err(r) => return *r,
+    };
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let caller = if auth.as_deref().is_some_and(|a| a.to_ascii_lowercase().starts_with("bearer ")) {
+        match super::extract::bearer(&state, auth).await {
+            Ok(c) => c,
+            Err(_) => {
+                return HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .json(serde_json::json!({"error": "invalid_client", "error_description": "the caller's access token is not valid"}))
+            }
+        }
+    } else {
+        let basic = basic_auth(&req);
+        if let Some(r) = throttled(&req, &state, basic.as_ref(), &creds) {
+            return r;
+        }
+        let (hf, ep) = (state.hf.clone(), state.endpoints());
+        match blocking(move || client_auth::introspecting_client(&hf.db, &ep, &creds, basic)).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
     };
     let (hf, ep) = (state.hf.clone(), state.endpoints());
     let answer = blocking(move || Ok(oauth::introspect(&mut hf.db.conn()?, &hf.keys, &ep, &caller, &token))).await;
@@ -404,13 +442,21 @@ async fn introspect(req: HttpRequest, state: web::Data<AppState>, body: web::Byt
     }
 }
 
-async fn revoke(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let token = match token_param(&body) {
+async fn revoke(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let (token, creds) = match token_form(&body) {
         Ok(t) => t,
         Err(r) => return *r,
     };
+    let basic = basic_auth(&req);
+    if let Some(r) = throttled(&req, &state, basic.as_ref(), &creds) {
+        return r;
+    }
     let (hf, ep) = (state.hf.clone(), state.endpoints());
-    match blocking(move || hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))).await {
+    let done = blocking(move || {
+        client_auth::check_revoking_client(&hf.db, &ep, &creds, basic)?;
+        hf.db.transaction(|c| oauth::revoke(c, &hf.keys, &ep, &token))
+    });
+    match done.await {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({})),
         Err(r) => r,
     }
@@ -437,9 +483,8 @@ async fn userinfo(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 async fn register(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     if !state.hf.config.open_registration {
         return oauth_error(&OAuthError::new(
-            "access_denied",
+            ErrorCode::AccessDenied,
             "self-registration is disabled here: ask the operator to register your app",
-            403,
         ));
     }
     let r: crate::auth::clients::Registration = match serde_json::from_slice(&body) {

@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::{AppState, FHIR_JSON};
+use crate::auth::client_auth;
 use crate::fhir::capability::capability_statement;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
@@ -11,6 +12,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/.well-known/smart-configuration", web::get().to(smart_configuration))
         .route("/fhir/.well-known/smart-configuration", web::get().to(smart_configuration))
         .route("/.well-known/openid-configuration", web::get().to(openid_configuration))
+        .route("/.well-known/oauth-authorization-server", web::get().to(oauth_authorization_server))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
@@ -43,8 +45,9 @@ async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         .body(state.capabilities.clone())
 }
 
-/// SMART App Launch 2.2 discovery: only capabilities that work are listed.
-async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
+/// What every discovery document says alike (RFC 8414 names), so that an OAuth, OpenID or SMART
+/// library finds the same endpoints and picks a client authentication method that works.
+fn authorization_server(state: &AppState) -> Value {
     let base = &state.hf.config.base_url;
     let mut doc = json!({
         "issuer": base,
@@ -54,42 +57,61 @@ async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "userinfo_endpoint": format!("{base}/oauth/userinfo"),
-        "management_endpoint": format!("{base}/portal/sharing"),
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES384", "RS384", "ES256"],
+        "token_endpoint_auth_methods_supported": client_auth::TOKEN_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": client_auth::INTROSPECTION_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": client_auth::REVOCATION_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": client_auth::ASSERTION_ALGS,
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access", "patient/*.rs", "patient/*.cruds",
             "patient/MedicationRequest.rs", "patient/MedicationStatement.cruds", "patient/AllergyIntolerance.rs", "system/*.rs", "system/*.cruds"],
-        "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric", "client-confidential-asymmetric",
-            "context-standalone-patient", "permission-patient", "permission-user", "permission-offline", "permission-v1", "permission-v2",
-            "sso-openid-connect", "authorize-post"],
     });
     if state.hf.config.open_registration {
         doc["registration_endpoint"] = json!(format!("{base}/oauth/register"));
     }
+    doc
+}
+
+fn discovery(doc: Value) -> HttpResponse {
     HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(doc)
 }
 
+/// SMART App Launch 2.2 discovery: only capabilities that work are listed.
+async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
+    let mut doc = authorization_server(&state);
+    doc["management_endpoint"] = json!(format!("{}/portal/sharing", state.hf.config.base_url));
+    doc["capabilities"] = json!([
+        "launch-standalone",
+        "client-public",
+        "client-confidential-symmetric",
+        "client-confidential-asymmetric",
+        "context-standalone-patient",
+        "permission-patient",
+        "permission-user",
+        "permission-offline",
+        "permission-v1",
+        "permission-v2",
+        "sso-openid-connect",
+        "authorize-post"
+    ]);
+    discovery(doc)
+}
+
+/// OpenID Connect Discovery 1.0 §3.
 async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
-    let base = &state.hf.config.base_url;
-    HttpResponse::Ok().insert_header(("Access-Control-Allow-Origin", "*")).json(json!({
-        "issuer": base,
-        "authorization_endpoint": format!("{base}/oauth/authorize"),
-        "token_endpoint": format!("{base}/oauth/token"),
-        "userinfo_endpoint": format!("{base}/oauth/userinfo"),
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "introspection_endpoint": format!("{base}/oauth/introspect"),
-        "response_types_supported": ["code"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "scopes_supported": ["openid", "fhirUser", "offline_access"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
-        "code_challenge_methods_supported": ["S256"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-    }))
+    let mut doc = authorization_server(&state);
+    doc["subject_types_supported"] = json!(["public"]);
+    doc["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+    doc["claims_supported"] = json!(["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"]);
+    discovery(doc)
+}
+
+/// RFC 8414 authorization server metadata (the issuer has no path, so no path suffix).
+async fn oauth_authorization_server(state: web::Data<AppState>) -> HttpResponse {
+    discovery(authorization_server(&state))
 }
 
 async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

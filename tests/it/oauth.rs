@@ -541,7 +541,7 @@ fn dynamic_registration_only_when_enabled() {
         token_request(&open, &pairs)
     };
     let (status, v) = send(exchange_form(&[("client_id", app_id.clone())]));
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client")), "no assertion, no token: {v}");
+    assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")), "no assertion, no token: {v}");
     let (other_key, _) = backend_keys("app-key");
     let forged = assertion(&open, &app_id, "app-key", &other_key, "jti-forged", 200);
     let signed = |a: String| [("client_assertion_type", ASSERTION_TYPE.to_string()), ("client_assertion", a)];

@@ -6,7 +6,6 @@ use crate::both;
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
-use healthfolio::auth::clients::{self, ClientKind, NewClient};
 use healthfolio::consent::Grantee;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use oauth2::{AuthType, ClientSecret, TokenResponse};
@@ -20,37 +19,6 @@ use std::time::{Duration, Instant};
 const ORG: &str = "Organization/riverside";
 
 // ---- confidential apps ----------------------------------------------------------------------
-
-/// A confidential app (`clients add --kind confidential`): (client id, its secret).
-fn confidential_app(app: &TestApp) -> (String, String) {
-    let mut conn = app.hf.db.conn().expect("conn");
-    let new = NewClient {
-        name: "Clinic Companion".into(),
-        kind: Some(ClientKind::Confidential),
-        redirect_uris: vec![REDIRECT.into()],
-        ..NewClient::default()
-    };
-    let (client, secret) = clients::register(&mut conn, &new).expect("client");
-    (client.client_id, secret.expect("a confidential client is given a secret"))
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
-}
-
-/// A token request with an `Authorization` header: (status, WWW-Authenticate, body).
-fn token_request_authorized(app: &TestApp, authorization: &str, form: &[(&str, &str)]) -> (u16, String, Value) {
-    let req = http().post(&format!("{}/oauth/token", app.base)).set("Authorization", authorization);
-    match req.send_form(form) {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => (
-            r.status(),
-            r.header("www-authenticate").unwrap_or_default().to_string(),
-            r.into_json().unwrap_or(Value::Null),
-        ),
-        Err(e) => panic!("transport: {e}"),
-    }
-}
 
 /// The code exchange of a confidential app, with `client_secret_basic` and with
 /// `client_secret_post`; a wrong or missing secret is `invalid_client` and leaves the code usable.
@@ -94,13 +62,6 @@ fn confidential_app_authenticates_with_its_secret(app: &TestApp) {
 }
 
 // ---- userinfo -------------------------------------------------------------------------------
-
-fn jwt_claims(jwt: &str) -> Value {
-    use base64::Engine;
-    let payload = jwt.split('.').nth(1).expect("payload");
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
-        .expect("json")
-}
 
 fn userinfo_names_the_signed_in_user(app: &TestApp) {
     let (patient, client_id, token) = launch(app, NHS[0], "ada@example.org");

@@ -302,6 +302,45 @@ pub fn launch(app: &TestApp, nhs: &str, email: &str) -> (String, String, SmartTo
     (patient, client_id, exchange(&client, &code, &verifier))
 }
 
+/// A confidential app (`clients add --kind confidential`): (client id, its secret).
+pub fn confidential_app(app: &TestApp) -> (String, String) {
+    let mut conn = app.hf.db.conn().expect("conn");
+    let new = NewClient {
+        name: "Clinic Companion".into(),
+        kind: Some(ClientKind::Confidential),
+        redirect_uris: vec![REDIRECT.into()],
+        ..NewClient::default()
+    };
+    let (client, secret) = clients::register(&mut conn, &new).expect("client");
+    (client.client_id, secret.expect("a confidential client is given a secret"))
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+}
+
+/// A token request with an `Authorization` header: (status, WWW-Authenticate, body).
+pub fn token_request_authorized(app: &TestApp, authorization: &str, form: &[(&str, &str)]) -> (u16, String, Value) {
+    let req = http().post(&format!("{}/oauth/token", app.base)).set("Authorization", authorization);
+    match req.send_form(form) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => (
+            r.status(),
+            r.header("www-authenticate").unwrap_or_default().to_string(),
+            r.into_json().unwrap_or(Value::Null),
+        ),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
+/// The claims of a JWT, unverified.
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("payload");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
+        .expect("json")
+}
+
 /// A raw token request (for the refusals the oauth2 crate would not even send).
 pub fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     match http().post(&format!("{}/oauth/token", app.base)).send_form(form) {
@@ -373,8 +412,22 @@ pub fn assertion_signed(
     jti: &str,
     exp_in: i64,
 ) -> String {
+    let aud = format!("{}/oauth/token", app.base);
+    assertion_for(&aud, client_id, kid, alg, key, jti, exp_in)
+}
+
+/// A client assertion addressed to `aud` (an endpoint other than the token endpoint).
+pub fn assertion_for(
+    aud: &str,
+    client_id: &str,
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    jti: &str,
+    exp_in: i64,
+) -> String {
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({"iss": client_id, "sub": client_id, "aud": format!("{}/oauth/token", app.base), "exp": now + exp_in, "jti": jti});
+    let claims = json!({"iss": client_id, "sub": client_id, "aud": aud, "exp": now + exp_in, "jti": jti});
     let mut header = jsonwebtoken::Header::new(alg);
     header.kid = Some(kid.to_string());
     jsonwebtoken::encode(&header, &claims, key).expect("sign")
