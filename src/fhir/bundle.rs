@@ -256,6 +256,9 @@ fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, FhirError> {
         }
         let if_match = text("ifMatch").map(|m| parse_etag(&m)).transpose()?;
         let resource = e.get("resource").cloned();
+        if resource.as_ref().is_some_and(|r| !r.is_object()) {
+            return Err(FhirError::invalid(format!("entry {index}: the resource must be a JSON object")));
+        }
         if matches!(method.as_str(), "POST" | "PUT") && resource.is_none() {
             return Err(FhirError::invalid(format!("entry {index} ({method} {url}) has no resource")));
         }

@@ -85,7 +85,14 @@ fn json_body(req: &HttpRequest, body: &[u8], patch: bool) -> Result<Value, ApiEr
         let want = if patch { "application/json-patch+json" } else { "application/fhir+json" };
         return Err(ApiError::UnsupportedMedia(format!("Content-Type '{ct}' is not accepted here: send {want}")));
     }
-    serde_json::from_slice(body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")).into())
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    // A resource (or Bundle) is an object; refused here, no handler below ever indexes into
+    // anything else. A JSON Patch is an array, checked as a Patch where it is applied.
+    if !patch && !v.is_object() {
+        return Err(FhirError::invalid("the body must be a FHIR resource: a JSON object").into());
+    }
+    Ok(v)
 }
 
 fn render(status: StatusCode, v: &Value, n: &Negotiated) -> HttpResponse {
