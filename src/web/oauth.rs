@@ -327,6 +327,10 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
+    // Percent-encoded inside base64, out of the request guard's sight: a NUL names no client.
+    if crate::fhir::validate::encodes_nul(text.as_bytes()) {
+        return None;
+    }
     let unescape = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     Some((unescape(id), unescape(secret)))
 }
@@ -442,7 +446,10 @@ async fn register(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
             403,
         ));
     }
-    let r: crate::auth::clients::Registration = match serde_json::from_slice(&body) {
+    let parsed = super::extract::json(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()));
+    let r: crate::auth::clients::Registration = match parsed {
         Ok(r) => r,
         Err(e) => {
             return HttpResponse::BadRequest()

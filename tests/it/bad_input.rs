@@ -3,6 +3,7 @@
 
 use crate::both;
 use crate::fixtures::*;
+use crate::oauth_support::*;
 use crate::support::TestApp;
 use serde_json::json;
 
@@ -37,4 +38,80 @@ fn non_object_bodies_are_refused(app: &TestApp) {
     assert_eq!(c.get(&format!("AllergyIntolerance/{a}")).body["meta"]["versionId"], "1", "nothing was written");
 }
 
-both!(non_object_bodies_are_refused);
+/// A NUL (U+0000) is text PostgreSQL cannot store or compare (SQLite can): wherever one arrives
+/// (a JSON string, a search value, a path, a header, a Bundle entry, a form field), both
+/// databases answer 400 alike.
+fn nul_characters_are_refused_alike(app: &TestApp) {
+    let c = app.client();
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let mut named = patient(NHS[1], "a\u{0}b", "Ben");
+    let with_nul = |mut v: serde_json::Value| {
+        v["note"] = json!([{"text": "take\u{0}with food"}]);
+        v
+    };
+    let entry_search = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?name=a%00b"}}]});
+    let conditional_ref = {
+        let mut mr = medication_request(&p, code, display, "active", "2025-01-02");
+        mr["subject"] = json!({"reference": "Patient?name=%00"});
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": mr, "request": {"method": "POST", "url": "MedicationRequest"}}]})
+    };
+    let mut imported = patient(NHS[2], "Nowak", "Ola");
+    imported["id"] = json!("imported");
+    let mut imported_mr = with_nul(medication_request("imported", code, display, "active", "2025-01-02"));
+    imported_mr["id"] = json!("imported-mr");
+    let ndjson = format!("{imported}\n{imported_mr}\n");
+    let cases = vec![
+        ("a string in a body", c.post("Patient", &named)),
+        (
+            "a key in a body",
+            c.post("Patient", &{
+                named["name"][0] = json!({"family": "Brown", "x\u{0}": 1});
+                named
+            }),
+        ),
+        ("a note in an update", c.put(&format!("Patient/{p}"), &with_nul(json!({"resourceType": "Patient", "id": p})))),
+        ("a token search", c.get("MedicationRequest?status=%00")),
+        ("a string search", c.get("Patient?name=a%00b")),
+        ("a search parameter name", c.get("Patient?na%00me=x")),
+        ("an id in the path", c.get("Patient/a%00b")),
+        ("a history path", c.get("Patient/a%00b/_history")),
+        (
+            "a form search",
+            c.request("POST", "Patient/_search", Some("application/x-www-form-urlencoded"), Some(b"name=a%00b")),
+        ),
+        (
+            "If-None-Exist",
+            c.clone().with_header("If-None-Exist", "identifier=%00").post("Patient", &patient(NHS[2], "C", "D")),
+        ),
+        ("a conditional update", c.put("Patient?name=%00", &patient(NHS[2], "C", "D"))),
+        ("a Bundle entry's search", c.post("", &entry_search)),
+        ("a conditional reference", c.post("", &conditional_ref)),
+        (
+            "an NDJSON import",
+            c.request("POST", "$phr-import", Some("application/fhir+ndjson"), Some(ndjson.as_bytes())),
+        ),
+    ];
+    for (name, r) in cases {
+        let status = match r.body["type"].as_str() {
+            Some("batch-response") => r.body["entry"][0]["response"]["status"].as_str().unwrap_or_default().to_string(),
+            _ => r.status.to_string(),
+        };
+        assert!(status.starts_with("400"), "{name}: {status} {}", r.text);
+        assert!(r.text.contains("U+0000"), "{name}: the answer says what is wrong: {}", r.text);
+    }
+    // A form on the portal: a page, not a database error.
+    patient_with_login(app, NHS[3], "ada@example.org");
+    let (mut b, _) = crate::portal::sign_in(app, "ada@example.org");
+    let csrf = b.get(&format!("{}/portal/medicines/add", app.base)).field("csrf");
+    let form = [("csrf", csrf.as_str()), ("medicine", "329653008"), ("dose", "1 tablet\u{0}"), ("start", "2025-10-01")];
+    let r = b.post(&format!("{}/portal/medicines/add", app.base), &form);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("<html") && r.body.contains("U+0000"), "{}", r.body);
+    assert_eq!(c.get("MedicationStatement?_summary=count").body["total"], 0, "nothing was written");
+    assert_eq!(c.get("Patient?_summary=count").body["total"], 2, "no other Patient was written");
+}
+
+both!(non_object_bodies_are_refused, nul_characters_are_refused_alike);
