@@ -114,4 +114,66 @@ fn nul_characters_are_refused_alike(app: &TestApp) {
     assert_eq!(c.get("Patient?_summary=count").body["total"], 2, "no other Patient was written");
 }
 
-both!(non_object_bodies_are_refused, nul_characters_are_refused_alike);
+/// A batch creates, updates, patches and deletes like a transaction, each entry on its own: one
+/// entry's failure, such as a reference to another entry (batch entries must not depend on each
+/// other), leaves the others written.
+fn batch_entries_write_independently(app: &TestApp) {
+    let c = app.client();
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let (code, display) = PARACETAMOL;
+    let allergy_id = app.create(allergy(&p, "high"));
+    let mut changed = c.get(&format!("AllergyIntolerance/{allergy_id}")).body;
+    changed["criticality"] = json!("low");
+    let stopped = app.create(medication_request(&p, code, display, "active", "2025-01-01"));
+    let gone = app.create(medication_request(&p, code, display, "active", "2025-01-03"));
+    let patch = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        json!([{"op": "replace", "path": "/status", "value": "stopped"}]).to_string(),
+    );
+    let mut dependent = medication_request(&p, code, display, "active", "2025-01-04");
+    dependent["subject"] = json!({"reference": "urn:uuid:5b0a3c52-7a1f-4f0e-9d3e-1c2b3a4d5e6f"});
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:5b0a3c52-7a1f-4f0e-9d3e-1c2b3a4d5e6f", "resource": patient(NHS[1], "Brown", "Ben"),
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": medication_request(&p, code, display, "active", "2025-01-02"), "request": {"method": "POST", "url": "MedicationRequest"}},
+        {"resource": dependent, "request": {"method": "POST", "url": "MedicationRequest"}},
+        {"resource": changed, "request": {"method": "PUT", "url": format!("AllergyIntolerance/{allergy_id}")}},
+        {"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
+         "request": {"method": "PATCH", "url": format!("MedicationRequest/{stopped}")}},
+        {"request": {"method": "DELETE", "url": format!("MedicationRequest/{gone}")}},
+        {"resource": patient(NHS[0], "Twin", "Ada"), "request": {"method": "POST", "url": "Patient"}}]});
+    let r = c.post("", &bundle);
+    assert_eq!((r.status, &r.body["type"]), (200, &json!("batch-response")), "{}", r.text);
+    let responses: Vec<serde_json::Value> = r.entries().iter().map(|e| e["response"].clone()).collect();
+    let status = |i: usize| responses[i]["status"].as_str().unwrap_or_default().to_string();
+    let statuses: Vec<String> = (0..responses.len()).map(status).collect();
+    assert!(statuses[0].starts_with("201") && statuses[1].starts_with("201"), "{statuses:?}");
+    assert!(statuses[2].starts_with("4"), "a reference to another entry is refused: {statuses:?}");
+    assert!(
+        responses[2]["outcome"]["issue"][0]["diagnostics"].as_str().is_some_and(|d| d.contains("batch")),
+        "{}",
+        responses[2]
+    );
+    assert!(
+        statuses[3].starts_with("200") && statuses[4].starts_with("200") && statuses[5].starts_with("204"),
+        "{statuses:?}"
+    );
+    assert!(statuses[6].starts_with("409"), "one record per person, for this entry only: {statuses:?}");
+    for (i, rtype) in [(0, "Patient"), (1, "MedicationRequest")] {
+        let location = responses[i]["location"].as_str().expect("location");
+        assert!(location.starts_with(&format!("{rtype}/")) && location.ends_with("/_history/1"), "{location}");
+        assert_eq!(responses[i]["etag"], "W/\"1\"");
+        let id = location.split('/').nth(1).expect("id");
+        assert_eq!(c.get(&format!("{rtype}/{id}")).status, 200, "{rtype}/{id} was written");
+    }
+    assert_eq!(c.get(&format!("AllergyIntolerance/{allergy_id}")).body["criticality"], "low");
+    assert_eq!(c.get(&format!("MedicationRequest/{stopped}")).body["status"], "stopped");
+    assert_eq!(c.get(&format!("MedicationRequest/{gone}")).status, 410);
+    assert_eq!(
+        c.get(&format!("MedicationRequest?patient={p}&_summary=count")).body["total"],
+        2,
+        "the dependent entry wrote nothing"
+    );
+}
+
+both!(non_object_bodies_are_refused, nul_characters_are_refused_alike, batch_entries_write_independently);
