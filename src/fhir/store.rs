@@ -932,6 +932,14 @@ pub(crate) fn delete_in(
         return Ok(None);
     }
     refuse_copy(conn, ctx, row.rid, rtype, id)?;
+    // A login would outlive the person it signs in as: the account is closed first, on purpose.
+    if matches!(rtype, "Patient" | "Practitioner") && crate::auth::accounts::exists_for(conn, &format!("{rtype}/{id}"))?
+    {
+        return Err(FhirError::Conflict(format!(
+            "{rtype}/{id} has a sign-in account here: the account must be closed before the {} is deleted",
+            rtype.to_lowercase()
+        )));
+    }
     let version = row.version_id + 1;
     let now = now_micros().max(row.last_updated + 1);
     let q = Sql::with(

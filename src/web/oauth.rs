@@ -101,7 +101,33 @@ pub(super) async fn signed_in(
     let p = s.account.patient_id().map(str::to_string).ok_or_else(|| {
         page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
     })?;
+    record_held(state, &p, &s.row.csrf).await?;
     Ok((s.row.csrf, p))
+}
+
+#[derive(Template)]
+#[template(path = "portal_unavailable.html")]
+struct UnavailablePage<'a> {
+    csrf: &'a str,
+}
+
+/// A signed-in patient whose record is not held here (deleted, or absent after a restore) gets a
+/// page saying so, with sign-out, instead of pages that have nothing to show.
+pub(super) async fn record_held(state: &web::Data<AppState>, patient: &str, csrf: &str) -> Result<(), HttpResponse> {
+    let (store, id) = (state.hf.store.clone(), patient.to_string());
+    match web::block(move || crate::portal::record_held(&store, &id)).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(pages::html(StatusCode::NOT_FOUND, UnavailablePage { csrf }.render())),
+        Ok(Err(e)) => {
+            tracing::error!("portal: {e}");
+            Err(page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "Your record could not be reached just now.",
+            ))
+        }
+        Err(_) => Err(page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy just now.")),
+    }
 }
 
 pub(super) fn login_page(

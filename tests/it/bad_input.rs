@@ -176,4 +176,57 @@ fn batch_entries_write_independently(app: &TestApp) {
     );
 }
 
-both!(non_object_bodies_are_refused, nul_characters_are_refused_alike, batch_entries_write_independently);
+/// A Patient with a portal login is not deleted from under it: the operator closes the account
+/// first. And a portal whose patient's record is absent anyway (a restore, an old deletion) says
+/// so on a page, keeping sign-out, rather than failing.
+fn a_record_with_a_login_is_kept_and_its_absence_is_a_page(app: &TestApp) {
+    let c = app.client();
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let r = c.delete(&format!("Patient/{p}"));
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.diagnostics().contains("account"), "{}", r.text);
+    let in_batch = c.post(
+        "",
+        &json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "DELETE", "url": format!("Patient/{p}")}}]}),
+    );
+    assert_eq!(in_batch.body["entry"][0]["response"]["status"], "409", "{}", in_batch.text);
+    assert_eq!(c.get(&format!("Patient/{p}")).status, 200, "the record is still there");
+    // A deleted record (as a restore of an older deletion leaves it) and one never held here.
+    let mut conn = app.hf.db.conn().expect("conn");
+    let gone = healthfolio::db::Sql::with(
+        "UPDATE resources SET deleted = 1 WHERE res_type = 'Patient' AND id = ?",
+        [healthfolio::db::Bind::Text(p.clone())],
+    );
+    conn.execute(&gone).expect("mark deleted");
+    healthfolio::auth::accounts::create(&mut conn, "patient", "ben@example.org", PASSWORD, "Patient/nowhere", None)
+        .expect("account");
+    drop(conn);
+    for email in ["ada@example.org", "ben@example.org"] {
+        let (mut b, home) = crate::portal::sign_in(app, email);
+        for (path, page) in [
+            ("/portal", Some(home)),
+            ("/portal/print", None),
+            ("/portal/record/download", None),
+            ("/portal/medicines", None),
+            ("/portal/record", None),
+            ("/portal/transfer", None),
+        ] {
+            let page = page.unwrap_or_else(|| b.get(&format!("{}{path}", app.base)));
+            assert_eq!(page.status, 404, "{email} {path}: {}", page.body);
+            assert!(page.body.contains("not available here"), "{email} {path}: {}", page.body);
+            assert!(page.body.contains("action=\"/portal/logout\""), "{email} {path}: sign-out kept");
+        }
+        let csrf = b.get(&format!("{}/portal", app.base)).field("csrf");
+        let out = b.post(&format!("{}/portal/logout", app.base), &[("csrf", &csrf)]);
+        assert_eq!(out.status, 303, "{email}: signed out");
+        assert_eq!(b.get(&format!("{}/portal", app.base)).status, 303, "{email}: the session has ended");
+    }
+}
+
+both!(
+    non_object_bodies_are_refused,
+    nul_characters_are_refused_alike,
+    batch_entries_write_independently,
+    a_record_with_a_login_is_kept_and_its_absence_is_a_page,
+);
