@@ -224,7 +224,26 @@ fn a_record_with_a_login_is_kept_and_its_absence_is_a_page(app: &TestApp) {
     }
 }
 
+/// What a patient types as their other provider's address is theirs to correct: a 400 page with
+/// the message next to the field, not a 502 blaming the other side.
+fn a_bad_transfer_address_is_the_patients_to_fix(app: &TestApp) {
+    patient_with_login(app, NHS[0], "ada@example.org");
+    let (mut b, _) = crate::portal::sign_in(app, "ada@example.org");
+    let csrf = b.get(&format!("{}/portal/transfer", app.base)).field("csrf");
+    for address in ["", "   ", "not an address", "ftp://records.example/fhir", "https://"] {
+        let r = b
+            .post(&format!("{}/portal/transfer", app.base), &[("csrf", &csrf), ("address", address), ("mode", "copy")]);
+        assert_eq!(r.status, 400, "'{address}': {}", r.body);
+        assert!(
+            r.body.contains("id=\"address-error\"") && r.body.contains("aria-invalid=\"true\""),
+            "'{address}': {}",
+            r.body
+        );
+    }
+}
+
 both!(
+    a_bad_transfer_address_is_the_patients_to_fix,
     non_object_bodies_are_refused,
     nul_characters_are_refused_alike,
     batch_entries_write_independently,
