@@ -1,16 +1,21 @@
 //! What every request must satisfy before a handler sees it: no NUL in the text it carries as
-//! URL encoding (path, query, headers, form bodies). Refused here once, in the answer the path
-//! speaks (OperationOutcome, OAuth JSON or a page), so no handler needs to think of it.
+//! URL encoding (path, query, headers, form bodies), and a body that keeps arriving. Refused here
+//! once, in the answer the path speaks (OperationOutcome, OAuth JSON or a page), so no handler
+//! needs to think of it.
 
 use super::pages::{page_error, sentence};
 use crate::fhir::bundle::outcome;
 use crate::fhir::validate::{encodes_nul, NUL_REFUSED};
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage, HttpResponse};
 use futures_util::StreamExt;
+use std::time::Duration;
+
+type BoxedPayloadStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<web::Bytes, PayloadError>>>>;
 
 pub async fn intake(
     mut req: ServiceRequest,
@@ -24,8 +29,12 @@ pub async fn intake(
     {
         return Ok(refuse(req, StatusCode::BAD_REQUEST, "invalid", NUL_REFUSED));
     }
+    let config =
+        req.app_data::<web::Data<super::AppState>>().map(|s| (s.hf.config.body_limit, s.hf.config.body_timeout_secs));
+    let (limit, idle_secs) = config.unwrap_or((usize::MAX, 10));
+    let payload = req.take_payload();
+    req.set_payload(keeps_arriving(payload, Duration::from_secs(idle_secs)));
     if is_form(&req) {
-        let limit = req.app_data::<web::Data<super::AppState>>().map_or(usize::MAX, |s| s.hf.config.body_limit);
         match read_all(&mut req, limit).await {
             Ok(body) if encodes_nul(&body) => return Ok(refuse(req, StatusCode::BAD_REQUEST, "invalid", NUL_REFUSED)),
             Ok(body) => req.set_payload(body.into()),
@@ -33,6 +42,26 @@ pub async fn intake(
         }
     }
     next.call(req).await.map(ServiceResponse::map_into_boxed_body)
+}
+
+/// actix bounds the wait for a request's head, not for its body: a body cut short (fewer bytes
+/// than its Content-Length) would hold the request open for good. Every reader (JSON, forms,
+/// uploads) gets a read error instead once no byte has come for `idle`, and answers 400. A pause,
+/// not a total: a large upload over a slow line is not cut off while it moves.
+fn keeps_arriving(payload: Payload, idle: Duration) -> Payload {
+    let stream = futures_util::stream::unfold(Some(payload), move |state| async move {
+        let mut payload = state?;
+        match actix_web::rt::time::timeout(idle, payload.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(payload))),
+            Ok(None) => None,
+            Err(_) => {
+                let why = format!("no part of the body arrived for {} s: it was cut short", idle.as_secs());
+                Some((Err(PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why))), None))
+            }
+        }
+    });
+    // Readers may poll again after the end (multipart does): fused, the end stays the end.
+    Payload::from(Box::pin(stream.fuse()) as BoxedPayloadStream)
 }
 
 /// URL-encoded form bodies are small (the form extractors allow 16 KiB): read whole, checked,

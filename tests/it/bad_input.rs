@@ -242,6 +242,81 @@ fn a_bad_transfer_address_is_the_patients_to_fix(app: &TestApp) {
     }
 }
 
+/// Sends `head` and `body` on a raw connection, then waits at most 20 s for the answer's status
+/// line: a body that never completes must still be answered.
+fn raw_status(app: &TestApp, head: &str, body: &[u8]) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = app.base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().filter(|l| l.starts_with("HTTP/")).map(str::to_string)
+}
+
+/// A body cut short (a multipart without its closing boundary, or fewer bytes than announced) is
+/// answered within bounded time: 400, a page on the portal and an OperationOutcome on the API.
+/// The database plays no part: SQLite, with the pause allowed shortened to 2 s.
+#[test]
+fn truncated_bodies_are_answered() {
+    let app = &TestApp::sqlite_configured(|o| o.body_timeout = Some(2));
+    patient_with_login(app, NHS[0], "ada@example.org");
+    let mut b = Browser::default();
+    let login = b.get(&format!("{}/portal/login", app.base));
+    let form =
+        [("email", "ada@example.org"), ("password", PASSWORD), ("csrf", &login.field("csrf")), ("continue", "/portal")];
+    let signed = b.post(&format!("{}/oauth/login", app.base), &form);
+    let cookie = signed.set_cookie(healthfolio::auth::session::COOKIE).expect("session cookie");
+    let cookie = cookie.split(';').next().expect("name=value");
+    let csrf = b.get(&format!("{}/portal/record", app.base)).field("csrf");
+    let started = std::time::Instant::now();
+    // The multipart's bytes all arrive (Content-Length matches), but its closing boundary never does.
+    let multipart = format!(
+        "--XYZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--XYZ\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"r.tar\"\r\nContent-Type: application/x-tar\r\n\r\nabc"
+    );
+    let head = format!(
+        "POST /portal/record/import HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: {}\r\n\r\n",
+        multipart.len()
+    );
+    let status = raw_status(app, &head, multipart.as_bytes());
+    assert!(status.as_deref().is_some_and(|l| l.contains(" 400 ")), "truncated multipart: {status:?}");
+    // Fewer bytes than announced, on the portal and on the API.
+    let head = format!(
+        "POST /portal/record/import HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: multipart/form-data; boundary=XYZ\r\nContent-Length: {}\r\n\r\n",
+        multipart.len() + 100
+    );
+    let status = raw_status(app, &head, multipart.as_bytes());
+    assert!(status.as_deref().is_some_and(|l| l.contains(" 400 ")), "short multipart: {status:?}");
+    let token = app.admin();
+    let json = br#"{"resourceType": "Patient", "name": [{"family": "Okafor"#;
+    let head = format!(
+        "POST /fhir/Patient HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+        json.len() + 100
+    );
+    let status = raw_status(app, &head, json);
+    assert!(status.as_deref().is_some_and(|l| l.contains(" 400 ") || l.contains(" 408 ")), "short JSON: {status:?}");
+    let form = b"email=ada%40example.org&pass";
+    let head = format!(
+        "POST /oauth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        form.len() + 100
+    );
+    let status = raw_status(app, &head, form);
+    assert!(status.as_deref().is_some_and(|l| l.contains(" 400 ")), "short form: {status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "answered in bounded time: {:?}",
+        started.elapsed()
+    );
+}
+
 both!(
     a_bad_transfer_address_is_the_patients_to_fix,
     non_object_bodies_are_refused,
