@@ -12,6 +12,9 @@ pub struct Config {
     /// The public URL of the service, without a trailing slash; the FHIR base is `{base_url}/fhir`.
     pub base_url: String,
     pub body_limit: usize,
+    /// Seconds a request body may go without a byte arriving before it is refused (400): a body
+    /// cut short would otherwise hold its request open for good.
+    pub body_timeout_secs: u64,
     pub pool_size: u32,
     pub secret_key: Option<String>,
     /// Access token lifetime in seconds.
@@ -66,6 +69,9 @@ pub struct Overrides {
     /// Largest request body in bytes [env: HEALTHFOLIO_BODY_LIMIT] [default: 10485760]
     #[arg(long, env = "HEALTHFOLIO_BODY_LIMIT", hide_env = true)]
     pub body_limit: Option<usize>,
+    /// Seconds a request body may pause before it is refused [env: HEALTHFOLIO_BODY_TIMEOUT] [default: 10]
+    #[arg(long, env = "HEALTHFOLIO_BODY_TIMEOUT", hide_env = true)]
+    pub body_timeout: Option<u64>,
     /// Database connections per process [env: HEALTHFOLIO_POOL_SIZE] [default: 16]
     #[arg(long, env = "HEALTHFOLIO_POOL_SIZE", hide_env = true)]
     pub pool_size: Option<u32>,
@@ -115,6 +121,7 @@ struct FileConfig {
     database_url: Option<String>,
     base_url: Option<String>,
     body_limit: Option<usize>,
+    body_timeout: Option<u64>,
     pool_size: Option<u32>,
     token_lifetime: Option<i64>,
     open_registration: Option<bool>,
@@ -171,6 +178,7 @@ impl Config {
             database_url,
             base_url,
             body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
+            body_timeout_secs: o.body_timeout.or(file.body_timeout).unwrap_or(10).max(1),
             pool_size: o.pool_size.or(file.pool_size).unwrap_or(16).max(1),
             token_lifetime: o.token_lifetime.or(file.token_lifetime).unwrap_or(900).clamp(60, 3600),
             open_registration: o.open_registration || file.open_registration.unwrap_or(false),
@@ -207,8 +215,8 @@ impl Config {
             None => "off".into(),
         };
         format!(
-            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}\nbehind_proxy = {}",
-            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.pool_size, self.token_lifetime,
+            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\nbody_timeout = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}\nbehind_proxy = {}",
+            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.body_timeout_secs, self.pool_size, self.token_lifetime,
             self.bulk_dir.display(), self.bulk.lease_secs, self.bulk.pause_ms, self.sync_interval_secs, self.open_signup,
             self.behind_proxy
         )

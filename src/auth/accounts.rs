@@ -116,6 +116,12 @@ pub fn by_fhir_user(conn: &mut Conn, fhir_user: &str) -> Result<Option<Account>,
     Ok(conn.first(&q)?)
 }
 
+/// Whether someone signs in as `fhir_user` (`Patient/…`, `Practitioner/…`) here.
+pub fn exists_for(conn: &mut Conn, fhir_user: &str) -> Result<bool, crate::db::DbError> {
+    let q = Sql::with("SELECT COUNT(*) AS n FROM accounts WHERE fhir_user = ?", [Bind::Text(fhir_user.into())]);
+    Ok(conn.first::<Int>(&q)?.is_some_and(|c| c.n > 0))
+}
+
 /// Checks a sign-in. Slow on purpose (argon2), so callers run it off the async workers.
 pub fn login(conn: &mut Conn, email: &str, pw: &str, address: &str) -> Result<Account, LoginError> {
     let now = now_micros();

@@ -41,6 +41,11 @@ impl DbError {
         )
     }
 
+    /// A rule the database itself keeps refused the change: its triggers raise `refused: …`.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DbError::Query(diesel::result::Error::DatabaseError(_, info)) if info.message().starts_with("refused: "))
+    }
+
     /// Two writers raced (a key, a serialization conflict, a deadlock one of them lost): trying
     /// again, once the other has committed, can succeed.
     pub fn is_race(&self) -> bool {

@@ -10,7 +10,7 @@ use crate::access::AccessContext;
 use crate::audit::AuditEntry;
 use crate::db::Conn;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Bundles larger than this are refused before any work (hostile input).
 pub const MAX_ENTRIES: usize = 100_000;
@@ -285,6 +285,9 @@ fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, FhirError> {
         }
         let if_match = text("ifMatch").map(|m| parse_etag(&m)).transpose()?;
         let resource = e.get("resource").cloned();
+        if resource.as_ref().is_some_and(|r| !r.is_object()) {
+            return Err(FhirError::invalid(format!("entry {index}: the resource must be a JSON object")));
+        }
         if matches!(method.as_str(), "POST" | "PUT") && resource.is_none() {
             return Err(FhirError::invalid(format!("entry {index} ({method} {url}) has no resource")));
         }
@@ -348,19 +351,28 @@ fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-fn conditional_refs(v: &Value, out: &mut Vec<String>) {
+/// Calls `f` with every `reference` string in `v`.
+fn each_reference<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
                 match (k.as_str(), child) {
-                    ("reference", Value::String(s)) if s.contains('?') => out.push(s.clone()),
-                    _ => conditional_refs(child, out),
+                    ("reference", Value::String(s)) => f(s),
+                    _ => each_reference(child, f),
                 }
             }
         }
-        Value::Array(a) => a.iter().for_each(|c| conditional_refs(c, out)),
+        Value::Array(a) => a.iter().for_each(|c| each_reference(c, f)),
         _ => {}
     }
+}
+
+fn conditional_refs(v: &Value, out: &mut Vec<String>) {
+    each_reference(v, &mut |s| {
+        if s.contains('?') {
+            out.push(s.to_string())
+        }
+    });
 }
 
 /// Assigns ids to the transaction's new resources and resolves conditional references, so every
@@ -482,11 +494,33 @@ fn prefix_error(err: FhirError, e: &Entry) -> FhirError {
     }
 }
 
+/// FHIR R4 §3.1.0.11.1: batch entries must not depend on each other, and the server checks it.
+/// A reference to another entry's fullUrl is refused for that entry; it is never resolved.
+fn refers_to_another_entry(e: &Entry, full_urls: &HashSet<&str>) -> Result<(), FhirError> {
+    let mut found = None;
+    if let Some(r) = &e.resource {
+        each_reference(r, &mut |s| {
+            if found.is_none() && full_urls.contains(s) && e.full_url.as_deref() != Some(s) {
+                found = Some(s.to_string());
+            }
+        });
+    }
+    match found {
+        Some(r) => Err(FhirError::invalid(format!(
+            "reference '{r}' names another entry of this batch: batch entries are independent and are not \
+             resolved against each other; send them as a transaction, or refer to a resource already stored"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
     search::serialise_conditional(conn, conditional_writes(base, &entries))?;
+    let full_urls: HashSet<&str> = entries.iter().filter_map(|e| e.full_url.as_deref()).collect();
     let mut results = Vec::with_capacity(entries.len());
     for e in &entries {
         let r = conn.savepoint(|c| {
+            refers_to_another_entry(e, &full_urls)?;
             let mut refs = Refs::default();
             let out = match &e.if_none_exist {
                 Some(q) => {
@@ -519,9 +553,12 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
     let (t, id, query) = split_url(base, &e.url);
     let t = known_type(t, e.index)?;
     match (e.method.as_str(), id, query) {
-        ("POST", Some(id), None) => {
+        // A transaction has assigned the id already (its entries may refer to it); a batch's
+        // entries stand alone and get theirs here.
+        ("POST", id, None) => {
             let body = e.resource.clone().unwrap_or_default();
-            let s = create_in(conn, ctx, refs, t, body, id.to_string(), "POST")?;
+            let id = id.map_or_else(new_id, str::to_string);
+            let s = create_in(conn, ctx, refs, t, body, id, "POST")?;
             record_author(conn, ctx, refs, &s)?;
             Ok(response("201 Created", Some(&s)))
         }

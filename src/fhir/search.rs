@@ -4,6 +4,7 @@ use super::index::{normalize, normalize_system};
 use super::params::{self, find, Kind, Param};
 use super::store::{Row, Stored, ROW_COLUMNS};
 use super::time::{parse_range, Range, OPEN_HI, OPEN_LO};
+use super::validate::NUL_REFUSED;
 use super::{FhirError, Interaction};
 use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Int, Sql};
@@ -77,6 +78,10 @@ pub fn run(conn: &mut Conn, ctx: &AccessContext, req: &SearchRequest) -> Result<
     let mut out = SearchResult::default();
     let mut plan = Plan { count: DEFAULT_COUNT, ..Plan::default() };
     for (name, value) in &req.params {
+        // Queries also arrive inside Bundles and conditional references, not only in URLs.
+        if name.contains('\0') || value.contains('\0') {
+            return Err(FhirError::invalid(format!("search parameter '{}': {NUL_REFUSED}", name.replace('\0', ""))));
+        }
         let known = if CONTROL.contains(&base_name(name)) {
             control(&req.rtype, name, value, &mut plan, &mut out)?
         } else {

@@ -941,8 +941,17 @@ pub(crate) fn delete_in(
         "UPDATE resources SET version_id = ?, last_updated = ?, deleted = 1 WHERE rid = ? AND version_id = ?",
         [Bind::Int(version), Bind::Int(now), Bind::Int(row.rid), Bind::Int(row.version_id)],
     );
-    if conn.execute(&q)? != 1 {
-        return Err(FhirError::Conflict(format!("{rtype}/{id} was changed while deleting it")));
+    // A login would outlive the person it signs in as: the database refuses (migration 000014).
+    match conn.execute(&q) {
+        Ok(1) => {}
+        Ok(_) => return Err(FhirError::Conflict(format!("{rtype}/{id} was changed while deleting it"))),
+        Err(e) if e.is_refusal() => {
+            return Err(FhirError::Conflict(format!(
+                "{rtype}/{id} has a sign-in account here: the account must be closed before the {} is deleted",
+                rtype.to_lowercase()
+            )))
+        }
+        Err(e) => return Err(e.into()),
     }
     let stored = Stored {
         rtype: rtype.to_string(),

@@ -19,6 +19,26 @@ fn rule(m: String) -> Violation {
     Violation::Unprocessable(m)
 }
 
+/// PostgreSQL can neither store nor compare text holding U+0000 (SQLite can), and FHIR strings
+/// may not hold it anyway (R4 §2.24.0.1: no code point below 32 but tab, CR and LF). Refused
+/// wherever text arrives, so both databases answer alike.
+pub const NUL_REFUSED: &str = "text must not contain the character U+0000 (NUL)";
+
+/// Whether URL-encoded text decodes to a NUL (`%00`; a raw NUL byte is not valid in a URL).
+pub fn encodes_nul(text: &[u8]) -> bool {
+    text.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00")) || text.contains(&0)
+}
+
+/// Whether any string or key of a JSON value holds a NUL.
+pub fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 /// NHS number Modulus 11 (conformance §8.1); spaces ignored, `0000000000` refused.
 pub fn nhs_number_valid(s: &str) -> bool {
     let d: Option<Vec<u32>> = s.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_digit(10)).collect();
@@ -344,6 +364,9 @@ fn agents(b: &Value) -> Check {
 /// Validates a resource of a supported type (its `resourceType` is checked by the caller).
 pub fn validate(rtype: &str, body: &Value) -> Result<(), Violation> {
     let Value::Object(o) = body else { return Err(invalid(format!("a {rtype} must be a JSON object"))) };
+    if holds_nul(body) {
+        return Err(invalid(format!("{rtype}: {NUL_REFUSED}")));
+    }
     if let Some(id) = o.get("id") {
         if !id.as_str().is_some_and(crate::fhir::valid_id) {
             return Err(invalid(format!("{rtype}.id {id} is not a valid FHIR id ([A-Za-z0-9-.], at most 64)")));

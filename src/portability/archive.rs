@@ -12,6 +12,7 @@ use crate::db::{Bind, Conn, Sql};
 use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::reference::{self, Target};
 use crate::fhir::store::{assembled_provenance, check_refs, create_many_in, new_id, Refs};
+use crate::fhir::validate::{holds_nul, NUL_REFUSED};
 use crate::fhir::{now_micros, resource_type, time, valid_id, FhirError, Interaction, Store, READ_ONLY_TYPES};
 use askama::Template;
 use serde::{Deserialize, Serialize};
@@ -221,7 +222,13 @@ pub fn parse_lines(ndjson: &[u8]) -> Result<Vec<Value>, FhirError> {
                 serde_json::from_slice::<serde::de::IgnoredAny>(line).map_err(bad)?;
                 out.push(serde_json::json!({"resourceType": t}));
             }
-            None => out.push(serde_json::from_slice(line).map_err(bad)?),
+            None => {
+                let v = serde_json::from_slice(line).map_err(bad)?;
+                if holds_nul(&v) {
+                    return Err(FhirError::invalid(format!("line {}: {NUL_REFUSED}", i + 1)));
+                }
+                out.push(v)
+            }
         }
     }
     Ok(out)

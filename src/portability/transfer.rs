@@ -109,15 +109,29 @@ fn discover(p: &Partner) -> Result<(String, String), FhirError> {
 /// one this service registers itself with (RFC 7591, as a public app using PKCE) when that
 /// provider allows it. Plain http is accepted only when `allow_http` (this service is not on
 /// https itself: development and tests). Returns the partner's name.
-pub fn connect_partner(db: &Db, address: &str, redirect: &str, allow_http: bool) -> Result<String, FhirError> {
-    let url = url::Url::parse(address.trim())
+/// The provider address a patient typed, checked before anything is asked of it: an error here is
+/// the patient's to correct, not the other side's.
+pub fn parse_address(address: &str, allow_http: bool) -> Result<(url::Url, String), FhirError> {
+    let address = address.trim();
+    if address.is_empty() {
+        return Err(err(
+            "Enter the address of your other provider's record service, such as https://records.example.nhs.uk/fhir",
+        ));
+    }
+    let url = url::Url::parse(address)
         .map_err(|_| err("That address is not a web address: it should look like https://provider.example/fhir"))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_http => {}
         _ => return Err(err("The address must start with https://")),
     }
-    let host = url.host_str().ok_or_else(|| err("That address has no host name"))?.to_string();
+    let host =
+        url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| err("That address has no host name"))?.to_string();
+    Ok((url, host))
+}
+
+pub fn connect_partner(db: &Db, address: &str, redirect: &str, allow_http: bool) -> Result<String, FhirError> {
+    let (url, host) = parse_address(address, allow_http)?;
     let fhir_base = url.as_str().trim_end_matches('/').to_string();
     if let Some(p) = partners(db)?.into_iter().find(|p| p.fhir_base == fhir_base) {
         return Ok(p.name);

@@ -70,6 +70,13 @@ pub(crate) fn capitalised(s: &str) -> String {
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
+/// Whether `patient`'s record is held here: a login can outlive it (a restore of an older
+/// backup, a deletion made before logins kept their records).
+pub fn record_held(store: &Store, patient: &str) -> Result<bool, PortalError> {
+    let mut conn = store.db.conn()?;
+    Ok(crate::fhir::store::current(&mut conn, "Patient", patient)?.is_some_and(|r| r.deleted == 0))
+}
+
 pub fn own_patient(ctx: &AccessContext) -> Result<&str, PortalError> {
     ctx.compartment().ok_or(PortalError::NoPatient)
 }

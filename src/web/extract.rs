@@ -3,6 +3,7 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::access::AccessContext;
+use crate::fhir::validate::{holds_nul, NUL_REFUSED};
 use crate::fhir::FhirError;
 use actix_web::dev::Payload;
 use actix_web::{http::header, web, FromRequest, HttpRequest};
@@ -47,6 +48,21 @@ pub async fn bearer(state: &web::Data<AppState>, auth: Option<String>) -> Result
     })
     .await??;
     Ok(ctx)
+}
+
+/// A JSON request body, refused with 400 when it is not JSON or holds a NUL anywhere (see
+/// [`NUL_REFUSED`]): nothing below ever sees one.
+pub fn json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let v = serde_json::from_slice(body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    nul_free(&v)?;
+    Ok(v)
+}
+
+pub fn nul_free(v: &serde_json::Value) -> Result<(), ApiError> {
+    if holds_nul(v) {
+        return Err(FhirError::invalid(format!("the body: {NUL_REFUSED}")).into());
+    }
+    Ok(())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.

@@ -1,7 +1,7 @@
 //! FHIR REST routes at `{base}/fhir`.
 
 use super::error::ApiError;
-use super::extract::{read_body, Caller};
+use super::extract::{json, read_body, Caller};
 use super::{AppState, FHIR_JSON};
 use crate::audit::AuditQuery;
 use crate::fhir::bundle::{history_bundle, outcome, parse_etag, searchset, searchset_text};
@@ -86,7 +86,13 @@ fn json_body(req: &HttpRequest, body: &[u8], patch: bool) -> Result<Value, ApiEr
         let want = if patch { "application/json-patch+json" } else { "application/fhir+json" };
         return Err(ApiError::UnsupportedMedia(format!("Content-Type '{ct}' is not accepted here: send {want}")));
     }
-    serde_json::from_slice(body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")).into())
+    let v = json(body)?;
+    // A resource (or Bundle) is an object; refused here, no handler below ever indexes into
+    // anything else. A JSON Patch is an array, checked as a Patch where it is applied.
+    if !patch && !v.is_object() {
+        return Err(FhirError::invalid("the body must be a FHIR resource: a JSON object").into());
+    }
+    Ok(v)
 }
 
 fn render(status: StatusCode, v: &Value, n: &Negotiated) -> HttpResponse {

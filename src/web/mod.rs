@@ -6,6 +6,7 @@ mod bulk;
 pub mod error;
 pub mod extract;
 mod fhir;
+mod intake;
 mod invite;
 pub mod limits;
 mod oauth;
@@ -112,6 +113,7 @@ pub fn server(hf: Healthfolio, listener: TcpListener) -> std::io::Result<Server>
         App::new()
             .app_data(state.clone())
             .wrap(middleware::Compress::default())
+            .wrap(middleware::from_fn(intake::intake))
             .wrap(middleware::from_fn(limits::in_flight))
             .wrap(middleware::from_fn(observe::observe))
             .wrap(security_headers(https))

@@ -111,7 +111,33 @@ pub(super) async fn signed_in(
     let p = s.account.patient_id().map(str::to_string).ok_or_else(|| {
         page_error(StatusCode::FORBIDDEN, "This portal is for patients", "Sign in with a patient account.")
     })?;
+    record_held(state, &p, &s.row.csrf).await?;
     Ok((s.row.csrf, p))
+}
+
+#[derive(Template)]
+#[template(path = "portal_unavailable.html")]
+struct UnavailablePage<'a> {
+    csrf: &'a str,
+}
+
+/// A signed-in patient whose record is not held here (deleted, or absent after a restore) gets a
+/// page saying so, with sign-out, instead of pages that have nothing to show.
+pub(super) async fn record_held(state: &web::Data<AppState>, patient: &str, csrf: &str) -> Result<(), HttpResponse> {
+    let (store, id) = (state.hf.store.clone(), patient.to_string());
+    match web::block(move || crate::portal::record_held(&store, &id)).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(pages::html(StatusCode::NOT_FOUND, UnavailablePage { csrf }.render())),
+        Ok(Err(e)) => {
+            tracing::error!("portal: {e}");
+            Err(page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "Your record could not be reached just now.",
+            ))
+        }
+        Err(_) => Err(page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy just now.")),
+    }
 }
 
 pub(super) fn login_page(
@@ -336,6 +362,10 @@ fn basic_auth(req: &HttpRequest) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
+    // Percent-encoded inside base64, out of the request guard's sight: a NUL names no client.
+    if crate::fhir::validate::encodes_nul(text.as_bytes()) {
+        return None;
+    }
     let unescape = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     Some((unescape(id), unescape(secret)))
 }
@@ -487,7 +517,10 @@ async fn register(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
             "self-registration is disabled here: ask the operator to register your app",
         ));
     }
-    let r: crate::auth::clients::Registration = match serde_json::from_slice(&body) {
+    let parsed = super::extract::json(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()));
+    let r: crate::auth::clients::Registration = match parsed {
         Ok(r) => r,
         Err(e) => {
             return HttpResponse::BadRequest()

@@ -1,7 +1,7 @@
 //! FHIR operations on a record: `$everything`, `$summary`, `$phr-export`, `$phr-import`.
 
 use super::error::ApiError;
-use super::extract::{read_body, Caller};
+use super::extract::{json, nul_free, read_body, Caller};
 use super::AppState;
 use crate::access::Reach;
 use crate::fhir::bundle::searchset_text;
@@ -128,6 +128,7 @@ async fn phr_import(
 /// A collection Bundle (source from `meta.source`) or NDJSON lines (source unknown).
 fn import_lines(body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        nul_free(&v)?;
         if v["resourceType"] != "Bundle" {
             return Err(FhirError::invalid("$phr-import takes a Bundle or NDJSON").into());
         }
@@ -155,8 +156,7 @@ async fn process_message(
         return Err(ApiError::UnsupportedMedia("send the message as application/fhir+json".into()));
     }
     let body = read_body(payload, state.hf.config.body_limit).await?;
-    let bundle: Value =
-        serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let bundle = json(&body)?;
     let writer = state.messages.clone();
     let answer = writer.process(caller.0, bundle).await?;
     Ok(json_response(&answer))
@@ -183,13 +183,12 @@ async fn bulk_import(
     }
     let source = params(&req)?.into_iter().find(|(k, _)| k == "source").map(|(_, v)| v);
     let body = read_body(payload, state.hf.config.body_limit).await?;
+    let p = if ndjson { Value::Null } else { json(&body)? };
     let hf = state.hf.clone();
     let client = state.sources.clone();
     let outcomes = web::block(move || -> Result<_, FhirError> {
         use crate::federation::ingest::{self, Feed, FileOutcome};
         if !ndjson {
-            let p: Value = serde_json::from_slice(&body)
-                .map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
             return ingest::import(&hf.db, &hf.keys, &client, &p);
         }
         let name = source.ok_or_else(|| FhirError::invalid("name the source: $import?source=NAME"))?;
@@ -224,8 +223,7 @@ async fn close_record(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, state.hf.config.body_limit).await?;
-    let params: Value =
-        serde_json::from_slice(&body).map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))?;
+    let params = json(&body)?;
     let replaced_by = params["parameter"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == "replacedBy"))

@@ -177,6 +177,7 @@ async fn signed_in(req: &HttpRequest, state: &web::Data<AppState>) -> Result<Pat
             "Sign in with a patient account.",
         ));
     };
+    super::oauth::record_held(state, &patient, &session.row.csrf).await?;
     let ctx = AccessContext::patient_self(&patient, &session.account.id);
     Ok(Patient { session, ctx })
 }

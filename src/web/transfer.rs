@@ -24,27 +24,48 @@ struct TransferPage {
     partners: Vec<Partner>,
     notice: Option<String>,
     error: Option<String>,
+    /// What the patient typed as the address, and what to correct in it.
+    address: String,
+    address_error: Option<String>,
 }
 
 fn redirect_uri(state: &AppState) -> String {
     format!("{}/portal/transfer/callback", state.hf.config.base_url)
 }
 
-async fn render(
-    state: &web::Data<AppState>,
-    csrf: String,
-    notice: Option<String>,
-    error: Option<String>,
-) -> HttpResponse {
+/// What the page says: a notice, the other side's failure (502), or the patient's address to fix (400).
+enum Outcome {
+    Shown(Option<String>),
+    Upstream(String),
+    Address { typed: String, error: String },
+}
+
+async fn render(state: &web::Data<AppState>, csrf: String, outcome: Outcome) -> HttpResponse {
     let db = state.hf.db.clone();
     let partners = web::block(move || transfer::partners(&db)).await.ok().and_then(Result::ok).unwrap_or_default();
-    let status = if error.is_some() { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
-    html(status, TransferPage { section: "transfer", csrf, partners, notice, error }.render())
+    let page = TransferPage {
+        section: "transfer",
+        csrf,
+        partners,
+        notice: None,
+        error: None,
+        address: String::new(),
+        address_error: None,
+    };
+    let (status, page) = match outcome {
+        Outcome::Shown(notice) => (StatusCode::OK, TransferPage { notice, ..page }),
+        Outcome::Upstream(e) => (StatusCode::BAD_GATEWAY, TransferPage { error: Some(e), ..page }),
+        Outcome::Address { typed, error } => (
+            StatusCode::BAD_REQUEST,
+            TransferPage { error: Some(error.clone()), address: typed, address_error: Some(error), ..page },
+        ),
+    };
+    html(status, page.render())
 }
 
 async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     match signed_in(&req, &state).await {
-        Ok((csrf, _)) => render(&state, csrf, None, None).await,
+        Ok((csrf, _)) => render(&state, csrf, Outcome::Shown(None)).await,
         Err(r) => r,
     }
 }
@@ -68,10 +89,17 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Sta
     if form.csrf != csrf {
         return page_error(StatusCode::FORBIDDEN, "This form has expired", "Go back, reload the page and try again.");
     }
+    let allow_http = state.hf.config.base_url.starts_with("http://");
+    // No provider chosen from the list: the typed address is the patient's to get right.
+    if form.partner.is_empty() || !form.address.trim().is_empty() {
+        if let Err(e) = transfer::parse_address(&form.address, allow_http) {
+            let outcome = Outcome::Address { typed: form.address.clone(), error: e.to_string() };
+            return render(&state, csrf, outcome).await;
+        }
+    }
     let (db, redirect, partner) = (state.hf.db.clone(), redirect_uri(&state), form.partner.clone());
     let moving = form.mode.as_deref() == Some("move");
     let address = form.address.trim().to_string();
-    let allow_http = state.hf.config.base_url.starts_with("http://");
     let begun = web::block(move || {
         let partner =
             if address.is_empty() { partner } else { transfer::connect_partner(&db, &address, &redirect, allow_http)? };
@@ -79,7 +107,7 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Sta
     });
     match begun.await {
         Ok(Ok(url)) => see_other(&url),
-        Ok(Err(e)) => render(&state, csrf, None, Some(e.to_string())).await,
+        Ok(Err(e)) => render(&state, csrf, Outcome::Upstream(e.to_string())).await,
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }
 }
@@ -101,8 +129,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ca
         return render(
             &state,
             csrf,
-            None,
-            Some(format!("The other provider did not agree ({why}). Nothing was copied.")),
+            Outcome::Upstream(format!("The other provider did not agree ({why}). Nothing was copied.")),
         )
         .await;
     };
@@ -116,9 +143,11 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ca
                 entries(r.created),
                 entries(r.already_present)
             );
-            render(&state, csrf, Some(msg), None).await
+            render(&state, csrf, Outcome::Shown(Some(msg))).await
         }
-        Ok(Err(e)) => render(&state, csrf, None, Some(format!("{e}. Nothing was copied; you can try again."))).await,
+        Ok(Err(e)) => {
+            render(&state, csrf, Outcome::Upstream(format!("{e}. Nothing was copied; you can try again."))).await
+        }
         Err(_) => page_error(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "The service is busy."),
     }
 }

@@ -1,0 +1,1 @@
+DROP TRIGGER resources_keep_signed_in_person;
