@@ -146,7 +146,9 @@ pub(crate) fn everything_in(
         out.next_cursor = rows.last().map(|r| r.rid.to_string());
     }
     out.matches = rows.into_iter().map(Stored::from).collect();
-    out.included = referenced_shared(conn, &out.matches, |_| true)?;
+    // `_type` names the types returned, included ones too (FHIR R4 `$everything`).
+    let named = |t: &str| req.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
+    out.included = referenced_shared(conn, &out.matches, named)?;
     Ok(out)
 }
 

@@ -94,6 +94,39 @@ fn everything_pages_and_includes(app: &TestApp) {
         .all(|e| e["resource"]["resourceType"] == "AllergyIntolerance"));
 }
 
+/// `_type` names the types returned, and only those: what the record refers to comes with it
+/// when its type is named too (FHIR R4 `$everything`), and always without `_type`.
+fn everything_type_returns_only_those_types(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let doctor = app.create(json!({"resourceType": "Practitioner", "name": [{"family": "Khan", "given": ["Amir"]}]}));
+    let (code, display) = SIMVASTATIN;
+    let mut mr = medication_request(&p, code, display, "active", "2025-04-01");
+    mr["requester"] = json!({"reference": format!("Practitioner/{doctor}")});
+    app.create(mr);
+    let c = app.client();
+    let types = |query: &str| {
+        let r = c.get(&format!("Patient/{p}/$everything{query}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.entries()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let named = types("?_type=MedicationRequest,AllergyIntolerance");
+    assert_eq!(named, ["AllergyIntolerance", "MedicationRequest"].map(String::from).into(), "only the types named");
+    let with_medicines = types("?_type=MedicationStatement,Medication");
+    assert_eq!(with_medicines, ["Medication", "MedicationStatement"].map(String::from).into());
+    let whole = types("");
+    for t in ["Patient", "MedicationRequest", "Medication", "Practitioner"] {
+        assert!(whole.contains(t), "{t} in the whole record: {whole:?}");
+    }
+    let exported = c.get(&format!("Patient/{p}/$phr-export?outputFormat=ndjson&_type=MedicationRequest"));
+    assert_eq!(exported.status, 200, "{}", exported.text);
+    let lines: Vec<Value> = exported.text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 3, "{}", exported.text);
+    assert!(lines.iter().all(|l| l["resourceType"] == "MedicationRequest"), "{}", exported.text);
+}
+
 fn summary_is_an_ips_document(app: &TestApp) {
     let p = seed(app, NHS[0]);
     let r = app.client().get(&format!("Patient/{p}/$summary"));
@@ -303,6 +336,7 @@ fn patient_app_exports_only_own_record(app: &TestApp) {
 
 both!(
     everything_pages_and_includes,
+    everything_type_returns_only_those_types,
     summary_is_an_ips_document,
     phr_round_trip_between_two_instances,
     archive_round_trip_and_refusals,
