@@ -9,7 +9,7 @@ mod read;
 mod view;
 
 pub use read::read_events;
-pub use view::{audit_event_json, search_audit_events, AuditQuery, AuditRow};
+pub use view::{audit_event_json, search_audit_events, write_audit_event, AuditQuery, AuditRow};
 
 use crate::auth::AccessContext;
 use crate::db::{Bind, Conn, Db, DbError, Sql};
