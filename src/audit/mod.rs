@@ -7,7 +7,7 @@
 
 mod view;
 
-pub use view::{audit_event_json, search_audit_events, AuditQuery, AuditRow};
+pub use view::{audit_event_json, search_audit_events, write_audit_event, AuditQuery, AuditRow};
 
 use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Db, DbError, Sql};

@@ -4,7 +4,8 @@ use crate::db::{Conn, DbError, Sql};
 use crate::time::format_instant;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 #[derive(QueryableByName, Debug, Clone)]
 pub struct AuditRow {
@@ -85,42 +86,148 @@ pub fn search_audit_events(conn: &mut Conn, q: &AuditQuery) -> Result<Vec<AuditR
 
 /// An access-log row as a FHIR AuditEvent.
 pub fn audit_event_json(r: &AuditRow) -> Value {
-    let mut entity = Vec::new();
-    if let (Some(t), Some(id)) = (&r.res_type, &r.res_id) {
-        entity.push(json!({"what": {"reference": format!("{t}/{id}")}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"}}));
-    } else if let Some(q) = &r.query {
-        entity.push(json!({"query": base64_of(q), "description": q}));
+    serde_json::to_value(AuditEvent::of(r)).unwrap_or(Value::Null)
+}
+
+/// Appends an access-log row as one line of FHIR AuditEvent JSON (no newline). An export writes
+/// tens of thousands of these: serialized as they are read, without a `Value` tree for each (that
+/// tree was most of the time of exporting a long access log).
+pub fn write_audit_event(r: &AuditRow, out: &mut Vec<u8>) {
+    // Writing plain structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, &AuditEvent::of(r));
+}
+
+const ENTITY_TYPES: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+
+/// The AuditEvent of a row, fields in the order the view has always had.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditEvent<'a> {
+    resource_type: &'static str,
+    id: &'a str,
+    meta: Meta,
+    #[serde(rename = "type")]
+    kind: Coding<'a>,
+    subtype: [Coding<'a>; 1],
+    action: &'a str,
+    recorded: String,
+    outcome: String,
+    agent: [Agent<'a>; 1],
+    source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome_desc: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entity: Vec<Entity<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extension: Option<[Count; 1]>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    version_id: &'static str,
+    last_updated: String,
+}
+
+#[derive(Serialize)]
+struct Coding<'a> {
+    system: &'static str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Agent<'a> {
+    who: Display<'a>,
+    requestor: bool,
+    alt_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Display<'a> {
+    display: &'a str,
+}
+
+#[derive(Serialize)]
+struct Source {
+    observer: Display<'static>,
+}
+
+#[derive(Serialize)]
+struct Reference {
+    reference: String,
+}
+
+/// A resource or person the event was about (`what`, `type`), or the query it ran.
+#[derive(Serialize)]
+struct Entity<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<Reference>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<Coding<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Count {
+    url: &'static str,
+    value_integer: i64,
+}
+
+impl<'a> AuditEvent<'a> {
+    fn of(r: &'a AuditRow) -> AuditEvent<'a> {
+        let about = |reference: String, code, display| Entity {
+            what: Some(Reference { reference }),
+            kind: Some(Coding { system: ENTITY_TYPES, code, display: Some(display) }),
+            query: None,
+            description: None,
+        };
+        let mut entity = Vec::new();
+        if let (Some(t), Some(id)) = (&r.res_type, &r.res_id) {
+            entity.push(about(format!("{t}/{id}"), "2", "System Object"));
+        } else if let Some(q) = &r.query {
+            entity.push(Entity { what: None, kind: None, query: Some(base64_of(q)), description: Some(q) });
+        }
+        if let Some(p) = &r.patient_id {
+            entity.push(about(format!("Patient/{p}"), "1", "Person"));
+        }
+        let recorded = format_instant(r.recorded);
+        AuditEvent {
+            resource_type: "AuditEvent",
+            id: &r.id,
+            meta: Meta { version_id: "1", last_updated: recorded.clone() },
+            kind: Coding {
+                system: "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                code: "rest",
+                display: Some("RESTful Operation"),
+            },
+            subtype: [Coding {
+                system: "http://hl7.org/fhir/restful-interaction",
+                code: &r.interaction,
+                display: None,
+            }],
+            action: &r.action,
+            recorded,
+            outcome: r.outcome.to_string(),
+            agent: [Agent {
+                who: Display { display: r.subject.as_deref().unwrap_or_default() },
+                requestor: true,
+                alt_id: r.client_id.as_deref().unwrap_or_default(),
+            }],
+            source: Source { observer: Display { display: "Healthfolio" } },
+            outcome_desc: r.detail.as_deref(),
+            entity,
+            extension: r.count.map(|n| {
+                [Count { url: "https://healthfolio.example/fhir/StructureDefinition/result-count", value_integer: n }]
+            }),
+        }
     }
-    if let Some(p) = &r.patient_id {
-        entity.push(json!({"what": {"reference": format!("Patient/{p}")}, "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"}}));
-    }
-    let mut ev = json!({
-        "resourceType": "AuditEvent",
-        "id": r.id,
-        "meta": {"versionId": "1", "lastUpdated": format_instant(r.recorded)},
-        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"},
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": r.interaction}],
-        "action": r.action,
-        "recorded": format_instant(r.recorded),
-        "outcome": r.outcome.to_string(),
-        "agent": [{
-            "who": {"display": r.subject.clone().unwrap_or_default()},
-            "requestor": true,
-            "altId": r.client_id.clone().unwrap_or_default()
-        }],
-        "source": {"observer": {"display": "Healthfolio"}},
-    });
-    if let Some(d) = &r.detail {
-        ev["outcomeDesc"] = Value::String(d.clone());
-    }
-    if !entity.is_empty() {
-        ev["entity"] = Value::Array(entity);
-    }
-    if let Some(n) = r.count {
-        ev["extension"] =
-            json!([{"url": "https://healthfolio.example/fhir/StructureDefinition/result-count", "valueInteger": n}]);
-    }
-    ev
 }
 
 fn base64_of(s: &str) -> String {

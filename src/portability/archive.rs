@@ -7,7 +7,7 @@
 use super::summary::label;
 use super::{everything_in, EverythingRequest};
 use crate::access::{AccessContext, Reach};
-use crate::audit::{audit_event_json, search_audit_events, AuditEntry, AuditQuery};
+use crate::audit::{search_audit_events, write_audit_event, AuditEntry, AuditQuery};
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::patient::{by_nhs_number, nhs_number};
 use crate::fhir::reference::{self, Target};
@@ -60,11 +60,38 @@ fn display_name(patient: &Value) -> String {
     format!("{given} {}", n["family"].as_str().unwrap_or_default()).trim().to_string()
 }
 
-/// Every line of the record asked for: resources, shared resources they use, and (unless `_type`
-/// leaves them out) the Consent and AuditEvent views of its grants and access log.
-fn record_lines(store: &Store, ctx: &AccessContext, asked: &EverythingRequest) -> Result<Vec<Value>, FhirError> {
+/// One line of an exported record: its type, id and JSON text (on one line).
+pub struct Line<'a> {
+    pub rtype: &'a str,
+    pub id: &'a str,
+    pub json: &'a [u8],
+}
+
+/// Where an export's lines go, one at a time; an error (the reader went away) stops the export.
+pub type Emit<'a> = dyn FnMut(Line<'_>) -> std::io::Result<()> + 'a;
+
+/// The access log is read this many rows at a time, newest first.
+const AUDIT_PAGE: i64 = 1000;
+/// An export carries at most the newest this many rows of the access log (an archive must stay
+/// under [`MAX_RESOURCES`] lines to be imported again).
+const AUDIT_ROWS: i64 = 100_000;
+
+fn written(e: std::io::Error) -> FhirError {
+    FhirError::invalid(format!("the export could not be written: {e}"))
+}
+
+/// Every line of the record asked for, to `emit`: resources, shared resources they use, and
+/// (unless `_type` leaves them out) the Consent and AuditEvent views of its grants and access
+/// log. The access log can hold tens of thousands of rows: it is read a page at a time and each
+/// row written out as it is read, so no part of the export is held whole. Returns how many lines.
+fn record_lines(
+    store: &Store,
+    ctx: &AccessContext,
+    asked: &EverythingRequest,
+    emit: &mut Emit<'_>,
+) -> Result<usize, FhirError> {
     let mut conn = store.db.conn()?;
-    let mut lines = Vec::new();
+    let mut n = 0;
     let mut seen = HashSet::new();
     let patient = asked.patient.as_str();
     let view = |t: &str| asked.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
@@ -73,7 +100,8 @@ fn record_lines(store: &Store, ctx: &AccessContext, asked: &EverythingRequest) -
         let page = everything_in(&mut conn, ctx, &req)?;
         for s in page.matches.iter().chain(page.included.iter()) {
             if seen.insert((s.rtype.clone(), s.id.clone())) {
-                lines.push(serde_json::from_str(&s.body).unwrap_or(Value::Null));
+                emit(Line { rtype: &s.rtype, id: &s.id, json: s.body.as_bytes() }).map_err(written)?;
+                n += 1;
             }
         }
         match page.next_cursor.and_then(|c| c.parse().ok()) {
@@ -84,23 +112,92 @@ fn record_lines(store: &Store, ctx: &AccessContext, asked: &EverythingRequest) -
     let now = now_micros();
     if view("Consent") {
         for g in crate::consent::list(&mut conn, Some(patient))? {
-            lines.push(crate::consent::consent_json(&g, now));
+            let json = crate::consent::consent_json(&g, now).to_string();
+            emit(Line { rtype: "Consent", id: &g.id, json: json.as_bytes() }).map_err(written)?;
+            n += 1;
         }
     }
     if view("AuditEvent") {
-        let q = AuditQuery { patient: Some(patient.to_string()), limit: 100_000, ..AuditQuery::default() };
-        lines.extend(search_audit_events(&mut conn, &q)?.iter().map(audit_event_json));
+        let mut q = AuditQuery { patient: Some(patient.to_string()), ..AuditQuery::default() };
+        let mut json = Vec::new();
+        let mut left = AUDIT_ROWS;
+        while left > 0 {
+            q.limit = left.min(AUDIT_PAGE);
+            let rows = search_audit_events(&mut conn, &q)?;
+            for r in &rows {
+                json.clear();
+                write_audit_event(r, &mut json);
+                emit(Line { rtype: "AuditEvent", id: &r.id, json: &json }).map_err(written)?;
+            }
+            n += rows.len();
+            left -= rows.len() as i64;
+            match rows.last() {
+                Some(last) if rows.len() as i64 == q.limit => q.before_aid = Some(last.aid),
+                _ => break,
+            }
+        }
     }
-    Ok(lines)
+    Ok(n)
 }
 
-/// The lines of the record `req` asks for, as the caller may see them (the PHR export), audited
-/// as an export.
-pub fn export_lines(store: &Store, ctx: &AccessContext, req: &EverythingRequest) -> Result<Vec<Value>, FhirError> {
+/// The lines of the record `req` asks for, as the caller may see them (the PHR export), to
+/// `emit`; audited as an export. Returns how many.
+pub fn export_lines(
+    store: &Store,
+    ctx: &AccessContext,
+    req: &EverythingRequest,
+    emit: &mut Emit<'_>,
+) -> Result<usize, FhirError> {
     store.read(ctx, "Patient", &req.patient)?;
-    let lines = record_lines(store, ctx, req)?;
-    store.audit.record(ctx, AuditEntry::operation("export", "Patient", &req.patient, Ok(lines.len())));
-    Ok(lines)
+    let n = record_lines(store, ctx, req, emit)?;
+    store.audit.record(ctx, AuditEntry::operation("export", "Patient", &req.patient, Ok(n)));
+    Ok(n)
+}
+
+/// The PHR export's two shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhrFormat {
+    /// One resource a line (`application/fhir+ndjson`).
+    Ndjson,
+    /// One collection Bundle, its `meta.source` this service (what `$phr-import` reads).
+    Bundle,
+}
+
+/// Writes the PHR export of the record `req` asks for to `out`, line by line as it is read.
+pub fn write_phr_export(
+    store: &Store,
+    ctx: &AccessContext,
+    req: &EverythingRequest,
+    format: PhrFormat,
+    out: &mut impl std::io::Write,
+) -> Result<(), FhirError> {
+    let text = |s: &str| Value::String(s.to_string()).to_string();
+    if format == PhrFormat::Bundle {
+        let head = format!(
+            "{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"meta\":{{\"source\":{}}},\"timestamp\":{},\"entry\":[",
+            text(&store.base),
+            text(&time::format_instant(now_micros()))
+        );
+        out.write_all(head.as_bytes()).map_err(written)?;
+    }
+    let mut first = true;
+    export_lines(store, ctx, req, &mut |l| match format {
+        PhrFormat::Ndjson => {
+            out.write_all(l.json)?;
+            out.write_all(b"\n")
+        }
+        PhrFormat::Bundle => {
+            let sep = if std::mem::take(&mut first) { "" } else { "," };
+            let url = text(&format!("{}/{}/{}", store.base, l.rtype, l.id));
+            out.write_all(format!("{sep}{{\"fullUrl\":{url},\"resource\":").as_bytes())?;
+            out.write_all(l.json)?;
+            out.write_all(b"}")
+        }
+    })?;
+    if format == PhrFormat::Bundle {
+        out.write_all(b"]}").map_err(written)?;
+    }
+    out.flush().map_err(written)
 }
 
 /// Writes the archive of `patient`'s record to `out`; returns its manifest.
@@ -113,14 +210,24 @@ pub fn export(
     let p = store.read(ctx, "Patient", patient)?;
     let pv: Value = serde_json::from_str(&p.body).unwrap_or(Value::Null);
     let whole = EverythingRequest { patient: patient.to_string(), ..EverythingRequest::default() };
-    let lines = export_lines(store, ctx, &whole)?;
     let mut ndjson = Vec::new();
-    let mut counts = BTreeMap::new();
-    for l in &lines {
-        *counts.entry(l["resourceType"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
-        ndjson.extend(l.to_string().as_bytes());
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut summary_lines = Vec::new();
+    let resources = export_lines(store, ctx, &whole, &mut |l| {
+        match counts.get_mut(l.rtype) {
+            Some(c) => *c += 1,
+            None => {
+                counts.insert(l.rtype.to_string(), 1);
+            }
+        }
+        ndjson.extend_from_slice(l.json);
         ndjson.push(b'\n');
-    }
+        if matches!(l.rtype, "MedicationStatement" | "MedicationRequest" | "AllergyIntolerance" | "Condition") {
+            let v: Value = serde_json::from_slice(l.json).unwrap_or(Value::Null);
+            summary_lines.push((l.rtype.to_string(), label(&v)));
+        }
+        Ok(())
+    })?;
     let manifest = Manifest {
         format: FORMAT.into(),
         source: store.base.clone(),
@@ -128,19 +235,9 @@ pub fn export(
         patient: patient.to_string(),
         nhs_number: nhs_number(&pv),
         counts,
-        resources: lines.len(),
+        resources,
         sha256: hex(&Sha256::digest(&ndjson)),
     };
-    let summary_lines = lines
-        .iter()
-        .filter(|l| {
-            matches!(
-                l["resourceType"].as_str(),
-                Some("MedicationStatement" | "MedicationRequest" | "AllergyIntolerance" | "Condition")
-            )
-        })
-        .map(|l| (l["resourceType"].as_str().unwrap_or_default().to_string(), label(l)))
-        .collect();
     let html = SummaryPage { manifest: &manifest, name: display_name(&pv), lines: summary_lines }
         .render()
         .map_err(|e| FhirError::invalid(format!("summary page: {e}")))?;

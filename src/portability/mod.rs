@@ -12,8 +12,10 @@ use crate::access::AccessContext;
 use crate::audit::AuditEntry;
 use crate::db::{Bind, Conn, Sql};
 use crate::fhir::search::SearchResult;
-use crate::fhir::store::{Row, Stored, ROW_COLUMNS};
+use crate::fhir::store::{collect_refs, Refs, Row, Stored, ROW_COLUMNS};
 use crate::fhir::{params, time, FhirError, Interaction, Store, RESOURCE_TYPES};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
 
 /// `Patient/{id}/$everything` parameters.
 #[derive(Debug, Clone, Default)]
@@ -140,26 +142,62 @@ pub(crate) fn everything_in(
     let rows: Vec<Row> = conn.load(&q)?;
     let more = rows.len() as i64 > count;
     let rows: Vec<Row> = rows.into_iter().take(count as usize).collect();
-    let rids: Vec<i64> = rows.iter().map(|r| r.rid).collect();
     let mut out = SearchResult { applied: req.applied(), ..SearchResult::default() };
     if more {
-        out.next_cursor = rids.last().map(|r| r.to_string());
+        out.next_cursor = rows.last().map(|r| r.rid.to_string());
     }
     out.matches = rows.into_iter().map(Stored::from).collect();
-    out.included = referenced_shared(conn, &rids)?;
+    // `_type` names the types returned, included ones too (FHIR R4 `$everything`).
+    let named = |t: &str| req.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
+    out.included = referenced_shared(conn, &out.matches, named)?;
     Ok(out)
 }
 
-/// The shared resources (medicines, practitioners, organisations) a set of resources references.
-pub fn referenced_shared(conn: &mut Conn, rids: &[i64]) -> Result<Vec<Stored>, FhirError> {
-    if rids.is_empty() {
-        return Ok(Vec::new());
+/// How many levels of references `$everything` follows from the record: a prescription, its
+/// prescriber's role, the role's practitioner and organisation, and one more for good measure.
+const REFERENCE_LEVELS: usize = 4;
+
+/// FHIR R4 `Patient/$everything` returns the compartment "and any resource referenced from
+/// those": the shared resources (medicines, practitioners, organisations) that `from` refers to,
+/// and what those refer to in turn, each once and none already in `from`. Every relative reference
+/// in a body counts, not only those a search parameter indexes (a Provenance's
+/// `agent.onBehalfOf` is in no index), so that the record can be imported elsewhere whole. Only
+/// shared resources of the types `wanted` come this way: another patient's record is never reached
+/// through a reference, and the patient's own resources are in the compartment already.
+pub fn referenced_shared(
+    conn: &mut Conn,
+    from: &[Stored],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Stored>, FhirError> {
+    let mut held: HashSet<String> = from.iter().map(|s| format!("{}/{}", s.rtype, s.id)).collect();
+    let mut out: Vec<Stored> = Vec::new();
+    // Each level's resources are `from`, then the last ones added to `out`.
+    let mut level_start = None;
+    for _ in 0..REFERENCE_LEVELS {
+        let level = level_start.map_or(from, |i| &out[i..]);
+        let mut refs = Refs::default();
+        for s in level {
+            collect_refs(&serde_json::from_str(&s.body).unwrap_or(Value::Null), &mut refs);
+        }
+        let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (t, id) in refs.relative().filter(|(t, _)| params::is_shared(t) && wanted(t)) {
+            if held.insert(format!("{t}/{id}")) {
+                ids.entry(t).or_default().push(id);
+            }
+        }
+        let before = out.len();
+        for (t, ids) in ids {
+            for chunk in ids.chunks(500) {
+                let mut q =
+                    Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0 AND r.res_type = "));
+                q.text(t).push(" AND r.id IN ").list(chunk.iter().map(|id| Bind::Text((*id).into())));
+                out.extend(conn.load::<Row>(&q)?.into_iter().map(Stored::from));
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+        level_start = Some(before);
     }
-    let mut q = Sql::new(&format!(
-        "SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0 AND r.res_type IN ('Medication', 'Practitioner', 'PractitionerRole', 'Organization') \
-         AND EXISTS (SELECT 1 FROM idx_ref x WHERE x.target_type = r.res_type AND x.target_id = r.id AND x.rid IN "
-    ));
-    q.list(rids.iter().map(|r| Bind::Int(*r))).push(")");
-    let rows: Vec<Row> = conn.load(&q)?;
-    Ok(rows.into_iter().map(Stored::from).collect())
+    Ok(out)
 }

@@ -6,7 +6,7 @@ use super::AppState;
 use crate::access::Reach;
 use crate::fhir::bundle::searchset_text;
 use crate::fhir::FhirError;
-use crate::portability::archive::{self, ImportOptions};
+use crate::portability::archive::{self, ImportOptions, PhrFormat};
 use crate::portability::{federated, summary, EverythingRequest};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -80,24 +80,20 @@ async fn phr_export(
     patient: String,
     q: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
-    let format = q.iter().find(|(k, _)| k == "outputFormat").map(|(_, v)| v.as_str()).unwrap_or("bundle").to_string();
-    if !matches!(format.as_str(), "bundle" | "ndjson" | "application/fhir+ndjson") {
-        return Err(FhirError::invalid(format!("outputFormat={format} is not one of bundle, ndjson")).into());
-    }
+    let phr = match q.iter().find(|(k, _)| k == "outputFormat").map(|(_, v)| v.as_str()).unwrap_or("bundle") {
+        "bundle" => PhrFormat::Bundle,
+        "ndjson" | "application/fhir+ndjson" => PhrFormat::Ndjson,
+        other => return Err(FhirError::invalid(format!("outputFormat={other} is not one of bundle, ndjson")).into()),
+    };
     let req = EverythingRequest::from_params(&patient, q)?;
     let store = state.hf.store.clone();
-    let lines = web::block(move || archive::export_lines(&store, &caller.0, &req)).await??;
-    if format == "bundle" {
-        let entries: Vec<Value> = lines.into_iter().map(|r| json!({"fullUrl": format!("{}/{}/{}", state.hf.store.base, r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default()), "resource": r})).collect();
-        let b = json!({"resourceType": "Bundle", "type": "collection", "meta": {"source": state.hf.store.base}, "timestamp": crate::time::format_instant(crate::time::now_micros()), "entry": entries});
-        return Ok(json_response(&b));
-    }
-    let mut body = String::new();
-    for l in lines {
-        body.push_str(&l.to_string());
-        body.push('\n');
-    }
-    Ok(HttpResponse::Ok().content_type("application/fhir+ndjson").body(body))
+    let body = web::block(move || {
+        let mut body = Vec::new();
+        archive::write_phr_export(&store, &caller.0, &req, phr, &mut body).map(|()| body)
+    })
+    .await??;
+    let content_type = if phr == PhrFormat::Bundle { super::FHIR_JSON } else { "application/fhir+ndjson" };
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
 /// `POST /fhir/$phr-import?strategy=merge|append` with a collection Bundle (or NDJSON).

@@ -451,10 +451,15 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// A `system/*.rs` access token for a new provider system of `org` (SMART Backend Services: a
 /// signed assertion at the token endpoint).
 pub fn provider_system_token(app: &TestApp, org: &str) -> String {
+    provider_system_token_with(app, org, "system/*.rs")
+}
+
+/// The same, asking for `scope` (the client may have up to `system/*.cruds`).
+pub fn provider_system_token_with(app: &TestApp, org: &str, scope: &str) -> String {
     let (pkcs8, jwks) = backend_keys("k1");
     let client_id = backend_client(app, jwks, org);
     let a = assertion(app, &client_id, "k1", &pkcs8, &uuid::Uuid::new_v4().to_string(), 200);
-    let (status, t) = client_credentials(app, &a, "system/*.rs");
+    let (status, t) = client_credentials(app, &a, scope);
     assert_eq!(status, 200, "{t}");
     t["access_token"].as_str().expect("access_token").to_string()
 }

@@ -3,10 +3,11 @@
 use crate::both;
 use crate::fixtures::*;
 use crate::support::TestApp;
+use healthfolio::audit::AuditEntry;
 use healthfolio::auth::AccessContext;
 use healthfolio::portability::archive::{self, ImportOptions};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// A record with medicines (one referencing a Medication), an allergy and a Provenance.
 fn seed(app: &TestApp, nhs: &str) -> String {
@@ -92,6 +93,96 @@ fn everything_pages_and_includes(app: &TestApp) {
         .iter()
         .filter(|e| e["search"]["mode"] == "match")
         .all(|e| e["resource"]["resourceType"] == "AllergyIntolerance"));
+}
+
+/// `_type` names the types returned, and only those: what the record refers to comes with it
+/// when its type is named too (FHIR R4 `$everything`), and always without `_type`.
+fn everything_type_returns_only_those_types(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let doctor = app.create(json!({"resourceType": "Practitioner", "name": [{"family": "Khan", "given": ["Amir"]}]}));
+    let (code, display) = SIMVASTATIN;
+    let mut mr = medication_request(&p, code, display, "active", "2025-04-01");
+    mr["requester"] = json!({"reference": format!("Practitioner/{doctor}")});
+    app.create(mr);
+    let c = app.client();
+    let types = |query: &str| {
+        let r = c.get(&format!("Patient/{p}/$everything{query}"));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.entries()
+            .iter()
+            .map(|e| e["resource"]["resourceType"].as_str().unwrap_or_default().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let named = types("?_type=MedicationRequest,AllergyIntolerance");
+    assert_eq!(named, ["AllergyIntolerance", "MedicationRequest"].map(String::from).into(), "only the types named");
+    let with_medicines = types("?_type=MedicationStatement,Medication");
+    assert_eq!(with_medicines, ["Medication", "MedicationStatement"].map(String::from).into());
+    let whole = types("");
+    for t in ["Patient", "MedicationRequest", "Medication", "Practitioner"] {
+        assert!(whole.contains(t), "{t} in the whole record: {whole:?}");
+    }
+    let exported = c.get(&format!("Patient/{p}/$phr-export?outputFormat=ndjson&_type=MedicationRequest"));
+    assert_eq!(exported.status, 200, "{}", exported.text);
+    let lines: Vec<Value> = exported.text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 3, "{}", exported.text);
+    assert!(lines.iter().all(|l| l["resourceType"] == "MedicationRequest"), "{}", exported.text);
+}
+
+/// An access log longer than an export reads at a time (1,000 rows) comes out whole, each row
+/// once, in the NDJSON and Bundle exports and in the archive.
+fn export_carries_a_long_access_log(app: &TestApp) {
+    let p = seed(app, NHS[0]);
+    let operator = AccessContext::operator("test");
+    for i in 0..2_345 {
+        app.hf.store.audit.record(&operator, AuditEntry::operation("$everything", "Patient", &p, Ok(i)));
+    }
+    app.hf.store.audit.flush();
+    #[derive(diesel::QueryableByName)]
+    struct Logged {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let q = healthfolio::db::Sql::with(
+        "SELECT id FROM audit_events WHERE patient_id = ?",
+        [healthfolio::db::Bind::Text(p.clone())],
+    );
+    let log = || -> HashSet<String> {
+        app.hf.db.conn().expect("conn").load::<Logged>(&q).expect("log").into_iter().map(|l| l.id).collect()
+    };
+    let logged = log();
+    assert!(logged.len() > 2_345, "{}", logged.len());
+    // Every row logged before the export, once; and rows logged during it (its own read of the
+    // record, earlier exports) may be in it too.
+    let check = |ids: Vec<String>, how: &str| {
+        let unique: HashSet<String> = ids.iter().cloned().collect();
+        assert_eq!(unique.len(), ids.len(), "{how}: each row once");
+        assert!(
+            unique.is_superset(&logged),
+            "{how}: {} of {} rows",
+            unique.intersection(&logged).count(),
+            logged.len()
+        );
+        assert!(unique.is_subset(&log()), "{how}: only rows of the log");
+    };
+    let audit_ids = |resources: Vec<Value>| {
+        resources
+            .into_iter()
+            .filter(|r| r["resourceType"] == "AuditEvent")
+            .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let c = app.client();
+    let ndjson = c.get(&format!("Patient/{p}/$phr-export?outputFormat=ndjson"));
+    assert_eq!(ndjson.status, 200, "{}", ndjson.text);
+    check(audit_ids(ndjson.text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect()), "ndjson");
+    let bundle = c.get(&format!("Patient/{p}/$phr-export"));
+    assert_eq!(bundle.status, 200, "{}", bundle.text);
+    check(audit_ids(bundle.entries().into_iter().map(|e| e["resource"].clone()).collect()), "bundle");
+    let mut tar = Vec::new();
+    let manifest = archive::export(&app.hf.store, &operator, &p, &mut tar).expect("archive");
+    let audit_lines = String::from_utf8(tar).expect("utf-8").matches("{\"resourceType\":\"AuditEvent\"").count();
+    assert_eq!(manifest.counts["AuditEvent"], audit_lines);
+    assert!(audit_lines >= logged.len(), "archive: {audit_lines} of {} rows", logged.len());
 }
 
 fn summary_is_an_ips_document(app: &TestApp) {
@@ -355,6 +446,8 @@ fn absolute_references_never_reach_another_record(app: &TestApp) {
 both!(
     absolute_references_never_reach_another_record,
     everything_pages_and_includes,
+    export_carries_a_long_access_log,
+    everything_type_returns_only_those_types,
     summary_is_an_ips_document,
     phr_round_trip_between_two_instances,
     archive_round_trip_and_refusals,

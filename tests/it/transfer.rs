@@ -5,13 +5,11 @@ use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
 use healthfolio::auth::clients::{self, ClientKind, NewClient};
+use healthfolio::consent::Grantee;
 
-fn transfer_between(a: &TestApp, b: &TestApp) {
-    // At A: the patient's record and login, and a client for B.
-    let pa = patient_with_login(a, NHS[0], "ada@example.org");
-    let (code, display) = SIMVASTATIN;
-    a.create(medication_request(&pa, code, display, "active", "2024-02-10"));
-    a.create(allergy(&pa, "high"));
+/// The operators connect B to A in advance: B registered at A, A a partner at B. Returns B's
+/// callback.
+fn connect(a: &TestApp, b: &TestApp) -> String {
     let callback = format!("{}/portal/transfer/callback", b.base);
     let new = NewClient {
         name: "Healthfolio B".into(),
@@ -20,9 +18,18 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
         ..NewClient::default()
     };
     let client_id = clients::register(&mut a.hf.db.conn().expect("conn"), &new).expect("client").0.client_id;
-    // At B: the same person (same NHS number), with a login, and A as a partner.
-    let pb = patient_with_login(b, NHS[0], "ada@example.org");
     healthfolio::portability::transfer::add_partner(&b.hf.db, "Practice A", &a.fhir, &client_id).expect("partner");
+    callback
+}
+
+fn transfer_between(a: &TestApp, b: &TestApp) {
+    // At A: the patient's record and login. At B: the same person (same NHS number), with a login.
+    let pa = patient_with_login(a, NHS[0], "ada@example.org");
+    let (code, display) = SIMVASTATIN;
+    a.create(medication_request(&pa, code, display, "active", "2024-02-10"));
+    a.create(allergy(&pa, "high"));
+    let pb = patient_with_login(b, NHS[0], "ada@example.org");
+    let callback = connect(a, b);
 
     // Interrupted: the patient says no at A. Nothing is copied, A is untouched, and a retry works.
     let refused = run_deciding(a, b, &callback, "move", "deny");
@@ -75,6 +82,61 @@ fn transfer_between(a: &TestApp, b: &TestApp) {
     let (_, home) = crate::portal::sign_in(a, "ada@example.org");
     assert!(home.body.contains("Your record has moved"), "{}", home.body);
     assert!(home.body.contains(&new_home), "{}", home.body);
+}
+
+/// The README's provider set-up: an organisation's system (`client add --organization`) writes
+/// to a record the patient shares with that organisation (`grant add --organization`). The
+/// Provenance of the write names the organisation (`agent.onBehalfOf`, in no search index), so
+/// `$everything` carries the Organization, and the record moves whole.
+fn record_written_by_an_organisation_moves(a: &TestApp, b: &TestApp) {
+    let pa = patient_with_login(a, NHS[0], "ada@example.org");
+    let org = a.create(serde_json::json!({"resourceType": "Organization", "name": "Riverside Medical Practice"}));
+    let org_ref = format!("Organization/{org}");
+    a.grant(&pa, Grantee::Organization(org_ref.clone()), "patient/*.cruds");
+    let gp = a.client_with(Some(provider_system_token_with(a, &org_ref, "system/*.cruds")));
+    let (code, display) = SIMVASTATIN;
+    let written = gp.post("MedicationRequest", &medication_request(&pa, code, display, "active", "2025-03-01"));
+    assert_eq!(written.status, 201, "{}", written.text);
+    let everything =
+        a.client_with(Some(a.patient_token("patient/*.rs", &pa))).get(&format!("Patient/{pa}/$everything"));
+    let held = |t: &str| {
+        everything.entries().iter().filter(|e| e["resource"]["resourceType"] == t).cloned().collect::<Vec<_>>()
+    };
+    let provenance = held("Provenance");
+    assert_eq!(provenance[0]["resource"]["agent"][0]["onBehalfOf"]["reference"], org_ref.as_str());
+    let orgs = held("Organization");
+    assert_eq!(orgs.len(), 1, "{}", everything.text);
+    assert_eq!(
+        (orgs[0]["resource"]["id"].as_str(), orgs[0]["search"]["mode"].as_str()),
+        (Some(org.as_str()), Some("include"))
+    );
+
+    let pb = patient_with_login(b, NHS[0], "ada@example.org");
+    let callback = connect(a, b);
+    let done = run(a, b, &callback, "move");
+    assert!(done.body.contains("Your record arrived"), "{}", done.body);
+    let c = b.client();
+    let arrived = c.get(&format!("MedicationRequest?patient={pb}&_revinclude=Provenance:target"));
+    assert_eq!(arrived.ids().len(), 1, "{}", arrived.text);
+    let names_org = arrived.entries().iter().any(|e| {
+        e["resource"]["agent"][0]["onBehalfOf"]["reference"].as_str().is_some_and(|r| r.starts_with("Organization/"))
+    });
+    assert!(names_org, "the author's organisation came with the record: {}", arrived.text);
+    assert_eq!(c.get("Organization").ids().len(), 1);
+}
+
+#[test]
+fn organisation_record_sqlite_to_postgres() {
+    if let Some(b) = TestApp::postgres() {
+        record_written_by_an_organisation_moves(&TestApp::sqlite(), &b);
+    }
+}
+
+#[test]
+fn organisation_record_postgres_to_sqlite() {
+    if let Some(a) = TestApp::postgres() {
+        record_written_by_an_organisation_moves(&a, &TestApp::sqlite());
+    }
 }
 
 /// Runs one transfer (copy or move) from A to B in two browsers; returns B's result page.
