@@ -716,7 +716,18 @@ fn provenance_owners(
         }
     }
     let mut out = std::collections::HashMap::new();
+    // A target among these very items is not stored yet: its compartment comes from its body (one
+    // whose reference is refused is refused on its own when admitted).
+    for (t, body, id) in items.iter().filter(|(t, _, _)| *t != "Provenance") {
+        let key = format!("{t}/{id}");
+        if by_type.get(*t).is_some_and(|ids| ids.contains(id)) {
+            if let Ok(patient) = compartment(conn, t, id, body) {
+                out.insert(key, patient);
+            }
+        }
+    }
     for (t, ids) in by_type {
+        let ids: Vec<String> = ids.into_iter().filter(|id| !out.contains_key(&format!("{t}/{id}"))).collect();
         if t == "Patient" {
             out.extend(ids.into_iter().map(|id| (format!("Patient/{id}"), Some(id))));
             continue;

@@ -566,6 +566,8 @@ fn import_in(
         strip_server_meta(&mut r);
         new_resources.push((k, (t, r, id)));
     }
+    // A Provenance finds its patient through its target: targets are written first.
+    new_resources.sort_by_key(|(_, (t, _, _))| *t == "Provenance");
     // A group at a time (the resources, then their Provenance, which finds its patient through
     // its target), all in the caller's one transaction.
     let total = new_resources.len();

@@ -123,6 +123,12 @@ fn record_written_by_an_organisation_moves(a: &TestApp, b: &TestApp) {
     });
     assert!(names_org, "the author's organisation came with the record: {}", arrived.text);
     assert_eq!(c.get("Organization").ids().len(), 1);
+    // The Provenance that came with it is in the patient's record, not beside it: their own app
+    // sees who wrote the prescription.
+    let own = b.client_with(Some(b.patient_token("patient/*.rs", &pb)));
+    let seen = own.get(&format!("MedicationRequest?patient={pb}&_revinclude=Provenance:target"));
+    let authors = seen.entries().iter().filter(|e| e["resource"]["agent"][0]["onBehalfOf"].is_object()).count();
+    assert_eq!(authors, 1, "{}", seen.text);
 }
 
 #[test]
