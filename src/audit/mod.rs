@@ -7,7 +7,10 @@
 
 mod view;
 
-pub use view::{audit_event_json, search_audit_events, write_audit_event, AuditQuery, AuditRow};
+pub use view::{
+    accesses_since, appears, audit_event_json, last_access_by, search_audit_events, write_audit_event, AuditQuery,
+    AuditRow,
+};
 
 use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Db, DbError, Sql};

@@ -1,6 +1,6 @@
 //! The FHIR AuditEvent view of the access log (conformance §7.2).
 
-use crate::db::{Conn, DbError, Sql};
+use crate::db::{Bind, Conn, DbError, Int, Sql};
 use crate::time::format_instant;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
@@ -233,4 +233,32 @@ impl<'a> AuditEvent<'a> {
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// How many successful accesses to `patient`'s record were logged after `since` by anyone but
+/// `except_client` (the portal: the patient's own views).
+pub fn accesses_since(conn: &mut Conn, patient: &str, since: i64, except_client: &str) -> Result<i64, DbError> {
+    let q = Sql::with(
+        "SELECT COUNT(*) AS n FROM audit_events WHERE patient_id = ? AND recorded > ? AND outcome = 0 \
+         AND (client_id IS NULL OR client_id <> ?)",
+        [Bind::Text(patient.into()), Bind::Int(since), Bind::Text(except_client.into())],
+    );
+    Ok(conn.first::<Int>(&q)?.map_or(0, |r| r.n))
+}
+
+/// Whether `client` appears in `patient`'s access log at all.
+pub fn appears(conn: &mut Conn, patient: &str, client: &str) -> Result<bool, DbError> {
+    let q = Sql::with(
+        "SELECT aid AS n FROM audit_events WHERE patient_id = ? AND client_id = ? LIMIT 1",
+        [Bind::Text(patient.into()), Bind::Text(client.into())],
+    );
+    Ok(conn.first::<Int>(&q)?.is_some())
+}
+
+/// When one of `clients` last reached `patient`'s record successfully, from `since` on.
+pub fn last_access_by(conn: &mut Conn, patient: &str, since: i64, clients: &[String]) -> Result<Option<i64>, DbError> {
+    let mut q = Sql::new("SELECT COALESCE(MAX(recorded), 0) AS n FROM audit_events WHERE patient_id = ");
+    q.text(patient).push(" AND outcome = 0 AND recorded >= ").int(since).push(" AND client_id IN ");
+    q.list(clients.iter().cloned().map(Bind::Text));
+    Ok(conn.first::<Int>(&q)?.map(|r| r.n).filter(|n| *n > 0))
 }

@@ -4,6 +4,7 @@
 
 mod audit_read;
 mod audited;
+mod authors;
 pub mod bundle;
 pub mod capability;
 mod consent_read;

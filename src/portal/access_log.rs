@@ -180,7 +180,7 @@ fn rows(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period, limit: i
     let candidates =
         ["portal", "healthfolio-cli"].into_iter().map(str::to_string).chain(all.iter().map(|c| c.client_id.clone()));
     for c in candidates {
-        if appears(&mut conn, patient, &c)? {
+        if crate::audit::appears(&mut conn, patient, &c)? {
             let value = if c == "healthfolio-cli" { "operator".to_string() } else { c.clone() };
             actors.push((value, actor_name(Some(&c), &all)));
         }
@@ -189,14 +189,6 @@ fn rows(db: &Db, audit: &Auditor, ctx: &AccessContext, period: &Period, limit: i
     let people = practitioners(&mut conn, &rows)?;
     audit.record(ctx, AuditEntry::search(Some("AuditEvent"), "portal access log", Some(patient), Ok(rows.len())));
     Ok((rows, all, actors, people))
-}
-
-fn appears(conn: &mut crate::db::Conn, patient: &str, client: &str) -> Result<bool, PortalError> {
-    let q = crate::db::Sql::with(
-        "SELECT aid AS n FROM audit_events WHERE patient_id = ? AND client_id = ? LIMIT 1",
-        [crate::db::Bind::Text(patient.into()), crate::db::Bind::Text(client.into())],
-    );
-    Ok(conn.first::<crate::db::Int>(&q)?.is_some())
 }
 
 fn csv_field(s: &str) -> String {

@@ -4,12 +4,9 @@
 use super::medicines::{kind_of, prescription_line, statement_line, MedicineLine, Names};
 use super::{capitalised, minute, own_patient, PortalError};
 use crate::access::AccessContext;
-use crate::db::{Bind, Sql};
 use crate::fhir::history::HistoryRequest;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::{FhirError, Store};
-use diesel::sql_types::{BigInt, Text};
-use diesel::QueryableByName;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -32,25 +29,13 @@ pub struct MedicineDetail {
     pub versions: Vec<VersionLine>,
 }
 
-#[derive(QueryableByName)]
-struct AuthorRow {
-    #[diesel(sql_type = BigInt)]
-    version_id: i64,
-    #[diesel(sql_type = Text)]
-    author: String,
-}
-
 /// The stored author of each version (`client_id|subject`), in words.
 fn authors(store: &Store, ctx: &AccessContext, rtype: &str, id: &str) -> Result<HashMap<i64, String>, PortalError> {
-    let mut conn = store.db.conn()?;
-    let rows: Vec<AuthorRow> = conn.load(&Sql::with(
-        "SELECT version_id, COALESCE(author, '') AS author FROM resource_versions WHERE res_type = ? AND id = ?",
-        [Bind::Text(rtype.into()), Bind::Text(id.into())],
-    ))?;
-    let clients = crate::auth::clients::list(&mut conn).unwrap_or_default();
+    let rows = store.version_authors(ctx, rtype, id)?;
+    let clients = crate::auth::clients::list(&mut store.db.conn()?).unwrap_or_default();
     let mut names = Names::new(store, ctx);
     let mut words = |a: &str| author_words(a, &clients, &mut names);
-    Ok(rows.into_iter().map(|r| (r.version_id, words(&r.author))).collect())
+    Ok(rows.into_iter().map(|(version, author)| (version, words(&author))).collect())
 }
 
 /// A version's stored author (`client_id|subject`) in words: the app or provider, and the

@@ -7,7 +7,6 @@ use super::medicines::{medicines, MedicineLine};
 use super::medicines::{slug_of, Names};
 use super::{concept_text, format_nhs, human_name, minute, own_patient, PortalError};
 use crate::access::AccessContext;
-use crate::db::{Bind, Sql};
 use crate::fhir::{Store, NHS_NUMBER_SYSTEM};
 use serde_json::Value;
 
@@ -56,32 +55,11 @@ const REPORTED: &[(&str, &str)] = &[
     ("Condition", "Health problem"),
 ];
 
-#[derive(diesel::QueryableByName)]
-struct Changed {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    res_type: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    id: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    version_id: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    author: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    body: Option<String>,
-}
-
 fn since_last_visit(store: &Store, ctx: &AccessContext, since: i64) -> Result<SinceLastVisit, PortalError> {
     let patient = own_patient(ctx)?;
+    let types: Vec<&str> = REPORTED.iter().map(|(t, _)| *t).collect();
+    let rows = store.changed_since(ctx, &types, since, 20)?;
     let mut conn = store.db.conn()?;
-    let mut q = Sql::new(
-        "SELECT r.res_type, r.id, r.version_id, COALESCE(v.author, '') AS author, CAST(r.body AS TEXT) AS body \
-         FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version_id = r.version_id \
-         WHERE r.patient_id = ",
-    );
-    q.text(patient).push(" AND r.deleted = 0 AND r.last_updated > ").int(since).push(" AND r.res_type IN ");
-    q.list(REPORTED.iter().map(|(t, _)| Bind::Text(t.to_string())));
-    q.push(" ORDER BY r.last_updated DESC LIMIT 20");
-    let rows: Vec<Changed> = conn.load(&q)?;
     let clients = crate::auth::clients::list(&mut conn)?;
     let mut names = Names::new(store, ctx);
     let changes = rows
@@ -100,12 +78,7 @@ fn since_last_visit(store: &Store, ctx: &AccessContext, since: i64) -> Result<Si
             Change { what: format!("{noun} {verb}: {name}"), by: author_words(&r.author, &clients, &mut names), link }
         })
         .collect();
-    let accesses = conn
-        .first::<crate::db::Int>(&Sql::with(
-            "SELECT COUNT(*) AS n FROM audit_events WHERE patient_id = ? AND recorded > ? AND outcome = 0 AND (client_id IS NULL OR client_id <> 'portal')",
-            [Bind::Text(patient.into()), Bind::Int(since)],
-        ))?
-        .map_or(0, |r| r.n);
+    let accesses = crate::audit::accesses_since(&mut conn, patient, since, "portal")?;
     Ok(SinceLastVisit { when: minute(since), changes, accesses })
 }
 

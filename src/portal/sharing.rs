@@ -77,10 +77,7 @@ fn last_use(conn: &mut crate::db::Conn, g: &Grant, all: &[Client]) -> Result<Opt
     if clients.is_empty() {
         return Ok(None);
     }
-    let mut q = crate::db::Sql::new("SELECT COALESCE(MAX(recorded), 0) AS n FROM audit_events WHERE patient_id = ");
-    q.text(&g.patient_id).push(" AND outcome = 0 AND recorded >= ").int(g.created_at).push(" AND client_id IN ");
-    q.list(clients.into_iter().map(crate::db::Bind::Text));
-    Ok(conn.first::<crate::db::Int>(&q)?.map(|r| r.n).filter(|n| *n > 0))
+    Ok(crate::audit::last_access_by(conn, &g.patient_id, g.created_at, &clients)?)
 }
 
 fn share_line(g: Grant, all: &[Client], now: i64, used: Option<i64>) -> Share {
