@@ -18,19 +18,10 @@ pub fn check(conn: &mut Conn, claims: Claims) -> Result<AccessContext, AuthError
         "SELECT r.n AS revoked, g.scope AS scope FROM (SELECT COUNT(*) AS n FROM revocations WHERE token_key IN ",
     );
     q.list(keys);
-    q.push(") r LEFT JOIN grants g ON ");
+    q.push(") r");
     let patient_app = claims.reach.is_none() && claims.patient.is_some();
-    match (&claims.patient, patient_app) {
-        (Some(p), true) => {
-            q.push("g.patient_id = ").text(p.clone()).push(" AND g.client_id = ").text(claims.client_id.clone());
-            consent::active_condition(&mut q, "g", now_micros());
-            q.push(" ORDER BY g.created_at DESC");
-        }
-        _ => {
-            q.push("1 = 0");
-        }
-    }
-    q.push(" LIMIT 1");
+    let standing = claims.patient.as_deref().filter(|_| patient_app);
+    consent::join_standing_grant(&mut q, "g", standing, &claims.client_id, now_micros());
     let row =
         conn.first::<Live>(&q.reused())?.ok_or(AuthError::InvalidToken("the access token could not be checked"))?;
     if row.revoked > 0 {

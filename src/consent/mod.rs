@@ -171,6 +171,24 @@ pub fn active_condition(q: &mut Sql, alias: &str, now: i64) {
         .push(")");
 }
 
+/// Joins (LEFT) to a query the grant of `patient` to `client` that stands at `now`, newest first,
+/// as `alias` (its `scope` column): one row, whether or not there is one. The token check asks
+/// for it in the same round trip as the revocations; no `patient`, no grant.
+pub fn join_standing_grant(q: &mut Sql, alias: &str, patient: Option<&str>, client: &str, now: i64) {
+    q.push(&format!(" LEFT JOIN grants {alias} ON "));
+    match patient {
+        Some(p) => {
+            q.push(&format!("{alias}.patient_id = ")).text(p).push(&format!(" AND {alias}.client_id = ")).text(client);
+            active_condition(q, alias, now);
+            q.push(&format!(" ORDER BY {alias}.created_at DESC"));
+        }
+        None => {
+            q.push("1 = 0");
+        }
+    }
+    q.push(" LIMIT 1");
+}
+
 pub fn active_for(conn: &mut Conn, patient: &str, grantee: &Grantee) -> Result<Option<Grant>, ConsentError> {
     let (col, val) = match grantee {
         Grantee::Client(c) => ("client_id", c),

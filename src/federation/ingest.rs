@@ -7,10 +7,10 @@
 use super::sources;
 use super::ORIGIN_TAG;
 use crate::access::AccessContext;
-use crate::db::{Bind, Conn, Sql};
+use crate::db::Conn;
 use crate::fhir::patient::{by_nhs_number, nhs_number};
-use crate::fhir::reference;
 use crate::fhir::store::{assembled_provenance, check_refs, create_in, new_id, update_in, Refs, WriteOutcome};
+use crate::fhir::{copies, reference};
 use crate::fhir::{resource_type, valid_id, FhirError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -111,7 +111,7 @@ pub fn ingest_as(
             "source": format!("{}/{t}/{remote_id}", feed.fhir_base),
             "tag": [{"system": ORIGIN_TAG, "code": feed.name, "display": format!("{remote_id} at {}", feed.fhir_base)}],
         });
-        match owner(conn, t, &id).map_err(at)? {
+        match copies::owner(conn, t, &id).map_err(|e| at(e.into()))? {
             Some(Some(s)) if s != feed.name => {
                 return Err(at(FhirError::Conflict(format!("{t}/{id} belongs to the source '{s}'"))));
             }
@@ -127,10 +127,7 @@ pub fn ingest_as(
         }
         .and_then(|o| copy_provenance(conn, &mut refs, feed.name, &format!("{}/{t}/{remote_id}", feed.fhir_base), &o))
         .map_err(at)?;
-        conn.execute(&Sql::with(
-            "UPDATE resources SET source = ? WHERE res_type = ? AND id = ?",
-            [Bind::Text(feed.name.into()), Bind::Text(t.into()), Bind::Text(id.clone())],
-        ))?;
+        copies::set_owner(conn, t, &id, feed.name)?;
         written.push(format!("{t}/{id}"));
     }
     check_refs(conn, &refs).map_err(|e| AtItem(0, e))?;
@@ -202,7 +199,7 @@ fn local_reference(
         }
     }
     let earlier = feed.local_id(id);
-    if owner(conn, t, &earlier)?.flatten().as_deref() == Some(feed.name) {
+    if copies::owner(conn, t, &earlier)?.flatten().as_deref() == Some(feed.name) {
         return Ok(format!("{t}/{earlier}"));
     }
     if t == "Patient" {
@@ -211,20 +208,6 @@ fn local_reference(
         )));
     }
     Ok(format!("{}/{t}/{id}", feed.fhir_base.trim_end_matches('/')))
-}
-
-/// `None` when there is no such resource; else its owning source (`None` inside: held here).
-fn owner(conn: &mut Conn, rtype: &str, id: &str) -> Result<Option<Option<String>>, FhirError> {
-    #[derive(diesel::QueryableByName)]
-    struct Owner {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        source: Option<String>,
-    }
-    let q = Sql::with(
-        "SELECT source FROM resources WHERE res_type = ? AND id = ?",
-        [Bind::Text(rtype.into()), Bind::Text(id.into())],
-    );
-    Ok(conn.first::<Owner>(&q)?.map(|o| o.source))
 }
 
 /// One NDJSON file of a feed: its lines, numbered; a line that is not JSON fails the file.

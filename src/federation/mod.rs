@@ -14,7 +14,7 @@ pub mod sync;
 use crate::access::AccessContext;
 use crate::audit::AuditEntry;
 use crate::auth::Keys;
-use crate::db::{Bind, Conn, Sql};
+use crate::db::Conn;
 use crate::fhir::reference;
 use crate::fhir::search::{SearchRequest, SearchResult};
 use crate::fhir::store::{create_in, current, moved_to, new_id, update_in, Refs, WriteOutcome};
@@ -234,10 +234,7 @@ fn persist(conn: &mut Conn, s: &Source, rtype: &str, patient: &str, items: &[Val
         };
         let origin = format!("{}/{rtype}/{remote_id}", s.fhir_base);
         ingest::copy_provenance(conn, &mut refs, &s.name, &origin, &written)?;
-        conn.execute(&Sql::with(
-            "UPDATE resources SET source = ? WHERE res_type = ? AND id = ?",
-            [Bind::Text(s.name.clone()), Bind::Text(rtype.into()), Bind::Text(id)],
-        ))?;
+        crate::fhir::copies::set_owner(conn, rtype, &id, &s.name)?;
     }
     sources::record_fetch(conn, &s.name, patient, rtype)?;
     Ok(())

@@ -268,8 +268,7 @@ pub fn fed_by(conn: &mut Conn, client_id: &str) -> Result<Option<(String, String
 
 /// Single-and-only: the source's persisted copies become locally owned and the source retires.
 pub fn adopt(conn: &mut Conn, name: &str) -> Result<usize, DbError> {
-    let n =
-        conn.execute(&Sql::with("UPDATE resources SET source = NULL WHERE source = ?", [Bind::Text(name.into())]))?;
+    let n = crate::fhir::copies::adopt(conn, name)?;
     remove(conn, name)?;
     Ok(n)
 }
@@ -348,4 +347,11 @@ pub fn record_fetch_at(conn: &mut Conn, source: &str, patient: &str, rtype: &str
         [Bind::Text(source.into()), Bind::Text(patient.into()), Bind::Text(rtype.into()), Bind::Int(at)],
     ))?;
     Ok(())
+}
+
+/// The condition, on a query of Patients (`r`), that `source` has not been asked about them yet.
+pub fn unlinked_condition(q: &mut Sql, source: &str) {
+    q.push(" AND NOT EXISTS (SELECT 1 FROM source_links l WHERE l.source = ")
+        .text(source)
+        .push(" AND l.patient_id = r.id)");
 }

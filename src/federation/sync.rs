@@ -265,19 +265,8 @@ fn link_patients(
     timeout: Duration,
     round: &mut Round,
 ) -> Result<(), FhirError> {
-    #[derive(diesel::QueryableByName)]
-    struct P {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        id: String,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        body: Option<String>,
-    }
-    let mut q = Sql::new(
-        "SELECT r.id AS id, CAST(r.body AS TEXT) AS body FROM resources r WHERE r.res_type = 'Patient' AND r.deleted = 0 AND r.source IS NULL \
-         AND NOT EXISTS (SELECT 1 FROM source_links l WHERE l.source = ",
-    );
-    q.text(&s.name).push(" AND l.patient_id = r.id) ORDER BY r.rid LIMIT ").int(LINKS_PER_ROUND);
-    let unlinked: Vec<P> = db.conn()?.load(&q)?;
+    let unless = |q: &mut Sql| sources::unlinked_condition(q, &s.name);
+    let unlinked = crate::fhir::copies::held_patients(&mut db.conn()?, unless, LINKS_PER_ROUND)?;
     for p in unlinked {
         let body: serde_json::Value = serde_json::from_str(p.body.as_deref().unwrap_or("{}")).unwrap_or_default();
         let Some(nhs) = nhs_number(&body) else { continue };

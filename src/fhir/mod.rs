@@ -8,6 +8,7 @@ mod authors;
 pub mod bundle;
 pub mod capability;
 mod consent_read;
+pub mod copies;
 pub mod history;
 pub mod index;
 pub mod params;
