@@ -5,6 +5,7 @@
 //! ask [`Conn::backend`].
 
 pub mod backup;
+pub mod jobs;
 mod sql;
 
 pub use sql::{Bind, Sql};

@@ -8,7 +8,8 @@ use super::client::SourceClient;
 use super::ingest::{ingest, parse_ndjson, Feed};
 use super::sources::{self, Policy, Source};
 use crate::auth::Keys;
-use crate::db::{Bind, Conn, Db, Sql};
+use crate::db::jobs::{self, Finish, NewJob};
+use crate::db::{Conn, Db, Sql};
 use crate::fhir::patient::nhs_number;
 use crate::fhir::{now_micros, time, FhirError};
 use std::collections::HashSet;
@@ -77,37 +78,24 @@ const MAX_PAGES: usize = 100;
 fn lease(conn: &mut Conn, source: &str, worker: &str, interval: Duration) -> Result<bool, FhirError> {
     let id = format!("sync-{source}");
     let now = now_micros();
-    conn.execute(&Sql::with(
-        "INSERT INTO jobs (id, kind, status, client_id, request, params, created_at) VALUES (?, 'source-sync', 'idle', 'healthfolio', ?, '{}', ?) ON CONFLICT (id) DO NOTHING",
-        [Bind::Text(id.clone()), Bind::Text(format!("sync {source}")), Bind::Int(now)],
-    ))?;
+    let request = format!("sync {source}");
+    let job = NewJob {
+        id: &id,
+        kind: "source-sync",
+        status: "idle",
+        client_id: "healthfolio",
+        request: &request,
+        params: "{}",
+    };
+    jobs::add(conn, &job, now)?;
     let every = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
-    let n = conn.execute(&Sql::with(
-        "UPDATE jobs SET status = 'running', leased_by = ?, lease_until = ? WHERE id = ? \
-         AND (status <> 'running' OR lease_until < ?) AND (finished_at IS NULL OR finished_at <= ?)",
-        [
-            Bind::Text(worker.into()),
-            Bind::Int(now + 10 * every.max(30_000_000)),
-            Bind::Text(id),
-            Bind::Int(now),
-            Bind::Int(now - every),
-        ],
-    ))?;
-    Ok(n == 1)
+    Ok(jobs::lease_due(conn, &id, worker, now + 10 * every.max(30_000_000), now, now - every)?)
 }
 
 fn finish(conn: &mut Conn, source: &str, worker: &str, round: &Round) -> Result<(), FhirError> {
     let summary = format!("{} linked, {} written, {} failed", round.linked, round.written, round.failures.len());
-    conn.execute(&Sql::with(
-        "UPDATE jobs SET status = 'idle', finished_at = ?, progress = ?, error = ? WHERE id = ? AND leased_by = ?",
-        [
-            Bind::Int(now_micros()),
-            Bind::Text(summary),
-            Bind::OptText(round.failures.first().cloned()),
-            Bind::Text(format!("sync-{source}")),
-            Bind::Text(worker.into()),
-        ],
-    ))?;
+    let done = Finish { status: "idle", progress: &summary, result: None, error: round.failures.first().cloned() };
+    jobs::finish(conn, &format!("sync-{source}"), worker, done, now_micros())?;
     Ok(())
 }
 

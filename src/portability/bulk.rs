@@ -5,12 +5,11 @@
 use crate::access::{AccessContext, Reach};
 use crate::audit::AuditEntry;
 use crate::config::BulkSettings;
-use crate::db::{Backend, Bind, Conn, Db, Sql};
+use crate::db::jobs::{self, Finish, NewJob};
+use crate::db::{Db, Sql};
 use crate::fhir::store::Row;
 use crate::fhir::{now_micros, params, time, FhirError, Interaction, READ_ONLY_TYPES, RESOURCE_TYPES};
 use crate::scope::Scopes;
-use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::QueryableByName;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -75,29 +74,9 @@ impl JobParams {
     }
 }
 
-#[derive(QueryableByName, Debug, Clone)]
-pub struct Job {
-    #[diesel(sql_type = Text)]
-    pub id: String,
-    #[diesel(sql_type = Text)]
-    pub status: String,
-    #[diesel(sql_type = Text)]
-    pub client_id: String,
-    #[diesel(sql_type = Text)]
-    pub request: String,
-    #[diesel(sql_type = Text)]
-    pub params: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub progress: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub result: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub error: Option<String>,
-    #[diesel(sql_type = BigInt)]
-    pub created_at: i64,
-}
+pub use crate::db::jobs::Job;
 
-const COLUMNS: &str = "id, status, client_id, request, params, progress, result, error, created_at";
+const KIND: &str = "bulk-export";
 
 /// Starts an export job for `ctx`; returns its id.
 pub fn kick_off(
@@ -142,16 +121,9 @@ pub fn kick_off(
     };
     let id = uuid::Uuid::new_v4().to_string();
     db.transaction(|c| {
-        c.execute(&Sql::with(
-            "INSERT INTO jobs (id, kind, status, client_id, request, params, created_at) VALUES (?, 'bulk-export', 'queued', ?, ?, ?, ?)",
-            [
-                Bind::Text(id.clone()),
-                Bind::Text(ctx.client_id.clone()),
-                Bind::Text(request.into()),
-                Bind::Text(serde_json::to_string(&params).unwrap_or_default()),
-                Bind::Int(now_micros()),
-            ],
-        ))?;
+        let params = serde_json::to_string(&params).unwrap_or_default();
+        let job = NewJob { id: &id, kind: KIND, status: "queued", client_id: &ctx.client_id, request, params: &params };
+        jobs::add(c, &job, now_micros())?;
         crate::audit::record_in(c, ctx, &AuditEntry::bulk_export("kick-off", &id, None, None))
     })?;
     Ok(id)
@@ -201,42 +173,19 @@ fn group_for(db: &Db, ctx: &AccessContext, id: &str) -> Result<i64, FhirError> {
 /// used by two patients must not see the other's export). Anyone else's job is not found.
 pub fn get(db: &Db, ctx: &AccessContext, id: &str) -> Result<Job, FhirError> {
     let mut conn = db.conn()?;
-    let q = Sql::with(
-        &format!("SELECT {COLUMNS} FROM jobs WHERE id = ? AND client_id = ? AND kind = 'bulk-export'"),
-        [Bind::Text(id.into()), Bind::Text(ctx.client_id.clone())],
-    );
     let same_reach = |j: &Job| {
         serde_json::from_str::<JobParams>(&j.params).is_ok_and(|p| p.context().owner_key() == ctx.owner_key())
     };
-    conn.first::<Job>(&q)?
+    jobs::get(&mut conn, id, KIND, &ctx.client_id)?
         .filter(|j| j.status != "cancelled" && same_reach(j))
         .ok_or_else(|| FhirError::NotFound(format!("export job {id}")))
 }
 
 pub fn cancel(db: &Db, ctx: &AccessContext, id: &str, files: &Path) -> Result<(), FhirError> {
     get(db, ctx, id)?;
-    db.transaction(|c| {
-        c.execute(&Sql::with(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
-            [Bind::Int(now_micros()), Bind::Text(id.into())],
-        ))
-    })?;
+    db.transaction(|c| jobs::end(c, id, "cancelled", None, now_micros()))?;
     let _ = std::fs::remove_dir_all(files.join(id));
     Ok(())
-}
-
-/// Leases the oldest queued job, or one whose worker stopped renewing its lease.
-fn lease(conn: &mut Conn, worker: &Worker) -> Result<Option<Job>, FhirError> {
-    let now = now_micros();
-    let pick = match conn.backend() {
-        Backend::Postgres => "SELECT id FROM jobs WHERE kind = 'bulk-export' AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "SELECT id FROM jobs WHERE kind = 'bulk-export' AND (status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created_at LIMIT 1",
-    };
-    let q = Sql::with(
-        &format!("UPDATE jobs SET status = 'running', lease_until = ?, leased_by = ? WHERE id = ({pick}) RETURNING {COLUMNS}"),
-        [Bind::Int(now + worker.lease_micros()), Bind::Text(worker.id.clone()), Bind::Int(now)],
-    );
-    Ok(conn.first(&q)?)
 }
 
 /// One export worker: its lease identity (`pid-uuid`, so an operator can tell which process held a
@@ -260,17 +209,13 @@ pub fn start_worker(db: Db, base: String, files: PathBuf, settings: BulkSettings
         if alive.upgrade().is_none() {
             return;
         }
-        let leased = db.transaction(|c| lease(c, &worker));
+        let now = now_micros();
+        let leased = db.transaction(|c| jobs::lease_next(c, KIND, &worker.id, now + worker.lease_micros(), now));
         match leased {
             Ok(Some(job)) => {
                 if let Err(e) = run(&db, &base, &files, &job, &worker) {
                     tracing::warn!(job = %job.id, "bulk export failed: {e}");
-                    let _ = db.transaction(|c| {
-                        c.execute(&Sql::with(
-                            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                            [Bind::Text(e.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone())],
-                        ))
-                    });
+                    let _ = db.transaction(|c| jobs::end(c, &job.id, "failed", Some(e.to_string()), now_micros()));
                 }
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(200)),
@@ -298,26 +243,15 @@ fn types_for(p: &JobParams) -> Vec<&'static str> {
 
 /// Still ours? A cancelled job, or one another worker took over, stops here.
 fn renew(db: &Db, job: &str, worker: &Worker, progress: &str) -> Result<bool, FhirError> {
-    let n = db.transaction(|c| {
-        c.execute(&Sql::with(
-            "UPDATE jobs SET lease_until = ?, progress = ? WHERE id = ? AND leased_by = ? AND status = 'running'",
-            [
-                Bind::Int(now_micros() + worker.lease_micros()),
-                Bind::Text(progress.into()),
-                Bind::Text(job.into()),
-                Bind::Text(worker.id.clone()),
-            ],
-        ))
-    })?;
-    Ok(n == 1)
+    Ok(db.transaction(|c| jobs::renew(c, job, &worker.id, now_micros() + worker.lease_micros(), progress))?)
 }
 
 fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<(), FhirError> {
-    let p: JobParams =
-        serde_json::from_str(&job.params).map_err(|e| FhirError::invalid(format!("job parameters unreadable: {e}")))?;
+    let p: JobParams = serde_json::from_str(&job.params)
+        .map_err(|e| FhirError::Internal(format!("job parameters unreadable: {e}")))?;
     let ctx = p.context();
     let dir = files.join(&job.id);
-    std::fs::create_dir_all(&dir).map_err(|e| FhirError::invalid(format!("cannot write export files: {e}")))?;
+    std::fs::create_dir_all(&dir).map_err(|e| FhirError::Internal(format!("cannot write export files: {e}")))?;
     let transaction_time = time::format_instant(now_micros());
     let since = p.since.as_deref().and_then(time::parse_range).map(|r| r.lo);
     let mut output = Vec::new();
@@ -356,11 +290,8 @@ fn run(db: &Db, base: &str, files: &Path, job: &Job, worker: &Worker) -> Result<
     let exported: Vec<AuditEntry> =
         per_patient.iter().map(|(p, n)| AuditEntry::bulk_export("exported", &job.id, Some(p), Some(*n))).collect();
     db.transaction(|c| {
-        let done = c.execute(&Sql::with(
-            "UPDATE jobs SET status = 'completed', result = ?, finished_at = ?, progress = 'done' WHERE id = ? AND leased_by = ? AND status = 'running'",
-            [Bind::Text(manifest.to_string()), Bind::Int(now_micros()), Bind::Text(job.id.clone()), Bind::Text(worker.id.clone())],
-        ))?;
-        if done == 1 {
+        let done = Finish { status: "completed", progress: "done", result: Some(manifest.to_string()), error: None };
+        if jobs::finish(c, &job.id, &worker.id, done, now_micros())? {
             crate::audit::record_many_in(c, &ctx, &exported)?;
         }
         Ok::<_, crate::db::DbError>(())
@@ -431,15 +362,7 @@ fn export_type(
 /// (queued, running) jobs, for the metrics.
 pub fn counts(db: &Db) -> Result<(i64, i64), FhirError> {
     let mut conn = db.conn()?;
-    let n = |conn: &mut Conn, s: &str| -> Result<i64, FhirError> {
-        Ok(conn
-            .first::<crate::db::Int>(&Sql::with(
-                "SELECT COUNT(*) AS n FROM jobs WHERE status = ?",
-                [Bind::Text(s.into())],
-            ))?
-            .map_or(0, |r| r.n))
-    };
-    Ok((n(&mut conn, "queued")?, n(&mut conn, "running")?))
+    Ok((jobs::count(&mut conn, "queued")?, jobs::count(&mut conn, "running")?))
 }
 
 /// The manifest of a completed job, or where it stands.
