@@ -149,7 +149,11 @@ pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
     };
     let password = read_password()?;
     let new = crate::portal::registration::NewPatient { nhs_number, given, family, birth_date, email, password };
-    let account = crate::portal::registration::create_patient_with_login(&hf.store, "patient add", &new)?;
+    let account = crate::portal::registration::create_patient_with_login(
+        &hf.store,
+        &AccessContext::operator("patient add"),
+        &new,
+    )?;
     println!("{} created with a login for {}", account.fhir_user, account.email);
     Ok(())
 }

@@ -20,9 +20,10 @@ pub struct NewPatient {
     pub password: String,
 }
 
-/// The Patient resource and its login, in one transaction; `who` names the writer in the audit.
-pub fn create_patient_with_login(store: &Store, who: &str, p: &NewPatient) -> Result<Account, PortalError> {
-    let ctx = AccessContext::operator(who);
+/// The Patient resource and its login, in one transaction, written as `ctx`: the operator adding
+/// a patient, or the service itself for a person signing up (no caller yet has a record to act
+/// from).
+pub fn create_patient_with_login(store: &Store, ctx: &AccessContext, p: &NewPatient) -> Result<Account, PortalError> {
     let body = json!({
         "resourceType": "Patient",
         "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": p.nhs_number.replace(' ', "")}],
@@ -32,7 +33,7 @@ pub fn create_patient_with_login(store: &Store, who: &str, p: &NewPatient) -> Re
     });
     let account = store.db.transaction(|conn| {
         let mut refs = Refs::default();
-        let s = create_in(conn, &ctx, &mut refs, "Patient", body, new_id(), "POST")?;
+        let s = create_in(conn, ctx, &mut refs, "Patient", body, new_id(), "POST")?;
         check_refs(conn, &refs)?;
         Ok::<_, PortalError>(accounts::create(
             conn,
@@ -63,7 +64,7 @@ pub fn sign_up(store: &Store, p: &NewPatient) -> Result<Account, PortalError> {
                 .into(),
         ));
     }
-    create_patient_with_login(store, "sign-up", p).map_err(|e| match e {
+    create_patient_with_login(store, &AccessContext::service("sign-up"), p).map_err(|e| match e {
         // Validation messages name FHIR elements; say it in the form's words.
         PortalError::Fhir(f) if f.to_string().contains("NHS number") => {
             PortalError::Invalid("That NHS number is not valid: check the 10 digits.".into())
