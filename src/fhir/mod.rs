@@ -7,6 +7,7 @@ mod audited;
 mod authors;
 pub mod bundle;
 pub mod capability;
+pub mod compartment;
 mod consent_read;
 pub mod copies;
 pub mod history;

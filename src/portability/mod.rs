@@ -10,9 +10,10 @@ pub use summary::summary;
 
 use crate::access::AccessContext;
 use crate::audit::AuditEntry;
-use crate::db::{Bind, Conn, Sql};
+use crate::db::Conn;
+use crate::fhir::compartment;
 use crate::fhir::search::SearchResult;
-use crate::fhir::store::{collect_refs, Refs, Row, Stored, ROW_COLUMNS};
+use crate::fhir::store::{collect_refs, Refs, Row, Stored};
 use crate::fhir::{params, time, FhirError, Interaction, Store, RESOURCE_TYPES};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -121,25 +122,13 @@ pub(crate) fn everything_in(
         return Err(FhirError::not_found("Patient", &req.patient));
     }
     let count = req.count.unwrap_or(200).clamp(1, 1000);
-    let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.patient_id = "));
-    q.text(req.patient.clone()).push(" AND r.deleted = 0");
-    crate::fhir::search::readable_types_condition(&mut q, ctx, &types)?;
-    if let Some(s) = bound(&req.since, "_since")? {
-        q.push(" AND r.last_updated > ").int(s.lo);
-    }
+    let since = bound(&req.since, "_since")?.map(|s| s.lo);
     let (start, end) = (bound(&req.start, "start")?, bound(&req.end, "end")?);
-    if start.is_some() || end.is_some() {
-        // Care dates: a resource with no date at all is kept (it may still be current).
-        let lo = start.map_or(time::OPEN_LO, |r| r.lo);
-        let hi = end.map_or(time::OPEN_HI, |r| r.hi);
-        q.push(" AND (r.res_type = 'Patient' OR NOT EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = r.rid) OR EXISTS (SELECT 1 FROM idx_date d WHERE d.rid = r.rid AND d.hi >= ");
-        q.int(lo).push(" AND d.lo <= ").int(hi).push("))");
-    }
-    if let Some(c) = req.cursor {
-        q.push(" AND r.rid > ").int(c);
-    }
-    q.push(" ORDER BY r.rid LIMIT ").int(count + 1);
-    let rows: Vec<Row> = conn.load(&q)?;
+    let care = (start.is_some() || end.is_some())
+        .then(|| time::Range { lo: start.map_or(time::OPEN_LO, |r| r.lo), hi: end.map_or(time::OPEN_HI, |r| r.hi) });
+    let page =
+        compartment::Page { patient: &req.patient, types: &types, since, care, after: req.cursor, limit: count + 1 };
+    let rows = compartment::page(conn, ctx, &page)?;
     let more = rows.len() as i64 > count;
     let rows: Vec<Row> = rows.into_iter().take(count as usize).collect();
     let mut out = SearchResult { applied: req.applied(), ..SearchResult::default() };
@@ -187,12 +176,7 @@ pub fn referenced_shared(
         }
         let before = out.len();
         for (t, ids) in ids {
-            for chunk in ids.chunks(500) {
-                let mut q =
-                    Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0 AND r.res_type = "));
-                q.text(t).push(" AND r.id IN ").list(chunk.iter().map(|id| Bind::Text((*id).into())));
-                out.extend(conn.load::<Row>(&q)?.into_iter().map(Stored::from));
-            }
+            out.extend(compartment::live_by_ids(conn, t, &ids)?);
         }
         if out.len() == before {
             break;
