@@ -1,0 +1,148 @@
+//! SMART v2 granular scopes (`patient/Condition.rs?category=…|problem-list-item`): what a
+//! constrained scope reaches on every route, alone, beside other scopes and under the patient's
+//! grant, and how the consent screen offers it.
+
+use crate::both;
+use crate::fixtures::*;
+use crate::support::{Client, TestApp};
+use healthfolio::consent::Grantee;
+use serde_json::{json, Value};
+
+const CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
+const PROBLEMS: &str =
+    "patient/Condition.rs?category=http://terminology.hl7.org/CodeSystem/condition-category|problem-list-item";
+
+fn condition(patient: &str, category: &str, code: (&str, &str)) -> Value {
+    json!({
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code.0, "display": code.1}]},
+        "subject": {"reference": format!("Patient/{patient}")},
+        "recordedDate": "2024-02-01"
+    })
+}
+
+const ASTHMA: (&str, &str) = ("195967001", "Asthma");
+const CHEST_INFECTION: (&str, &str) = ("448739000", "Chest infection");
+
+/// A patient with one problem-list Condition and one encounter diagnosis: (patient, problem, diagnosis).
+fn record(app: &TestApp) -> (String, String, String) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let problem = app.create(condition(&p, "problem-list-item", ASTHMA));
+    let diagnosis = app.create(condition(&p, "encounter-diagnosis", CHEST_INFECTION));
+    (p, problem, diagnosis)
+}
+
+fn ids_in(text: &str, ids: &[&String]) -> Vec<bool> {
+    ids.iter().map(|id| text.contains(id.as_str())).collect()
+}
+
+fn history_ids(r: &crate::support::Response) -> Vec<String> {
+    r.entries().iter().filter_map(|e| e["resource"]["id"].as_str().map(str::to_string)).collect()
+}
+
+/// The files of a finished bulk export, joined.
+fn bulk_export(c: &Client, query: &str) -> String {
+    let kick = c.clone().with_header("Prefer", "respond-async").get(&format!("Patient/$export{query}"));
+    assert_eq!(kick.status, 202, "{}", kick.text);
+    let manifest = crate::portability::wait_manifest(c, kick.header("content-location").expect("status url"));
+    manifest["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["url"].as_str())
+        .map(|u| c.get(u).text)
+        .collect()
+}
+
+/// Search, includes, read, vread and history of a constrained scope reach only what matches it;
+/// the rest is absent (404), not forbidden: its existence is not the app's to learn.
+fn constrained_scope_reads_only_matching(app: &TestApp) {
+    let (p, problem, diagnosis) = record(app);
+    let c = app.client_with(Some(app.patient_token(&format!("{PROBLEMS} patient/Patient.rs"), &p)));
+    assert_eq!(c.get(&format!("Condition?patient={p}")).ids(), vec![problem.clone()]);
+    assert_eq!(c.get("Condition").ids(), vec![problem.clone()]);
+    assert_eq!(c.get(&format!("Condition?patient={p}&category=encounter-diagnosis")).ids(), Vec::<String>::new());
+    let r = c.get(&format!("Condition?patient={p}&_total=accurate"));
+    assert_eq!(r.body["total"], 1, "{}", r.text);
+    // A `_revinclude` from the Patient, and an `_include` back to it, never bring the diagnosis.
+    let inc = c.get(&format!("Patient?_id={p}&_revinclude=Condition:patient"));
+    assert_eq!(inc.status, 200, "{}", inc.text);
+    assert_eq!(ids_in(&inc.text, &[&problem, &diagnosis]), [true, false], "{}", inc.text);
+    let inc = c.get(&format!("Condition?_id={problem},{diagnosis}&_include=Condition:subject"));
+    assert_eq!(inc.ids(), vec![problem.clone()]);
+    assert_eq!(c.get(&format!("Condition/{problem}")).status, 200);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 404);
+    assert_eq!(c.get(&format!("Condition/{problem}/_history/1")).status, 200);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}/_history/1")).status, 404);
+    assert!(history_ids(&c.get(&format!("Condition/{diagnosis}/_history"))).is_empty());
+    assert_eq!(history_ids(&c.get("Condition/_history")), vec![problem.clone()]);
+    assert_eq!(history_ids(&c.get(&format!("Patient/{p}/Condition"))), vec![problem.clone()]);
+}
+
+/// The whole-record routes leave constrained-out resources out, and keep what other scopes give.
+fn constrained_scope_on_record_routes(app: &TestApp) {
+    let (p, problem, diagnosis) = record(app);
+    let (code, display) = PARACETAMOL;
+    let prescription = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let scope = format!("{PROBLEMS} patient/MedicationRequest.rs patient/Patient.rs");
+    let c = app.client_with(Some(app.patient_token(&scope, &p)));
+    assert_eq!(c.get(&format!("MedicationRequest?patient={p}")).ids(), vec![prescription.clone()]);
+    let all = [&problem, &diagnosis, &prescription];
+    let everything = c.get(&format!("Patient/{p}/$everything"));
+    assert_eq!(everything.status, 200, "{}", everything.text);
+    assert_eq!(ids_in(&everything.text, &all), [true, false, true], "$everything");
+    let summary = c.get(&format!("Patient/{p}/$summary"));
+    assert_eq!(summary.status, 200, "{}", summary.text);
+    assert_eq!(ids_in(&summary.text, &all), [true, false, true], "$summary");
+    let export = c.get(&format!("Patient/{p}/$phr-export"));
+    assert_eq!(export.status, 200, "{}", export.text);
+    assert_eq!(ids_in(&export.text, &all), [true, false, true], "$phr-export");
+    let ndjson = c.get(&format!("Patient/{p}/$phr-export?outputFormat=ndjson&_type=Condition"));
+    assert_eq!(ids_in(&ndjson.text, &all), [true, false, false], "$phr-export ndjson");
+    assert_eq!(ids_in(&bulk_export(&c, ""), &all), [true, false, true], "bulk Patient/$export");
+    assert_eq!(ids_in(&bulk_export(&c, "?_type=Condition"), &all), [true, false, false], "bulk _type");
+}
+
+/// A whole-type scope beside a constrained one is the union: every Condition.
+fn whole_type_scope_beside_constrained_is_the_union(app: &TestApp) {
+    let (p, problem, diagnosis) = record(app);
+    let c = app.client_with(Some(app.patient_token(&format!("patient/Condition.rs {PROBLEMS}"), &p)));
+    let mut found = c.get(&format!("Condition?patient={p}")).ids();
+    found.sort();
+    let mut both = vec![problem.clone(), diagnosis.clone()];
+    both.sort();
+    assert_eq!(found, both);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 200);
+    assert_eq!(ids_in(&c.get(&format!("Patient/{p}/$everything")).text, &[&problem, &diagnosis]), [true, true]);
+}
+
+/// What a token reaches is its scopes intersected with the patient's grant as it stands now: a
+/// whole-type token under a grant narrowed to the problem list sees the problem list only.
+fn token_is_intersected_with_a_constrained_grant(app: &TestApp) {
+    let (p, problem, diagnosis) = record(app);
+    let token = app.patient_token("patient/Condition.rs patient/Patient.rs", &p);
+    let c = app.client_with(Some(token));
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 200, "before the grant narrows");
+    // The patient narrows what the app may see (as the Sharing page does): the grant is replaced.
+    app.grant(&p, Grantee::Client("test-client".into()), &format!("{PROBLEMS} patient/Patient.rs"));
+    assert_eq!(c.get(&format!("Condition?patient={p}")).ids(), vec![problem.clone()]);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 404);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}/_history/1")).status, 404);
+    assert_eq!(ids_in(&c.get(&format!("Patient/{p}/$everything")).text, &[&problem, &diagnosis]), [true, false]);
+    let inc = c.get(&format!("Patient?_id={p}&_revinclude=Condition:patient"));
+    assert_eq!(ids_in(&inc.text, &[&problem, &diagnosis]), [true, false], "{}", inc.text);
+    // And the other way round: a constrained token under a whole-type grant stays constrained.
+    let c = app.client_with(Some(app.patient_token(PROBLEMS, &p)));
+    app.grant(&p, Grantee::Client("test-client".into()), "patient/Condition.rs");
+    assert_eq!(c.get(&format!("Condition?patient={p}")).ids(), vec![problem.clone()]);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 404);
+}
+
+both!(
+    constrained_scope_reads_only_matching,
+    constrained_scope_on_record_routes,
+    whole_type_scope_beside_constrained_is_the_union,
+    token_is_intersected_with_a_constrained_grant,
+);
