@@ -140,9 +140,73 @@ fn token_is_intersected_with_a_constrained_grant(app: &TestApp) {
     assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 404);
 }
 
+/// A constrained write scope creates and updates only what matches its constraint (SMART 2.2:
+/// the server must not allow a write outside it); what lies outside it is not found.
+fn constrained_write_scope_writes_only_matching(app: &TestApp) {
+    let (p, problem, diagnosis) = record(app);
+    let scope = format!("{}.cruds?{}", "patient/Condition", PROBLEMS.split_once('?').expect("query").1);
+    let c = app.client_with(Some(app.patient_token(&scope, &p)));
+    let created = c.post("Condition", &condition(&p, "problem-list-item", ASTHMA));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let refused = c.post("Condition", &condition(&p, "encounter-diagnosis", CHEST_INFECTION));
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let admin = app.client();
+    assert_eq!(admin.get(&format!("Condition?patient={p}&_total=accurate")).body["total"], 3, "nothing was written");
+    // An update may not move a problem out of the constraint.
+    let mut moved = condition(&p, "encounter-diagnosis", ASTHMA);
+    moved["id"] = json!(problem);
+    assert_eq!(c.put(&format!("Condition/{problem}"), &moved).status, 403);
+    let patch = json!([{"op": "replace", "path": "/category/0/coding/0/code", "value": "encounter-diagnosis"}]);
+    assert_eq!(c.patch(&format!("Condition/{problem}"), &patch).status, 403);
+    assert_eq!(admin.get(&format!("Condition/{problem}")).body["meta"]["versionId"], "1", "unchanged");
+    // A change that keeps it in is allowed.
+    let mut kept = condition(&p, "problem-list-item", ("195967001", "Asthma, well controlled"));
+    kept["id"] = json!(problem);
+    assert_eq!(c.put(&format!("Condition/{problem}"), &kept).status, 200);
+    // What lies outside is absent, for updates, patches and deletes alike, and stays as it was.
+    let mut into = condition(&p, "problem-list-item", CHEST_INFECTION);
+    into["id"] = json!(diagnosis);
+    assert_eq!(c.put(&format!("Condition/{diagnosis}"), &into).status, 404);
+    assert_eq!(c.patch(&format!("Condition/{diagnosis}"), &patch).status, 404);
+    let delete = c.delete(&format!("Condition/{diagnosis}"));
+    assert!(delete.status == 200 && delete.text.contains("nothing to delete"), "{}", delete.text);
+    assert_eq!(admin.get(&format!("Condition/{diagnosis}")).body["meta"]["versionId"], "1", "unchanged");
+    let created = created.body["id"].as_str().expect("id").to_string();
+    assert!(c.delete(&format!("Condition/{created}")).text.contains("deleted (version 2)"));
+    // A batch entry is held to the same rule.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": condition(&p, "encounter-diagnosis", CHEST_INFECTION), "request": {"method": "POST", "url": "Condition"}}]});
+    let answer = c.post("", &batch);
+    assert!(
+        answer.body["entry"][0]["response"]["status"].as_str().unwrap_or_default().starts_with("403"),
+        "{}",
+        answer.text
+    );
+    // And so is an import, which writes many resources at once.
+    let scope = format!("{scope} patient/Patient.cruds patient/Provenance.cruds");
+    let c = app.client_with(Some(app.patient_token(&scope, &p)));
+    let import = |category: &str| {
+        let mut pat = admin.get(&format!("Patient/{p}")).body;
+        pat.as_object_mut().map(|o| o.remove("meta"));
+        let mut cond = condition(&p, category, ("38341003", "Hypertension"));
+        cond["id"] = json!(format!("imported-{category}"));
+        let entries = json!([{"resource": pat}, {"resource": cond}]);
+        let bundle = json!({"resourceType": "Bundle", "type": "collection",
+            "meta": {"source": "https://elsewhere.example/fhir"}, "entry": entries});
+        c.post("$phr-import?strategy=append", &bundle)
+    };
+    let refused = import("encounter-diagnosis");
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(admin.get(&format!("Condition?patient={p}&_total=accurate")).body["total"], 2, "nothing imported");
+    let taken = import("problem-list-item");
+    assert_eq!(taken.status, 200, "{}", taken.text);
+    assert_eq!(admin.get(&format!("Condition?patient={p}&_total=accurate")).body["total"], 3);
+}
+
 both!(
     constrained_scope_reads_only_matching,
     constrained_scope_on_record_routes,
     whole_type_scope_beside_constrained_is_the_union,
     token_is_intersected_with_a_constrained_grant,
+    constrained_write_scope_writes_only_matching,
 );
