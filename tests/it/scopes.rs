@@ -4,8 +4,10 @@
 
 use crate::both;
 use crate::fixtures::*;
+use crate::oauth_support::*;
 use crate::support::{Client, TestApp};
 use healthfolio::consent::Grantee;
+use oauth2::TokenResponse;
 use serde_json::{json, Value};
 
 const CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
@@ -203,10 +205,61 @@ fn constrained_write_scope_writes_only_matching(app: &TestApp) {
     assert_eq!(admin.get(&format!("Condition?patient={p}&_total=accurate")).body["total"], 3);
 }
 
+/// The consent screen offers a constrained scope in plain words, as what it is, with its own
+/// box; the grant and the token hold exactly what was approved; an unsupported constraint is
+/// not offered (the app gets less than it asked, and the token's `scope` says so).
+fn consent_screen_offers_constrained_scopes(app: &TestApp) {
+    let patient = patient_with_login(app, NHS[0], "ada@example.org");
+    let problem = app.create(condition(&patient, "problem-list-item", ASTHMA));
+    let diagnosis = app.create(condition(&patient, "encounter-diagnosis", CHEST_INFECTION));
+    let client_id = public_app(app);
+    let client = oauth_client(app, &client_id);
+    let unsupported = "patient/Condition.rs?onset-date=ge2020-01-01";
+    let asked = format!("launch/patient {PROBLEMS} patient/MedicationRequest.rs {unsupported}");
+    let (url, verifier, _) = authorize_url(app, &client, &asked);
+    let mut b = Browser::default();
+    let login = b.get(&url);
+    let form = [
+        ("email", "ada@example.org"),
+        ("password", PASSWORD),
+        ("csrf", &login.field("csrf")),
+        ("continue", &login.field("continue")),
+    ];
+    let next = b.post(&format!("{}/oauth/login", app.base), &form).location.expect("location");
+    let page = b.get(&format!("{}{next}", app.base));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let offered = consent_offers(&page);
+    assert_eq!(offered, vec![PROBLEMS.to_string(), "patient/MedicationRequest.rs".to_string()], "{}", page.body);
+    assert!(
+        page.body.contains("See your problem list (health problems in the category Problem list item)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("See your prescriptions"), "{}", page.body);
+    // The patient approves the problem list only.
+    let (code, _) =
+        sign_in_and_choose(app, &mut Browser::default(), &url, "ada@example.org", |_| vec![PROBLEMS.to_string()]);
+    let token = exchange(&client, &code, &verifier);
+    let scopes: Vec<String> = token.scopes().expect("scope").iter().map(|s| s.to_string()).collect();
+    assert!(scopes.contains(&PROBLEMS.to_string()), "{scopes:?}");
+    assert!(!scopes.iter().any(|s| s.contains("MedicationRequest") || s.contains("onset")), "{scopes:?}");
+    let mut conn = app.hf.db.conn().expect("conn");
+    let grant = healthfolio::consent::active_for(&mut conn, &patient, &Grantee::Client(client_id))
+        .expect("query")
+        .expect("grant");
+    let granted = grant.scopes().resources;
+    assert_eq!(granted, healthfolio::scope::Scopes::parse(PROBLEMS).resources, "{}", grant.scope);
+    let c = app.client_with(Some(token.access_token().secret().clone()));
+    assert_eq!(c.get(&format!("Condition?patient={patient}")).ids(), vec![problem]);
+    assert_eq!(c.get(&format!("Condition/{diagnosis}")).status, 404);
+    assert_eq!(c.get("MedicationRequest").status, 403);
+}
+
 both!(
     constrained_scope_reads_only_matching,
     constrained_scope_on_record_routes,
     whole_type_scope_beside_constrained_is_the_union,
     token_is_intersected_with_a_constrained_grant,
     constrained_write_scope_writes_only_matching,
+    consent_screen_offers_constrained_scopes,
 );
