@@ -28,14 +28,14 @@ pub struct Scope {
     pub update: bool,
     pub delete: bool,
     pub search: bool,
-    /// SMART 2.2 query-constrained scope (`patient/MedicationRequest.rs?status=active`): only
-    /// resources matching these token parameters are reached. Such a scope reads and searches only.
+    /// SMART 2.2 query-constrained scope (`patient/Condition.rs?category=…|problem-list-item`):
+    /// only resources matching these parameters are reached, read or written.
     pub filter: Vec<(String, String)>,
 }
 
 impl Scope {
-    /// Parses a v2 (`.cruds` subset, in order) or v1 (`.read`, `.write`, `.*`) resource scope.
-    /// Query-parameter suffixes are not supported, so such a scope does not parse (and grants nothing).
+    /// Parses a v2 (`.cruds` subset, in order, with an optional `?query` constraint) or v1
+    /// (`.read`, `.write`, `.*`) resource scope.
     pub fn parse(s: &str) -> Option<Scope> {
         let (ctx, rest) = s.split_once('/')?;
         let context = match ctx {
@@ -66,14 +66,13 @@ impl Scope {
         if perms.is_empty() || !is_ordered_subset(perms, "cruds") {
             return None;
         }
-        let writes = filter.is_empty();
         Some(Scope {
             context,
             resource,
-            create: writes && perms.contains('c'),
+            create: perms.contains('c'),
             read: perms.contains('r'),
-            update: writes && perms.contains('u'),
-            delete: writes && perms.contains('d'),
+            update: perms.contains('u'),
+            delete: perms.contains('d'),
             search: perms.contains('s'),
             filter,
         })
@@ -168,9 +167,9 @@ mod tests {
     }
 
     #[test]
-    fn query_constrained_scopes_read_and_search_only() {
+    fn query_constrained_scopes_keep_their_permissions() {
         let s = Scope::parse("patient/MedicationRequest.cruds?status=active").unwrap();
-        assert!(s.read && s.search && !s.create && !s.update && !s.delete);
+        assert!(s.read && s.search && s.create && s.update && s.delete);
         assert_eq!(s.filter, vec![("status".to_string(), "active".to_string())]);
         let all = Scopes::parse("patient/MedicationRequest.rs?status=active patient/AllergyIntolerance.rs");
         assert!(all.constraints("MedicationRequest", Interaction::Read).is_some());

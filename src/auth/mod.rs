@@ -11,6 +11,7 @@ pub mod live;
 pub mod oauth;
 pub mod password;
 mod pkce;
+pub mod scope_words;
 pub mod session;
 pub mod token;
 

@@ -4,6 +4,7 @@
 use super::accounts::{self, Account};
 use super::client_auth::{self, ClientCredentials, Prepared};
 use super::clients::{self, Client, ClientKind};
+use super::scope_words::describe;
 use super::{live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
 use crate::consent::{self, Grantee, NewGrant};
@@ -175,6 +176,16 @@ fn client_may_ask(client: &Client, word: &str) -> bool {
     Scopes::parse(&client.scope).resources.iter().any(|have| have.covers(&want))
 }
 
+/// A query-constrained scope this server cannot hold on every route is dropped from the
+/// authorization rather than refused with `invalid_scope`: the app is given less than it asked
+/// (RFC 6749 §3.3; the token response's `scope` says what it got), the patient is never asked to
+/// approve what would not be enforced, and an app asking for several scopes still gets the rest.
+fn constraint_held(word: &str) -> bool {
+    Scope::parse(word).is_none_or(|s| {
+        s.filter.is_empty() || crate::fhir::search::supported_constraint(s.resource.as_deref(), &s.filter)
+    })
+}
+
 pub fn check_authorize(conn: &mut Conn, ep: &Endpoints, p: &AuthorizeParams) -> Result<Authorization, AuthorizeError> {
     let page = |m: &str| AuthorizeError::Page(m.to_string());
     let client_id =
@@ -216,6 +227,7 @@ pub fn check_authorize(conn: &mut Conn, ep: &Endpoints, p: &AuthorizeParams) -> 
         .split_whitespace()
         .filter(|w| !w.starts_with("system/"))
         .filter(|w| client_may_ask(&client, w))
+        .filter(|w| constraint_held(w))
         .map(str::to_string)
         .collect();
     if !scopes.iter().any(|w| Scope::parse(w).is_some()) {
@@ -238,46 +250,6 @@ pub enum ConsentState {
     /// The patient already granted all of this to the app: no screen.
     AlreadyGranted,
     Ask(Vec<ConsentItem>),
-}
-
-fn noun(rtype: Option<&str>) -> &'static str {
-    match rtype {
-        None => "your whole record (every kind of entry, including kinds added later)",
-        Some("MedicationRequest") => "your prescriptions",
-        Some("MedicationStatement") => "the medicines you take",
-        Some("MedicationDispense") => "what pharmacies dispensed to you",
-        Some("MedicationAdministration") => "medicines given to you",
-        Some("AllergyIntolerance") => "your allergies",
-        Some("Condition") => "your health problems",
-        Some("Patient") => "your personal details",
-        Some("Medication") => "medicine details",
-        Some("Provenance") => "where entries in your record came from",
-        Some("Practitioner" | "PractitionerRole" | "Organization") => "who cares for you",
-        Some(_) => "other entries in your record",
-    }
-}
-
-/// A scope in plain words, for the consent screen and the portal.
-pub fn describe(scope: &Scope) -> String {
-    let what = noun(scope.resource.as_deref());
-    let mut verbs = Vec::new();
-    if scope.read || scope.search {
-        verbs.push("see");
-    }
-    if scope.create {
-        verbs.push("add to");
-    }
-    if scope.update {
-        verbs.push("change");
-    }
-    if scope.delete {
-        verbs.push("remove");
-    }
-    let mut s = verbs.join(", ");
-    if let Some(first) = s.get(..1) {
-        s = first.to_uppercase() + &s[1..];
-    }
-    format!("{s} {what}")
 }
 
 pub fn consent_state(conn: &mut Conn, patient: &str, auth: &Authorization) -> Result<ConsentState, AuthError> {

@@ -517,6 +517,22 @@ fn scope_constraints(conds: &mut Sql, ctx: &AccessContext, rtype: &str, what: In
     Ok(())
 }
 
+/// Whether this server holds a scope's query constraint on every route, so that an authorization
+/// may grant it (SMART 2.2 leaves the set to the server): token parameters of the scope's type
+/// (`category`, `code`, `status`, `clinical-status`, …; for `*`, of some type served), each value
+/// `system|code`, `code`, `system|` or a comma list of them. Those the consent screen can also
+/// say in plain words, and a write can be matched against exactly.
+pub fn supported_constraint(rtype: Option<&str>, filter: &[(String, String)]) -> bool {
+    let token_of = |t: &str, name: &str| find(t, name).is_some_and(|p| p.kind == Kind::Token);
+    filter.iter().all(|(name, value)| {
+        let known = match rtype {
+            Some(t) => token_of(t, name),
+            None => super::RESOURCE_TYPES.iter().any(|t| token_of(t, name)),
+        };
+        known && !value.is_empty() && !value.contains('\0') && alternatives(value).iter().all(|v| !v.is_empty())
+    })
+}
+
 /// Limits `r` to `types`, each within the caller's query-constrained scopes for reading it: a
 /// plain `IN` list when no scope narrows any of them.
 pub(crate) fn readable_types_condition(q: &mut Sql, ctx: &AccessContext, types: &[&str]) -> Result<(), FhirError> {

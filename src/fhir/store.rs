@@ -521,7 +521,28 @@ pub(crate) fn create_in(
         body: text,
     };
     finish_write(conn, ctx, rid, &stored, Some(&body), method)?;
+    hold_to_constraints(conn, ctx, rid, rtype, Interaction::Create)?;
     Ok(stored)
+}
+
+/// A query-constrained write scope (`patient/Condition.cu?category=…`) writes only what matches
+/// its query (SMART 2.2): the version just written, with its index rows, is held to the query
+/// before the transaction commits, so the search layer's one reading of a constraint decides
+/// writes as it decides reads.
+fn hold_to_constraints(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    rid: i64,
+    rtype: &str,
+    what: Interaction,
+) -> Result<(), FhirError> {
+    if super::search::within_constraints(conn, ctx, rtype, rid, what)? {
+        return Ok(());
+    }
+    Err(FhirError::forbidden(format!(
+        "the access token's scopes (and the patient's grant) allow {} on {rtype} only for resources matching their query, and this one would not",
+        crate::access::interaction_name(what)
+    )))
 }
 
 const INSERT_VERSION: &str = "INSERT INTO resource_versions \
@@ -799,6 +820,11 @@ fn write_many(
     }
     conn.insert_rows(INSERT_VERSION, &versions)?;
     index_rows.write(conn)?;
+    for (s, _) in admitted {
+        if let Some(rid) = rids.get(&(s.rtype.clone(), s.id.clone())) {
+            hold_to_constraints(conn, ctx, *rid, &s.rtype, Interaction::Create)?;
+        }
+    }
     for (s, body) in admitted.iter().filter(|(s, _)| s.rtype == "Patient") {
         super::patient::claim_nhs_numbers(conn, &s.id, Some(body))?;
     }
@@ -832,7 +858,11 @@ pub(crate) fn update_in(
         let stored = create_in(conn, ctx, refs, rtype, body, id.to_string(), "PUT")?;
         return Ok(WriteOutcome { stored, created: true, changed: true });
     };
-    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)? {
+    // Outside a constrained scope's query is out of reach: absent, like another patient's record.
+    // A deleted resource has no index rows to match; what replaces it is held to the query below.
+    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Update)?
+        || (row.deleted == 0 && !super::search::within_constraints(conn, ctx, rtype, row.rid, Interaction::Update)?)
+    {
         return Err(FhirError::not_found(rtype, id));
     }
     refuse_copy(conn, ctx, row.rid, rtype, id)?;
@@ -882,6 +912,7 @@ pub(crate) fn update_in(
         body: text,
     };
     finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
+    hold_to_constraints(conn, ctx, row.rid, rtype, Interaction::Update)?;
     Ok(WriteOutcome { stored, created: row.deleted != 0, changed: true })
 }
 
@@ -939,7 +970,9 @@ pub(crate) fn delete_in(
     }
     ctx.require(rtype, Interaction::Delete)?;
     let Some(row) = current(conn, rtype, id)? else { return Ok(None) };
-    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Delete)? {
+    if !ctx.may_touch(conn, rtype, row.patient_id.as_deref(), Interaction::Delete)?
+        || !super::search::within_constraints(conn, ctx, rtype, row.rid, Interaction::Delete)?
+    {
         return Ok(None);
     }
     if row.deleted != 0 {

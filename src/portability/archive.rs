@@ -94,7 +94,12 @@ fn record_lines(
     let mut n = 0;
     let mut seen = HashSet::new();
     let patient = asked.patient.as_str();
-    let view = |t: &str| asked.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
+    let named = |t: &str| asked.types.as_ref().is_none_or(|types| types.iter().any(|x| x == t));
+    // The grants and the access log are views like any other: only a caller whose scopes (and
+    // the patient's grant) let it read them gets them, as `Consent` and `AuditEvent` reads do.
+    let view = |conn: &mut Conn, t: &str| -> Result<bool, FhirError> {
+        Ok(named(t) && ctx.may_touch(conn, t, Some(patient), Interaction::Read)?)
+    };
     let mut req = EverythingRequest { count: Some(1000), cursor: None, ..asked.clone() };
     loop {
         let page = everything_in(&mut conn, ctx, &req)?;
@@ -110,14 +115,14 @@ fn record_lines(
         }
     }
     let now = now_micros();
-    if view("Consent") {
+    if view(&mut conn, "Consent")? {
         for g in crate::consent::list(&mut conn, Some(patient))? {
             let json = crate::consent::consent_json(&g, now).to_string();
             emit(Line { rtype: "Consent", id: &g.id, json: json.as_bytes() }).map_err(written)?;
             n += 1;
         }
     }
-    if view("AuditEvent") {
+    if view(&mut conn, "AuditEvent")? {
         let mut q = AuditQuery { patient: Some(patient.to_string()), ..AuditQuery::default() };
         let mut json = Vec::new();
         let mut left = AUDIT_ROWS;

@@ -4,7 +4,7 @@
 use super::{day, own_patient, parse_day, PortalError};
 use crate::access::AccessContext;
 use crate::auth::clients::{self, Client, ClientKind};
-use crate::auth::oauth::describe;
+use crate::auth::scope_words::describe;
 use crate::consent::{self, Grant, Grantee, NewGrant};
 use crate::db::{Conn, Db};
 use crate::fhir::{now_micros, Interaction};

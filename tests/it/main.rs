@@ -17,6 +17,7 @@ mod ops;
 mod portability;
 mod portal;
 mod processes;
+mod scopes;
 mod smoke;
 mod store;
 mod support;
