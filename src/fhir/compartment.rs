@@ -1,8 +1,10 @@
-//! Reading a patient's compartment whole, a keyset page at a time, and the shared resources it
-//! refers to: what `$everything`, the archive and transfers are built on.
+//! Reading records whole, a keyset page at a time: one patient's compartment and the shared
+//! resources it refers to (what `$everything`, the archive and transfers are built on), and every
+//! record a caller reaches, one type at a time (Bulk Data export).
 
 use super::search::readable_types_condition;
 use super::store::{Row, Stored, ROW_COLUMNS};
+use super::Interaction;
 use super::{time, FhirError};
 use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Sql};
@@ -50,4 +52,36 @@ pub fn live_by_ids(conn: &mut Conn, rtype: &str, ids: &[&str]) -> Result<Vec<Sto
         out.extend(conn.load::<Row>(&q)?.into_iter().map(Stored::from));
     }
     Ok(out)
+}
+
+/// A page of one type across every record the caller reaches (a Bulk Data export's file).
+pub struct Export<'a> {
+    pub rtype: &'a str,
+    /// Changed after this instant (microseconds).
+    pub since: Option<i64>,
+    /// Only the members of this Group (its row): read as the job runs, so a member added or
+    /// removed since kick-off counts.
+    pub group_rid: Option<i64>,
+    /// After this row (the previous page's last `rid`).
+    pub after: i64,
+    pub limit: i64,
+}
+
+/// The live resources of an export page, in row order, as far as `ctx` reaches and may read.
+pub(crate) fn export_page(conn: &mut Conn, ctx: &AccessContext, p: &Export) -> Result<Vec<Row>, FhirError> {
+    let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.deleted = 0"));
+    readable_types_condition(&mut q, ctx, &[p.rtype])?;
+    q.push(" AND r.rid > ").int(p.after);
+    if let Some(s) = p.since {
+        q.push(" AND r.last_updated > ").int(s);
+    }
+    if let Some(g) = p.group_rid {
+        let column = if p.rtype == "Patient" { "r.id" } else { "r.patient_id" };
+        q.push(&format!(" AND {column} IN (SELECT m.target_id FROM idx_ref m WHERE m.rid = "))
+            .int(g)
+            .push(" AND m.param = 'member' AND m.target_type = 'Patient')");
+    }
+    ctx.limit_search(&mut q, "r", p.rtype, Interaction::Read);
+    q.push(" ORDER BY r.rid LIMIT ").int(p.limit);
+    Ok(conn.load(&q)?)
 }

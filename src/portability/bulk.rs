@@ -6,8 +6,8 @@ use crate::access::{AccessContext, Reach};
 use crate::audit::AuditEntry;
 use crate::config::BulkSettings;
 use crate::db::jobs::{self, Finish, NewJob};
-use crate::db::{Db, Sql};
-use crate::fhir::store::Row;
+use crate::db::Db;
+use crate::fhir::compartment;
 use crate::fhir::{now_micros, params, time, FhirError, Interaction, READ_ONLY_TYPES, RESOURCE_TYPES};
 use crate::scope::Scopes;
 use serde::{Deserialize, Serialize};
@@ -317,28 +317,13 @@ fn export_type(
     page_done: &mut dyn FnMut(usize) -> Result<bool, FhirError>,
 ) -> Result<Option<usize>, FhirError> {
     let Selection { rtype, since, group_rid } = *which;
-    let io = |e: std::io::Error| FhirError::invalid(format!("cannot write {}: {e}", path.display()));
+    let io = |e: std::io::Error| FhirError::Internal(format!("cannot write {}: {e}", path.display()));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     let mut conn = db.conn()?;
     let (mut after, mut n) = (0i64, 0usize);
     loop {
-        let mut q =
-            Sql::new(&format!("SELECT {} FROM resources r WHERE r.deleted = 0", crate::fhir::store::ROW_COLUMNS));
-        crate::fhir::search::readable_types_condition(&mut q, ctx, &[rtype])?;
-        q.push(" AND r.rid > ").int(after);
-        if let Some(s) = since {
-            q.push(" AND r.last_updated > ").int(s);
-        }
-        if let Some(g) = group_rid {
-            // Membership is read as the job runs: a member added or removed since kick-off counts.
-            let column = if rtype == "Patient" { "r.id" } else { "r.patient_id" };
-            q.push(&format!(" AND {column} IN (SELECT m.target_id FROM idx_ref m WHERE m.rid = "))
-                .int(g)
-                .push(" AND m.param = 'member' AND m.target_type = 'Patient')");
-        }
-        ctx.limit_search(&mut q, "r", rtype, Interaction::Read);
-        q.push(" ORDER BY r.rid LIMIT ").int(PAGE);
-        let rows: Vec<Row> = conn.load(&q)?;
+        let page = compartment::Export { rtype, since, group_rid, after, limit: PAGE };
+        let rows = compartment::export_page(&mut conn, ctx, &page)?;
         let Some(last) = rows.last().map(|r| r.rid) else { break };
         for r in &rows {
             out.write_all(r.body.as_deref().unwrap_or("{}").as_bytes()).map_err(io)?;
