@@ -21,4 +21,5 @@ mod smoke;
 mod store;
 mod support;
 mod timeline;
+mod tools;
 mod transfer;
