@@ -3,6 +3,7 @@
 mod bad_input;
 mod browser;
 mod federation;
+mod fhir_validation;
 mod fixtures;
 mod integrity;
 mod invite;
