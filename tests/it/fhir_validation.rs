@@ -8,8 +8,8 @@
 //! `$phr-export`, Bulk Data NDJSON, Consent, AuditEvent, the CapabilityStatement, batch and
 //! transaction responses, and OperationOutcomes of every error status.
 //!
-//! No UK Core validator is to be had here: UK Core's rules the server claims (the NHS number
-//! identifier) are checked by the server's own validation and its tests.
+//! No UK Core validator is to be had offline: of the UK Core profiles the server claims, only the
+//! NHS number identifier is checked here (and profile constraints by the server's own validation).
 
 use crate::oauth_support::provider_system_token_with;
 use crate::support::{Client, Response, TestApp};
@@ -222,6 +222,42 @@ fn operations(app: &TestApp, c: &Client, s: &mut Samples, p: &str, org: &str) {
     }
 }
 
+/// What can be checked of UK Core without its validator: a Patient's NHS number identifier
+/// (slice `nhsNumber`, at most one) is 10 digits with a valid Modulus 11 check digit.
+fn uk_core_nhs_numbers(samples: &Path) {
+    fn patients(v: &Value, out: &mut Vec<Value>) {
+        match v {
+            Value::Object(o) if o.get("resourceType").is_some_and(|t| t == "Patient") => out.push(v.clone()),
+            Value::Object(o) => o.values().for_each(|v| patients(v, out)),
+            Value::Array(a) => a.iter().for_each(|v| patients(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for file in std::fs::read_dir(samples).expect("samples").flatten() {
+        let text = std::fs::read_to_string(file.path()).expect("sample");
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .chain(serde_json::from_str(&text).ok())
+            .for_each(|v: Value| patients(&v, &mut found));
+    }
+    assert!(!found.is_empty());
+    for p in found {
+        let numbers: Vec<&str> = p["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["system"] == healthfolio::fhir::NHS_NUMBER_SYSTEM)
+            .filter_map(|i| i["value"].as_str())
+            .collect();
+        assert!(numbers.len() <= 1, "UK Core: at most one NHS number: {p}");
+        for n in numbers {
+            let ok = n.len() == 10 && healthfolio::fhir::validate::nhs_number_valid(n);
+            assert!(ok, "UK Core: an NHS number is 10 digits with a Modulus 11 check digit: {n:?}");
+        }
+    }
+}
+
 /// Runs `program args… samples` once; what it printed when it found a problem.
 fn problems(what: &str, cmd: &mut Command, samples: &Path) -> Option<String> {
     let out = cmd.arg(samples).output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -238,6 +274,8 @@ fn every_output_is_valid_r4(app: &TestApp) {
     operations(app, &c, &mut s, &p, &org);
     writes_and_history(&c, &mut s, &p);
     errors(app, &c, &mut s, &p);
+
+    uk_core_nhs_numbers(&s.dir);
 
     tools::ensure_node_modules(&validator_dir());
     let schema = problems(
