@@ -191,7 +191,9 @@ impl<'a> AuditEvent<'a> {
         let mut entity = Vec::new();
         if let (Some(t), Some(id)) = (&r.res_type, &r.res_id) {
             entity.push(about(format!("{t}/{id}"), "2", "System Object"));
-        } else if let Some(q) = &r.query {
+        } else if let Some(q) = r.query.as_deref().filter(|q| !q.is_empty()) {
+            // A search without parameters ran no query worth naming, and FHIR strings and
+            // base64Binary values may not be empty.
             entity.push(Entity { what: None, kind: None, query: Some(base64_of(q)), description: Some(q) });
         }
         if let Some(p) = &r.patient_id {

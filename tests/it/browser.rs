@@ -8,8 +8,9 @@ use crate::both;
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
+use crate::tools::{self, run};
 use healthfolio::db::Backend;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -22,20 +23,11 @@ const PROVIDER_NAME: &str = "Riverside GP system";
 /// What the patient adds on the "add a medicine" form (one of the portal's choices).
 const ADDED: (&str, &str) = ("329653008", "Ibuprofen 400mg tablets");
 
-/// Serialises installing Chromium and the npm packages: both database variants may ask at once.
-static TOOLS: Mutex<()> = Mutex::new(());
+/// Serialises installing Chromium: both database variants may ask at once.
+static CHROMIUM_INSTALL: Mutex<()> = Mutex::new(());
 
 fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let what = format!("{cmd:?}");
-    match cmd.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("{what} exited with {s}")),
-        Err(e) => Err(format!("{what} could not start: {e}")),
-    }
+    tools::root().join("tests/browser")
 }
 
 fn is_root() -> bool {
@@ -44,6 +36,7 @@ fn is_root() -> bool {
 
 /// Debian's Chromium (no browser download by npm); installed here if we may.
 fn ensure_chromium() {
+    let _one_at_a_time = CHROMIUM_INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if Path::new(CHROMIUM).exists() {
         return;
     }
@@ -62,41 +55,15 @@ fn ensure_chromium() {
     assert!(Path::new(CHROMIUM).exists(), "{how} (apt-get succeeded but {CHROMIUM} is missing)");
 }
 
-/// Whether node_modules holds exactly the versions package.json pins.
-fn node_modules_current(dir: &Path) -> bool {
-    let read = |p: PathBuf| std::fs::read_to_string(p).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok());
-    let Some(pkg) = read(dir.join("package.json")) else { return false };
-    let Some(deps) = pkg["dependencies"].as_object() else { return false };
-    deps.iter().all(|(name, version)| {
-        read(dir.join("node_modules").join(name).join("package.json")).is_some_and(|m| &m["version"] == version)
-    })
-}
-
-/// tests/browser/node_modules from the committed lock file (`npm ci`), when missing or stale.
-fn ensure_node_modules() {
-    let dir = browser_dir();
-    if node_modules_current(&dir) {
-        return;
-    }
-    eprintln!("browser tests: npm ci in {}", dir.display());
-    // Neither package has an install script; playwright-core never downloads a browser.
-    let done = run(Command::new("npm").args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"]).current_dir(&dir));
-    if let Err(e) = done {
-        panic!("The browser tests need Node.js 20+ and npm: `npm ci --prefix tests/browser` failed: {e}");
-    }
-    assert!(node_modules_current(&dir), "npm ci did not install the versions package.json pins");
-}
-
+/// Chromium, and the npm packages tests/browser/package-lock.json pins (playwright-core never
+/// downloads a browser).
 fn ensure_tools() {
-    let _one_at_a_time = TOOLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     ensure_chromium();
-    ensure_node_modules();
+    tools::ensure_node_modules(&browser_dir());
 }
 
 fn screenshot_dir(app: &TestApp) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let target = tools::target();
     let db = match app.hf.db.backend() {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",

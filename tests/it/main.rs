@@ -3,6 +3,7 @@
 mod bad_input;
 mod browser;
 mod federation;
+mod fhir_validation;
 mod fixtures;
 mod integrity;
 mod invite;
@@ -22,4 +23,5 @@ mod smoke;
 mod store;
 mod support;
 mod timeline;
+mod tools;
 mod transfer;

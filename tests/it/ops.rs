@@ -113,6 +113,28 @@ fn audit_rows_are_append_only(app: &TestApp) {
     assert_eq!(count(&mut conn), before + 1, "appending still works");
 }
 
+/// Reading the access log is itself logged, as a search without parameters: its AuditEvent names
+/// no query rather than an empty one (FHIR strings and base64Binary values may not be empty).
+fn parameterless_search_logs_no_empty_query(app: &TestApp) {
+    let p = app.create(patient(NHS[0], "Okafor", "Ada"));
+    let c = app.client();
+    assert_eq!(c.get(&format!("AuditEvent?patient={p}")).status, 200);
+    app.hf.store.audit.flush();
+    let log = c.get(&format!("AuditEvent?patient={p}"));
+    let searches: Vec<serde_json::Value> = log
+        .entries()
+        .into_iter()
+        .map(|e| e["resource"].clone())
+        .filter(|r| r["subtype"][0]["code"] == "search-type")
+        .collect();
+    assert!(!searches.is_empty(), "the first read of the log is in it: {}", log.text);
+    for event in searches {
+        for entity in event["entity"].as_array().expect("entity") {
+            assert!(entity["query"] != "" && entity["description"] != "", "empty strings in {event}");
+        }
+    }
+}
+
 fn health_and_metrics(app: &TestApp) {
     let c = app.client_with(None);
     assert_eq!(c.get(&format!("{}/healthz", app.base)).status, 200);
@@ -131,7 +153,12 @@ fn health_and_metrics(app: &TestApp) {
     assert!(m.text.contains("\nhealthfolio_http_requests_in_flight 1\n"), "only the metrics request is in flight");
 }
 
-both!(backup_restore_keeps_record_versions_and_audit, audit_rows_are_append_only, health_and_metrics);
+both!(
+    backup_restore_keeps_record_versions_and_audit,
+    audit_rows_are_append_only,
+    parameterless_search_logs_no_empty_query,
+    health_and_metrics
+);
 
 /// Two servers on one PostgreSQL database behave as one service.
 #[test]

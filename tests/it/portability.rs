@@ -443,7 +443,35 @@ fn absolute_references_never_reach_another_record(app: &TestApp) {
     assert_eq!(count(&q), before_q, "the other record is untouched");
 }
 
+/// `$phr-import` is the patient's (or an operator's): a provider system is refused even with
+/// `patient/*.cruds` granted; an operator names the record with `?patient=`. The
+/// CapabilityStatement says both.
+fn phr_import_is_the_patients(a: &TestApp) {
+    let b = TestApp::sqlite();
+    let p = seed(a, NHS[0]);
+    let export = a.client().get(&format!("Patient/{p}/$phr-export"));
+    let here = b.create(patient(NHS[0], "Okafor", "Ada"));
+    let org = "Organization/riverside";
+    b.grant(&here, healthfolio::consent::Grantee::Organization(org.into()), "patient/*.cruds");
+    let provider = b.client_with(Some(crate::oauth_support::provider_system_token_with(&b, org, "system/*.cruds")));
+    let refused = provider.post(&format!("$phr-import?patient={here}"), &export.body);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.diagnostics().contains("only the patient (or an operator)"), "{}", refused.text);
+    let operator = b.client().post(&format!("$phr-import?patient={here}"), &export.body);
+    assert_eq!(operator.status, 200, "{}", operator.text);
+    assert!(operator.diagnostics().starts_with(&format!("Patient/{here}:")), "{}", operator.text);
+
+    let metadata = b.client_with(None).get("metadata");
+    let ops = metadata.body["rest"][0]["operation"].as_array().cloned().unwrap_or_default();
+    let import = ops.iter().find(|o| o["name"] == "phr-import").expect("$phr-import in the CapabilityStatement");
+    let doc = import["documentation"].as_str().unwrap_or_default();
+    for said in ["Only the patient or an operator", "refused (403)", "`patient/*.cruds`", "`?patient=ID`"] {
+        assert!(doc.contains(said), "the documentation says {said:?}: {doc}");
+    }
+}
+
 both!(
+    phr_import_is_the_patients,
     absolute_references_never_reach_another_record,
     everything_pages_and_includes,
     export_carries_a_long_access_log,
