@@ -82,6 +82,17 @@ fn concurrent_transactions_with_one_nhs_number_make_one_patient(app: &TestApp) {
     assert_eq!(active_patients_with(&app.client(), NHS[2]), 1);
 }
 
+/// One number is one text: written with spaces it would be a second key for the same person, so
+/// it is refused (forms strip the spaces people type before they build the resource).
+fn an_nhs_number_with_spaces_is_refused(app: &TestApp) {
+    let c = app.client();
+    app.create(patient(NHS[3], "Mensah", "Kofi"));
+    let spaced = format!("{} {} {}", &NHS[3][..3], &NHS[3][3..6], &NHS[3][6..]);
+    let r = c.post("Patient", &patient(&spaced, "Mensah", "Kofi"));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(active_patients_with(&c, NHS[3]), 1);
+}
+
 /// The number is held by the one active, live Patient: making it inactive or deleting it frees
 /// the number for another record, and taking it back is refused while another holds it.
 fn an_inactive_or_deleted_patient_frees_its_nhs_number(app: &TestApp) {
@@ -236,6 +247,7 @@ fn concurrent_conditional_creates_in_transactions_make_one_resource(app: &TestAp
 }
 
 both!(
+    an_nhs_number_with_spaces_is_refused,
     concurrent_posts_with_one_nhs_number_make_one_patient,
     concurrent_put_creates_with_one_nhs_number_make_one_patient,
     concurrent_transactions_with_one_nhs_number_make_one_patient,
