@@ -32,8 +32,10 @@ pub async fn intake(
     let config =
         req.app_data::<web::Data<super::AppState>>().map(|s| (s.hf.config.body_limit, s.hf.config.body_timeout_secs));
     let (limit, idle_secs) = config.unwrap_or((usize::MAX, 10));
-    let payload = req.take_payload();
-    req.set_payload(keeps_arriving(payload, Duration::from_secs(idle_secs)));
+    if has_body(&req) {
+        let payload = req.take_payload();
+        req.set_payload(keeps_arriving(payload, Duration::from_secs(idle_secs)));
+    }
     if is_form(&req) {
         match read_all(&mut req, limit).await {
             Ok(body) if encodes_nul(&body) => return Ok(refuse(req, StatusCode::BAD_REQUEST, "invalid", NUL_REFUSED)),
@@ -62,6 +64,19 @@ fn keeps_arriving(payload: Payload, idle: Duration) -> Payload {
     });
     // Readers may poll again after the end (multipart does): fused, the end stays the end.
     Payload::from(Box::pin(stream.fuse()) as BoxedPayloadStream)
+}
+
+/// Whether a body may follow the head: in HTTP/1.x only with a length or a transfer coding, and
+/// most requests (reads, searches) carry none, so need no watch on it; HTTP/2 says so in frames.
+fn has_body(req: &ServiceRequest) -> bool {
+    let h = req.headers();
+    if req.version() >= actix_web::http::Version::HTTP_2 || h.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    match h.get(header::CONTENT_LENGTH) {
+        Some(v) => v.to_str().map_or(true, |v| v.trim() != "0"),
+        None => false,
+    }
 }
 
 /// URL-encoded form bodies are small (the form extractors allow 16 KiB): read whole, checked,
