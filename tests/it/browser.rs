@@ -5,11 +5,12 @@
 //! left behind in the database. Screenshots go to target/browser-screenshots/<sqlite|postgres>/.
 
 use crate::both;
+use crate::client_libs::{node_modules_current, run};
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
 use healthfolio::db::Backend;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -27,15 +28,6 @@ static TOOLS: Mutex<()> = Mutex::new(());
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let what = format!("{cmd:?}");
-    match cmd.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("{what} exited with {s}")),
-        Err(e) => Err(format!("{what} could not start: {e}")),
-    }
 }
 
 fn is_root() -> bool {
@@ -60,16 +52,6 @@ fn ensure_chromium() {
         panic!("{how} ({e})");
     }
     assert!(Path::new(CHROMIUM).exists(), "{how} (apt-get succeeded but {CHROMIUM} is missing)");
-}
-
-/// Whether node_modules holds exactly the versions package.json pins.
-fn node_modules_current(dir: &Path) -> bool {
-    let read = |p: PathBuf| std::fs::read_to_string(p).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok());
-    let Some(pkg) = read(dir.join("package.json")) else { return false };
-    let Some(deps) = pkg["dependencies"].as_object() else { return false };
-    deps.iter().all(|(name, version)| {
-        read(dir.join("node_modules").join(name).join("package.json")).is_some_and(|m| &m["version"] == version)
-    })
 }
 
 /// tests/browser/node_modules from the committed lock file (`npm ci`), when missing or stale.

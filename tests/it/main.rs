@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod browser;
+mod client_libs;
 mod federation;
 mod fixtures;
 mod integrity;
@@ -11,6 +12,7 @@ mod matrix;
 mod oauth;
 mod oauth_authlib;
 mod oauth_more;
+mod oauth_openid_client;
 mod oauth_std;
 mod oauth_support;
 mod ops;

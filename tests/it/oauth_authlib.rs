@@ -3,83 +3,25 @@
 //! flow with PKCE, and a refresh that names no client, as SMART's fhirclient sends it.
 
 use crate::both;
+use crate::client_libs::{python, root, Script};
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
-
-/// Serialises making the venv: both database variants may ask at once.
-static VENV: Mutex<()> = Mutex::new(());
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pinned_installed(python: &Path) -> bool {
-    let check = "import sys, importlib.metadata as m\n\
-                 pins = [l.split('==') for l in open(sys.argv[1]) if '==' in l and not l.startswith('#')]\n\
-                 sys.exit(0 if all(m.version(n) == v.strip() for n, v in pins) else 1)";
-    let requirements = root().join("tests/authlib/requirements.txt");
-    Command::new(python).args(["-c", check]).arg(requirements).status().is_ok_and(|s| s.success())
-}
-
-/// The venv's python with the pinned Authlib (the venv .ci/run makes for its checks), made here
-/// when missing. `None` (skip) only outside CI: CI must run this test.
-fn python() -> Option<PathBuf> {
-    let _one_at_a_time = VENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let venv = root().join("target/ci-venv");
-    let python = venv.join("bin/python");
-    if python.exists() && pinned_installed(&python) {
-        return Some(python);
-    }
-    let made = (python.exists()
-        || Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success()))
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "-r"])
-            .arg(root().join("tests/authlib/requirements.txt"))
-            .status()
-            .is_ok_and(|s| s.success())
-        && pinned_installed(&python);
-    if made {
-        return Some(python);
-    }
-    let how = "the Authlib test needs python3 with venv and pip, and PyPI: `python3 -m venv target/ci-venv && \
-               target/ci-venv/bin/pip install -r tests/authlib/requirements.txt`";
-    assert!(std::env::var_os("CI").is_none(), "{how}");
-    eprintln!("skipped: {how}");
-    None
-}
 
 fn authlib_launch_and_refresh_without_client_id(app: &TestApp) {
-    let Some(python) = python() else { return };
+    let Some(python) = python("tests/authlib/requirements.txt") else { return };
     let email = "ada@example.org";
     let patient = patient_with_login(app, NHS[0], email);
     let (code, display) = PARACETAMOL;
     let mr = app.create(medication_request(&patient, code, display, "active", "2025-02-01"));
     let client_id = public_app(app);
-    let mut child = Command::new(python)
-        .arg(root().join("tests/authlib/code_flow.py"))
-        .args([&app.base, &client_id, REDIRECT, APP_SCOPES])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut url = String::new();
-    out.read_line(&mut url).expect("the authorization URL");
+    let script = root().join("tests/authlib/code_flow.py");
+    let mut authlib = Script::start(&python, &script, &[&app.base, &client_id, REDIRECT, APP_SCOPES]);
+    let url = authlib.line();
     assert!(url.starts_with(&format!("{}/oauth/authorize?", app.base)), "{url}");
-    let (code, state) = sign_in_and_approve(app, &mut Browser::default(), url.trim(), email);
-    let callback =
-        format!("{REDIRECT}?{}", serde_urlencoded::to_string([("code", &code), ("state", &state)]).expect("query"));
-    writeln!(child.stdin.take().expect("stdin"), "{callback}").expect("send the redirect");
-    let mut line = String::new();
-    out.read_line(&mut line).expect("the result");
-    assert!(child.wait().expect("python").success(), "code_flow.py failed (its error is above)");
-    let seen: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    authlib.send(&sign_in_and_return(app, &mut Browser::default(), &url, email));
+    let seen = authlib.findings();
 
     assert_eq!(seen["same_metadata"], true, "RFC 8414 and SMART discovery agree: {seen}");
     assert_eq!(seen["patient"], patient.as_str(), "{seen}");
