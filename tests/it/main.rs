@@ -19,6 +19,7 @@ mod ops;
 mod portability;
 mod portal;
 mod processes;
+mod smart_fhirclient;
 mod smoke;
 mod store;
 mod support;
