@@ -94,6 +94,13 @@ pub fn node_clients() -> Option<PathBuf> {
     ))
 }
 
+/// That a script's `attempt` was refused as a client that failed to authenticate, for `why`.
+pub fn refused(seen: &Value, attempt: &str, why: &str) {
+    let v = &seen[attempt];
+    assert_eq!(v["error"], "invalid_client", "{attempt}: {seen}");
+    assert!(v["description"].as_str().is_some_and(|d| d.contains(why)), "{attempt} refused for {why}: {seen}");
+}
+
 /// A client library's script, run as the app: it prints lines and reads the ones it is sent.
 pub struct Script {
     name: String,

@@ -3,7 +3,7 @@
 //! flow with PKCE, and a refresh that names no client, as SMART's fhirclient sends it.
 
 use crate::both;
-use crate::client_libs::{python, root, Script};
+use crate::client_libs::{python, refused, root, Script};
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
@@ -38,4 +38,23 @@ fn authlib_launch_and_refresh_without_client_id(app: &TestApp) {
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
 }
 
-both!(authlib_launch_and_refresh_without_client_id);
+/// SMART Backend Services by Authlib's PrivateKeyJWT. Its default assertion has no `kid` and
+/// lives an hour: both refused, as the README's Authorization section says, which also names the
+/// settings that make it pass (the key's kid in `headers`, an `exp` at most 300 s ahead).
+fn authlib_backend_services_with_the_readme_settings(app: &TestApp) {
+    use base64::Engine;
+    let Some(python) = python("tests/authlib/requirements.txt") else { return };
+    let kid = "riverside-2025";
+    let (pkcs8, jwks) = backend_keys(kid);
+    let client_id = backend_client(app, jwks, "Organization/riverside");
+    let key = base64::engine::general_purpose::STANDARD.encode(pkcs8);
+    let token_endpoint = format!("{}/oauth/token", app.base);
+    let args = [token_endpoint.as_str(), &client_id, kid, &key, "system/*.rs"];
+    let seen = Script::start(&python, &root().join("tests/authlib/backend_services.py"), &args).findings();
+
+    refused(&seen, "defaults", "no kid");
+    refused(&seen, "with_kid", "more than five minutes ahead");
+    assert_eq!(seen["with_kid_and_exp"]["scope"], "system/*.rs", "{seen}");
+}
+
+both!(authlib_launch_and_refresh_without_client_id, authlib_backend_services_with_the_readme_settings);

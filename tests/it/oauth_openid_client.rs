@@ -5,7 +5,7 @@
 //! driven from here; the library does every OAuth step itself.
 
 use crate::both;
-use crate::client_libs::{node_clients, Script};
+use crate::client_libs::{node_clients, refused, Script};
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
@@ -58,4 +58,22 @@ fn openid_client_sign_in_refresh_and_revoke(app: &TestApp) {
     assert_eq!(sent, expected, "{seen}");
 }
 
-both!(openid_client_sign_in_refresh_and_revoke);
+/// SMART Backend Services by the same library. Its default assertion has no `kid` and is
+/// addressed to the issuer: both refused, as the README's Authorization section says, which also
+/// names the settings that make it pass (the key's kid, and `aud` set to the token endpoint).
+fn openid_client_backend_services_with_the_readme_settings(app: &TestApp) {
+    use base64::Engine;
+    let Some(dir) = node_clients() else { return };
+    let kid = "riverside-2025";
+    let (pkcs8, jwks) = backend_keys(kid);
+    let client_id = backend_client(app, jwks, "Organization/riverside");
+    let key = base64::engine::general_purpose::STANDARD.encode(pkcs8);
+    let args = [app.base.as_str(), &client_id, kid, &key, "system/*.rs"];
+    let seen = Script::start(Path::new("node"), &dir.join("backend_services.mjs"), &args).findings();
+
+    refused(&seen, "defaults", "no kid");
+    refused(&seen, "with_kid", "InvalidAudience");
+    assert_eq!(seen["with_kid_and_aud"]["scope"], "system/*.rs", "{seen}");
+}
+
+both!(openid_client_sign_in_refresh_and_revoke, openid_client_backend_services_with_the_readme_settings);
