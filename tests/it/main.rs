@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod browser;
+mod client_libs;
 mod federation;
 mod fhir_validation;
 mod fixtures;
@@ -12,6 +13,7 @@ mod matrix;
 mod oauth;
 mod oauth_authlib;
 mod oauth_more;
+mod oauth_openid_client;
 mod oauth_std;
 mod oauth_support;
 mod ops;
@@ -19,6 +21,7 @@ mod portability;
 mod portal;
 mod processes;
 mod scopes;
+mod smart_fhirclient;
 mod smoke;
 mod store;
 mod support;

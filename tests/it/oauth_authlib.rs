@@ -3,45 +3,25 @@
 //! flow with PKCE, and a refresh that names no client, as SMART's fhirclient sends it.
 
 use crate::both;
+use crate::client_libs::{python, refused, root, Script};
 use crate::fixtures::*;
 use crate::oauth_support::*;
 use crate::support::TestApp;
-use crate::tools;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-fn python() -> Option<PathBuf> {
-    tools::venv_python(&tools::root().join("tests/authlib/requirements.txt"))
-}
 
 fn authlib_launch_and_refresh_without_client_id(app: &TestApp) {
-    let Some(python) = python() else { return };
+    let Some(python) = python("tests/authlib/requirements.txt") else { return };
     let email = "ada@example.org";
     let patient = patient_with_login(app, NHS[0], email);
     let (code, display) = PARACETAMOL;
     let mr = app.create(medication_request(&patient, code, display, "active", "2025-02-01"));
     let client_id = public_app(app);
-    let mut child = Command::new(python)
-        .arg(tools::root().join("tests/authlib/code_flow.py"))
-        .args([&app.base, &client_id, REDIRECT, APP_SCOPES])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut url = String::new();
-    out.read_line(&mut url).expect("the authorization URL");
+    let script = root().join("tests/authlib/code_flow.py");
+    let mut authlib = Script::start(&python, &script, &[&app.base, &client_id, REDIRECT, APP_SCOPES]);
+    let url = authlib.line();
     assert!(url.starts_with(&format!("{}/oauth/authorize?", app.base)), "{url}");
-    let (code, state) = sign_in_and_approve(app, &mut Browser::default(), url.trim(), email);
-    let callback =
-        format!("{REDIRECT}?{}", serde_urlencoded::to_string([("code", &code), ("state", &state)]).expect("query"));
-    writeln!(child.stdin.take().expect("stdin"), "{callback}").expect("send the redirect");
-    let mut line = String::new();
-    out.read_line(&mut line).expect("the result");
-    assert!(child.wait().expect("python").success(), "code_flow.py failed (its error is above)");
-    let seen: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    authlib.send(&sign_in_and_return(app, &mut Browser::default(), &url, email));
+    let seen = authlib.findings();
 
     assert_eq!(seen["same_metadata"], true, "RFC 8414 and SMART discovery agree: {seen}");
     assert_eq!(seen["patient"], patient.as_str(), "{seen}");
@@ -58,4 +38,23 @@ fn authlib_launch_and_refresh_without_client_id(app: &TestApp) {
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
 }
 
-both!(authlib_launch_and_refresh_without_client_id);
+/// SMART Backend Services by Authlib's PrivateKeyJWT. Its default assertion has no `kid` and
+/// lives an hour: both refused, as the README's Authorization section says, which also names the
+/// settings that make it pass (the key's kid in `headers`, an `exp` at most 300 s ahead).
+fn authlib_backend_services_with_the_readme_settings(app: &TestApp) {
+    use base64::Engine;
+    let Some(python) = python("tests/authlib/requirements.txt") else { return };
+    let kid = "riverside-2025";
+    let (pkcs8, jwks) = backend_keys(kid);
+    let client_id = backend_client(app, jwks, "Organization/riverside");
+    let key = base64::engine::general_purpose::STANDARD.encode(pkcs8);
+    let token_endpoint = format!("{}/oauth/token", app.base);
+    let args = [token_endpoint.as_str(), &client_id, kid, &key, "system/*.rs"];
+    let seen = Script::start(&python, &root().join("tests/authlib/backend_services.py"), &args).findings();
+
+    refused(&seen, "defaults", "no kid");
+    refused(&seen, "with_kid", "more than five minutes ahead");
+    assert_eq!(seen["with_kid_and_exp"]["scope"], "system/*.rs", "{seen}");
+}
+
+both!(authlib_launch_and_refresh_without_client_id, authlib_backend_services_with_the_readme_settings);

@@ -47,11 +47,16 @@ pub fn patient_with_login(app: &TestApp, nhs: &str, email: &str) -> String {
 }
 
 pub fn public_app(app: &TestApp) -> String {
+    public_app_redirecting_to(app, REDIRECT)
+}
+
+/// A public app whose one redirect URI is `redirect`.
+pub fn public_app_redirecting_to(app: &TestApp, redirect: &str) -> String {
     let mut conn = app.hf.db.conn().expect("conn");
     let new = NewClient {
         name: "Pill Pal".into(),
         kind: Some(ClientKind::Public),
-        redirect_uris: vec![REDIRECT.into()],
+        redirect_uris: vec![redirect.into()],
         ..NewClient::default()
     };
     clients::register(&mut conn, &new).expect("client").0.client_id
@@ -229,6 +234,11 @@ pub fn sign_in_and_approve(app: &TestApp, browser: &mut Browser, url: &str, emai
     sign_in_and_choose(app, browser, url, email, |offered| offered)
 }
 
+/// Signs in and approves everything; returns the URL the browser is sent back to, as it is.
+pub fn sign_in_and_return(app: &TestApp, browser: &mut Browser, url: &str, email: &str) -> String {
+    sign_in_and_consent(app, browser, url, email, |offered| offered)
+}
+
 /// Signs in and, on the consent page, sends the scopes `choose` makes of the ticked boxes (untick
 /// some, or add some the page never offered); returns (code, state) from the redirect.
 pub fn sign_in_and_choose(
@@ -238,8 +248,27 @@ pub fn sign_in_and_choose(
     email: &str,
     choose: impl FnOnce(Vec<String>) -> Vec<String>,
 ) -> (String, String) {
+    let redirect = sign_in_and_consent(app, browser, url, email, choose);
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    let q: Vec<(String, String)> =
+        serde_urlencoded::from_str(redirect.split_once('?').map(|x| x.1).unwrap_or_default()).expect("query");
+    let get = |k: &str| {
+        q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {k} in {redirect}"))
+    };
+    (get("code"), get("state"))
+}
+
+/// Signs in on the page `url` opens and sends the consent form with the scopes `choose` makes of
+/// the ticked boxes; returns the URL the browser is sent back to, whichever app's it is.
+pub fn sign_in_and_consent(
+    app: &TestApp,
+    browser: &mut Browser,
+    url: &str,
+    email: &str,
+    choose: impl FnOnce(Vec<String>) -> Vec<String>,
+) -> String {
     let login = browser.get(url);
-    assert_eq!(login.status, 200, "login page: {}", login.body);
+    assert_eq!(login.status, 200, "login page: {} {:?}", login.body, login.location);
     let (csrf, cont) = (login.field("csrf"), login.field("continue"));
     let after = browser.post(
         &format!("{}/oauth/login", app.base),
@@ -248,7 +277,7 @@ pub fn sign_in_and_choose(
     assert_eq!(after.status, 303, "login: {}", after.body);
     let next = after.location.expect("redirect after login");
     let consent = browser.get(&format!("{}{next}", app.base));
-    let redirect = if consent.status == 303 {
+    if consent.status == 303 {
         consent.location.expect("location")
     } else {
         assert_eq!(consent.status, 200, "consent page: {}", consent.body);
@@ -259,14 +288,7 @@ pub fn sign_in_and_choose(
         let done = browser.post(&format!("{}/oauth/consent", app.base), &form_ref);
         assert_eq!(done.status, 303, "consent: {}", done.body);
         done.location.expect("location")
-    };
-    assert!(redirect.starts_with(REDIRECT), "{redirect}");
-    let q: Vec<(String, String)> =
-        serde_urlencoded::from_str(redirect.split_once('?').map(|x| x.1).unwrap_or_default()).expect("query");
-    let get = |k: &str| {
-        q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {k} in {redirect}"))
-    };
-    (get("code"), get("state"))
+    }
 }
 
 /// The scopes a consent page offers, as checkbox values.

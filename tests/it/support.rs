@@ -17,9 +17,25 @@ pub struct TestApp {
     pg_database: Option<(String, String)>,
 }
 
-/// Runs the same test body on SQLite and on PostgreSQL.
+/// Runs the same test body on SQLite and on PostgreSQL; `both!(name, config = f)` starts both
+/// apps with `f` applied to their configuration (see [`with_config`]).
 #[macro_export]
 macro_rules! both {
+    ($name:ident, config = $configure:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                let app = $crate::support::with_config(super::$configure, $crate::support::TestApp::sqlite);
+                super::$name(&app);
+            }
+            #[test]
+            fn postgres() {
+                if let Some(app) = $crate::support::with_config(super::$configure, $crate::support::TestApp::postgres) {
+                    super::$name(&app);
+                }
+            }
+        }
+    };
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -42,6 +58,21 @@ macro_rules! both {
 thread_local! {
     /// Settings the next app started on this thread gets on top of the test defaults.
     static CONFIGURE: std::cell::RefCell<Option<fn(&mut Overrides)>> = const { std::cell::RefCell::new(None) };
+}
+
+thread_local! {
+    /// Changes to the resolved configuration of the next app started on this thread.
+    static CONFIG: std::cell::RefCell<Option<fn(&mut Config)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `start` with `configure` applied to the configuration of the app it starts: for values
+/// no operator may set but a test needs, such as a token lifetime under the minimum, so that a
+/// client library's refresh after expiry takes seconds.
+pub fn with_config<T>(configure: fn(&mut Config), start: impl FnOnce() -> T) -> T {
+    CONFIG.with(|c| *c.borrow_mut() = Some(configure));
+    let started = start();
+    CONFIG.with(|c| *c.borrow_mut() = None);
+    started
 }
 
 fn admin_url() -> String {
@@ -127,7 +158,10 @@ impl TestApp {
         if let Some(configure) = CONFIGURE.with(|c| *c.borrow()) {
             configure(&mut overrides);
         }
-        let config = Config::resolve(&overrides).expect("config");
+        let mut config = Config::resolve(&overrides).expect("config");
+        if let Some(configure) = CONFIG.with(|c| *c.borrow()) {
+            configure(&mut config);
+        }
         let hf = Healthfolio::open(config).expect("open");
         let (tx, rx) = mpsc::channel();
         let server_hf = hf.clone();

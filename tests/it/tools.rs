@@ -28,7 +28,7 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// Whether `dir`'s node_modules holds exactly the versions its package.json pins.
-fn node_modules_current(dir: &Path) -> bool {
+pub fn node_modules_current(dir: &Path) -> bool {
     let read = |p: PathBuf| std::fs::read_to_string(p).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok());
     let Some(pkg) = read(dir.join("package.json")) else { return false };
     let Some(deps) = pkg["dependencies"].as_object() else { return false };
