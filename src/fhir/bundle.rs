@@ -181,12 +181,14 @@ impl Store {
                     let stored = create_in(conn, ctx, &mut refs, rtype, body, new_id(), "POST")?;
                     attribute(conn, ctx, &mut refs, opts, &stored)?;
                     check_refs(conn, &refs)?;
-                    Ok(super::WriteOutcome { stored, created: true, changed: true })
+                    let mut out = super::WriteOutcome::new(stored, true, true);
+                    out.warnings = super::safety::check_written(conn, &out.stored)?;
+                    Ok(out)
                 }
                 [id] => {
                     let found = read_in(conn, ctx, rtype, id, Interaction::Read);
                     crate::audit::record_in(conn, ctx, &AuditEntry::read("read", rtype, Some(id), &found))?;
-                    Ok(super::WriteOutcome { stored: found?, created: false, changed: false })
+                    Ok(super::WriteOutcome::new(found?, false, false))
                 }
                 _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
             }
@@ -214,7 +216,7 @@ impl Store {
                     [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
                         Some(id) => update_in(conn, ctx, refs, rtype, &id, body, opts.if_match),
                         None => create_in(conn, ctx, refs, rtype, body, new_id(), "POST")
-                            .map(|stored| super::WriteOutcome { stored, created: true, changed: true }),
+                            .map(|stored| super::WriteOutcome::new(stored, true, true)),
                     },
                     [id] => {
                         if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
@@ -320,6 +322,27 @@ fn split_url<'a>(base: &str, url: &'a str) -> (&'a str, Option<&'a str>, Option<
 
 fn known_type(t: &str, index: usize) -> Result<&str, FhirError> {
     resource_type(t).map(|_| t).ok_or_else(|| FhirError::NotFound(format!("entry {index}: resource type '{t}'")))
+}
+
+/// The response of an entry that wrote `s`, with what the medicine safety checks found in it as
+/// `response.outcome` (FHIR R4 Bundle.entry.response.outcome: "hints and warnings about the
+/// outcome").
+fn written(conn: &mut Conn, status: &str, s: &Stored) -> Result<Value, FhirError> {
+    let mut v = response(status, Some(s));
+    let warnings = super::safety::check_written(conn, s)?;
+    if !warnings.is_empty() {
+        v["response"]["outcome"] = super::safety::outcome(&s.rtype, &warnings);
+    }
+    Ok(v)
+}
+
+fn written_out(conn: &mut Conn, out: &super::WriteOutcome) -> Result<Value, FhirError> {
+    let status = if out.created { "201 Created" } else { "200 OK" };
+    if out.changed {
+        written(conn, status, &out.stored)
+    } else {
+        Ok(response(status, Some(&out.stored)))
+    }
 }
 
 fn response(status: &str, s: Option<&Stored>) -> Value {
@@ -560,12 +583,12 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let id = id.map_or_else(new_id, str::to_string);
             let s = create_in(conn, ctx, refs, t, body, id, "POST")?;
             record_author(conn, ctx, refs, &s)?;
-            Ok(response("201 Created", Some(&s)))
+            written(conn, "201 Created", &s)
         }
         ("PUT", Some(id), None) => {
             let out = update_in(conn, ctx, refs, t, id, e.resource.clone().unwrap_or_default(), e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+            written_out(conn, &out)
         }
         ("PUT", None, Some(q)) => {
             let found = search::matching_ids(conn, ctx, t, q)?;
@@ -582,13 +605,13 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             body["id"] = Value::String(id.clone());
             let out = update_in(conn, ctx, refs, t, &id, body, e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+            written_out(conn, &out)
         }
         ("PATCH", Some(id), None) => {
             let patch = binary_patch(e.resource.as_ref())?;
             let out = patch_in(conn, ctx, refs, t, id, &patch, e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response("200 OK", Some(&out.stored)))
+            written_out(conn, &out)
         }
         ("DELETE", Some(id), None) => {
             delete_in(conn, ctx, t, id)?;

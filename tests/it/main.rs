@@ -17,6 +17,7 @@ mod ops;
 mod portability;
 mod portal;
 mod processes;
+mod safety;
 mod smoke;
 mod store;
 mod support;
