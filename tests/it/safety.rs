@@ -1,9 +1,11 @@
 //! Medicine safety: an entry that meets a recorded allergy or repeats a current medicine is
-//! written with a warning: an OperationOutcome `warning` issue.
+//! written with a warning (API: an OperationOutcome `warning` issue), and the portal asks the
+//! patient before it saves anything.
 
 use crate::both;
 use crate::fixtures::*;
 use crate::oauth_support::*;
+use crate::portal::sign_in;
 use crate::support::TestApp;
 use serde_json::{json, Value};
 
@@ -86,4 +88,71 @@ fn api_writes_carry_the_warning(app: &TestApp) {
     assert!(entries[1]["response"].get("outcome").is_none(), "{}", r.text);
 }
 
-both!(api_writes_carry_the_warning);
+fn portal_asks_before_it_saves(app: &TestApp) {
+    let (p, _) = allergic_patient(app, Some("amara@example.org"));
+    let (mut b, _) = sign_in(app, "amara@example.org");
+    let url = format!("{}/portal/medicines/add", app.base);
+    let form = b.get(&url);
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains(r#"<option value="" selected>Choose a medicine</option>"#), "{}", form.body);
+    assert_eq!(form.body.matches(" selected>").count(), 1, "no medicine is chosen for the patient: {}", form.body);
+    let csrf = form.field("csrf");
+    let statements = || app.client().get(&format!("MedicationStatement?patient={p}")).ids();
+    // Sent untouched: refused, with what to do.
+    let untouched =
+        b.post(&url, &[("csrf", &csrf), ("medicine", ""), ("other", ""), ("dose", "1 a day"), ("start", "2025-10-01")]);
+    assert_eq!(untouched.status, 400);
+    assert!(untouched.body.contains("Choose a medicine from the list"), "{}", untouched.body);
+    // Amoxicillin for a patient allergic to penicillin: a warning page, nothing saved.
+    let amoxicillin = [
+        ("csrf", csrf.as_str()),
+        ("medicine", AMOXICILLIN.0),
+        ("other", ""),
+        ("dose", "1 capsule 3 times a day"),
+        ("start", "2025-10-01"),
+    ];
+    let check = b.post(&url, &amoxicillin);
+    assert_eq!(check.status, 200, "{}", check.body);
+    assert!(
+        check.body.contains("You have a recorded allergy to penicillin (high risk). Amoxicillin is a penicillin."),
+        "{}",
+        check.body
+    );
+    assert!(check.body.contains("Save anyway") && check.body.contains("Go back"), "{}", check.body);
+    assert_eq!(check.field("dose"), "1 capsule 3 times a day", "the values travel on");
+    assert!(statements().is_empty(), "nothing saved before the patient confirms");
+    // Go back: the form again, as filled in; still nothing saved.
+    let mut back = amoxicillin.to_vec();
+    back.push(("back", "yes"));
+    let again = b.post(&url, &back);
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains(&format!(r#"<option value="{}" selected>"#, AMOXICILLIN.0)), "{}", again.body);
+    assert!(again.body.contains("1 capsule 3 times a day"));
+    assert!(statements().is_empty());
+    // Save anyway: saved, marked for a clinician to review.
+    let mut confirmed = amoxicillin.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let saved = b.post(&url, &confirmed);
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let ids = statements();
+    assert_eq!(ids.len(), 1);
+    let st = app.client().get(&format!("MedicationStatement/{}", ids[0])).body;
+    assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"));
+    assert_eq!(st["meta"]["tag"][0]["code"], "unreviewed", "{st}");
+    let list = b.get(&format!("{}/portal/medicines", app.base));
+    assert!(list.body.contains("Added by you \u{2013} not yet reviewed by a clinician"), "{}", list.body);
+    // The medicine she is already prescribed: a duplicate warning.
+    let simvastatin =
+        [("csrf", csrf.as_str()), ("medicine", SIMVASTATIN.0), ("dose", "1 at night"), ("start", "2025-10-01")];
+    let dup = b.post(&url, &simvastatin);
+    assert_eq!(dup.status, 200);
+    assert!(dup.body.contains("Simvastatin 40mg tablets is already on your list of current medicines"), "{}", dup.body);
+    assert_eq!(statements().len(), 1);
+    // Nothing to check: saved at once.
+    let omeprazole =
+        [("csrf", csrf.as_str()), ("medicine", OMEPRAZOLE.0), ("dose", "1 a day"), ("start", "2025-10-01")];
+    assert_eq!(b.post(&url, &omeprazole).status, 303);
+    assert_eq!(statements().len(), 2);
+}
+
+both!(api_writes_carry_the_warning, portal_asks_before_it_saves);
