@@ -103,8 +103,8 @@ fn text_of(concept: &Value) -> Option<String> {
 }
 
 /// The medicine of a MedicationRequest or MedicationStatement: its CodeableConcept, or the
-/// Medication it refers to (contained, or held here: `resolve`).
-fn medicine_of(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Medicine {
+/// Medication it refers to (contained, or held here: `resolve`), as (name, codes).
+fn named(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> (String, Vec<String>) {
     let concept = match &r["medicationReference"]["reference"] {
         Value::String(m) if r.get("medicationCodeableConcept").is_none() => {
             let contained = m
@@ -119,15 +119,25 @@ fn medicine_of(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Med
         }
         _ => r["medicationCodeableConcept"].clone(),
     };
-    let codes = codes_of(&concept);
-    let name = text_of(&concept).unwrap_or_else(|| "this medicine".into());
-    let data = classes();
-    let mut ingredients: Vec<&'static Ingredient> =
-        codes.iter().filter_map(|c| data.ingredients_of(c)).flatten().collect();
-    ingredients.extend(data.ingredients_named_in(&name));
-    ingredients.sort_by(|a, b| a.id.cmp(&b.id));
-    ingredients.dedup_by(|a, b| a.id == b.id);
-    Medicine { name, codes, ingredients }
+    (text_of(&concept).unwrap_or_else(|| "this medicine".into()), codes_of(&concept))
+}
+
+impl Medicine {
+    /// What the data knows of a medicine so named and coded: its ingredients.
+    fn new(name: String, codes: Vec<String>) -> Medicine {
+        let data = classes();
+        let mut ingredients: Vec<&'static Ingredient> =
+            codes.iter().filter_map(|c| data.ingredients_of(c)).flatten().collect();
+        ingredients.extend(data.ingredients_named_in(&name));
+        ingredients.sort_by(|a, b| a.id.cmp(&b.id));
+        ingredients.dedup_by(|a, b| a.id == b.id);
+        Medicine { name, codes, ingredients }
+    }
+}
+
+fn medicine_of(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Medicine {
+    let (name, codes) = named(r, resolve);
+    Medicine::new(name, codes)
 }
 
 /// A medicine the patient takes or is prescribed now (as the portal counts it).
@@ -191,19 +201,96 @@ fn allergy_match(m: &Medicine, allergen: &Allergen) -> Option<(String, String)> 
     }
 }
 
+/// One entry of the record, by the medicine it names.
+struct Listed {
+    /// `Type/id`.
+    about: String,
+    links: Vec<String>,
+}
+
+/// A medicine current in the record, with every entry that lists it (a prescription, the
+/// statement based on it, repeats): the rules compare each medicine once, not each entry.
+struct Current {
+    medicine: Medicine,
+    entries: Vec<Listed>,
+}
+
+/// What the rules read of a patient's record, worked out once however many entries are checked
+/// against it (a Bundle may write hundreds).
+struct Record {
+    allergies: Vec<Value>,
+    current: Vec<Current>,
+}
+
+impl Record {
+    /// From the patient's resources (any types: the rules pick what they need); `resolve` finds a
+    /// referenced Medication.
+    fn of(resources: Vec<Value>, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Record {
+        let mut record = Record { allergies: Vec::new(), current: Vec::new() };
+        let mut by_medicine: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
+        for r in resources {
+            if r["resourceType"] == "AllergyIntolerance" {
+                if is_live_allergy(&r) {
+                    record.allergies.push(r);
+                }
+                continue;
+            }
+            if !is_current(&r) {
+                continue;
+            }
+            let listed = Listed { about: about(&r), links: links_of(&r) };
+            let key = named(&r, resolve);
+            match by_medicine.get(&key) {
+                Some(&i) => record.current[i].entries.push(listed),
+                None => {
+                    let medicine = Medicine::new(key.0.clone(), key.1.clone());
+                    by_medicine.insert(key, record.current.len());
+                    record.current.push(Current { medicine, entries: vec![listed] });
+                }
+            }
+        }
+        record
+    }
+
+    /// The patient's record as it stands in this transaction.
+    fn load(conn: &mut Conn, patient: &str) -> Result<Record, FhirError> {
+        let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.patient_id = "));
+        // Allergies, and the medicine entries whose status may make them current (`is_current`
+        // decides): a long record is mostly finished courses, never read here.
+        q.text(patient).push(
+            " AND r.deleted = 0 AND (r.res_type = 'AllergyIntolerance' OR (r.res_type IN ('MedicationRequest', \
+             'MedicationStatement') AND EXISTS (SELECT 1 FROM idx_token t WHERE t.rid = r.rid AND t.param = 'status' \
+             AND t.code IN ('active', 'on-hold', 'draft', 'intended'))))",
+        );
+        let rows: Vec<Row> = conn.load(&q)?;
+        let resources = rows.into_iter().filter_map(|r| r.body.and_then(|b| serde_json::from_str(&b).ok())).collect();
+        Ok(Record::of(resources, &mut resolver(conn)))
+    }
+}
+
+/// Finds a Medication held here by its reference.
+fn resolver(conn: &mut Conn) -> impl FnMut(&str) -> Option<Value> + '_ {
+    |reference: &str| {
+        let (t, id) = reference::local(reference)?;
+        let row = store::current(conn, t, id).ok()??;
+        row.body.and_then(|b| serde_json::from_str(&b).ok())
+    }
+}
+
+fn about(r: &Value) -> String {
+    format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())
+}
+
 /// The warnings `new` raises against the patient's other current medicines and live allergies.
-/// `others` is the rest of the patient's record (any types; the rules pick what they need),
-/// `resolve` finds a referenced Medication.
-fn findings(new: &Value, others: &[Value], resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Vec<Warning> {
+fn findings(new: &Value, record: &Record, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> Vec<Warning> {
     if !is_current(new) {
         return Vec::new();
     }
     let m = medicine_of(new, resolve);
-    let own =
-        format!("{}/{}", new["resourceType"].as_str().unwrap_or_default(), new["id"].as_str().unwrap_or_default());
+    let own = about(new);
     let mut out: Vec<Warning> = Vec::new();
-    for a in others.iter().filter(|a| a["resourceType"] == "AllergyIntolerance" && is_live_allergy(a)) {
-        let about = format!("AllergyIntolerance/{}", a["id"].as_str().unwrap_or_default());
+    for a in &record.allergies {
+        let about = about(a);
         for allergen in allergens_of(a) {
             if let Some((allergy, why)) = allergy_match(&m, &allergen) {
                 let risk = risk(a);
@@ -217,20 +304,20 @@ fn findings(new: &Value, others: &[Value], resolve: &mut dyn FnMut(&str) -> Opti
         }
     }
     let links = links_of(new);
-    for e in others.iter().filter(|e| is_current(e)) {
-        let about =
-            format!("{}/{}", e["resourceType"].as_str().unwrap_or_default(), e["id"].as_str().unwrap_or_default());
-        // Itself, or a record of the same course (a statement based on this prescription).
-        if about == own || links.contains(&about) || links_of(e).contains(&own) {
+    for c in &record.current {
+        // An entry other than itself and the records of its own course (a statement based on
+        // this prescription) lists the medicine.
+        let Some(other) =
+            c.entries.iter().find(|e| e.about != own && !links.contains(&e.about) && !e.links.contains(&own))
+        else {
             continue;
-        }
-        let theirs = medicine_of(e, resolve);
-        let kind = if e["resourceType"] == "MedicationRequest" { "prescription" } else { "medicine you take" };
-        if m.same_as(&theirs) {
+        };
+        let (theirs, about) = (&c.medicine, other.about.clone());
+        if m.same_as(theirs) {
             out.push(Warning {
                 rule: Rule::Duplicate,
                 to_patient: format!(
-                    "{} is already on your list of current medicines (a {kind}). Adding it again would list it twice.",
+                    "{} is already on your list of current medicines. Adding it again would list it twice.",
                     theirs.name
                 ),
                 to_clinician: format!("{} is already among the patient's current medicines ({about}).", theirs.name),
@@ -251,7 +338,7 @@ fn findings(new: &Value, others: &[Value], resolve: &mut dyn FnMut(&str) -> Opti
             });
         }
     }
-    // A prescription and the statement based on it say the same thing once.
+    // The same allergy recorded twice says so once.
     let mut seen = std::collections::HashSet::new();
     out.retain(|w| seen.insert(w.to_patient.clone()));
     out
@@ -269,36 +356,52 @@ fn links_of(r: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Whether `body` is something the rules look at, and whose record it is in.
+fn checked<'a>(body: &Value, patient: Option<&'a str>) -> Option<&'a str> {
+    let rtype = body["resourceType"].as_str()?;
+    (CHECKED_TYPES.contains(&rtype) && is_current(body)).then_some(patient).flatten()
+}
+
 /// The warnings `body` (of `patient`'s record) raises, read inside the caller's transaction so
 /// that entries written earlier in it count. Reads as the service: a check that only saw what
 /// the writer may read would pass silently for a writer without an allergy scope.
 pub(crate) fn check_in(conn: &mut Conn, body: &Value, patient: Option<&str>) -> Result<Vec<Warning>, FhirError> {
-    let (Some(patient), Some(rtype)) = (patient, body["resourceType"].as_str()) else { return Ok(Vec::new()) };
-    if !CHECKED_TYPES.contains(&rtype) || !is_current(body) {
-        return Ok(Vec::new());
-    }
-    let mut q = Sql::new(&format!("SELECT {ROW_COLUMNS} FROM resources r WHERE r.patient_id = "));
-    q.text(patient).push(
-        " AND r.deleted = 0 AND r.res_type IN ('MedicationRequest', 'MedicationStatement', 'AllergyIntolerance')",
-    );
-    let rows: Vec<Row> = conn.load(&q)?;
-    let others: Vec<Value> =
-        rows.into_iter().filter_map(|r| r.body.and_then(|b| serde_json::from_str(&b).ok())).collect();
-    let mut resolve = |reference: &str| {
-        let (t, id) = reference::local(reference)?;
-        let row = store::current(conn, t, id).ok()??;
-        row.body.and_then(|b| serde_json::from_str(&b).ok())
-    };
-    Ok(findings(body, &others, &mut resolve))
+    let Some(patient) = checked(body, patient) else { return Ok(Vec::new()) };
+    let record = Record::load(conn, patient)?;
+    Ok(findings(body, &record, &mut resolver(conn)))
+}
+
+fn parsed(s: &Stored) -> Option<Value> {
+    (!s.deleted).then(|| serde_json::from_str(&s.body).ok()).flatten()
 }
 
 /// The warnings of a version just written.
 pub(crate) fn check_written(conn: &mut Conn, s: &Stored) -> Result<Vec<Warning>, FhirError> {
-    if !CHECKED_TYPES.contains(&s.rtype.as_str()) || s.deleted {
-        return Ok(Vec::new());
+    match parsed(s) {
+        Some(body) => check_in(conn, &body, s.patient_id.as_deref()),
+        None => Ok(Vec::new()),
     }
-    let body: Value = serde_json::from_str(&s.body).map_err(|e| FhirError::Internal(e.to_string()))?;
-    check_in(conn, &body, s.patient_id.as_deref())
+}
+
+/// The warnings of many versions just written (a Bundle's), each against its patient's record
+/// as the whole Bundle left it, reading each record once.
+pub(crate) fn check_all(conn: &mut Conn, written: &[&Stored]) -> Result<Vec<Vec<Warning>>, FhirError> {
+    let mut records: std::collections::HashMap<String, Record> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(written.len());
+    for s in written {
+        let body = parsed(s);
+        let Some((body, patient)) = body.as_ref().and_then(|b| Some((b, checked(b, s.patient_id.as_deref())?))) else {
+            out.push(Vec::new());
+            continue;
+        };
+        if !records.contains_key(patient) {
+            let record = Record::load(conn, patient)?;
+            records.insert(patient.to_string(), record);
+        }
+        let record = &records[patient];
+        out.push(findings(body, record, &mut resolver(conn)));
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -330,7 +433,7 @@ mod tests {
     }
 
     fn check(new: &Value, others: &[Value]) -> Vec<Warning> {
-        findings(new, others, &mut |_| None)
+        findings(new, &Record::of(others.to_vec(), &mut |_| None), &mut |_| None)
     }
 
     const AMOXICILLIN_250: &str = "39732311000001104";
@@ -449,7 +552,8 @@ mod tests {
     #[test]
     fn a_referenced_medication_is_resolved() {
         let new = json!({"resourceType": "MedicationRequest", "status": "active", "medicationReference": {"reference": "Medication/m1"}});
-        let w = findings(&new, &[allergy("a1", "764146007", "Penicillin", "high")], &mut |r| {
+        let record = Record::of(vec![allergy("a1", "764146007", "Penicillin", "high")], &mut |_| None);
+        let w = findings(&new, &record, &mut |r| {
             (r == "Medication/m1").then(|| json!({"resourceType": "Medication", "code": {"coding": [{"system": SNOMED_SYSTEM, "code": AMOXICILLIN_250, "display": "Amoxicillin 250mg capsules"}]}}))
         });
         assert_eq!(w.len(), 1, "{w:?}");
