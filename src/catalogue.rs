@@ -2,6 +2,8 @@
 //! route. The portal offers them to a patient saying what they take; the demo and the load
 //! generator prescribe them. Data, below every layer.
 
+pub mod classes;
+
 /// A medicine as the demo and the generator prescribe it.
 pub struct Medicine {
     pub code: &'static str,

@@ -211,6 +211,7 @@ fn self_reported(pn: u32, next: &mut u32) -> Value {
     entry(
         *next - 1,
         json!({"resourceType": "MedicationStatement", "identifier": [{"system": "https://healthfolio.example/Id/statement", "value": "OTC-1"}],
+        "meta": {"tag": [{"system": crate::portal::taken::REVIEW_SYSTEM, "code": crate::portal::taken::UNREVIEWED, "display": "Added by the patient: not yet reviewed by a clinician"}]},
         "status": "active", "medicationCodeableConcept": medicine_concept(m), "subject": {"reference": uuid(pn)}, "informationSource": {"reference": uuid(pn)},
         "effectiveDateTime": "2025-10-05", "dateAsserted": "2025-10-06", "dosage": [{"text": "1 tablet when needed for back pain, bought over the counter"}],
         "note": [{"text": "Reported by the patient"}]}),

@@ -119,11 +119,8 @@ pub fn ingest_as(
                 return Err(at(FhirError::Conflict(format!("{t}/{id} is held here, not a copy of '{}'", feed.name))))
             }
             Some(Some(_)) => update_in(conn, ctx, &mut refs, t, &id, r, None),
-            None => create_in(conn, ctx, &mut refs, t, r, id.clone(), "POST").map(|stored| WriteOutcome {
-                stored,
-                created: true,
-                changed: true,
-            }),
+            None => create_in(conn, ctx, &mut refs, t, r, id.clone(), "POST")
+                .map(|stored| WriteOutcome::new(stored, true, true)),
         }
         .and_then(|o| copy_provenance(conn, &mut refs, feed.name, &format!("{}/{t}/{remote_id}", feed.fhir_base), &o))
         .map_err(at)?;

@@ -226,11 +226,7 @@ fn persist(conn: &mut Conn, s: &Source, rtype: &str, patient: &str, items: &[Val
         body["id"] = Value::String(id.clone());
         let written = match current(conn, rtype, &id)? {
             Some(_) => update_in(conn, &ctx, &mut refs, rtype, &id, body, None)?,
-            None => WriteOutcome {
-                stored: create_in(conn, &ctx, &mut refs, rtype, body, id.clone(), "POST")?,
-                created: true,
-                changed: true,
-            },
+            None => WriteOutcome::new(create_in(conn, &ctx, &mut refs, rtype, body, id.clone(), "POST")?, true, true),
         };
         let origin = format!("{}/{rtype}/{remote_id}", s.fhir_base);
         ingest::copy_provenance(conn, &mut refs, &s.name, &origin, &written)?;

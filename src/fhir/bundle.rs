@@ -181,12 +181,14 @@ impl Store {
                     let stored = create_in(conn, ctx, &mut refs, rtype, body, new_id(), "POST")?;
                     attribute(conn, ctx, &mut refs, opts, &stored)?;
                     check_refs(conn, &refs)?;
-                    Ok(super::WriteOutcome { stored, created: true, changed: true })
+                    let mut out = super::WriteOutcome::new(stored, true, true);
+                    out.warnings = super::safety::check_written(conn, &out.stored)?;
+                    Ok(out)
                 }
                 [id] => {
                     let found = read_in(conn, ctx, rtype, id, Interaction::Read);
                     crate::audit::record_in(conn, ctx, &AuditEntry::read("read", rtype, Some(id), &found))?;
-                    Ok(super::WriteOutcome { stored: found?, created: false, changed: false })
+                    Ok(super::WriteOutcome::new(found?, false, false))
                 }
                 _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
             }
@@ -214,7 +216,7 @@ impl Store {
                     [] => match body.get("id").and_then(Value::as_str).map(str::to_string) {
                         Some(id) => update_in(conn, ctx, refs, rtype, &id, body, opts.if_match),
                         None => create_in(conn, ctx, refs, rtype, body, new_id(), "POST")
-                            .map(|stored| super::WriteOutcome { stored, created: true, changed: true }),
+                            .map(|stored| super::WriteOutcome::new(stored, true, true)),
                     },
                     [id] => {
                         if body.get("id").and_then(Value::as_str).is_some_and(|b| b != id) {
@@ -320,6 +322,28 @@ fn split_url<'a>(base: &str, url: &'a str) -> (&'a str, Option<&'a str>, Option<
 
 fn known_type(t: &str, index: usize) -> Result<&str, FhirError> {
     resource_type(t).map(|_| t).ok_or_else(|| FhirError::NotFound(format!("entry {index}: resource type '{t}'")))
+}
+
+/// What the medicine safety checks found in the entries that wrote, as each entry's
+/// `response.outcome` (FHIR R4 Bundle.entry.response.outcome: "hints and warnings about the
+/// outcome"), each against its patient's record as the whole Bundle left it.
+fn add_warnings(conn: &mut Conn, results: &mut [Value], wrote: &[(usize, Stored)]) -> Result<(), FhirError> {
+    let stored: Vec<&Stored> = wrote.iter().map(|(_, s)| s).collect();
+    for ((i, s), warnings) in wrote.iter().zip(super::safety::check_all(conn, &stored)?) {
+        if !warnings.is_empty() {
+            results[*i]["response"]["outcome"] = super::safety::outcome(&s.rtype, &warnings);
+        }
+    }
+    Ok(())
+}
+
+/// An entry's response, and the version it wrote (if any).
+type EntryResult = (Value, Option<Stored>);
+
+fn wrote(out: super::WriteOutcome) -> EntryResult {
+    let status = if out.created { "201 Created" } else { "200 OK" };
+    let v = response(status, Some(&out.stored));
+    (v, out.changed.then_some(out.stored))
 }
 
 fn response(status: &str, s: Option<&Stored>) -> Value {
@@ -468,6 +492,7 @@ fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Ve
     order.sort_by_key(|i| method_rank(&entries[*i].method));
     let mut refs = Refs::default();
     let mut results: Vec<Value> = vec![Value::Null; entries.len()];
+    let mut written = Vec::new();
     for i in order {
         let e = &entries[i];
         results[i] = match existing.get(&e.index) {
@@ -475,10 +500,15 @@ fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Ve
                 let (t, _, _) = split_url(base, &e.url);
                 response("200 OK", current(conn, t, id)?.map(Stored::from).as_ref())
             }
-            None => run_entry(conn, ctx, base, e, &mut refs).map_err(|err| prefix_error(err, e))?,
+            None => {
+                let (v, s) = run_entry(conn, ctx, base, e, &mut refs).map_err(|err| prefix_error(err, e))?;
+                written.extend(s.map(|s| (i, s)));
+                v
+            }
         };
     }
     check_refs(conn, &refs)?;
+    add_warnings(conn, &mut results, &written)?;
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response", "entry": results}))
 }
 
@@ -518,7 +548,8 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
     search::serialise_conditional(conn, conditional_writes(base, &entries))?;
     let full_urls: HashSet<&str> = entries.iter().filter_map(|e| e.full_url.as_deref()).collect();
     let mut results = Vec::with_capacity(entries.len());
-    for e in &entries {
+    let mut written = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         let r = conn.savepoint(|c| {
             refers_to_another_entry(e, &full_urls)?;
             let mut refs = Refs::default();
@@ -527,7 +558,7 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
                     let (t, _, _) = split_url(base, &e.url);
                     match search::matching_ids(c, ctx, t, q)?.as_slice() {
                         [] => run_entry(c, ctx, base, e, &mut refs)?,
-                        [id] => response("200 OK", current(c, t, id)?.map(Stored::from).as_ref()),
+                        [id] => (response("200 OK", current(c, t, id)?.map(Stored::from).as_ref()), None),
                         _ => {
                             return Err(FhirError::MultipleMatches(format!("ifNoneExist '{q}' matches more than one")))
                         }
@@ -539,17 +570,27 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
             Ok(out)
         });
         results.push(match r {
-            Ok(v) => v,
+            Ok((v, s)) => {
+                written.extend(s.map(|s| (i, s)));
+                v
+            }
             Err(err) => {
                 let (status, code) = crate::fhir::status_of(&err);
                 json!({"response": {"status": status.to_string(), "outcome": outcome("error", code, &err.to_string())}})
             }
         });
     }
+    add_warnings(conn, &mut results, &written)?;
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": results}))
 }
 
-fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: &mut Refs) -> Result<Value, FhirError> {
+fn run_entry(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    base: &str,
+    e: &Entry,
+    refs: &mut Refs,
+) -> Result<EntryResult, FhirError> {
     let (t, id, query) = split_url(base, &e.url);
     let t = known_type(t, e.index)?;
     match (e.method.as_str(), id, query) {
@@ -560,12 +601,12 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let id = id.map_or_else(new_id, str::to_string);
             let s = create_in(conn, ctx, refs, t, body, id, "POST")?;
             record_author(conn, ctx, refs, &s)?;
-            Ok(response("201 Created", Some(&s)))
+            Ok((response("201 Created", Some(&s)), Some(s)))
         }
         ("PUT", Some(id), None) => {
             let out = update_in(conn, ctx, refs, t, id, e.resource.clone().unwrap_or_default(), e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+            Ok(wrote(out))
         }
         ("PUT", None, Some(q)) => {
             let found = search::matching_ids(conn, ctx, t, q)?;
@@ -582,17 +623,17 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             body["id"] = Value::String(id.clone());
             let out = update_in(conn, ctx, refs, t, &id, body, e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response(if out.created { "201 Created" } else { "200 OK" }, Some(&out.stored)))
+            Ok(wrote(out))
         }
         ("PATCH", Some(id), None) => {
             let patch = binary_patch(e.resource.as_ref())?;
             let out = patch_in(conn, ctx, refs, t, id, &patch, e.if_match)?;
             record_author(conn, ctx, refs, &out.stored)?;
-            Ok(response("200 OK", Some(&out.stored)))
+            Ok(wrote(out))
         }
         ("DELETE", Some(id), None) => {
             delete_in(conn, ctx, t, id)?;
-            Ok(response("204 No Content", None))
+            Ok((response("204 No Content", None), None))
         }
         ("GET", Some(id), None) => {
             // Checked and audited as a read on its own is; the audit row commits with the entry
@@ -605,7 +646,7 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let s = found?;
             let mut v = response("200 OK", Some(&s));
             v["resource"] = raw(&s.body);
-            Ok(v)
+            Ok((v, None))
         }
         ("GET", None, q) => {
             let params: Vec<(String, String)> = serde_urlencoded::from_str(q.unwrap_or_default())
@@ -622,7 +663,7 @@ fn run_entry(conn: &mut Conn, ctx: &AccessContext, base: &str, e: &Entry, refs: 
             let r = r?;
             let mut v = response("200 OK", None);
             v["resource"] = searchset(base, t, &r);
-            Ok(v)
+            Ok((v, None))
         }
         (m, _, _) => Err(FhirError::invalid(format!("{m} {} is not a supported entry request", e.url))),
     }

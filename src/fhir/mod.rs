@@ -15,6 +15,7 @@ pub mod index;
 pub mod params;
 pub mod patient;
 pub mod reference;
+pub mod safety;
 pub mod search;
 pub mod store;
 pub mod validate;

@@ -40,6 +40,14 @@ pub struct WriteOutcome {
     pub created: bool,
     /// A new version was written (an update with the same content writes none).
     pub changed: bool,
+    /// What the medicine safety checks found in what was written ([`super::safety`]).
+    pub warnings: Vec<super::safety::Warning>,
+}
+
+impl WriteOutcome {
+    pub fn new(stored: Stored, created: bool, changed: bool) -> WriteOutcome {
+        WriteOutcome { stored, created, changed, warnings: Vec::new() }
+    }
 }
 
 #[derive(QueryableByName, Debug)]
@@ -161,7 +169,7 @@ impl Store {
             ctx,
             |conn, refs| {
                 let stored = create_in(conn, ctx, refs, rtype, body, new_id(), "POST")?;
-                Ok(WriteOutcome { stored, created: true, changed: true })
+                Ok(WriteOutcome::new(stored, true, true))
             },
             opts,
         )
@@ -211,9 +219,12 @@ impl Store {
     ) -> Result<WriteOutcome, FhirError> {
         let result = self.db.transaction(|conn| {
             let mut refs = Refs::default();
-            let out = f(conn, &mut refs)?;
+            let mut out = f(conn, &mut refs)?;
             attribute(conn, ctx, &mut refs, opts, &out.stored)?;
             check_refs(conn, &refs)?;
+            if out.changed {
+                out.warnings = super::safety::check_written(conn, &out.stored)?;
+            }
             Ok(out)
         });
         self.audit_failed_write(ctx, &result);
@@ -312,7 +323,7 @@ fn stamp(body: &mut Value, id: &str, version: i64, now: i64) -> Result<(), FhirE
 
 /// Checks the body and the caller's right to write it; returns its compartment (worked out here
 /// unless the caller already knows it: `known`).
-fn admit(
+pub(super) fn admit(
     conn: &mut Conn,
     ctx: &AccessContext,
     rtype: &str,
@@ -856,7 +867,7 @@ pub(crate) fn update_in(
             )));
         }
         let stored = create_in(conn, ctx, refs, rtype, body, id.to_string(), "PUT")?;
-        return Ok(WriteOutcome { stored, created: true, changed: true });
+        return Ok(WriteOutcome::new(stored, true, true));
     };
     // Outside a constrained scope's query is out of reach: absent, like another patient's record.
     // A deleted resource has no index rows to match; what replaces it is held to the query below.
@@ -878,7 +889,7 @@ pub(crate) fn update_in(
     collect_refs(&body, refs);
     if row.deleted == 0 && same_content(row.body.as_deref(), &body) {
         // Nothing changed: no new version (reloading the same data is idempotent).
-        return Ok(WriteOutcome { stored: Stored::from(row), created: false, changed: false });
+        return Ok(WriteOutcome::new(Stored::from(row), false, false));
     }
     let version = row.version_id + 1;
     let now = now_micros().max(row.last_updated + 1);
@@ -913,7 +924,7 @@ pub(crate) fn update_in(
     };
     finish_write(conn, ctx, row.rid, &stored, Some(&body), "PUT")?;
     hold_to_constraints(conn, ctx, row.rid, rtype, Interaction::Update)?;
-    Ok(WriteOutcome { stored, created: row.deleted != 0, changed: true })
+    Ok(WriteOutcome::new(stored, row.deleted != 0, true))
 }
 
 fn same_content(stored: Option<&str>, new: &Value) -> bool {

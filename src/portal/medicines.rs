@@ -25,6 +25,8 @@ pub struct MedicineLine {
     pub dispensed: Vec<String>,
     /// `informationSource` is the patient: they told us, no clinician recorded it.
     pub reported_by_you: bool,
+    /// Tagged as not yet reviewed by a clinician ([`super::taken::UNREVIEWED`]).
+    pub unreviewed: bool,
     pub current: bool,
 }
 
@@ -36,6 +38,7 @@ impl MedicineLine {
 
     pub fn recorded_as(&self) -> &'static str {
         match (self.kind, self.reported_by_you) {
+            (_, true) if self.unreviewed => "Added by you \u{2013} not yet reviewed by a clinician",
             (_, true) => "Added by you",
             ("MedicationRequest", _) => "Prescription",
             _ => "Recorded as taken",
@@ -232,6 +235,7 @@ pub(crate) fn prescription_line(
         last_dispensed: dispensed.get(&id).and_then(|d| d.last().cloned()),
         dispensed: dispensed.get(&id).cloned().unwrap_or_default(),
         reported_by_you: false,
+        unreviewed: false,
         status,
         id,
     }
@@ -254,8 +258,14 @@ pub(crate) fn statement_line(s: &Value, patient: &str, names: &mut Names) -> Med
         last_dispensed: None,
         dispensed: Vec::new(),
         reported_by_you,
+        unreviewed: unreviewed(s),
         status,
     }
+}
+
+fn unreviewed(r: &Value) -> bool {
+    let tags = r["meta"]["tag"].as_array().map(Vec::as_slice).unwrap_or_default();
+    tags.iter().any(|t| t["system"] == super::taken::REVIEW_SYSTEM && t["code"] == super::taken::UNREVIEWED)
 }
 
 /// Prescriptions and what the patient takes, current first, newest first within each.

@@ -18,7 +18,8 @@ pub fn choices() -> Vec<(&'static str, &'static str)> {
 /// What the patient typed on the "add a medicine" form.
 #[derive(Debug, Clone, Default)]
 pub struct NewTaken {
-    /// A dm+d code from the list, or empty for a medicine named in `other`.
+    /// A dm+d code from the list; [`OTHER`] for a medicine named in `other`; empty when nothing
+    /// was chosen (then a name written in `other` is taken as the medicine).
     pub code: String,
     /// The name of a medicine that is not in the list, as the patient writes it.
     pub other: String,
@@ -26,25 +27,26 @@ pub struct NewTaken {
     pub start: String,
 }
 
-/// Adds a patient-reported medicine; returns the new MedicationStatement's id.
-pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<String, PortalError> {
+/// The tag on what a patient enters themselves until a clinician has reviewed it (and removed
+/// the tag): `meta.tag` travels with the resource to every reader, API clients included.
+pub const REVIEW_SYSTEM: &str = "https://healthfolio.example/CodeSystem/clinical-review";
+pub const UNREVIEWED: &str = "unreviewed";
+
+/// What asking to add a medicine came to.
+#[derive(Debug)]
+pub enum Added {
+    /// Saved, with the new MedicationStatement's id.
+    Saved(String),
+    /// Not saved: the safety checks found something the patient should confirm first.
+    Check { medicine: String, warnings: Vec<String> },
+}
+
+/// Adds a patient-reported medicine, unless (and `confirmed` is false) it meets a recorded
+/// allergy or repeats a current medicine: then nothing is saved and the warnings, in the
+/// patient's words, are returned to be confirmed.
+pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken, confirmed: bool) -> Result<Added, PortalError> {
     let patient = own_patient(ctx)?;
-    let other = new.other.trim();
-    let medicine = if new.code.is_empty() {
-        // Not in the list: the patient's own words, without a code (a clinician codes it later).
-        if other.is_empty() || other.chars().count() > MAX_NAME {
-            return Err(PortalError::Invalid(format!(
-                "Choose a medicine from the list, or write its name (up to {MAX_NAME} characters)."
-            )));
-        }
-        json!({"text": other})
-    } else {
-        let (code, name) = choices()
-            .into_iter()
-            .find(|(c, _)| *c == new.code)
-            .ok_or_else(|| PortalError::Invalid("Choose a medicine from the list.".into()))?;
-        json!({"coding": [{"system": DMD_SYSTEM, "code": code, "display": name}], "text": name})
-    };
+    let (medicine, name) = medicine(new)?;
     let dose = new.dose.trim();
     if dose.is_empty() || dose.chars().count() > MAX_DOSE {
         return Err(PortalError::Invalid(format!("Say how you take it (up to {MAX_DOSE} characters).")));
@@ -57,6 +59,8 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<S
     let me = json!({"reference": format!("Patient/{patient}")});
     let body = json!({
         "resourceType": "MedicationStatement",
+        "meta": {"tag": [{"system": REVIEW_SYSTEM, "code": UNREVIEWED,
+                          "display": "Added by the patient: not yet reviewed by a clinician"}]},
         "status": "active",
         "medicationCodeableConcept": medicine,
         "subject": me,
@@ -66,8 +70,36 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken) -> Result<S
         "dosage": [{"text": dose}],
         "note": [{"text": "Reported by the patient in the Healthfolio portal"}]
     });
-    Ok(store.create(ctx, "MedicationStatement", body, &WriteOptions::default())?.stored.id)
+    if !confirmed {
+        let warnings = store.medicine_warnings(ctx, "MedicationStatement", &body)?;
+        if !warnings.is_empty() {
+            return Ok(Added::Check { medicine: name, warnings: warnings.into_iter().map(|w| w.to_patient).collect() });
+        }
+    }
+    Ok(Added::Saved(store.create(ctx, "MedicationStatement", body, &WriteOptions::default())?.stored.id))
 }
+
+/// The medicine chosen (or written) on the form, as a CodeableConcept, and its name.
+fn medicine(new: &NewTaken) -> Result<(Value, String), PortalError> {
+    let other = new.other.trim();
+    if new.code.is_empty() || new.code == OTHER {
+        // Not in the list: the patient's own words, without a code (a clinician codes it later).
+        if other.is_empty() || other.chars().count() > MAX_NAME {
+            return Err(PortalError::Invalid(format!(
+                "Choose a medicine from the list, or choose \u{201c}Something else\u{201d} and write its name (up to {MAX_NAME} characters)."
+            )));
+        }
+        return Ok((json!({"text": other}), other.to_string()));
+    }
+    let (code, name) = choices()
+        .into_iter()
+        .find(|(c, _)| *c == new.code)
+        .ok_or_else(|| PortalError::Invalid("Choose a medicine from the list.".into()))?;
+    Ok((json!({"coding": [{"system": DMD_SYSTEM, "code": code, "display": name}], "text": name}), name.to_string()))
+}
+
+/// The form's value for "something else (write its name)".
+pub const OTHER: &str = "other";
 
 /// Marks a medicine the patient added as stopped today. Prescriptions and entries recorded by a
 /// clinician are not the patient's to stop here: their prescriber changes those.

@@ -75,6 +75,7 @@ mod tests {
             last_dispensed: Some("2025-06-01".into()),
             dispensed: vec!["2025-05-01".into(), "2025-06-01".into()],
             reported_by_you: false,
+            unreviewed: false,
             current,
         }
     }

@@ -117,30 +117,30 @@ fn resource(status: StatusCode, s: &Stored, n: &Negotiated, location: Option<Str
     }
 }
 
-/// `Prefer: return=minimal | representation | OperationOutcome` on writes.
+/// `Prefer: return=minimal | representation | OperationOutcome` on writes; every form carries
+/// the new version's `Location`, `ETag` and `Last-Modified`.
 fn written(req: &HttpRequest, base: &str, out: WriteOutcome, n: &Negotiated) -> HttpResponse {
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    let location = Some(out.stored.location(base));
+    let location = out.stored.location(base);
+    let mut r = HttpResponse::build(status);
+    r.insert_header((header::ETAG, out.stored.etag()))
+        .insert_header((header::LAST_MODIFIED, time::format_http_date(out.stored.last_updated)))
+        .insert_header((header::LOCATION, location.clone()));
     match prefer(req, "return").as_deref() {
-        Some("minimal") => {
-            let mut r = HttpResponse::build(status);
-            r.insert_header((header::ETAG, out.stored.etag()))
-                .insert_header((header::LAST_MODIFIED, time::format_http_date(out.stored.last_updated)));
-            if let Some(l) = location {
-                r.insert_header((header::LOCATION, l));
-            }
-            r.finish()
-        }
+        Some("minimal") => r.finish(),
         Some("OperationOutcome") => {
+            // The stored version, then what the medicine safety checks found: a client that
+            // asks for the outcome hears every warning (the write itself stands).
             let msg = format!("{}/{} version {} stored", out.stored.rtype, out.stored.id, out.stored.version_id);
-            let mut r = render(status, &outcome("information", "informational", &msg), n);
-            r.headers_mut().insert(
-                header::ETAG,
-                header::HeaderValue::from_str(&out.stored.etag()).unwrap_or(header::HeaderValue::from_static("")),
-            );
-            r
+            let mut body = outcome("information", "informational", &msg);
+            if let Some(issues) = body["issue"].as_array_mut() {
+                issues.extend(out.warnings.iter().map(|w| w.issue(&out.stored.rtype)));
+            }
+            let text =
+                if n.pretty { serde_json::to_string_pretty(&body).unwrap_or_default() } else { body.to_string() };
+            r.content_type(FHIR_JSON).body(text)
         }
-        _ => resource(status, &out.stored, n, location),
+        _ => resource(status, &out.stored, n, Some(location)),
     }
 }
 

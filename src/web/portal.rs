@@ -10,7 +10,7 @@ use crate::auth::session::{self, Session};
 use crate::portal::access_log::{self, LogView, Period};
 use crate::portal::account::{self, PasswordChange};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};
-use crate::portal::taken::{self, NewTaken};
+use crate::portal::taken::{self, Added, NewTaken};
 use crate::portal::{allergies, detail, home, medicines, PortalError};
 use crate::portal::{AccountView, AllergyLine, Home, MedicineDetail, MedicineLine, Person};
 use crate::portal::{ProblemLine, Provider, Share};
@@ -87,11 +87,27 @@ struct AddPage {
 }
 
 impl AddPage {
-    /// The option to show chosen: what was sent back with an error ("something else" only when
-    /// a name was written), else the first.
+    /// The option to show chosen: what was sent back, else "Choose a medicine" (never a
+    /// medicine: one sent untouched would add a medicine the patient did not pick).
     fn selected(&self, code: &str) -> bool {
-        self.form.code == code && (!code.is_empty() || !self.form.other.is_empty())
+        self.form.code == code
     }
+
+    fn other(&self) -> &'static str {
+        taken::OTHER
+    }
+}
+
+/// "Check before you add": what the safety checks found, before anything is saved; the form's
+/// values travel on in hidden fields to "Save anyway" or back to the form.
+#[derive(Template)]
+#[template(path = "portal_add_check.html")]
+struct AddCheckPage {
+    section: &'static str,
+    csrf: String,
+    medicine: String,
+    warnings: Vec<String>,
+    form: NewTaken,
 }
 
 #[derive(Template)]
@@ -358,9 +374,17 @@ async fn add(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> 
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
     let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.get("start") };
+    if f.get("back") == "yes" {
+        return add_page(p.csrf(), None, new);
+    }
+    let confirmed = f.get("confirm") == "yes";
     let (store, ctx, form) = (state.hf.store.clone(), p.ctx.clone(), new.clone());
-    match or_page!(call(move || taken::add_taken(&store, &ctx, &form)).await) {
-        Ok(_) => see_other("/portal/medicines"),
+    match or_page!(call(move || taken::add_taken(&store, &ctx, &form, confirmed)).await) {
+        Ok(Added::Saved(_)) => see_other("/portal/medicines"),
+        Ok(Added::Check { medicine, warnings }) => {
+            let page = AddCheckPage { section: "medicines", csrf: p.csrf(), medicine, warnings, form: new };
+            html(StatusCode::OK, page.render())
+        }
         Err(e) => add_page(p.csrf(), Some(form_message!(e)), new),
     }
 }

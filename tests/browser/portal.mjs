@@ -254,6 +254,17 @@ try {
   await page.getByRole('link', { name: 'Add a medicine you take' }).click();
   await page.waitForURL(`${base}/portal/medicines/add`);
   await audit(page, 'add-medicine');
+
+  step(`adding "${medicines[0]}" again: a warning before anything is saved, then back to the form`);
+  await page.getByLabel('Medicine', { exact: true }).selectOption({ label: medicines[0] });
+  await page.getByLabel('How you take it').fill('1 tablet at night');
+  await page.getByLabel('Since when').fill('2025-10-01');
+  await page.getByRole('button', { name: 'Add medicine' }).click();
+  await page.getByRole('alert').waitFor();
+  check((await page.getByRole('alert').innerText()).includes('already on your list'), 'no warning about a medicine already taken');
+  await audit(page, 'add-medicine-check');
+  await page.getByRole('button', { name: 'Go back and change it' }).click();
+  await page.getByLabel('Medicine', { exact: true }).waitFor();
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
   await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
   await page.getByLabel('Since when').fill('2025-10-01');
