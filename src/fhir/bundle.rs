@@ -182,7 +182,10 @@ impl Store {
                     attribute(conn, ctx, &mut refs, opts, &stored)?;
                     check_refs(conn, &refs)?;
                     let mut out = super::WriteOutcome::new(stored, true, true);
-                    out.warnings = super::safety::check_written(conn, &out.stored)?;
+                    if opts.warnings_heard {
+                        let found = super::safety::check_written(conn, &out.stored)?;
+                        out.warnings = super::safety::as_seen_by(conn, ctx, out.stored.patient_id.as_deref(), found)?;
+                    }
                     Ok(out)
                 }
                 [id] => {
@@ -327,9 +330,15 @@ fn known_type(t: &str, index: usize) -> Result<&str, FhirError> {
 /// What the medicine safety checks found in the entries that wrote, as each entry's
 /// `response.outcome` (FHIR R4 Bundle.entry.response.outcome: "hints and warnings about the
 /// outcome"), each against its patient's record as the whole Bundle left it.
-fn add_warnings(conn: &mut Conn, results: &mut [Value], wrote: &[(usize, Stored)]) -> Result<(), FhirError> {
+fn add_warnings(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    results: &mut [Value],
+    wrote: &[(usize, Stored)],
+) -> Result<(), FhirError> {
     let stored: Vec<&Stored> = wrote.iter().map(|(_, s)| s).collect();
-    for ((i, s), warnings) in wrote.iter().zip(super::safety::check_all(conn, &stored)?) {
+    for ((i, s), found) in wrote.iter().zip(super::safety::check_all(conn, &stored)?) {
+        let warnings = super::safety::as_seen_by(conn, ctx, s.patient_id.as_deref(), found)?;
         if !warnings.is_empty() {
             results[*i]["response"]["outcome"] = super::safety::outcome(&s.rtype, &warnings);
         }
@@ -508,7 +517,7 @@ fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Ve
         };
     }
     check_refs(conn, &refs)?;
-    add_warnings(conn, &mut results, &written)?;
+    add_warnings(conn, ctx, &mut results, &written)?;
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response", "entry": results}))
 }
 
@@ -580,7 +589,7 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
             }
         });
     }
-    add_warnings(conn, &mut results, &written)?;
+    add_warnings(conn, ctx, &mut results, &written)?;
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": results}))
 }
 

@@ -404,6 +404,40 @@ pub(crate) fn check_all(conn: &mut Conn, written: &[&Stored]) -> Result<Vec<Vec<
     Ok(out)
 }
 
+/// `warnings` as `ctx` may hear them. The checks read the whole record (a writer without an
+/// allergy scope must still be warned), but what a warning names is told only to a caller who may
+/// read it: anyone else hears that something in the record meets the entry, not what.
+pub(crate) fn as_seen_by(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    patient: Option<&str>,
+    warnings: Vec<Warning>,
+) -> Result<Vec<Warning>, FhirError> {
+    let mut out = Vec::with_capacity(warnings.len());
+    for mut w in warnings {
+        let rtype = w.about.split('/').next().unwrap_or_default().to_string();
+        if !ctx.may_touch(conn, &rtype, patient, Interaction::Read)? {
+            w.about = String::new();
+            w.to_clinician = match w.rule {
+                Rule::Allergy => {
+                    "This medicine may meet an allergy recorded in the patient's record, which your access \
+                                  does not let you read: check with the patient or their GP before it is given."
+                        .into()
+                }
+                Rule::Duplicate => "The patient's record already holds this medicine as current, which your access \
+                                    does not let you read."
+                    .into(),
+                Rule::SameIngredient => "The patient's record already holds a current medicine with the same active \
+                                         ingredient, which your access does not let you read."
+                    .into(),
+            };
+            w.to_patient = w.to_clinician.clone();
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// The warnings a new medicine entry would raise, without writing it: for a form that asks
     /// before it saves. Checked as a create by `ctx` (scope, reach, validity), so it tells no

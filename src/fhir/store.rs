@@ -94,6 +94,9 @@ pub struct WriteOptions {
     pub if_match: Option<i64>,
     /// `X-Provenance`: a Provenance to store with the write, targeting the new version.
     pub provenance: Option<Value>,
+    /// The client hears the medicine safety warnings (`Prefer: return=OperationOutcome`): only
+    /// then are they worked out for a single write (a Bundle's are always, in its response).
+    pub warnings_heard: bool,
 }
 
 #[derive(Clone)]
@@ -222,8 +225,9 @@ impl Store {
             let mut out = f(conn, &mut refs)?;
             attribute(conn, ctx, &mut refs, opts, &out.stored)?;
             check_refs(conn, &refs)?;
-            if out.changed {
-                out.warnings = super::safety::check_written(conn, &out.stored)?;
+            if out.changed && opts.warnings_heard {
+                let found = super::safety::check_written(conn, &out.stored)?;
+                out.warnings = super::safety::as_seen_by(conn, ctx, out.stored.patient_id.as_deref(), found)?;
             }
             Ok(out)
         });

@@ -163,7 +163,8 @@ fn write_options(req: &HttpRequest) -> Result<WriteOptions, ApiError> {
         ),
         None => None,
     };
-    Ok(WriteOptions { if_match, provenance })
+    let warnings_heard = prefer(req, "return").as_deref() == Some("OperationOutcome");
+    Ok(WriteOptions { if_match, provenance, warnings_heard })
 }
 
 /// Runs blocking domain work off the async workers.

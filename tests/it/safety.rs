@@ -86,6 +86,20 @@ fn api_writes_carry_the_warning(app: &TestApp) {
     let entries = r.entries();
     assert!(warnings(&entries[0]["response"]["outcome"])[0].1.contains("Amoxicillin is a penicillin."), "{}", r.text);
     assert!(entries[1]["response"].get("outcome").is_none(), "{}", r.text);
+    // An app that may write prescriptions but not read allergies is still warned, without being
+    // told what the allergy record says.
+    let writer = app
+        .client_with(Some(app.patient_token("patient/MedicationRequest.c", &p)))
+        .with_header("Prefer", "return=OperationOutcome");
+    let r = writer.post("MedicationRequest", &medication_request(&p, code, display, "active", "2025-10-04"));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let found = warnings(&r.body);
+    assert!(
+        found.iter().any(|(code, text)| code == "business-rule" && text.contains("may meet an allergy")),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("penicillin") && !r.text.contains("AllergyIntolerance/"), "{}", r.text);
 }
 
 fn portal_asks_before_it_saves(app: &TestApp) {
