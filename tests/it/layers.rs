@@ -60,3 +60,69 @@ fn modules_use_only_the_layers_below_them() {
     wrong.dedup();
     assert!(wrong.is_empty(), "modules using a layer above (or beside) them:\n{}", wrong.join("\n"));
 }
+
+/// Which module's SQL may name each table: the one that owns it (`db::backup` copies them all).
+const OWNERS: &[(&str, &[&str])] = &[
+    (
+        "auth",
+        &[
+            "accounts",
+            "assertion_jtis",
+            "auth_codes",
+            "clients",
+            "invitations",
+            "login_failures",
+            "refresh_tokens",
+            "revocations",
+            "sessions",
+            "signing_keys",
+        ],
+    ),
+    ("audit", &["audit_events"]),
+    ("consent", &["grants", "grant_permissions"]),
+    ("db", &["jobs"]),
+    ("federation", &["federated_sources", "processed_messages", "source_fetches", "source_links"]),
+    (
+        "fhir",
+        &[
+            "closed_records",
+            "idx_date",
+            "idx_ref",
+            "idx_string",
+            "idx_token",
+            "patient_nhs_numbers",
+            "resource_versions",
+            "resources",
+        ],
+    ),
+    ("portability", &["imported_origins", "transfer_partners", "transfers"]),
+];
+
+#[test]
+fn each_table_is_read_and_written_by_its_owner_only() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut wrong = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).expect("under src").to_string_lossy().into_owned();
+        if rel == "db/backup.rs" {
+            continue;
+        }
+        let module = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs");
+        let text = std::fs::read_to_string(&f).expect("read");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (owner, tables) in OWNERS.iter().filter(|(owner, _)| *owner != module) {
+            for table in *tables {
+                for verb in ["FROM", "JOIN", "INTO", "UPDATE"] {
+                    if code.contains(&format!("{verb} {table} ")) || code.contains(&format!("{verb} {table}\"")) {
+                        wrong.push(format!("{rel}: {verb} {table} (owned by {owner})"));
+                    }
+                }
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(wrong.is_empty(), "SQL naming another module's table:\n{}", wrong.join("\n"));
+}
