@@ -47,7 +47,7 @@ fn client_named(hf: &Healthfolio, name: &str) -> CliResult<Option<clients::Clien
 
 pub fn run(hf: &Healthfolio) -> CliResult<()> {
     let ctx = AccessContext::operator("demo");
-    let out = hf.store.process_bundle(&ctx, demo_data::demo_bundle())?;
+    let out = hf.store.process_bundle(&ctx, demo_data::demo_bundle(), false)?;
     let created = out["entry"].as_array().map_or(0, |e| {
         e.iter().filter(|x| x["response"]["status"].as_str().is_some_and(|s| s.starts_with("201"))).count()
     });

@@ -288,6 +288,7 @@ fn load_bundle(hf: &Healthfolio, ctx: &AccessContext, file: &str, mut v: Value) 
             .collect();
         v = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": tx});
     }
-    let out = hf.store.process_bundle(ctx, v).map_err(|e| LoadError::Write { file: file.to_string(), source: e })?;
+    let out =
+        hf.store.process_bundle(ctx, v, false).map_err(|e| LoadError::Write { file: file.to_string(), source: e })?;
     Ok(out["entry"].as_array().map_or(0, Vec::len))
 }

@@ -240,13 +240,21 @@ impl Store {
     }
 
     /// `POST [base]` with a batch or transaction Bundle.
-    pub fn process_bundle(&self, ctx: &AccessContext, mut bundle: Value) -> Result<Value, FhirError> {
+    /// `warnings_heard`: the client asked for outcomes (`Prefer: return=OperationOutcome`), so each
+    /// entry that wrote carries the medicine safety warnings in `response.outcome`. They read each
+    /// patient's current record, which costs a large record dearly: only when they are heard.
+    pub fn process_bundle(
+        &self,
+        ctx: &AccessContext,
+        mut bundle: Value,
+        warnings_heard: bool,
+    ) -> Result<Value, FhirError> {
         super::reference::relativise(&mut bundle, &self.base);
         let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let entries = parse_entries(&bundle)?;
         match kind.as_str() {
-            "transaction" => self.db.transaction(|conn| transaction(conn, ctx, &self.base, entries)),
-            "batch" => self.db.transaction(|conn| batch(conn, ctx, &self.base, entries)),
+            "transaction" => self.db.transaction(|conn| transaction(conn, ctx, &self.base, entries, warnings_heard)),
+            "batch" => self.db.transaction(|conn| batch(conn, ctx, &self.base, entries, warnings_heard)),
             other => Err(FhirError::invalid(format!(
                 "POST to the base takes a Bundle of type batch or transaction, not '{other}'"
             ))),
@@ -490,7 +498,13 @@ fn method_rank(m: &str) -> u8 {
     }
 }
 
-fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Vec<Entry>) -> Result<Value, FhirError> {
+fn transaction(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    base: &str,
+    mut entries: Vec<Entry>,
+    warnings_heard: bool,
+) -> Result<Value, FhirError> {
     let (map, existing) = resolve_identities(conn, ctx, base, &mut entries)?;
     for e in entries.iter_mut() {
         if let Some(r) = e.resource.as_mut() {
@@ -517,7 +531,9 @@ fn transaction(conn: &mut Conn, ctx: &AccessContext, base: &str, mut entries: Ve
         };
     }
     check_refs(conn, &refs)?;
-    add_warnings(conn, ctx, &mut results, &written)?;
+    if warnings_heard {
+        add_warnings(conn, ctx, &mut results, &written)?;
+    }
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "transaction-response", "entry": results}))
 }
 
@@ -553,7 +569,13 @@ fn refers_to_another_entry(e: &Entry, full_urls: &HashSet<&str>) -> Result<(), F
     }
 }
 
-fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) -> Result<Value, FhirError> {
+fn batch(
+    conn: &mut Conn,
+    ctx: &AccessContext,
+    base: &str,
+    entries: Vec<Entry>,
+    warnings_heard: bool,
+) -> Result<Value, FhirError> {
     search::serialise_conditional(conn, conditional_writes(base, &entries))?;
     let full_urls: HashSet<&str> = entries.iter().filter_map(|e| e.full_url.as_deref()).collect();
     let mut results = Vec::with_capacity(entries.len());
@@ -589,7 +611,9 @@ fn batch(conn: &mut Conn, ctx: &AccessContext, base: &str, entries: Vec<Entry>) 
             }
         });
     }
-    add_warnings(conn, ctx, &mut results, &written)?;
+    if warnings_heard {
+        add_warnings(conn, ctx, &mut results, &written)?;
+    }
     Ok(json!({"resourceType": "Bundle", "id": new_id(), "type": "batch-response", "entry": results}))
 }
 

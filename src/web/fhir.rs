@@ -465,7 +465,8 @@ async fn bundle(
     let n = negotiate(&req)?;
     let body = json_body(&req, &read_body(payload, state.hf.config.body_limit).await?, false)?;
     let store = state.hf.store.clone();
-    let out = blocking(move || store.process_bundle(&caller.0, body)).await?;
+    let heard = prefer(&req, "return").as_deref() == Some("OperationOutcome");
+    let out = blocking(move || store.process_bundle(&caller.0, body, heard)).await?;
     Ok(render(StatusCode::OK, &out, &n))
 }
 
