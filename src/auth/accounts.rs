@@ -116,6 +116,40 @@ pub fn by_fhir_user(conn: &mut Conn, fhir_user: &str) -> Result<Option<Account>,
     Ok(conn.first(&q)?)
 }
 
+/// Closes the login of `email`, as the operator does before a record may be deleted: every
+/// session ends, every authorization it gave apps stops working at once (their access and refresh
+/// tokens), its open invitations and codes go, and the account is removed. Audited in the
+/// record's log. `None` when no such login exists.
+pub fn close(conn: &mut Conn, ctx: &crate::access::AccessContext, email: &str) -> Result<Option<Account>, AuthError> {
+    let Some(account) = by_email(conn, email)? else { return Ok(None) };
+    #[derive(diesel::QueryableByName)]
+    struct Family {
+        #[diesel(sql_type = Text)]
+        family: String,
+    }
+    let id = || Bind::Text(account.id.clone());
+    let families: Vec<Family> = conn.load(&Sql::with(
+        "SELECT DISTINCT family FROM refresh_tokens WHERE account_id = ? AND revoked_at IS NULL \
+         UNION SELECT DISTINCT family FROM auth_codes WHERE account_id = ?",
+        [id(), id()],
+    ))?;
+    for f in families {
+        super::oauth::revoke_family(conn, &f.family)?;
+    }
+    let now = now_micros();
+    conn.execute(&Sql::with(
+        "UPDATE sessions SET revoked_at = ? WHERE account_id = ? AND revoked_at IS NULL",
+        [Bind::Int(now), id()],
+    ))?;
+    conn.execute(&Sql::with("DELETE FROM auth_codes WHERE account_id = ?", [id()]))?;
+    conn.execute(&Sql::with("DELETE FROM invitations WHERE account_id = ?", [id()]))?;
+    conn.execute(&Sql::with("DELETE FROM accounts WHERE id = ?", [id()]))?;
+    let mut entry = crate::audit::AuditEntry::event("account-closed", &account.fhir_user, None);
+    entry.patient_id = account.patient_id().map(str::to_string);
+    crate::audit::record_in(conn, ctx, &entry)?;
+    Ok(Some(account))
+}
+
 /// Whether someone signs in as `fhir_user` (`Patient/…`, `Practitioner/…`) here.
 pub fn exists_for(conn: &mut Conn, fhir_user: &str) -> Result<bool, crate::db::DbError> {
     let q = Sql::with("SELECT COUNT(*) AS n FROM accounts WHERE fhir_user = ?", [Bind::Text(fhir_user.into())]);

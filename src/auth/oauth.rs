@@ -444,7 +444,7 @@ struct CodeRow {
 }
 
 /// Everything issued from one authorization (code and its refresh tokens) stops working.
-fn revoke_family(conn: &mut Conn, family: &str) -> Result<(), OAuthError> {
+pub(crate) fn revoke_family(conn: &mut Conn, family: &str) -> Result<(), AuthError> {
     let until = now_micros() + REFRESH_LIFETIME_MICROS;
     live::revoke(conn, &format!("fam:{family}"), until)?;
     conn.execute(&Sql::with(

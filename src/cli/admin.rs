@@ -27,6 +27,12 @@ pub enum PatientCmd {
         #[arg(long)]
         email: String,
     },
+    /// Close a login (patient or practitioner): its sessions end and the apps it authorised lose
+    /// access at once. A Patient someone signs in as cannot be deleted until its login is closed.
+    CloseAccount {
+        #[arg(long)]
+        email: String,
+    },
     /// Create a Patient and the login linked to it (the password is read from standard input).
     Add {
         #[arg(long)]
@@ -142,6 +148,20 @@ pub fn patient(hf: &Healthfolio, cmd: PatientCmd) -> CliResult {
                 hf.config.base_url
             );
             return Ok(());
+        }
+        PatientCmd::CloseAccount { email } => {
+            let ctx = AccessContext::operator("patient close-account");
+            return match hf.db.transaction(|c| crate::auth::accounts::close(c, &ctx, &email))? {
+                Some(a) => {
+                    hf.store.audit.flush();
+                    println!(
+                        "the login {} of {} is closed: its sessions and app access have ended",
+                        a.email, a.fhir_user
+                    );
+                    Ok(())
+                }
+                None => Err(format!("no login with the email {email}").into()),
+            };
         }
         PatientCmd::Add { nhs_number, given, family, birth_date, email, .. } => {
             (nhs_number, given, family, birth_date, email)

@@ -323,7 +323,34 @@ fn truncated_bodies_are_answered() {
     );
 }
 
+/// The operator closes the login first (`patient close-account`): its sessions end, the apps it
+/// authorised lose access at once, it cannot sign in again, and the record can then be deleted.
+fn closing_the_login_lets_the_record_go(app: &TestApp) {
+    use oauth2::TokenResponse;
+    let (p, _, token) = launch(app, NHS[0], "ada@example.org");
+    let by_app = app.client_with(Some(token.access_token().secret().clone()));
+    let reads = format!("MedicationRequest?patient={p}");
+    assert_eq!(by_app.get(&reads).status, 200);
+    let (mut browser, home) = crate::portal::sign_in(app, "ada@example.org");
+    assert_eq!(home.status, 200);
+    assert_eq!(app.client().delete(&format!("Patient/{p}")).status, 409);
+
+    let op = healthfolio::access::AccessContext::operator("patient close-account");
+    let closed = app.hf.db.transaction(|c| healthfolio::auth::accounts::close(c, &op, "ada@example.org"));
+    assert!(closed.expect("close").is_some());
+    assert_eq!(by_app.get(&reads).status, 401, "the app's token stopped at once");
+    assert_eq!(browser.get(&format!("{}/portal", app.base)).status, 303, "the session ended");
+    let mut again = Browser::default();
+    let login = again.get(&format!("{}/portal/login", app.base));
+    let form =
+        [("email", "ada@example.org"), ("password", PASSWORD), ("csrf", &login.field("csrf")), ("continue", "/portal")];
+    let r = again.post(&format!("{}/oauth/login", app.base), &form);
+    assert_ne!(r.location.as_deref(), Some("/portal"), "no sign-in with a closed login");
+    assert_eq!(app.client().delete(&format!("Patient/{p}")).status / 100, 2, "now the record may go");
+}
+
 both!(
+    closing_the_login_lets_the_record_go,
     a_bad_transfer_address_is_the_patients_to_fix,
     non_object_bodies_are_refused,
     nul_characters_are_refused_alike,
