@@ -64,7 +64,7 @@ struct Medicine {
 impl Medicine {
     fn same_as(&self, other: &Medicine) -> bool {
         if self.codes.is_empty() && other.codes.is_empty() {
-            return self.name.eq_ignore_ascii_case(&other.name);
+            return name_key(&self.name) == name_key(&other.name);
         }
         self.codes.iter().any(|c| other.codes.contains(c))
     }
@@ -78,6 +78,11 @@ impl Medicine {
             format!("{} contains {}, {}", self.name, ingredient.name, class.one)
         }
     }
+}
+
+/// A medicine's name as compared when neither side is coded: case and spacing are not part of it.
+pub fn name_key(name: &str) -> String {
+    name.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
 fn capitalised(s: &str) -> String {
@@ -104,7 +109,7 @@ fn text_of(concept: &Value) -> Option<String> {
 
 /// The medicine of a MedicationRequest or MedicationStatement: its CodeableConcept, or the
 /// Medication it refers to (contained, or held here: `resolve`), as (name, codes).
-fn named(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> (String, Vec<String>) {
+pub fn named(r: &Value, resolve: &mut dyn FnMut(&str) -> Option<Value>) -> (String, Vec<String>) {
     let concept = match &r["medicationReference"]["reference"] {
         Value::String(m) if r.get("medicationCodeableConcept").is_none() => {
             let contained = m
@@ -345,7 +350,7 @@ fn findings(new: &Value, record: &Record, resolve: &mut dyn FnMut(&str) -> Optio
 }
 
 /// References to the records of the same course of treatment.
-fn links_of(r: &Value) -> Vec<String> {
+pub fn links_of(r: &Value) -> Vec<String> {
     ["basedOn", "partOf", "derivedFrom"]
         .iter()
         .filter_map(|k| r[*k].as_array())

@@ -3,7 +3,8 @@
 
 use super::allergies::{allergies, AllergyLine};
 use super::detail::author_words;
-use super::medicines::{medicines, MedicineLine};
+use super::grouping::MedicineEntry;
+use super::medicines::medicines;
 use super::medicines::{slug_of, Names};
 use super::{concept_text, format_nhs, human_name, minute, own_patient, PortalError};
 use crate::access::AccessContext;
@@ -23,7 +24,7 @@ pub struct Person {
 #[derive(Debug, Clone)]
 pub struct Home {
     pub person: Person,
-    pub current: Vec<MedicineLine>,
+    pub current: Vec<MedicineEntry>,
     pub allergies: Vec<AllergyLine>,
     /// Set from the second visit on.
     pub since: Option<SinceLastVisit>,

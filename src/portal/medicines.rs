@@ -1,10 +1,12 @@
 //! The medicines list: prescriptions (MedicationRequest) and what the patient takes
-//! (MedicationStatement), each with dose in plain words, dates, prescriber and last dispensing.
+//! (MedicationStatement), each with dose in plain words, dates, prescriber and last dispensing,
+//! gathered into one entry per medicine ([`super::grouping`]).
 
+use super::grouping::{group, MedicineEntry, Source};
 use super::{concept_text, date_part, human_name, own_patient, search, PortalError};
 use crate::access::AccessContext;
-use crate::fhir::reference;
 use crate::fhir::Store;
+use crate::fhir::{reference, safety};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -163,6 +165,11 @@ impl<'a> Names<'a> {
         }
     }
 
+    /// The dm+d / SNOMED CT codes of what a prescription or statement is for.
+    pub(crate) fn codes(&mut self, r: &Value) -> Vec<String> {
+        safety::named(r, &mut |m| self.get(m)).1
+    }
+
     /// What a prescription or statement is for, in words: its coded medicine, else the Medication
     /// it references (its code, else the reference's display).
     pub(crate) fn medicine(&mut self, r: &Value) -> String {
@@ -268,20 +275,22 @@ fn unreviewed(r: &Value) -> bool {
     tags.iter().any(|t| t["system"] == super::taken::REVIEW_SYSTEM && t["code"] == super::taken::UNREVIEWED)
 }
 
-/// Prescriptions and what the patient takes, current first, newest first within each.
-pub fn medicines(store: &Store, ctx: &AccessContext) -> Result<Vec<MedicineLine>, PortalError> {
+/// The patient's medicines, one entry each with every prescription and statement of it, current
+/// first, newest first within each.
+pub fn medicines(store: &Store, ctx: &AccessContext) -> Result<Vec<MedicineEntry>, PortalError> {
     let patient = own_patient(ctx)?.to_string();
     let dispensed = dispenses(store, ctx)?;
     let mut names = Names::new(store, ctx);
-    let mut out: Vec<MedicineLine> = search(store, ctx, "MedicationRequest", &[])?
-        .iter()
-        .map(|r| prescription_line(r, &mut names, &dispensed))
-        .collect();
-    for s in search(store, ctx, "MedicationStatement", &[])? {
-        out.push(statement_line(&s, &patient, &mut names));
+    let mut sources = Vec::new();
+    for r in search(store, ctx, "MedicationRequest", &[])? {
+        let line = prescription_line(&r, &mut names, &dispensed);
+        sources.push(Source { line, codes: names.codes(&r), links: safety::links_of(&r) });
     }
-    out.sort_by(|a, b| b.current.cmp(&a.current).then(b.start.cmp(&a.start)).then(a.name.cmp(&b.name)));
-    Ok(out)
+    for s in search(store, ctx, "MedicationStatement", &[])? {
+        let line = statement_line(&s, &patient, &mut names);
+        sources.push(Source { line, codes: names.codes(&s), links: safety::links_of(&s) });
+    }
+    Ok(group(sources))
 }
 
 #[cfg(test)]

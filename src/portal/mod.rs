@@ -7,6 +7,7 @@ pub mod access_log;
 pub mod account;
 pub mod allergies;
 pub mod detail;
+pub mod grouping;
 pub mod home;
 pub mod medicines;
 pub mod registration;
@@ -23,6 +24,7 @@ pub use access_log::{access_log, LogLine};
 pub use account::{AccountView, SessionLine};
 pub use allergies::{AllergyLine, ProblemLine};
 pub use detail::{MedicineDetail, VersionLine};
+pub use grouping::{MedicineEntry, Said};
 pub use home::{Home, Person};
 pub use medicines::MedicineLine;
 pub use sharing::{Provider, Share};
@@ -129,6 +131,34 @@ pub(crate) fn date_part(v: &Value) -> String {
     v.as_str().map(|s| s.get(..10).unwrap_or(s).to_string()).unwrap_or_default()
 }
 
+/// A FHIR date in words, as a patient reads it: `2025-03-03` → `3 March 2025` (a year-month or a
+/// year alone stays that precise; anything else is shown as it is).
+pub(crate) fn long_date(s: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let mut parts = s.get(..10.min(s.len())).unwrap_or(s).split('-');
+    let (year, month, day) = (parts.next(), parts.next(), parts.next());
+    let month = month.and_then(|m| m.parse::<usize>().ok()).and_then(|m| MONTHS.get(m.checked_sub(1)?));
+    let day = day.and_then(|d| d.parse::<u8>().ok());
+    match (year, month, day) {
+        (Some(y), Some(m), Some(d)) => format!("{d} {m} {y}"),
+        (Some(y), Some(m), None) => format!("{m} {y}"),
+        _ => s.to_string(),
+    }
+}
+
 /// A stored instant (microseconds) as a date.
 pub(crate) fn day(micros: i64) -> String {
     time::format_instant(micros).get(..10).unwrap_or_default().to_string()
@@ -183,6 +213,15 @@ mod tests {
     fn names_in_display_order() {
         assert_eq!(human_name(&json!({"prefix": ["Dr"], "given": ["Helen"], "family": "Carter"})), "Dr Helen Carter");
         assert_eq!(human_name(&json!({"family": "Okafor"})), "Okafor");
+    }
+
+    #[test]
+    fn dates_in_words() {
+        assert_eq!(long_date("2025-03-03"), "3 March 2025");
+        assert_eq!(long_date("2025-12-31T10:00:00Z"), "31 December 2025");
+        assert_eq!(long_date("2025-11"), "November 2025");
+        assert_eq!(long_date("2025"), "2025");
+        assert_eq!(long_date("2025-13-01"), "2025-13-01");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! medicine from start to stop (or today), a mark at each dispensing, and a line for today. The
 //! page pairs it with a table for screen readers.
 
-use super::MedicineLine;
+use super::MedicineEntry;
 use crate::time::parse_range;
 use std::fmt::Write;
 
@@ -19,9 +19,9 @@ fn day(s: &str) -> Option<i64> {
 }
 
 /// The SVG for `lines` up to `today` (YYYY-MM-DD); every text in it is escaped here.
-pub fn svg(lines: &[MedicineLine], today: &str) -> String {
+pub fn svg(lines: &[MedicineEntry], today: &str) -> String {
     let now = day(today).unwrap_or(0);
-    let spans: Vec<(&MedicineLine, i64, i64)> = lines
+    let spans: Vec<(&MedicineEntry, i64, i64)> = lines
         .iter()
         .filter_map(|m| {
             let start = day(&m.start)?;
@@ -61,8 +61,8 @@ pub fn svg(lines: &[MedicineLine], today: &str) -> String {
 mod tests {
     use super::*;
 
-    fn line(name: &str, start: &str, stop: &str, current: bool) -> MedicineLine {
-        MedicineLine {
+    fn line(name: &str, start: &str, stop: &str, current: bool) -> MedicineEntry {
+        let line = crate::portal::MedicineLine {
             kind: "MedicationRequest",
             id: "1".into(),
             name: name.into(),
@@ -77,7 +77,9 @@ mod tests {
             reported_by_you: false,
             unreviewed: false,
             current,
-        }
+        };
+        let source = crate::portal::grouping::Source { line, codes: vec![], links: vec![] };
+        crate::portal::grouping::group(vec![source]).remove(0)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::portal::account::{self, PasswordChange};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};
 use crate::portal::taken::{self, Added, NewTaken};
 use crate::portal::{allergies, detail, home, medicines, PortalError};
-use crate::portal::{AccountView, AllergyLine, Home, MedicineDetail, MedicineLine, Person};
+use crate::portal::{AccountView, AllergyLine, Home, MedicineDetail, MedicineEntry, Person};
 use crate::portal::{ProblemLine, Provider, Share};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -55,7 +55,7 @@ struct HomePage {
 struct MedicinesPage {
     section: &'static str,
     csrf: String,
-    medicines: Vec<MedicineLine>,
+    medicines: Vec<MedicineEntry>,
     notice: Option<String>,
 }
 
@@ -65,7 +65,7 @@ struct TimelinePage {
     section: &'static str,
     csrf: String,
     svg: String,
-    medicines: Vec<MedicineLine>,
+    medicines: Vec<MedicineEntry>,
 }
 
 #[derive(Template)]
@@ -123,7 +123,7 @@ struct AllergiesPage {
 #[template(path = "portal_print.html")]
 struct PrintPage {
     person: Person,
-    current: Vec<MedicineLine>,
+    current: Vec<MedicineEntry>,
     allergies: Vec<AllergyLine>,
     today: String,
 }

@@ -102,7 +102,7 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
     assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"), "patient-reported");
     assert_eq!(st["medicationCodeableConcept"]["coding"][0]["code"], "329653008");
     let id = st["id"].as_str().expect("id").to_string();
-    assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("Added by you"));
+    assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("You said you take it"));
     let detail = b.get(&format!("{}/portal/medicines/taken/{id}", app.base));
     assert!(detail.body.contains("You, in the portal"), "author of version 1: {}", detail.body);
     assert!(detail.body.contains("Author: Ada Okafor"), "Provenance names the patient: {}", detail.body);
@@ -336,7 +336,65 @@ fn account_changes_password_and_signs_out_everywhere(app: &TestApp) {
     assert_eq!(b.post(&format!("{}/oauth/login", app.base), &form).status, 303, "the new password works");
 }
 
+/// A prescription and the patient's "I take it" of the same medicine: one entry naming both, on
+/// every page that lists medicines; another medicine stays its own entry.
+fn one_entry_per_medicine(app: &TestApp) {
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let (code, display) = SIMVASTATIN;
+    let mut mr = medication_request(&p, code, display, "active", "2025-03-03");
+    mr["requester"] = json!({"reference": prescriber(app)});
+    let mr_id = app.create(mr);
+    app.create(dispense(&p, &mr_id, "2025-03-10T09:00:00Z"));
+    let statement = |extra: Value| {
+        let mut s = json!({"resourceType": "MedicationStatement", "status": "active",
+            "subject": {"reference": format!("Patient/{p}")}, "informationSource": {"reference": format!("Patient/{p}")},
+            "effectiveDateTime": "2025-04-01"});
+        s.as_object_mut().expect("object").extend(extra.as_object().cloned().unwrap_or_default());
+        app.create(s)
+    };
+    // The same code, and (by name only) a statement that says which prescription it follows.
+    let coded = statement(json!({"medicationCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
+        "code": code, "display": display}]}}));
+    let linked = statement(json!({"medicationCodeableConcept": {"text": "Zocor"},
+        "basedOn": [{"reference": format!("MedicationRequest/{mr_id}")}]}));
+    let (code, display) = PARACETAMOL;
+    app.create(medication_request(&p, code, display, "active", "2025-01-01"));
+    let (mut b, home) = sign_in(app, "ada@example.org");
+    let pages = [
+        ("home", home.body),
+        ("medicines", b.get(&format!("{}/portal/medicines", app.base)).body),
+        ("timeline", b.get(&format!("{}/portal/timeline", app.base)).body),
+        ("print", b.get(&format!("{}/portal/print", app.base)).body),
+    ];
+    for (page, body) in &pages {
+        let named = |name: &str| {
+            let entry = match *page {
+                "home" => format!("<strong>{name}</strong>"),
+                "medicines" => format!(">{name}</a></th>"),
+                _ => format!("<th scope=\"row\">{name}</th>"),
+            };
+            body.matches(&entry).count()
+        };
+        assert_eq!(named(SIMVASTATIN.1), 1, "one Simvastatin entry on {page}: {body}");
+        assert_eq!(named(PARACETAMOL.1), 1, "Paracetamol is its own entry on {page}: {body}");
+        assert!(!body.contains(">Zocor<"), "the linked statement joins its prescription on {page}");
+        assert!(
+            body.contains("Prescribed by Dr Helen Carter (Riverside Medical Practice), 3 March 2025"),
+            "the prescription on {page}: {body}"
+        );
+        let said = if *page == "print" { "The patient said they take it" } else { "You said you take it" };
+        assert_eq!(body.matches(said).count(), 2, "both statements on {page}: {body}");
+    }
+    let list = &pages[1].1;
+    assert!(list.contains("Last dispensed 10 March 2025"), "{list}");
+    for link in [format!("prescription/{mr_id}"), format!("taken/{coded}"), format!("taken/{linked}")] {
+        assert!(list.contains(&format!("/portal/medicines/{link}\"")), "a link to {link}: {list}");
+    }
+    assert_eq!(pages[2].1.matches("<rect").count(), 2, "a timeline bar per medicine");
+}
+
 both!(
+    one_entry_per_medicine,
     sharing_changes_and_the_log_by_who,
     home_shows_what_is_new_since_last_visit,
     patient_sees_medicines_from_the_api,
@@ -364,5 +422,9 @@ fn a_long_record_is_listed_whole() {
     let (mut b, _) = sign_in(&app, "ada@example.org");
     let list = b.get(&format!("{}/portal/medicines", app.base));
     assert_eq!(list.status, 200);
-    assert_eq!(list.body.matches("/portal/medicines/prescription/").count(), 1005, "every prescription listed");
+    assert_eq!(
+        list.body.matches(r#"class="source" href="/portal/medicines/prescription/"#).count(),
+        1005,
+        "every prescription listed"
+    );
 }

@@ -158,7 +158,7 @@ fn portal_asks_before_it_saves(app: &TestApp) {
     assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"));
     assert_eq!(st["meta"]["tag"][0]["code"], "unreviewed", "{st}");
     let list = b.get(&format!("{}/portal/medicines", app.base));
-    assert!(list.body.contains("Added by you \u{2013} not yet reviewed by a clinician"), "{}", list.body);
+    assert!(list.body.contains("You said you take it \u{2013} not yet reviewed by a clinician"), "{}", list.body);
     // The medicine she is already prescribed: a duplicate warning.
     let simvastatin =
         [("csrf", csrf.as_str()), ("medicine", SIMVASTATIN.0), ("dose", "1 at night"), ("start", "2025-10-01")];
