@@ -272,7 +272,7 @@ try {
   await page.waitForURL(`${base}/portal/medicines`);
   const row = page.getByRole('row').filter({ hasText: added });
   check((await row.count()) === 1, `"${added}" is not listed after adding it`);
-  check((await row.innerText()).includes('Added by you'), `"${added}" is not marked as added by you`);
+  check((await row.innerText()).includes('You said you take it'), `"${added}" does not say you take it`);
   await audit(page, 'medicines-after-add');
 
   step('before sharing, the provider cannot see the record');
