@@ -31,22 +31,32 @@ fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Every source file under src/: its path there, its top-level module, and its code before any
+/// unit tests (which may reach anywhere).
+fn files() -> Vec<(String, String, String)> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    paths
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&src).expect("under src").to_string_lossy().into_owned();
+            let module = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs").to_string();
+            let text = std::fs::read_to_string(&f).expect("read");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default().to_string();
+            (rel, module, code)
+        })
+        .collect()
+}
+
 #[test]
 fn modules_use_only_the_layers_below_them() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut wrong = Vec::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).expect("under src").to_string_lossy().into_owned();
-        let module = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs").to_string();
+    for (rel, module, code) in files() {
         let Some(level) = LAYERS.iter().position(|m| *m == module) else {
             assert!(matches!(module.as_str(), "lib" | "main"), "{rel}: a module src/lib.rs does not place");
             continue;
         };
-        let text = std::fs::read_to_string(&f).expect("read");
-        // Unit tests may reach anywhere.
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for (i, _) in code.match_indices("crate::") {
             let used: String = code[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             if let Some(at) = LAYERS.iter().position(|m| *m == used) {
@@ -100,19 +110,12 @@ const OWNERS: &[(&str, &[&str])] = &[
 
 #[test]
 fn each_table_is_read_and_written_by_its_owner_only() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut wrong = Vec::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).expect("under src").to_string_lossy().into_owned();
+    for (rel, module, code) in files() {
         if rel == "db/backup.rs" {
             continue;
         }
-        let module = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs");
-        let text = std::fs::read_to_string(&f).expect("read");
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        for (owner, tables) in OWNERS.iter().filter(|(owner, _)| *owner != module) {
+        for (owner, tables) in OWNERS.iter().filter(|(owner, _)| *owner != module.as_str()) {
             for table in *tables {
                 for verb in ["FROM", "JOIN", "INTO", "UPDATE"] {
                     if code.contains(&format!("{verb} {table} ")) || code.contains(&format!("{verb} {table}\"")) {
