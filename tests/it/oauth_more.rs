@@ -376,15 +376,7 @@ fn unticked_scope_is_neither_granted_nor_given(app: &TestApp) {
     // Asking again for what was unticked brings the consent page back.
     let mut b = Browser::default();
     let (url, _, _) = authorize_url(app, &client, APP_SCOPES);
-    let login = b.get(&url);
-    let form = [
-        ("email", "ada@example.org"),
-        ("password", PASSWORD),
-        ("csrf", &login.field("csrf")),
-        ("continue", &login.field("continue")),
-    ];
-    let next = b.post(&format!("{}/oauth/login", app.base), &form).location.expect("location");
-    let page = b.get(&format!("{}{next}", app.base));
+    let page = sign_in_for_consent(app, &mut b, &url, "ada@example.org");
     assert_eq!(page.status, 200, "the consent page, not a silent redirect: {:?}", page.location);
     assert!(consent_offers(&page).contains(&"patient/AllergyIntolerance.rs".to_string()));
 }

@@ -260,13 +260,9 @@ pub fn sign_in_and_choose(
 
 /// Signs in on the page `url` opens and sends the consent form with the scopes `choose` makes of
 /// the ticked boxes; returns the URL the browser is sent back to, whichever app's it is.
-pub fn sign_in_and_consent(
-    app: &TestApp,
-    browser: &mut Browser,
-    url: &str,
-    email: &str,
-    choose: impl FnOnce(Vec<String>) -> Vec<String>,
-) -> String {
+/// Signs in at an authorize URL; returns what comes next: the consent page (200), or a redirect
+/// when there is nothing to ask.
+pub fn sign_in_for_consent(app: &TestApp, browser: &mut Browser, url: &str, email: &str) -> Page {
     let login = browser.get(url);
     assert_eq!(login.status, 200, "login page: {} {:?}", login.body, login.location);
     let (csrf, cont) = (login.field("csrf"), login.field("continue"));
@@ -276,7 +272,17 @@ pub fn sign_in_and_consent(
     );
     assert_eq!(after.status, 303, "login: {}", after.body);
     let next = after.location.expect("redirect after login");
-    let consent = browser.get(&format!("{}{next}", app.base));
+    browser.get(&format!("{}{next}", app.base))
+}
+
+pub fn sign_in_and_consent(
+    app: &TestApp,
+    browser: &mut Browser,
+    url: &str,
+    email: &str,
+    choose: impl FnOnce(Vec<String>) -> Vec<String>,
+) -> String {
+    let consent = sign_in_for_consent(app, browser, url, email);
     if consent.status == 303 {
         consent.location.expect("location")
     } else {

@@ -218,15 +218,7 @@ fn consent_screen_offers_constrained_scopes(app: &TestApp) {
     let asked = format!("launch/patient {PROBLEMS} patient/MedicationRequest.rs {unsupported}");
     let (url, verifier, _) = authorize_url(app, &client, &asked);
     let mut b = Browser::default();
-    let login = b.get(&url);
-    let form = [
-        ("email", "ada@example.org"),
-        ("password", PASSWORD),
-        ("csrf", &login.field("csrf")),
-        ("continue", &login.field("continue")),
-    ];
-    let next = b.post(&format!("{}/oauth/login", app.base), &form).location.expect("location");
-    let page = b.get(&format!("{}{next}", app.base));
+    let page = sign_in_for_consent(app, &mut b, &url, "ada@example.org");
     assert_eq!(page.status, 200, "{}", page.body);
     let offered = consent_offers(&page);
     assert_eq!(offered, vec![PROBLEMS.to_string(), "patient/MedicationRequest.rs".to_string()], "{}", page.body);
