@@ -611,7 +611,7 @@ fn issue(conn: &mut Conn, keys: &Keys, ep: &Endpoints, i: Issue) -> Result<Token
 }
 
 /// What an ID token may be signed with: RS256, which OpenID Connect Discovery 1.0 §3 requires
-/// and every relying party expects by default, and ES256.
+/// and every relying party expects by default, and ES256 for a client that registered it.
 pub const ID_TOKEN_ALGS: [SigningAlg; 2] = [SigningAlg::Rs256, SigningAlg::Es256];
 
 fn id_token(keys: &Keys, ep: &Endpoints, i: &Issue) -> Result<String, OAuthError> {
@@ -623,7 +623,7 @@ fn id_token(keys: &Keys, ep: &Endpoints, i: &Issue) -> Result<String, OAuthError
     if let Some(n) = &i.nonce {
         claims["nonce"] = json!(n);
     }
-    Ok(keys.sign_with(&claims, SigningAlg::Rs256)?)
+    Ok(keys.sign_with(&claims, i.client.id_token_alg)?)
 }
 
 #[derive(diesel::QueryableByName)]

@@ -546,3 +546,55 @@ both!(
     pages_carry_security_headers_and_cookie_flags,
     sign_in_is_throttled_alike_for_unknown_accounts,
 );
+
+// ---- the ID token's algorithm ----------------------------------------------------------------
+
+fn open_registration(c: &mut healthfolio::config::Config) {
+    c.open_registration = true;
+}
+
+/// OpenID Connect Registration 1.0 §2: a client that registers `id_token_signed_response_alg`
+/// ES256 gets ES256 ID tokens; one that registers none, RS256; an algorithm not offered is refused.
+fn id_token_alg_as_registered(app: &TestApp) {
+    let register = |body: Value| match http().post(&format!("{}/oauth/register", app.base)).send_json(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_json::<Value>().unwrap_or(Value::Null)),
+        Err(e) => panic!("{e}"),
+    };
+    let app_asking = |alg: Option<&str>| {
+        let mut body =
+            json!({"client_name": "Pill Pal", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+        if let Some(a) = alg {
+            body["id_token_signed_response_alg"] = json!(a);
+        }
+        register(body)
+    };
+    let (status, v) = app_asking(None);
+    assert_eq!((status, &v["id_token_signed_response_alg"]), (201, &json!("RS256")), "{v}");
+    for refused in ["HS256", "none", "RS384"] {
+        let (status, v) = app_asking(Some(refused));
+        assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")), "{refused}: {v}");
+    }
+    let (status, v) = app_asking(Some("ES256"));
+    assert_eq!((status, &v["id_token_signed_response_alg"]), (201, &json!("ES256")), "{v}");
+    let client_id = v["client_id"].as_str().expect("client_id");
+
+    let email = "ada@example.org";
+    patient_with_login(app, NHS[0], email);
+    let client = oauth_client(app, client_id);
+    let (url, verifier, _) = authorize_url(app, &client, APP_SCOPES);
+    let (code, _) = sign_in_and_approve(app, &mut Browser::default(), &url, email);
+    let id_token = exchange(&client, &code, &verifier).extra_fields().id_token.clone().expect("id_token");
+    let header = jsonwebtoken::decode_header(&id_token).expect("jwt");
+    assert_eq!(header.alg, Algorithm::ES256);
+    let key = published_key(app, &header.kid.expect("kid"));
+    assert_eq!((&key["kty"], &key["alg"]), (&json!("EC"), &json!("ES256")), "{key}");
+    let public =
+        jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().expect("x"), key["y"].as_str().expect("y"))
+            .expect("key");
+    let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+    v.set_audience(&[client_id]);
+    v.set_issuer(&[&app.base]);
+    jsonwebtoken::decode::<Value>(&id_token, &public, &v).expect("verifies against the published ES256 key");
+}
+
+both!(id_token_alg_as_registered, config = open_registration);
