@@ -1,6 +1,8 @@
 //! Registered OAuth clients: patient apps (public or confidential) and provider systems
 //! (backend, authenticated by signed assertions).
 
+use super::keys::SigningAlg;
+use super::oauth::ID_TOKEN_ALGS;
 use super::{live, password, AuthError};
 use crate::db::{Bind, Conn, Sql};
 use crate::time::now_micros;
@@ -55,6 +57,8 @@ struct ClientRow {
     organization: Option<String>,
     #[diesel(sql_type = BigInt)]
     created_at: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    id_token_alg: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,8 @@ pub struct Client {
     pub jwks_uri: Option<String>,
     pub organization: Option<String>,
     pub created_at: i64,
+    /// What its ID tokens are signed with (`id_token_signed_response_alg`, RS256 unless registered).
+    pub id_token_alg: SigningAlg,
 }
 
 impl TryFrom<ClientRow> for Client {
@@ -78,6 +84,11 @@ impl TryFrom<ClientRow> for Client {
         Ok(Client {
             kind: ClientKind::parse(&r.kind)
                 .ok_or_else(|| AuthError::Key(format!("client {} has unknown kind", r.client_id)))?,
+            id_token_alg: match r.id_token_alg.as_deref() {
+                None => SigningAlg::Rs256,
+                Some(a) => SigningAlg::parse(a)
+                    .ok_or_else(|| AuthError::Key(format!("client {} has unknown ID token alg {a}", r.client_id)))?,
+            },
             redirect_uris: serde_json::from_str(&r.redirect_uris).unwrap_or_default(),
             jwks: r.jwks.and_then(|j| serde_json::from_str(&j).ok()),
             client_id: r.client_id,
@@ -100,6 +111,8 @@ pub struct NewClient {
     pub jwks: Option<Value>,
     pub jwks_uri: Option<String>,
     pub organization: Option<String>,
+    /// `None`: RS256, OpenID Connect's default.
+    pub id_token_alg: Option<SigningAlg>,
 }
 
 impl NewClient {
@@ -109,7 +122,7 @@ impl NewClient {
 }
 
 const COLUMNS: &str =
-    "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at";
+    "client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at, id_token_alg";
 
 fn check(c: &NewClient, kind: ClientKind) -> Result<(), AuthError> {
     let bad = |m: &str| Err(AuthError::Invalid(m.to_string()));
@@ -147,8 +160,8 @@ pub fn register(conn: &mut Conn, c: &NewClient) -> Result<(Client, Option<String
     let secret = (kind == ClientKind::Confidential && !c.has_keys()).then(password::random_token);
     let secret_hash = secret.as_deref().map(password::hash).transpose()?;
     conn.execute(&Sql::with(
-        "INSERT INTO clients (client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO clients (client_id, name, kind, secret_hash, redirect_uris, scope, jwks, jwks_uri, organization, created_at, id_token_alg) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             Bind::Text(client_id.clone()),
             Bind::Text(c.name.clone()),
@@ -160,6 +173,7 @@ pub fn register(conn: &mut Conn, c: &NewClient) -> Result<(Client, Option<String
             Bind::OptText(c.jwks_uri.clone()),
             Bind::OptText(c.organization.clone()),
             Bind::Int(now_micros()),
+            Bind::OptText(c.id_token_alg.map(|a| a.as_str().to_string())),
         ],
     ))?;
     let client = get(conn, &client_id)?.ok_or_else(|| AuthError::Key("client vanished".into()))?;
@@ -192,6 +206,7 @@ pub struct Registration {
     pub jwks: Option<Value>,
     pub jwks_uri: Option<String>,
     pub scope: Option<String>,
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 /// Registers a client from an RFC 7591 request; returns the RFC 7591 response body.
@@ -223,6 +238,12 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
             return Err(AuthError::Invalid("jwks_uri must be an https URL on a public host".into()));
         }
     }
+    let id_token_alg = match r.id_token_signed_response_alg.as_deref() {
+        None => None,
+        Some(a) => Some(ID_TOKEN_ALGS.into_iter().find(|o| o.as_str() == a).ok_or_else(|| {
+            AuthError::Invalid(format!("id_token_signed_response_alg {a} is not offered: use RS256 or ES256"))
+        })?),
+    };
     // A self-registered backend client reaches nothing until patients grant it, and never acts for an organisation.
     let new = NewClient {
         name: r.client_name.clone().unwrap_or_else(|| "Unnamed app".into()),
@@ -232,6 +253,7 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
         jwks: r.jwks.clone(),
         jwks_uri: r.jwks_uri.clone(),
         organization: None,
+        id_token_alg,
     };
     let (c, _) = register(conn, &new)?;
     Ok(serde_json::json!({
@@ -242,6 +264,7 @@ pub fn register_dynamic(conn: &mut Conn, r: &Registration) -> Result<Value, Auth
         "token_endpoint_auth_method": method,
         "grant_types": if kind == ClientKind::Backend { serde_json::json!(["client_credentials"]) } else { serde_json::json!(["authorization_code", "refresh_token"]) },
         "scope": c.scope,
+        "id_token_signed_response_alg": c.id_token_alg.as_str(),
     }))
 }
 

@@ -4,6 +4,7 @@
 use super::accounts::{self, Account};
 use super::client_auth::{self, ClientCredentials, Prepared};
 use super::clients::{self, Client, ClientKind};
+use super::keys::SigningAlg;
 use super::scope_words::describe;
 use super::{live, password, pkce, AccessContext, AuthError, Claims, Keys, Reach, Scope, Scopes};
 use crate::audit::{record_in, AuditEntry};
@@ -454,6 +455,18 @@ pub(crate) fn revoke_family(conn: &mut Conn, family: &str) -> Result<(), AuthErr
     Ok(())
 }
 
+/// Makes the keys a token request may sign with, if missing (an ID token's is made on first
+/// need), before the request's transaction: on SQLite that is the one writer, and a key made
+/// inside it would wait for itself.
+pub fn prepare_keys(keys: &Keys, req: &TokenRequest) -> Result<(), OAuthError> {
+    if req.grant_type.as_deref() != Some("client_credentials") {
+        for alg in ID_TOKEN_ALGS {
+            keys.ready(alg)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs a token request. Refusals have effects that must stay (a reused code or refresh token
 /// revokes its family; the attempt is audited), so callers commit whatever this returns.
 pub fn token(
@@ -597,6 +610,10 @@ fn issue(conn: &mut Conn, keys: &Keys, ep: &Endpoints, i: Issue) -> Result<Token
     })
 }
 
+/// What an ID token may be signed with: RS256, which OpenID Connect Discovery 1.0 §3 requires
+/// and every relying party expects by default, and ES256 for a client that registered it.
+pub const ID_TOKEN_ALGS: [SigningAlg; 2] = [SigningAlg::Rs256, SigningAlg::Es256];
+
 fn id_token(keys: &Keys, ep: &Endpoints, i: &Issue) -> Result<String, OAuthError> {
     let now = chrono::Utc::now().timestamp();
     let mut claims = json!({
@@ -606,7 +623,7 @@ fn id_token(keys: &Keys, ep: &Endpoints, i: &Issue) -> Result<String, OAuthError
     if let Some(n) = &i.nonce {
         claims["nonce"] = json!(n);
     }
-    Ok(keys.sign_value(&claims)?)
+    Ok(keys.sign_with(&claims, i.client.id_token_alg)?)
 }
 
 #[derive(diesel::QueryableByName)]

@@ -1,5 +1,6 @@
 //! Access tokens: short-lived ES256 JWTs signed with the instance's current key.
 
+use super::keys::SigningAlg;
 use super::oauth::Endpoints;
 use super::{AccessContext, AuthError, Keys, Reach, Scopes};
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
@@ -91,18 +92,16 @@ impl Claims {
 }
 
 impl Keys {
+    /// Signs an access token (ES256).
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        let (kid, key) = self.signing()?;
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid);
-        header.typ = Some("JWT".into());
-        encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))
+        self.sign_with(claims, SigningAlg::Es256)
     }
 
-    /// Signs arbitrary claims (the OpenID id_token) with the current key.
-    pub fn sign_value(&self, claims: &serde_json::Value) -> Result<String, AuthError> {
-        let (kid, key) = self.signing()?;
-        let mut header = Header::new(Algorithm::ES256);
+    /// Signs `claims` with the current key of `alg` (RS256 for the OpenID id_token, unless the
+    /// client registered another).
+    pub fn sign_with(&self, claims: &impl Serialize, alg: SigningAlg) -> Result<String, AuthError> {
+        let (kid, key) = self.signing(alg)?;
+        let mut header = Header::new(alg.algorithm());
         header.kid = Some(kid);
         header.typ = Some("JWT".into());
         encode(&header, claims, &key).map_err(|e| AuthError::Key(e.to_string()))

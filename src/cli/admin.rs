@@ -227,6 +227,7 @@ pub fn client(hf: &Healthfolio, cmd: ClientCmd) -> CliResult {
                 jwks,
                 jwks_uri: a.jwks_uri,
                 organization: a.organization,
+                id_token_alg: None,
             };
             let (c, secret) = clients::register(&mut conn, &new)?;
             println!("client_id: {}", c.client_id);

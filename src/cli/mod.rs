@@ -185,7 +185,8 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum KeysAction {
-    /// Create a new signing key; older keys keep verifying until their tokens expire.
+    /// Create new signing keys (ES256 for access tokens, RS256 for ID tokens); older keys keep
+    /// verifying until their tokens expire.
     Rotate,
     /// List the published public keys.
     List,
@@ -292,7 +293,11 @@ fn run(command: Command) -> CliResult {
         Command::Keys { action, o } => {
             let hf = open(&o)?;
             match action {
-                KeysAction::Rotate => println!("new signing key {}", hf.keys.rotate()?),
+                KeysAction::Rotate => {
+                    for (alg, kid) in hf.keys.rotate()? {
+                        println!("new {} signing key {kid}", alg.as_str());
+                    }
+                }
                 KeysAction::List => println!("{}", serde_json::to_string_pretty(&hf.keys.jwks()?)?),
             }
             Ok(())

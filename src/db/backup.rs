@@ -126,6 +126,7 @@ const TABLES: &[Table] = &[
             ("organization", OptText),
             ("created_at", Int),
             ("removed_at", OptInt),
+            ("id_token_alg", OptText),
         ],
     ),
     (

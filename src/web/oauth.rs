@@ -404,8 +404,10 @@ async fn token(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -
     let hf = state.hf.clone();
     let ep = state.endpoints();
     let result = blocking(move || {
-        // Outside the transaction (on SQLite, the one writer): key fetches and secret checks.
+        // Outside the transaction (on SQLite, the one writer): key fetches, secret checks, and
+        // our own signing keys, which the first ID token may have to make.
         let prepared = client_auth::prepare(&hf.db, &tr.client, basic.as_ref())?;
+        oauth::prepare_keys(&hf.keys, &tr)?;
         // Committed whatever the outcome: see `oauth::token`.
         hf.db.transaction(|c| Ok::<_, crate::db::DbError>(oauth::token(c, &hf.keys, &ep, &tr, basic, &prepared)))?
     })

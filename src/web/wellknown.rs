@@ -3,6 +3,8 @@
 use super::error::ApiError;
 use super::{AppState, FHIR_JSON};
 use crate::auth::client_auth;
+use crate::auth::keys::SigningAlg;
+use crate::auth::oauth::ID_TOKEN_ALGS;
 use crate::fhir::capability::capability_statement;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
@@ -66,6 +68,9 @@ fn authorization_server(state: &AppState) -> Value {
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
+        // OpenID Connect Discovery 1.0 §3 requires RS256 (the default for a client that registered
+        // no id_token_signed_response_alg); ES256 for a client that registered it.
+        "id_token_signing_alg_values_supported": ID_TOKEN_ALGS.map(SigningAlg::as_str),
         "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access", "patient/*.rs", "patient/*.cruds",
             "patient/MedicationRequest.rs", "patient/MedicationStatement.cruds", "patient/AllergyIntolerance.rs", "system/*.rs", "system/*.cruds"],
     });
@@ -104,7 +109,6 @@ async fn smart_configuration(state: web::Data<AppState>) -> HttpResponse {
 async fn openid_configuration(state: web::Data<AppState>) -> HttpResponse {
     let mut doc = authorization_server(&state);
     doc["subject_types_supported"] = json!(["public"]);
-    doc["id_token_signing_alg_values_supported"] = json!(["ES256"]);
     doc["claims_supported"] = json!(["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"]);
     discovery(doc)
 }

@@ -15,7 +15,11 @@ fn race(app: &TestApp, n: usize, send: impl Fn(&Client, usize) -> Response + Syn
 }
 
 /// The same, the requests spread over several servers on one database.
-fn race_replicas(replicas: &[&TestApp], n: usize, send: impl Fn(&Client, usize) -> Response + Sync) -> Vec<Response> {
+pub fn race_replicas(
+    replicas: &[&TestApp],
+    n: usize,
+    send: impl Fn(&Client, usize) -> Response + Sync,
+) -> Vec<Response> {
     let start = Barrier::new(n);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)

@@ -14,7 +14,10 @@ fn standalone_launch_reads_own_record(app: &TestApp) {
     assert!(token.refresh_token().is_some(), "offline_access gives a refresh token");
     let id_token = token.extra_fields().id_token.clone().expect("openid fhirUser gives an id_token");
     let header = jsonwebtoken::decode_header(&id_token).expect("jwt");
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256, "OpenID Connect's default");
+    assert_rs256_key(&published_key(app, &header.kid.expect("kid")));
+    let access = jsonwebtoken::decode_header(token.access_token().secret()).expect("jwt");
+    assert_eq!(access.alg, jsonwebtoken::Algorithm::ES256, "access tokens are ours alone to verify");
     let (code, display) = PARACETAMOL;
     let mr = app.create(medication_request(&patient, code, display, "active", "2025-02-01"));
     let c = app.client_with(Some(token.access_token().secret().clone()));
@@ -447,9 +450,19 @@ fn discovery_documents(app: &TestApp) {
         assert!(r.body["capabilities"].as_array().expect("caps").iter().any(|x| x == "launch-standalone"));
         assert!(r.body["revocation_endpoint"].is_string());
     }
-    let jwks = c.get(&format!("{}/.well-known/jwks.json", app.base));
-    assert_eq!(jwks.body["keys"][0]["alg"], "ES256");
-    assert_eq!(c.get(&format!("{}/.well-known/openid-configuration", app.base)).status, 200);
+    // One current key each: ES256 for access tokens, RS256 (which OpenID Connect requires) for ID tokens.
+    let keys = published_keys(app);
+    let algs: Vec<&Value> = keys.iter().map(|k| &k["alg"]).collect();
+    assert_eq!(algs.len(), 2, "{keys:?}");
+    assert!(algs.contains(&&Value::from("ES256")), "{keys:?}");
+    let rsa = keys.iter().find(|k| k["kty"] == "RSA").expect("an RSA key");
+    assert_rs256_key(rsa);
+    assert_ne!(rsa["kid"], keys.iter().find(|k| k["kty"] == "EC").expect("an EC key")["kid"]);
+    for path in ["openid-configuration", "oauth-authorization-server", "smart-configuration"] {
+        let r = c.get(&format!("{}/.well-known/{path}", app.base));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["id_token_signing_alg_values_supported"], serde_json::json!(["RS256", "ES256"]), "{path}");
+    }
     let cs = c.get("metadata");
     assert_eq!(cs.body["rest"][0]["security"]["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
 }

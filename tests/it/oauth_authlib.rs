@@ -25,6 +25,11 @@ fn authlib_launch_and_refresh_without_client_id(app: &TestApp) {
 
     assert_eq!(seen["same_metadata"], true, "RFC 8414 and SMART discovery agree: {seen}");
     assert_eq!(seen["patient"], patient.as_str(), "{seen}");
+    // joserfc checked the ID token's RS256 signature against the JWKS, and its iss and aud.
+    let id_token = &seen["id_token"];
+    assert_eq!(id_token["header"]["alg"], "RS256", "{seen}");
+    assert_rs256_key(&published_key(app, id_token["header"]["kid"].as_str().expect("kid")));
+    assert_eq!(id_token["claims"]["fhirUser"], format!("{}/Patient/{patient}", app.fhir), "{seen}");
     assert_eq!((&seen["first_read"], &seen["second_read"]), (&Value::from(200), &Value::from(200)), "{seen}");
     assert_eq!(seen["ids"], serde_json::json!([mr]), "the patient's prescription, read after the refresh");
     let body = seen["refresh_body"].as_str().expect("the refresh request's body");

@@ -4,8 +4,10 @@
 
 use crate::both;
 use crate::fixtures::*;
+use crate::integrity::race_replicas;
 use crate::oauth_support::*;
-use crate::support::TestApp;
+use crate::support::{Client, TestApp};
+use healthfolio::auth::keys::SigningAlg;
 use healthfolio::consent::Grantee;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use oauth2::{AuthType, ClientSecret, TokenResponse};
@@ -306,7 +308,8 @@ fn kid(jwt: &str) -> String {
     jsonwebtoken::decode_header(jwt).expect("jwt").kid.expect("kid")
 }
 
-fn published_kids(app: &TestApp) -> Vec<String> {
+/// The published keys as (alg, kid), read where the discovery document says.
+fn published_kids(app: &TestApp) -> Vec<(String, String)> {
     let c = app.client_with(None);
     let conf = c.get(&format!("{}/.well-known/openid-configuration", app.base));
     let jwks_uri = conf.body["jwks_uri"].as_str().expect("jwks_uri").to_string();
@@ -314,7 +317,7 @@ fn published_kids(app: &TestApp) -> Vec<String> {
         .as_array()
         .expect("keys")
         .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_string())
+        .map(|k| (k["alg"].as_str().expect("alg").to_string(), k["kid"].as_str().expect("kid").to_string()))
         .collect()
 }
 
@@ -322,11 +325,22 @@ fn rotation_keeps_old_tokens_and_signs_new_ones(app: &TestApp) {
     // Issued before the rotation and not used until after it: nothing has verified it yet.
     let before = provider_system_token(app, ORG);
     let old_kid = kid(&before);
-    assert_eq!(published_kids(app), vec![old_kid.clone()]);
-    let new_kid = app.hf.keys.rotate().expect("keys rotate");
+    let old = published_kids(app);
+    let old_rsa = old.iter().find(|(alg, _)| alg == "RS256").expect("an RS256 key").1.clone();
+    assert_eq!(old.len(), 2, "{old:?}");
+    assert!(old.contains(&("ES256".into(), old_kid.clone())), "{old:?}");
+    let rotated = app.hf.keys.rotate().expect("keys rotate");
+    let rotated_kid = |alg: SigningAlg| rotated.iter().find(|(a, _)| *a == alg).expect("rotated").1.clone();
+    let (new_kid, new_rsa) = (rotated_kid(SigningAlg::Es256), rotated_kid(SigningAlg::Rs256));
     assert_ne!(new_kid, old_kid);
+    assert_ne!(new_rsa, old_rsa);
+    // The retired keys stay published until every token they signed has expired.
     let kids = published_kids(app);
-    assert!(kids.contains(&old_kid) && kids.contains(&new_kid) && kids.len() == 2, "{kids:?}");
+    for (alg, kid) in [("ES256", &old_kid), ("ES256", &new_kid), ("RS256", &old_rsa), ("RS256", &new_rsa)] {
+        assert!(kids.contains(&(alg.to_string(), kid.clone())), "{alg} {kid} in {kids:?}");
+    }
+    assert_eq!(kids.len(), 4, "{kids:?}");
+    assert_rs256_key(&published_key(app, &old_rsa));
     assert_eq!(app.client_with(Some(before.clone())).get("Patient").status, 200, "the old key still verifies");
     // Another replica, which never saw the old key, verifies it from the published set.
     let replica = app.replica();
@@ -337,7 +351,27 @@ fn rotation_keeps_old_tokens_and_signs_new_ones(app: &TestApp) {
     assert_eq!(replica.client_with(Some(after)).get("Patient").status, 200);
     let (_, _, token) = launch(app, NHS[0], "ada@example.org");
     assert_eq!(kid(token.access_token().secret()), new_kid);
-    assert_eq!(kid(token.extra_fields().id_token.as_deref().expect("id_token")), new_kid);
+    assert_eq!(kid(token.extra_fields().id_token.as_deref().expect("id_token")), new_rsa);
+}
+
+/// Replicas that first need the RS256 key at the same moment (here to publish it) make one
+/// between them, not one each.
+fn replicas_make_one_id_token_key_between_them(app: &TestApp) {
+    let replica = app.replica();
+    let jwks = |c: &Client| c.get(&format!("{}/.well-known/jwks.json", c.base.trim_end_matches("/fhir")));
+    let rs = race_replicas(&[app, &replica], 8, |c, _| jwks(c));
+    let rsa_kids: Vec<Vec<String>> = rs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text);
+            let keys = r.body["keys"].as_array().expect("keys");
+            keys.iter().filter(|k| k["alg"] == "RS256").map(|k| k["kid"].as_str().expect("kid").to_string()).collect()
+        })
+        .collect();
+    assert_eq!(rsa_kids[0].len(), 1, "{rsa_kids:?}");
+    assert!(rsa_kids.iter().all(|k| *k == rsa_kids[0]), "every replica published the same one: {rsa_kids:?}");
+    let ids: Vec<String> = published_kids(&replica).into_iter().map(|(_, kid)| kid).collect();
+    assert_eq!(ids.len(), 2, "one ES256 and one RS256 key: {ids:?}");
 }
 
 // ---- partial consent -------------------------------------------------------------------------
@@ -499,7 +533,60 @@ both!(
     unreachable_key_url_is_invalid_client_not_a_hang,
     every_offered_assertion_algorithm_and_no_mismatch,
     rotation_keeps_old_tokens_and_signs_new_ones,
+    replicas_make_one_id_token_key_between_them,
     unticked_scope_is_neither_granted_nor_given,
     pages_carry_security_headers_and_cookie_flags,
     sign_in_is_throttled_alike_for_unknown_accounts,
 );
+
+// ---- the ID token's algorithm ----------------------------------------------------------------
+
+fn open_registration(c: &mut healthfolio::config::Config) {
+    c.open_registration = true;
+}
+
+/// OpenID Connect Registration 1.0 §2: a client that registers `id_token_signed_response_alg`
+/// ES256 gets ES256 ID tokens; one that registers none, RS256; an algorithm not offered is refused.
+fn id_token_alg_as_registered(app: &TestApp) {
+    let register = |body: Value| match http().post(&format!("{}/oauth/register", app.base)).send_json(body) {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => (r.status(), r.into_json::<Value>().unwrap_or(Value::Null)),
+        Err(e) => panic!("{e}"),
+    };
+    let app_asking = |alg: Option<&str>| {
+        let mut body =
+            json!({"client_name": "Pill Pal", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+        if let Some(a) = alg {
+            body["id_token_signed_response_alg"] = json!(a);
+        }
+        register(body)
+    };
+    let (status, v) = app_asking(None);
+    assert_eq!((status, &v["id_token_signed_response_alg"]), (201, &json!("RS256")), "{v}");
+    for refused in ["HS256", "none", "RS384"] {
+        let (status, v) = app_asking(Some(refused));
+        assert_eq!((status, v["error"].as_str()), (400, Some("invalid_client_metadata")), "{refused}: {v}");
+    }
+    let (status, v) = app_asking(Some("ES256"));
+    assert_eq!((status, &v["id_token_signed_response_alg"]), (201, &json!("ES256")), "{v}");
+    let client_id = v["client_id"].as_str().expect("client_id");
+
+    let email = "ada@example.org";
+    patient_with_login(app, NHS[0], email);
+    let client = oauth_client(app, client_id);
+    let (url, verifier, _) = authorize_url(app, &client, APP_SCOPES);
+    let (code, _) = sign_in_and_approve(app, &mut Browser::default(), &url, email);
+    let id_token = exchange(&client, &code, &verifier).extra_fields().id_token.clone().expect("id_token");
+    let header = jsonwebtoken::decode_header(&id_token).expect("jwt");
+    assert_eq!(header.alg, Algorithm::ES256);
+    let key = published_key(app, &header.kid.expect("kid"));
+    assert_eq!((&key["kty"], &key["alg"]), (&json!("EC"), &json!("ES256")), "{key}");
+    let public =
+        jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().expect("x"), key["y"].as_str().expect("y"))
+            .expect("key");
+    let mut v = jsonwebtoken::Validation::new(Algorithm::ES256);
+    v.set_audience(&[client_id]);
+    v.set_issuer(&[&app.base]);
+    jsonwebtoken::decode::<Value>(&id_token, &public, &v).expect("verifies against the published ES256 key");
+}
+
+both!(id_token_alg_as_registered, config = open_registration);

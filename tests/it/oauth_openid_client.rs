@@ -33,6 +33,11 @@ fn openid_client_sign_in_refresh_and_revoke(app: &TestApp) {
     assert!(claims["nonce"].is_string(), "the library matched the nonce it sent: {claims}");
     assert_eq!(claims["fhirUser"], format!("{}/Patient/{patient}", app.fhir), "{claims}");
     assert_eq!(seen["patient"], patient.as_str(), "{seen}");
+    // RS256, which the library expects unless told otherwise; it checked the signature with the
+    // JWKS's RSA key.
+    let header = &seen["id_token_header"];
+    assert_eq!(header["alg"], "RS256", "{seen}");
+    assert_rs256_key(&published_key(app, header["kid"].as_str().expect("kid")));
     assert_eq!(seen["userinfo"]["sub"], claims["sub"], "userinfo names the ID token's subject: {seen}");
     assert_eq!(seen["userinfo"]["fhirUser"], claims["fhirUser"], "{seen}");
     assert_eq!((&seen["access_changed"], &seen["refresh_rotated"]), (&Value::Bool(true), &Value::Bool(true)), "{seen}");

@@ -369,6 +369,26 @@ pub fn jwt_claims(jwt: &str) -> Value {
         .expect("json")
 }
 
+/// The keys `/.well-known/jwks.json` publishes.
+pub fn published_keys(app: &TestApp) -> Vec<Value> {
+    let jwks = app.client_with(None).get(&format!("{}/.well-known/jwks.json", app.base));
+    assert_eq!(jwks.status, 200, "{}", jwks.text);
+    jwks.body["keys"].as_array().expect("keys").clone()
+}
+
+/// The published key named `kid`, which must be there.
+pub fn published_key(app: &TestApp, kid: &str) -> Value {
+    let keys = published_keys(app);
+    keys.iter().find(|k| k["kid"] == kid).cloned().unwrap_or_else(|| panic!("{kid} is not in {keys:?}"))
+}
+
+/// That `key` is an RSA key published for RS256 signatures.
+pub fn assert_rs256_key(key: &Value) {
+    assert_eq!((&key["kty"], &key["alg"], &key["use"]), (&json!("RSA"), &json!("RS256"), &json!("sig")), "{key}");
+    assert_eq!(key["e"], "AQAB", "{key}");
+    assert!(key["n"].as_str().is_some_and(|n| n.len() == 342), "a 2048-bit modulus: {key}");
+}
+
 /// A raw token request (for the refusals the oauth2 crate would not even send).
 pub fn token_request(app: &TestApp, form: &[(&str, &str)]) -> (u16, Value) {
     match http().post(&format!("{}/oauth/token", app.base)).send_form(form) {

@@ -2,7 +2,9 @@
 
 use crate::both;
 use crate::fixtures::*;
+use crate::oauth_support::published_keys;
 use crate::support::TestApp;
+use healthfolio::auth::keys::SigningAlg;
 use healthfolio::consent::Grantee;
 use serde_json::json;
 
@@ -36,6 +38,8 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
         {"fullUrl": "urn:uuid:9f1c6b1e-0000-4000-8000-000000000002", "resource": medication_request(&p, code, display, "active", "2025-02-02")}]});
     let answered = app.client().post("$process-message", &msg);
     assert_eq!(answered.status, 200, "{}", answered.text);
+    // The JWKS's first reader made the RS256 key for ID tokens.
+    let rsa = published_keys(app).into_iter().find(|k| k["alg"] == "RS256").expect("an RS256 key");
     app.hf.store.audit.flush();
     let mut file = Vec::new();
     healthfolio::db::backup::backup(&app.hf.db, &mut file).expect("backup");
@@ -47,6 +51,10 @@ fn backup_restore_keeps_record_versions_and_audit(app: &TestApp) {
     let before = app.client().get(&format!("MedicationRequest/{mr}"));
     let after = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}"));
     assert_eq!(after.status, 200, "a token of the source verifies: its keys came along");
+    assert!(published_keys(&restored).contains(&rsa), "the RS256 key came along: {rsa}");
+    let id_token = restored.hf.keys.sign_with(&json!({"sub": "x"}), SigningAlg::Rs256).expect("sign");
+    let header = jsonwebtoken::decode_header(&id_token).expect("jwt");
+    assert_eq!(header.kid.as_deref(), rsa["kid"].as_str(), "its private half too: the restored service signs with it");
     assert_eq!(after.header("etag"), Some("W/\"2\""));
     assert_eq!(before.body, after.body);
     let history = restored.client_with(Some(app.admin())).get(&format!("MedicationRequest/{mr}/_history"));

@@ -61,6 +61,7 @@ console.log(
   JSON.stringify({
     issuer: config.serverMetadata().issuer,
     claims,
+    id_token_header: JSON.parse(Buffer.from(tokens.id_token.split(".")[0], "base64url")),
     patient: tokens.patient ?? null,
     userinfo,
     first_access: tokens.access_token,
