@@ -361,9 +361,6 @@ pub(super) fn admit(
             None => format!("{rtype} must belong to a patient record this client can reach"),
         }));
     }
-    if let Some(p) = &patient {
-        refuse_moved(conn, ctx, p)?;
-    }
     Ok(patient)
 }
 
@@ -508,21 +505,31 @@ pub(crate) fn create_in(
     let now = now_micros();
     stamp(&mut body, &id, 1, now)?;
     let text = body.to_string();
-    let q = Sql::with(
-        "INSERT INTO resources (res_type, id, version_id, last_updated, deleted, patient_id, body) \
-         VALUES (?, ?, 1, ?, 0, ?, ?) RETURNING rid AS n",
-        [
-            Bind::Text(rtype.into()),
-            Bind::Text(id.clone()),
-            Bind::Int(now),
-            Bind::OptText(patient.clone()),
-            Bind::Json(text.clone()),
-        ],
-    )
-    .reused();
-    let rid = match conn.first::<Int>(&q) {
+    let mut q =
+        Sql::new("INSERT INTO resources (res_type, id, version_id, last_updated, deleted, patient_id, body) SELECT ");
+    q.text(rtype).push(", ").text(id.clone()).push(", 1, ").int(now).push(", 0, ");
+    q.bind(Bind::OptText(patient.clone())).push(", ").bind(Bind::Json(text.clone()));
+    // A moved record takes no new writes: asked in the insert itself, not a round trip before it.
+    let guarded = match &patient {
+        Some(p) if !ctx.service => {
+            q.push(" WHERE NOT EXISTS (SELECT 1 FROM closed_records WHERE patient_id = ").text(p.clone()).push(")");
+            Some(p)
+        }
+        _ => None,
+    };
+    q.push(" RETURNING rid AS n");
+    let rid = match conn.first::<Int>(&q.reused()) {
         Ok(Some(r)) => r.n,
-        Ok(None) => return Err(FhirError::invalid("insert returned no row")),
+        Ok(None) => {
+            let to = match guarded {
+                Some(p) => moved_to(conn, p)?,
+                None => None,
+            };
+            return Err(FhirError::Conflict(format!(
+                "this record has moved to {}: write there",
+                to.as_deref().unwrap_or("another provider")
+            )));
+        }
         Err(e) if e.is_unique_violation() => return Err(FhirError::Conflict(format!("{rtype}/{id} already exists"))),
         Err(e) => return Err(e.into()),
     };
@@ -669,6 +676,7 @@ pub(crate) fn create_many_in(
     let now = now_micros();
     let owners = provenance_owners(conn, &items).map_err(|e| (None, e))?;
     let mut admitted = Vec::with_capacity(items.len());
+    let mut checked = std::collections::HashSet::new();
     for (i, (rtype, mut body, id)) in items.into_iter().enumerate() {
         let at = |e: FhirError| (Some(i), e);
         if !valid_id(&id) {
@@ -680,6 +688,10 @@ pub(crate) fn create_many_in(
             .flatten()
             .map(Some);
         let patient = admit(conn, ctx, rtype, &id, &body, Interaction::Create, known).map_err(at)?;
+        // Once per record, not per resource: an import writes thousands into one.
+        if let Some(p) = patient.as_ref().filter(|p| checked.insert((*p).clone())) {
+            refuse_moved(conn, ctx, p).map_err(at)?;
+        }
         collect_refs(&body, refs);
         stamp(&mut body, &id, 1, now).map_err(at)?;
         let text = body.to_string();
@@ -890,6 +902,9 @@ pub(crate) fn update_in(
         }
     }
     let patient = admit(conn, ctx, rtype, id, &body, Interaction::Update, None)?;
+    if let Some(p) = &patient {
+        refuse_moved(conn, ctx, p)?;
+    }
     collect_refs(&body, refs);
     if row.deleted == 0 && same_content(row.body.as_deref(), &body) {
         // Nothing changed: no new version (reloading the same data is idempotent).
