@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod account;
 pub mod allergies;
+pub mod dates;
 pub mod detail;
 pub mod grouping;
 pub mod home;
@@ -17,12 +18,13 @@ pub mod timeline;
 
 use crate::access::AccessContext;
 use crate::fhir::search::{SearchRequest, SearchResult};
-use crate::fhir::{time, FhirError, Store};
+use crate::fhir::{FhirError, Store};
 use serde_json::Value;
 
 pub use access_log::{access_log, LogLine};
 pub use account::{AccountView, SessionLine};
 pub use allergies::{AllergyLine, ProblemLine};
+pub(crate) use dates::{date_part, day, long_date, minute, parse_day};
 pub use detail::{MedicineDetail, VersionLine};
 pub use grouping::{MedicineEntry, Said};
 pub use home::{Home, Person};
@@ -126,53 +128,6 @@ pub(crate) fn concept_text(c: &Value) -> Option<String> {
     c["text"].as_str().or(c["coding"][0]["display"].as_str()).map(str::to_string)
 }
 
-/// The date part of a FHIR date or dateTime (`2025-03-14T10:00:00Z` → `2025-03-14`).
-pub(crate) fn date_part(v: &Value) -> String {
-    v.as_str().map(|s| s.get(..10).unwrap_or(s).to_string()).unwrap_or_default()
-}
-
-/// A FHIR date in words, as a patient reads it: `2025-03-03` → `3 March 2025` (a year-month or a
-/// year alone stays that precise; anything else is shown as it is).
-pub(crate) fn long_date(s: &str) -> String {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let mut parts = s.get(..10.min(s.len())).unwrap_or(s).split('-');
-    let (year, month, day) = (parts.next(), parts.next(), parts.next());
-    let month = month.and_then(|m| m.parse::<usize>().ok()).and_then(|m| MONTHS.get(m.checked_sub(1)?));
-    let day = day.and_then(|d| d.parse::<u8>().ok());
-    match (year, month, day) {
-        (Some(y), Some(m), Some(d)) => format!("{d} {m} {y}"),
-        (Some(y), Some(m), None) => format!("{m} {y}"),
-        _ => s.to_string(),
-    }
-}
-
-/// A stored instant (microseconds) as a date.
-pub(crate) fn day(micros: i64) -> String {
-    time::format_instant(micros).get(..10).unwrap_or_default().to_string()
-}
-
-/// A stored instant as `2025-03-14 10:05` (UTC), for logs and sessions.
-pub(crate) fn minute(micros: i64) -> String {
-    let s = time::format_instant(micros);
-    match (s.get(..10), s.get(11..16)) {
-        (Some(d), Some(t)) => format!("{d} {t}"),
-        _ => s,
-    }
-}
-
 /// A person's name in display order: `Dr Helen Carter`.
 pub(crate) fn human_name(n: &Value) -> String {
     if let Some(t) = n["text"].as_str() {
@@ -186,16 +141,6 @@ pub(crate) fn human_name(n: &Value) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A date the patient typed, checked: `YYYY-MM-DD`.
-pub(crate) fn parse_day(s: &str, what: &str) -> Result<time::Range, PortalError> {
-    let s = s.trim();
-    let shaped = s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') && s.as_bytes().get(7) == Some(&b'-');
-    match time::parse_range(s) {
-        Some(r) if shaped => Ok(r),
-        _ => Err(PortalError::Invalid(format!("{what} must be a date such as 2025-03-14"))),
-    }
 }
 
 #[cfg(test)]
@@ -213,21 +158,5 @@ mod tests {
     fn names_in_display_order() {
         assert_eq!(human_name(&json!({"prefix": ["Dr"], "given": ["Helen"], "family": "Carter"})), "Dr Helen Carter");
         assert_eq!(human_name(&json!({"family": "Okafor"})), "Okafor");
-    }
-
-    #[test]
-    fn dates_in_words() {
-        assert_eq!(long_date("2025-03-03"), "3 March 2025");
-        assert_eq!(long_date("2025-12-31T10:00:00Z"), "31 December 2025");
-        assert_eq!(long_date("2025-11"), "November 2025");
-        assert_eq!(long_date("2025"), "2025");
-        assert_eq!(long_date("2025-13-01"), "2025-13-01");
-    }
-
-    #[test]
-    fn typed_dates_are_checked() {
-        assert!(parse_day("2025-03-14", "x").is_ok());
-        assert!(parse_day("2025", "x").is_err());
-        assert!(parse_day("yesterday", "x").is_err());
     }
 }

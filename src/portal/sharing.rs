@@ -100,7 +100,7 @@ fn share_line(g: Grant, all: &[Client], now: i64, used: Option<i64>) -> Share {
         changeable: g.organization.is_some() && g.client_id.is_none() && g.is_active(now),
         permissions,
         until_value: match (g.revoked_at, g.expires_at) {
-            (None, Some(e)) if e > now => day(e - 1),
+            (None, Some(e)) if e > now => super::dates::iso_day(e - 1),
             _ => String::new(),
         },
         active: g.is_active(now),
