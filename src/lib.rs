@@ -60,7 +60,8 @@ impl Healthfolio {
     pub fn open(config: Config) -> Result<Healthfolio, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
-        let db = Db::open(&config.database_url, config.pool_size)?;
+        // One connection more than the requests' pool size: the access-log writer keeps its own.
+        let db = Db::open(&config.database_url, config.pool_size + 1)?;
         db.migrate()?;
         let secret = auth::keys::load_secret(config.secret_key.as_deref(), &config.data_dir)?;
         let keys = Keys::new(db.clone(), secret);

@@ -1,9 +1,10 @@
 //! The access log: one row per read, search or write of a record, shown to the patient and served
 //! as FHIR AuditEvent.
 //!
-//! Writes record their row inside the write's own transaction. Reads would otherwise turn every
-//! GET into a database write, so their rows go through [`Auditor`], which commits them in batches
-//! a few milliseconds later (and on shutdown).
+//! Writes record their row inside the write's own transaction. Reads have no transaction to carry
+//! theirs, and a commit of its own per read would cost more than the read: their rows go through
+//! [`Auditor`], which commits the rows of many requests together, each request answered only once
+//! its row is committed.
 
 mod view;
 
@@ -15,7 +16,7 @@ pub use view::{
 use crate::access::AccessContext;
 use crate::db::{Bind, Conn, Db, DbError, Sql};
 use crate::time::now_micros;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 /// What happened, before the caller is attached.
@@ -128,15 +129,27 @@ pub fn record_in(conn: &mut Conn, ctx: &AccessContext, entry: &AuditEntry) -> Re
 }
 
 enum Msg {
-    Entry(Box<(AccessContext, AuditEntry, i64)>),
+    /// A row, and who waits for its commit.
+    Row(Vec<Bind>, mpsc::SyncSender<Result<(), String>>),
     Flush(Sender<()>),
 }
 
-/// A handle to the background writer of read audit rows.
+/// A handle to the writer of read audit rows (reads, searches, refused writes: what has no
+/// transaction of its own to carry its row).
+///
+/// A response is sent only after its audit row is committed, yet a read does not pay for a
+/// commit of its own: the writer thread takes every row waiting when it is free and commits them
+/// together, one multi-row INSERT and one commit for all (group commit, as events are written).
+/// While one group commits, the next gathers, so the busier the service the larger the group.
 #[derive(Clone)]
 pub struct Auditor {
     tx: Sender<Msg>,
 }
+
+/// Rows per INSERT: statements of a few fixed shapes, each prepared once per connection.
+const ROWS_PER_INSERT: usize = 16;
+/// Rows per commit, at most: a group is never held back to fill it.
+const GROUP: usize = 1024;
 
 impl Auditor {
     pub fn start(db: Db) -> Auditor {
@@ -149,10 +162,24 @@ impl Auditor {
         Auditor { tx }
     }
 
+    /// Records `entry` and returns once its row is committed, or why it was not.
+    pub fn record_durably(&self, ctx: &AccessContext, entry: AuditEntry) -> Result<(), DbError> {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let lost = |why: &str| DbError::Pool(format!("the access log could not record this request: {why}"));
+        self.tx.send(Msg::Row(row(ctx, &entry, now_micros()), done_tx)).map_err(|_| lost("its writer has stopped"))?;
+        match done_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(lost(&e)),
+            Err(_) => Err(lost("its writer did not answer")),
+        }
+    }
+
+    /// Records `entry` and returns once its row is committed; a row that could not be written is
+    /// reported in the service's log. Where the answer can still be refused, use
+    /// [`Auditor::record_durably`].
     pub fn record(&self, ctx: &AccessContext, entry: AuditEntry) {
-        let msg = Msg::Entry(Box::new((ctx.clone(), entry, now_micros())));
-        if self.tx.send(msg).is_err() {
-            tracing::error!("audit writer has stopped; an audit row was lost");
+        if let Err(e) = self.record_durably(ctx, entry) {
+            tracing::error!("an audit row was lost: {e}");
         }
     }
 
@@ -166,47 +193,57 @@ impl Auditor {
 }
 
 fn run(db: Db, rx: Receiver<Msg>) {
-    let mut batch: Vec<(AccessContext, AuditEntry, i64)> = Vec::new();
-    loop {
-        let msg = rx.recv_timeout(Duration::from_millis(50));
-        let mut waiters = Vec::new();
-        match msg {
-            Ok(Msg::Entry(e)) => batch.push(*e),
-            Ok(Msg::Flush(w)) => waiters.push(w),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                commit(&db, &mut batch);
-                return;
-            }
-        }
-        while let Ok(m) = rx.try_recv() {
+    let mut rows: Vec<Vec<Bind>> = Vec::new();
+    let mut waiting: Vec<mpsc::SyncSender<Result<(), String>>> = Vec::new();
+    let mut flushes: Vec<Sender<()>> = Vec::new();
+    // The writer's own connection, kept between groups (taken again after a failure): requests
+    // wait for their rows while holding pooled connections, so the writer must not wait for one.
+    let mut conn: Option<Conn> = None;
+    // Blocks until there is work, then takes whatever else is already waiting: no timer, so a
+    // lone read waits only for its own commit.
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
             match m {
-                Msg::Entry(e) => batch.push(*e),
-                Msg::Flush(w) => waiters.push(w),
+                Msg::Row(r, done) => {
+                    rows.push(r);
+                    waiting.push(done);
+                }
+                Msg::Flush(w) => flushes.push(w),
             }
-            if batch.len() >= 1000 {
-                break;
+            if rows.len() < GROUP {
+                next = rx.try_recv().ok();
             }
         }
-        commit(&db, &mut batch);
-        for w in waiters {
+        let result = commit(&db, &mut conn, &rows).map_err(|e| {
+            tracing::error!(rows = rows.len(), "audit rows could not be written: {e}");
+            e.to_string()
+        });
+        rows.clear();
+        for w in waiting.drain(..) {
+            let _ = w.send(result.clone());
+        }
+        for w in flushes.drain(..) {
             let _ = w.send(());
         }
     }
 }
 
-fn commit(db: &Db, batch: &mut Vec<(AccessContext, AuditEntry, i64)>) {
-    if batch.is_empty() {
-        return;
+fn commit(db: &Db, kept: &mut Option<Conn>, rows: &[Vec<Bind>]) -> Result<(), DbError> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    let result = db.transaction(|conn| {
-        for (ctx, e, at) in batch.iter() {
-            insert(conn, ctx, e, *at)?;
+    let mut conn = match kept.take() {
+        Some(c) => c,
+        None => db.conn()?,
+    };
+    db.transaction_on(&mut conn, |conn| {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            conn.insert_rows(INSERT, chunk)?;
         }
         Ok::<_, DbError>(())
-    });
-    if let Err(e) = result {
-        tracing::error!(rows = batch.len(), "audit rows could not be written: {e}");
-    }
-    batch.clear();
+    })?;
+    // Kept only while it works: after a failure the next group takes a fresh one.
+    *kept = Some(conn);
+    Ok(())
 }

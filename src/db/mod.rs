@@ -232,6 +232,15 @@ impl Db {
         E: From<DbError>,
     {
         let mut conn = self.conn()?;
+        self.transaction_on(&mut conn, f)
+    }
+
+    /// Runs `f` inside one database transaction on `conn`, a connection its caller keeps (a writer
+    /// thread's own, which never waits for the pool that the requests it serves are holding).
+    pub fn transaction_on<T, E>(&self, conn: &mut Conn, f: impl FnOnce(&mut Conn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<DbError>,
+    {
         let _writer = match self {
             Db::Sqlite(_, lock) => Some(lock.lock().unwrap_or_else(|p| p.into_inner())),
             Db::Postgres(_) => None,

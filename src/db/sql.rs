@@ -35,6 +35,9 @@ impl Bind {
     }
 }
 
+/// How many request-shaped statements ([`Sql::reused_while_few`]) are kept prepared.
+pub const SHAPES: usize = 256;
+
 /// SQL text with `?` placeholders, in the order of `binds`.
 #[derive(Clone, Debug, Default)]
 pub struct Sql {
@@ -55,6 +58,21 @@ impl Sql {
     pub fn reused(mut self) -> Sql {
         self.reuse = true;
         self
+    }
+
+    /// Marks a statement whose shape follows its request (a search: which parameters, how many
+    /// values) to be prepared once per connection, as long as the process has met fewer than
+    /// [`SHAPES`] such shapes; a shape first met after that runs unprepared, so no stream of
+    /// requests can grow the per-connection statement caches without bound.
+    pub fn reused_while_few(self) -> Sql {
+        static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+        let Ok(mut seen) = SEEN.lock() else { return self };
+        let seen = seen.get_or_insert_with(Default::default);
+        if seen.contains(&self.text) || (seen.len() < SHAPES && seen.insert(self.text.clone())) {
+            self.reused()
+        } else {
+            self
+        }
     }
 
     pub(super) fn is_reused(&self) -> bool {

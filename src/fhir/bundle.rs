@@ -158,7 +158,7 @@ impl Store {
         let query = url_encode(&req.params);
         let patient = req.compartment.as_deref().or(ctx.compartment());
         let counted = result.as_ref().map(|r| r.matches.len() + r.included.len());
-        self.audit.record(ctx, crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted));
+        self.audit.record_durably(ctx, crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted))?;
         result
     }
 

@@ -118,7 +118,7 @@ impl Store {
             // A refused attempt belongs in the log of the patient whose record it aimed at.
             entry.patient_id = self.owner_of(rtype, id);
         }
-        self.audit.record(ctx, entry);
+        self.audit.record_durably(ctx, entry)?;
         result
     }
 
@@ -155,7 +155,7 @@ impl Store {
             }
             Ok(stored)
         })();
-        self.audit.record(ctx, AuditEntry::read("vread", rtype, Some(id), &result));
+        self.audit.record_durably(ctx, AuditEntry::read("vread", rtype, Some(id), &result))?;
         result
     }
 

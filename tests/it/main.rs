@@ -6,6 +6,7 @@ mod client_libs;
 mod federation;
 mod fhir_validation;
 mod fixtures;
+mod hot_path;
 mod integrity;
 mod invite;
 mod layers;
