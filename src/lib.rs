@@ -62,6 +62,8 @@ impl Healthfolio {
             .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         let db = Db::open(&config.database_url, config.pool_size)?;
         db.migrate()?;
+        let db =
+            db.with_replicas(&config.read_database_urls, std::time::Duration::from_millis(config.read_max_lag_ms))?;
         let secret = auth::keys::load_secret(config.secret_key.as_deref(), &config.data_dir)?;
         let keys = Keys::new(db.clone(), secret);
         keys.ensure()?;

@@ -20,6 +20,7 @@ mod ops;
 mod portability;
 mod portal;
 mod processes;
+mod replica;
 mod safety;
 mod scopes;
 mod smart_fhirclient;
