@@ -60,9 +60,11 @@ thread_local! {
     static CONFIGURE: std::cell::RefCell<Option<fn(&mut Overrides)>> = const { std::cell::RefCell::new(None) };
 }
 
+type Configure = Box<dyn FnOnce(&mut Overrides)>;
+
 thread_local! {
     /// Settings, captured at run time, the next app started on this thread gets (see [`TestApp::on`]).
-    static EXTRA: std::cell::RefCell<Option<Box<dyn FnOnce(&mut Overrides)>>> = std::cell::RefCell::new(None);
+    static EXTRA: std::cell::RefCell<Option<Configure>> = std::cell::RefCell::new(None);
 }
 
 thread_local! {
