@@ -10,6 +10,7 @@ pub mod dates;
 pub mod detail;
 pub mod grouping;
 pub mod home;
+pub mod log_words;
 pub mod medicines;
 pub mod registration;
 pub mod sharing;

@@ -157,8 +157,10 @@ impl LogPage {
 
     /// The filters as a query string, for the CSV link and the next page.
     fn query(&self) -> String {
-        serde_urlencoded::to_string([("from", &self.period.from), ("to", &self.period.to), ("who", &self.period.who)])
-            .unwrap_or_default()
+        let own = if self.period.own { "yes" } else { "" };
+        let fields =
+            [("from", self.period.from.as_str()), ("to", &self.period.to), ("who", &self.period.who), ("own", own)];
+        serde_urlencoded::to_string(fields).unwrap_or_default()
     }
 }
 
@@ -482,12 +484,18 @@ async fn revoke(
 fn period(req: &HttpRequest) -> Period {
     let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    Period { from: get("from"), to: get("to"), who: get("who"), before: get("before").parse().ok() }
+    Period {
+        from: get("from"),
+        to: get("to"),
+        who: get("who"),
+        own: get("own") == "yes",
+        before: get("before").parse().ok(),
+    }
 }
 
 async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<LogView, PortalError> {
-    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period.clone());
-    match call(move || access_log::access_log(&db, &audit, &ctx, &period)).await {
+    let (store, ctx, period) = (state.hf.store.clone(), p.ctx.clone(), period.clone());
+    match call(move || access_log::access_log(&store, &ctx, &period)).await {
         Ok(r) => r,
         Err(_) => Err(PortalError::Invalid("The service is busy just now. Please try again.".into())),
     }
@@ -506,8 +514,8 @@ async fn log_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 
 async fn log_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period(&req));
-    let rows = or_page!(run(move || access_log::access_log_all(&db, &audit, &ctx, &period)).await);
+    let (store, ctx, period) = (state.hf.store.clone(), p.ctx.clone(), period(&req));
+    let rows = or_page!(run(move || access_log::access_log_all(&store, &ctx, &period)).await);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"access-log.csv\""))

@@ -322,15 +322,31 @@ try {
   check(api.status !== 200 || entries(api.body).length === 0, `the provider still searches after sharing stopped: ${api.text}`);
   await audit(page, 'sharing-stopped');
 
-  step('the access log shows the provider\'s reads, allowed and refused, and the sharing');
+  step('the access log says, in words, who did what: the provider\'s reads, allowed and refused, the sharing');
   await page.getByRole('link', { name: 'Access log' }).click();
   await page.waitForURL(`${base}/portal/access-log`);
-  const log = await page.getByRole('table').innerText();
-  check(log.includes(`${providerName} (${providerOrg})`), `the access log does not name the provider:\n${log}`);
-  check(log.includes(`Read MedicationStatement/${mine.id}`), `the access log does not show the provider's read:\n${log}`);
-  for (const want of ['Allowed', 'Refused', 'Shared your record', 'Stopped sharing']) {
-    check(log.includes(want), `the access log does not show "${want}":\n${log}`);
+  const rows = async () => (await page.getByRole('row').allInnerTexts()).map((r) => r.replace(/\s+/g, ' '));
+  let log = await rows();
+  const has = (who, what) => log.some((r) => r.includes(who) && r.includes(what));
+  check(has(providerName, `Read your note that you take ${added}`), `the access log does not say the provider read "${added}":\n${log.join('\n')}`);
+  check(has(providerName, 'Tried to read your personal details'), `the refused read is not there:\n${log.join('\n')}`);
+  check(has('You', `Added a note that you take ${added}`), `the patient's own entry is not theirs:\n${log.join('\n')}`);
+  for (const want of ['Allowed', 'Refused', 'Shared your record with', 'Stopped sharing your record with', 'Signed in']) {
+    check(log.some((r) => r.includes(want)), `the access log does not show "${want}":\n${log.join('\n')}`);
   }
+  for (const raw of ['Provenance', 'MedicationStatement/', 'service operator added', 'UTC']) {
+    check(!log.some((r) => r.includes(raw)), `the access log shows "${raw}":\n${log.join('\n')}`);
+  }
+  check(!log.some((r) => /\bYou\b.*\b(Read|Searched) your/.test(r)), `the patient's own views show by default:\n${log.join('\n')}`);
+  await page.getByLabel('Show what you looked at in the portal').check();
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(/own=yes/);
+  log = await rows();
+  check(log.some((r) => /\bYou\b.*(Read|Searched) your medicines/.test(r)), `the filter does not show the patient's own views:\n${log.join('\n')}`);
+  await audit(page, 'access-log-own-views');
+  await page.getByLabel('Show what you looked at in the portal').uncheck();
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL((u) => !u.search.includes('own=yes'));
   await audit(page, 'access-log');
   await page.getByLabel('From').fill('2001-01-01');
   await page.getByLabel('To').fill('2001-12-31');

@@ -179,12 +179,12 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     assert!(stopped.body.contains("Access ended"), "{}", stopped.body);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "refused on the very next call");
     let log = b.get(&format!("{}/portal/access-log", app.base));
-    assert!(log.body.contains(&format!("Read MedicationRequest/{mr}")), "the provider's read: {}", log.body);
-    assert!(log.body.contains("Riverside GP system (Organization/riverside)"));
+    assert!(log.body.contains(&format!("Read your prescription for {display}")), "the provider's read: {}", log.body);
+    assert!(log.body.contains("Riverside GP system"));
     assert!(log.body.contains("Refused") && log.body.contains("Allowed"));
     assert!(log.body.contains("Shared your record") && log.body.contains("Stopped sharing"));
     let csv = b.get(&format!("{}/portal/access-log.csv", app.base));
-    assert!(csv.body.starts_with("when,who,what,outcome\n") && csv.body.contains("Riverside GP system"));
+    assert!(csv.body.starts_with("when,who,what,outcome,") && csv.body.contains("Riverside GP system"));
     let none = b.get(&format!("{}/portal/access-log?from=2001-01-01&to=2001-12-31", app.base));
     assert!(none.body.contains("Nothing is recorded for this period"));
     assert_eq!(b.get(&format!("{}/portal/access-log?from=soon", app.base)).status, 400);
@@ -234,9 +234,10 @@ fn sharing_changes_and_the_log_by_who(app: &TestApp) {
         .to_string();
     let theirs = b.get(&format!("{}/portal/access-log?who={client}", app.base));
     assert!(
-        theirs.body.contains("Riverside GP system") && theirs.body.contains(&format!("Read MedicationRequest/{mr}"))
+        theirs.body.contains("Riverside GP system")
+            && theirs.body.contains(&format!("Read your prescription for {display}"))
     );
-    assert!(!theirs.body.contains("<td data-label=\"Who\">You, in the portal"), "{}", theirs.body);
+    assert!(!theirs.body.contains("<td data-label=\"Who\">You"), "{}", theirs.body);
     assert!(theirs.body.contains("Refused: "), "the refused read after the change is there");
 }
 
