@@ -169,14 +169,18 @@ pub fn access_log(store: &Store, ctx: &AccessContext, period: &Period) -> Result
     let (rows, names, actors) = rows(store, ctx, period, !period.own, PAGE_ROWS)?;
     let mut said = log_words::tell(&rows, &names);
     let mut older = None;
-    if rows.len() as i64 == PAGE_ROWS && said.len() > 1 {
-        // The oldest line may go on beyond this page: it starts the next one instead.
+    if rows.len() as i64 == PAGE_ROWS {
+        // A full page: there may be more. The oldest line may go on beyond this page, so (when
+        // it is not the only one) it starts the next page instead, whole.
         let oldest = rows.iter().map(|r| r.aid).min().unwrap_or_default();
-        if let Some(i) = said.iter().position(|s| s.aids.contains(&oldest)) {
-            let cut = said.remove(i);
-            let newest = rows.iter().map(|r| r.aid).max().unwrap_or_default();
-            let from = cut.aids.iter().max().map_or(oldest, |a| a + 1);
-            older = Some(if from > newest { oldest } else { from });
+        older = Some(oldest);
+        if said.len() > 1 {
+            if let Some(i) = said.iter().position(|s| s.aids.contains(&oldest)) {
+                let cut = said.remove(i);
+                let newest = rows.iter().map(|r| r.aid).max().unwrap_or_default();
+                let from = cut.aids.iter().max().map_or(oldest, |a| a + 1);
+                older = Some(if from > newest { oldest } else { from });
+            }
         }
     }
     let by_aid: BTreeMap<i64, &AuditRow> = rows.iter().map(|r| (r.aid, r)).collect();

@@ -179,6 +179,27 @@ fn bursts_own_views_and_the_csv(app: &TestApp) {
     );
 }
 
+/// Reads of `MedicationRequest/{mr}` by `client` as the audit would have recorded them at `times`
+/// (microseconds): the log's history, without waiting for it.
+fn recorded_reads(app: &TestApp, patient: &str, client: &str, mr: &str, times: &[i64]) {
+    let mut conn = app.hf.db.conn().expect("conn");
+    for t in times {
+        let q = Sql::with(
+            "INSERT INTO audit_events (id, recorded, patient_id, client_id, subject, action, interaction, \
+             res_type, res_id, outcome) VALUES (?, ?, ?, ?, ?, 'R', 'read', 'MedicationRequest', ?, 0)",
+            [
+                Bind::Text(uuid::Uuid::new_v4().to_string()),
+                Bind::Int(*t),
+                Bind::Text(patient.into()),
+                Bind::Text(client.into()),
+                Bind::Text("someone".into()),
+                Bind::Text(mr.into()),
+            ],
+        );
+        conn.execute(&q).expect("insert");
+    }
+}
+
 /// Times are the clocks in England: a burst across the start of British Summer Time reads
 /// 00:58–02:01; a summer afternoon is an hour ahead of UTC.
 fn times_are_uk_local_across_summer_time(app: &TestApp) {
@@ -187,24 +208,8 @@ fn times_are_uk_local_across_summer_time(app: &TestApp) {
     let mr = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
     let pill_pal = public_app(app);
     let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time").timestamp_micros();
-    {
-        let mut conn = app.hf.db.conn().expect("conn");
-        for (i, t) in ["2025-03-30T00:58:00Z", "2025-03-30T01:01:00Z", "2025-07-01T12:00:00Z"].iter().enumerate() {
-            let q = Sql::with(
-                "INSERT INTO audit_events (id, recorded, patient_id, client_id, subject, action, interaction, \
-                 res_type, res_id, outcome) VALUES (?, ?, ?, ?, ?, 'R', 'read', 'MedicationRequest', ?, 0)",
-                [
-                    Bind::Text(format!("recorded-{i}-{p}")),
-                    Bind::Int(at(t)),
-                    Bind::Text(p.clone()),
-                    Bind::Text(pill_pal.clone()),
-                    Bind::Text("someone".into()),
-                    Bind::Text(mr.clone()),
-                ],
-            );
-            conn.execute(&q).expect("insert");
-        }
-    }
+    let times: Vec<i64> = ["2025-03-30T00:58:00Z", "2025-03-30T01:01:00Z", "2025-07-01T12:00:00Z"].map(at).into();
+    recorded_reads(app, &p, &pill_pal, &mr, &times);
     let (mut b, _) = sign_in(app, "ada@example.org");
     let page = b.get(&format!("{}/portal/access-log?from=2025-03-01&to=2025-07-31", app.base));
     let log = lines(&page.body);
@@ -250,7 +255,44 @@ fn refusals_are_marked_and_home_uses_the_words(app: &TestApp) {
     assert_eq!(find(&log, &format!("Read your prescription for {display}")).outcome, "Allowed");
 }
 
+/// A burst longer than a page goes on on the next page; following "Older entries" shows every
+/// read once, and another caller's reads stay their own line.
+fn long_bursts_page_without_losing_reads(app: &TestApp) {
+    let p = patient_with_login(app, NHS[0], "ada@example.org");
+    let (code, display) = SIMVASTATIN;
+    let mr = app.create(medication_request(&p, code, display, "active", "2025-01-02"));
+    let (a, b_app) = (public_app(app), confidential_app(app).0);
+    let start = chrono::DateTime::parse_from_rfc3339("2025-05-01T09:00:00Z").expect("time").timestamp_micros();
+    let second = 1_000_000;
+    let busy: Vec<i64> = (0..505).map(|i| start + i * second).collect();
+    recorded_reads(app, &p, &a, &mr, &busy);
+    let later: Vec<i64> = (0..5).map(|i| start + (3000 + i) * second).collect();
+    recorded_reads(app, &p, &b_app, &mr, &later);
+    let (mut browser, _) = sign_in(app, "ada@example.org");
+    let mut url = format!("{}/portal/access-log?from=2025-05-01&to=2025-05-01", app.base);
+    let mut seen: Vec<Line> = Vec::new();
+    for _ in 0..10 {
+        let page = browser.get(&url);
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(lines(&page.body));
+        let Some(i) = page.body.find("&amp;before=") else { break };
+        let before: String = page.body[i + 12..].chars().take_while(char::is_ascii_digit).collect();
+        url = format!("{}/portal/access-log?from=2025-05-01&to=2025-05-01&who=&own=&before={before}", app.base);
+    }
+    let times = |l: &Line| {
+        l.what
+            .strip_prefix("Read your medicines, ")
+            .and_then(|t| t.strip_suffix(" times"))
+            .map_or(1, |n| n.parse::<usize>().expect("a count"))
+    };
+    let by = |who: &str| seen.iter().filter(|l| l.who == who).map(times).sum::<usize>();
+    assert_eq!(by("Pill Pal"), 505, "{seen:#?}");
+    assert_eq!(by("Clinic Companion"), 5, "{seen:#?}");
+    assert!(seen.len() <= 4, "bursts, not rows: {seen:#?}");
+}
+
 both!(
+    long_bursts_page_without_losing_reads,
     the_log_says_who_did_what,
     bursts_own_views_and_the_csv,
     times_are_uk_local_across_summer_time,
