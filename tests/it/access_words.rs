@@ -136,13 +136,15 @@ fn bursts_own_views_and_the_csv(app: &TestApp) {
         assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200);
     }
     assert_eq!(provider.get(&format!("Patient/{p}/AllergyIntolerance")).status, 200);
+    // A search naming the patient by parameter (no patient in the provider's token) is theirs too.
+    assert_eq!(provider.get(&format!("MedicationRequest?patient=Patient/{p}")).status, 200);
     let (mut b, _) = sign_in(app, "ada@example.org");
     assert_eq!(b.get(&format!("{}/portal/medicines", app.base)).status, 200);
     assert_eq!(b.get(&format!("{}/portal/allergies", app.base)).status, 200);
 
     let page = b.get(&format!("{}/portal/access-log", app.base));
     let log = lines(&page.body);
-    let burst = find(&log, "Read your medicines and allergies, 4 times");
+    let burst = find(&log, "Read your medicines and allergies, 5 times");
     assert_eq!(burst.who, "Riverside Medical Practice (Riverside GP system)");
     assert!(burst.when.contains(", "), "a day and a time: {burst:?}");
     assert!(
