@@ -293,7 +293,39 @@ fn long_bursts_page_without_losing_reads(app: &TestApp) {
     assert!(seen.len() <= 4, "bursts, not rows: {seen:#?}");
 }
 
+/// A record file the patient brings is one line, theirs: not an "added" per entry, and not the
+/// service's Provenance of each entry as the operator's.
+fn an_import_is_one_line_of_the_patients(app: &TestApp) {
+    let source = TestApp::sqlite();
+    let theirs = source.create(crate::fixtures::patient(NHS[0], "Okafor", "Ada"));
+    for (code, display) in [PARACETAMOL, SIMVASTATIN] {
+        source.create(medication_request(&theirs, code, display, "active", "2025-01-02"));
+    }
+    source.create(allergy(&theirs, "high"));
+    let mut file = Vec::new();
+    let operator = healthfolio::auth::AccessContext::operator("test");
+    healthfolio::portability::archive::export(&source.hf.store, &operator, &theirs, &mut file).expect("export");
+
+    patient_with_login(app, NHS[0], "ada@example.org");
+    let (mut b, _) = sign_in(app, "ada@example.org");
+    let csrf = b.get(&format!("{}/portal/record", app.base)).field("csrf");
+    let done = b.post_file(&format!("{}/portal/record/import", app.base), &[("csrf", &csrf)], "archive", &file);
+    assert_eq!(done.status, 200, "{}", done.body);
+
+    let log = lines(&b.get(&format!("{}/portal/access-log", app.base)).body);
+    let import = log.iter().find(|l| l.what.starts_with("Imported a record file into yours")).expect("the import");
+    assert_eq!(import.who, "You", "{log:#?}");
+    assert!(import.what.ends_with(" entries)"), "how many: {log:#?}");
+    assert!(log.len() <= 3, "signed in, created the record, the import: {log:#?}");
+    for l in &log {
+        assert!(!l.what.contains("Provenance") && !l.what.contains("came from"), "{log:#?}");
+        assert!(!(l.who == "You" && l.what.starts_with("Added")), "each entry as a line: {log:#?}");
+        assert!(!l.who.starts_with("Healthfolio") || l.what == "Created your record", "{log:#?}");
+    }
+}
+
 both!(
+    an_import_is_one_line_of_the_patients,
     long_bursts_page_without_losing_reads,
     the_log_says_who_did_what,
     bursts_own_views_and_the_csv,
