@@ -328,7 +328,9 @@ try {
   const rows = async () => (await page.getByRole('row').allInnerTexts()).map((r) => r.replace(/\s+/g, ' '));
   let log = await rows();
   const has = (who, what) => log.some((r) => r.includes(who) && r.includes(what));
-  check(has(providerName, `Read your note that you take ${added}`), `the access log does not say the provider read "${added}":\n${log.join('\n')}`);
+  // The provider's searches and its read, close together: one line.
+  check(has(providerName, 'Read your medicines, 4 times'), `the provider's reads are not one line:\n${log.join('\n')}`);
+  check(has(providerName, `Tried to read your note that you take ${added}`), `the refused read does not name "${added}":\n${log.join('\n')}`);
   check(has(providerName, 'Tried to read your personal details'), `the refused read is not there:\n${log.join('\n')}`);
   check(has('You', `Added a note that you take ${added}`), `the patient's own entry is not theirs:\n${log.join('\n')}`);
   for (const want of ['Allowed', 'Refused', 'Shared your record with', 'Stopped sharing your record with', 'Signed in']) {
