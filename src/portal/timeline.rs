@@ -35,7 +35,7 @@ pub fn svg(lines: &[MedicineEntry], today: &str) -> String {
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" role=\"img\" aria-labelledby=\"timeline-title\" class=\"timeline\">\
          <title id=\"timeline-title\">Your medicines over time, from {} to today</title>",
-        escape(&crate::time::format_instant(first * 86_400_000_000)[..10])
+        escape(&super::long_date(&crate::time::format_instant(first * 86_400_000_000)[..10]))
     );
     for (i, (m, start, end)) in spans.iter().enumerate() {
         let y = 20.0 + ROW * i as f64;
@@ -46,10 +46,10 @@ pub fn svg(lines: &[MedicineEntry], today: &str) -> String {
             y + 14.0,
             escape(&m.name.chars().take(34).collect::<String>())
         );
-        let _ = write!(out, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" rx=\"3\" fill=\"{colour}\"><title>{}: {} to {}</title></rect>", x(*start), y + 2.0, (x(*end) - x(*start)).max(3.0), escape(&m.name), escape(&m.start), if m.current { "now".to_string() } else { escape(&m.stop) });
+        let _ = write!(out, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"16\" rx=\"3\" fill=\"{colour}\"><title>{}: {} to {}</title></rect>", x(*start), y + 2.0, (x(*end) - x(*start)).max(3.0), escape(&m.name), escape(&super::long_date(&m.start)), if m.current { "now".to_string() } else { escape(&super::long_date(&m.stop)) });
         for when in &m.dispensed {
             if let Some(d) = day(when) {
-                let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#ffeb3b\" stroke=\"#212b32\"><title>Dispensed {}</title></circle>", x(d), y + 10.0, escape(when));
+                let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#ffeb3b\" stroke=\"#212b32\"><title>Dispensed {}</title></circle>", x(d), y + 10.0, escape(&super::long_date(when)));
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::access::AccessContext;
 use crate::auth::session::{self, Session};
 use crate::portal::access_log::{self, LogView, Period};
 use crate::portal::account::{self, PasswordChange};
+use crate::portal::dates::{self, DateError, DateInput};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};
 use crate::portal::taken::{self, Added, NewTaken};
 use crate::portal::{allergies, detail, home, medicines, PortalError};
@@ -17,6 +18,13 @@ use crate::portal::{ProblemLine, Provider, Share};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+
+/// Template filters: a FHIR date (`2025-03-14`) as the portal shows it (`14 March 2025`).
+mod filters {
+    pub fn long_date<T: std::fmt::Display>(s: T) -> askama::Result<String> {
+        Ok(crate::portal::dates::long_date(&s.to_string()))
+    }
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { see_other("/portal") }))
@@ -95,6 +103,12 @@ impl AddPage {
 
     fn other(&self) -> &'static str {
         taken::OTHER
+    }
+
+    /// The start date's problem, once the form has been sent back with one.
+    fn start_error(&self) -> Option<DateError> {
+        self.error.as_ref()?;
+        self.form.start_error()
     }
 }
 
@@ -207,6 +221,11 @@ impl Fields {
     }
     fn get(&self, k: &str) -> String {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+    /// The three boxes of the date input called `name` (`templates/portal_date_input.html`).
+    fn date(&self, name: &str) -> DateInput {
+        let part = |p: &str| self.get(&format!("{name}-{p}"));
+        DateInput { day: part("day"), month: part("month"), year: part("year") }
     }
     fn all(&self, k: &str) -> Vec<String> {
         self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
@@ -366,14 +385,14 @@ fn add_page(csrf: String, error: Option<String>, form: NewTaken) -> HttpResponse
 
 async fn add_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let form = NewTaken { start: crate::time::today(), ..NewTaken::default() };
+    let form = NewTaken { start: DateInput::from_iso(&dates::today_in_england().to_string()), ..NewTaken::default() };
     add_page(p.csrf(), None, form)
 }
 
 async fn add(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.get("start") };
+    let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.date("start") };
     if f.get("back") == "yes" {
         return add_page(p.csrf(), None, new);
     }

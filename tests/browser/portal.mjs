@@ -255,10 +255,31 @@ try {
   await page.waitForURL(`${base}/portal/medicines/add`);
   await audit(page, 'add-medicine');
 
+  step('a date that does not exist: the error stands against the date boxes, the summary links to them');
+  const startDate = () => page.getByRole('group', { name: 'When did you start taking it?' });
+  const fillDate = async (day, month, year) => {
+    await startDate().getByLabel('Day').fill(day);
+    await startDate().getByLabel('Month').fill(month);
+    await startDate().getByLabel('Year').fill(year);
+  };
+  await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
+  await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
+  await fillDate('31', '2', '2025');
+  await page.getByRole('button', { name: 'Add medicine' }).click();
+  await page.getByRole('alert').waitFor();
+  const dateError = 'The date you started taking it must be a real date';
+  check((await page.getByRole('alert').innerText()).includes(dateError), 'no error summary for 31 February');
+  check((await startDate().innerText()).includes(dateError), 'the date error is not shown against its fieldset');
+  check((await startDate().getByLabel('Day').inputValue()) === '31', 'the typed day was not kept');
+  await page.getByRole('alert').getByRole('link', { name: dateError }).click();
+  check(await startDate().getByLabel('Day').evaluate((e) => e === document.activeElement || location.hash === '#start-day'),
+    'the summary link does not lead to the day box');
+  await audit(page, 'add-medicine-date-error');
+
   step(`adding "${medicines[0]}" again: a warning before anything is saved, then back to the form`);
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: medicines[0] });
   await page.getByLabel('How you take it').fill('1 tablet at night');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.getByRole('alert').waitFor();
   check((await page.getByRole('alert').innerText()).includes('already on your list'), 'no warning about a medicine already taken');
@@ -267,7 +288,7 @@ try {
   await page.getByLabel('Medicine', { exact: true }).waitFor();
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
   await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.waitForURL(`${base}/portal/medicines`);
   const row = page.getByRole('row').filter({ hasText: added });

@@ -29,3 +29,4 @@ mod support;
 mod timeline;
 mod tools;
 mod transfer;
+mod ukstyle;

@@ -61,14 +61,15 @@ fn patient_sees_medicines_from_the_api(app: &TestApp) {
     assert!(home.body.contains("943 476 5919"), "NHS number as 3-3-4");
     assert!(home.body.contains("Amoxicillin 500mg capsules"), "named through its Medication: {}", home.body);
     assert!(home.body.contains("Simvastatin 40mg tablets"));
-    assert!(home.body.contains("Criticality: high"));
+    assert!(home.body.contains("High risk \u{b7} Current"), "criticality and status in words: {}", home.body);
     let list = b.get(&format!("{}/portal/medicines", app.base));
     for want in [
         "1 tablet twice a day",
         "Dr Helen Carter",
         "Riverside Medical Practice",
-        "Last dispensed 29 September 2025",
-        "from 2024-02-10",
+        "Last dispensed <span class=\"date\">29 September 2025</span>",
+        "from <span class=\"date\">10 February 2024</span>",
+        "<td data-label=\"Status\">Current</td>",
     ] {
         assert!(list.body.contains(want), "{want} in {}", list.body);
     }
@@ -77,10 +78,10 @@ fn patient_sees_medicines_from_the_api(app: &TestApp) {
     assert_eq!(app.client().put(&format!("MedicationRequest/{mr_id}"), &changed).status, 200);
     let detail = b.get(&format!("{}/portal/medicines/prescription/{mr_id}", app.base));
     assert_eq!(detail.status, 200, "{}", detail.body);
-    assert!(detail.body.contains("on-hold") && detail.body.contains("active"), "both versions");
+    assert!(detail.body.contains(">Paused<") && detail.body.contains(">Current<"), "both versions, in words");
     assert!(detail.body.contains("Healthfolio (loaded by the service operator)"), "{}", detail.body);
     let problems = b.get(&format!("{}/portal/allergies", app.base));
-    assert!(problems.body.contains("Type 2 diabetes") && problems.body.contains("<strong>high</strong>"));
+    assert!(problems.body.contains("Type 2 diabetes") && problems.body.contains("<strong>High risk</strong>"));
     let print = b.get(&format!("{}/portal/print", app.base));
     assert!(print.body.contains("Current medicines of Ada Okafor"), "{}", print.body);
     assert_eq!(b.get(&format!("{}/portal/medicines/nonsense/{mr_id}", app.base)).status, 404);
@@ -91,16 +92,36 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
     let (mut b, _) = sign_in(app, "ada@example.org");
     let form_page = b.get(&format!("{}/portal/medicines/add", app.base));
     let csrf = form_page.field("csrf");
+    // The start date is three boxes, day, month and year (GOV.UK date input).
+    assert!(form_page.body.contains("name=\"start-day\"") && !form_page.body.contains("type=\"date\""));
     let add = |b: &mut Browser, csrf: &str, start: &str| {
+        let (d, rest) = start.split_once(' ').unwrap_or((start, ""));
+        let (m, y) = rest.split_once(' ').unwrap_or((rest, ""));
         b.post(
             &format!("{}/portal/medicines/add", app.base),
-            &[("csrf", csrf), ("medicine", "329653008"), ("dose", "1 tablet when my back hurts"), ("start", start)],
+            &[
+                ("csrf", csrf),
+                ("medicine", "329653008"),
+                ("dose", "1 tablet when my back hurts"),
+                ("start-day", d),
+                ("start-month", m),
+                ("start-year", y),
+            ],
         )
     };
-    let bad = add(&mut b, &csrf, "last week");
+    let bad = add(&mut b, &csrf, "31 2 2025");
     assert_eq!(bad.status, 400);
-    assert!(bad.body.contains("must be a date") && bad.body.contains("1 tablet when my back hurts"), "kept input");
-    assert_eq!(add(&mut b, &csrf, "2025-10-01").status, 303);
+    assert!(bad.body.contains("The date you started taking it must be a real date"), "{}", bad.body);
+    assert!(bad.body.contains("1 tablet when my back hurts") && bad.body.contains("value=\"31\""), "kept input");
+    assert!(bad.body.contains("href=\"#start-day\""), "the summary links to the first box");
+    assert!(bad.body.contains("id=\"start-error\""), "the message stands against the fieldset");
+    let no_year = add(&mut b, &csrf, "1 10 ");
+    assert_eq!(no_year.status, 400);
+    assert!(no_year.body.contains("must include a year") && no_year.body.contains("href=\"#start-year\""));
+    assert_eq!(no_year.body.matches("input-error").count(), 1, "only the year box is marked");
+    let future = add(&mut b, &csrf, "1 1 2999");
+    assert!(future.status == 400 && future.body.contains("must be today or in the past"), "{}", future.body);
+    assert_eq!(add(&mut b, &csrf, "1 October 2025").status, 303);
     let api = app.client().get(&format!("MedicationStatement?patient={p}"));
     let st = &api.entries()[0]["resource"];
     assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"), "patient-reported");
@@ -116,12 +137,21 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
         ("medicine", ""),
         ("other", "Vitamin D 1000 unit capsules"),
         ("dose", "1 a day"),
-        ("start", "2025-09-01"),
+        ("start-day", "1"),
+        ("start-month", "9"),
+        ("start-year", "2025"),
     ];
     assert_eq!(b.post(&format!("{}/portal/medicines/add", app.base), &own_words).status, 303);
     assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("Vitamin D 1000 unit capsules"));
-    let nameless =
-        [("csrf", csrf.as_str()), ("medicine", ""), ("other", " "), ("dose", "1 a day"), ("start", "2025-09-01")];
+    let nameless = [
+        ("csrf", csrf.as_str()),
+        ("medicine", ""),
+        ("other", " "),
+        ("dose", "1 a day"),
+        ("start-day", "1"),
+        ("start-month", "9"),
+        ("start-year", "2025"),
+    ];
     let refused = b.post(&format!("{}/portal/medicines/add", app.base), &nameless);
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("write its name"), "{}", refused.body);
@@ -383,14 +413,16 @@ fn one_entry_per_medicine(app: &TestApp) {
         assert_eq!(named(PARACETAMOL.1), 1, "Paracetamol is its own entry on {page}: {body}");
         assert!(!body.contains(">Zocor<"), "the linked statement joins its prescription on {page}");
         assert!(
-            body.contains("Prescribed by Dr Helen Carter (Riverside Medical Practice), 3 March 2025"),
+            body.contains(
+                "Prescribed by Dr Helen Carter (Riverside Medical Practice), <span class=\"date\">3 March 2025</span>"
+            ),
             "the prescription on {page}: {body}"
         );
         let said = if *page == "print" { "The patient said they take it" } else { "You said you take it" };
         assert_eq!(body.matches(said).count(), 2, "both statements on {page}: {body}");
     }
     let list = &pages[1].1;
-    assert!(list.contains("Last dispensed 10 March 2025"), "{list}");
+    assert!(list.contains("Last dispensed <span class=\"date\">10 March 2025</span>"), "{list}");
     for link in [format!("prescription/{mr_id}"), format!("taken/{coded}"), format!("taken/{linked}")] {
         assert!(list.contains(&format!("/portal/medicines/{link}\"")), "a link to {link}: {list}");
     }
