@@ -72,7 +72,7 @@ struct MedicinesPage {
 struct TimelinePage {
     section: &'static str,
     csrf: String,
-    svg: String,
+    timeline: crate::portal::timeline::Timeline,
     medicines: Vec<MedicineEntry>,
 }
 
@@ -366,8 +366,8 @@ async fn timeline_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
-    let svg = crate::portal::timeline::svg(&medicines, &crate::time::today());
-    html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), svg, medicines }.render())
+    let timeline = crate::portal::timeline::timeline(&medicines, &dates::today_in_england().to_string());
+    html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), timeline, medicines }.render())
 }
 
 async fn detail_page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {

@@ -238,6 +238,21 @@ try {
   step('timeline, allergies and problems, print view');
   await goto(page, '/portal/timeline');
   await audit(page, 'timeline');
+  // One drawing shows at each width, and its text is drawn at 12 px or more (it scales with the page).
+  for (const [size, shown] of [[DESKTOP, 'wide'], [NARROW, 'narrow']]) {
+    await page.setViewportSize(size);
+    const drawn = await page.evaluate(() => [...document.querySelectorAll('svg.timeline')]
+      .filter((s) => s.getBoundingClientRect().width > 0)
+      .map((s) => ({ kind: s.classList.contains('wide') ? 'wide' : 'narrow',
+        px: Number(s.getAttribute('font-size')) * s.getBoundingClientRect().width / s.viewBox.baseVal.width })));
+    check(drawn.length === 1 && drawn[0].kind === shown, `at ${size.width}px the timeline shows ${JSON.stringify(drawn)}, not the ${shown} drawing`);
+    check(drawn[0].px >= 12, `the timeline's text is ${drawn[0].px.toFixed(1)} px at ${size.width}px`);
+    await screenshot(page, `timeline-${shown}`);
+  }
+  await page.setViewportSize(DESKTOP);
+  for (const name of medicines) {
+    check((await page.locator('svg.timeline.wide').textContent()).includes(name), `the timeline does not name ${name} in full`);
+  }
   await page.getByRole('link', { name: 'Allergies and problems' }).click();
   await page.waitForURL(`${base}/portal/allergies`);
   check((await mainText(page)).includes(allergy), 'the allergies page does not show the allergy');

@@ -426,7 +426,7 @@ fn one_entry_per_medicine(app: &TestApp) {
     for link in [format!("prescription/{mr_id}"), format!("taken/{coded}"), format!("taken/{linked}")] {
         assert!(list.contains(&format!("/portal/medicines/{link}\"")), "a link to {link}: {list}");
     }
-    assert_eq!(pages[2].1.matches("<rect").count(), 2, "a timeline bar per medicine");
+    assert_eq!(pages[2].1.matches("<rect").count(), 4, "a bar per medicine in each of the two drawings");
 }
 
 both!(
