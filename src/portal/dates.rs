@@ -227,6 +227,14 @@ impl DateInput {
         NaiveDate::from_ymd_opt(year, month, day).ok_or_else(real)
     }
 
+    /// An optional date as `YYYY-MM-DD`: empty when all three boxes are, else [`DateInput::parse`]'s.
+    pub fn optional_iso(&self, what: &str) -> Result<String, DateError> {
+        if self.is_empty() {
+            return Ok(String::new());
+        }
+        self.parse(what).map(|d| d.format("%Y-%m-%d").to_string())
+    }
+
     /// Like [`DateInput::parse`], for a date that cannot be later than `today` (as in England).
     pub fn parse_past(&self, what: &str, today: NaiveDate) -> Result<NaiveDate, DateError> {
         let d = self.parse(what)?;
@@ -290,6 +298,9 @@ mod tests {
         assert_eq!(typed("1", "september", "2025").parse(when), Ok(NaiveDate::from_ymd_opt(2025, 9, 1).unwrap()));
         assert_eq!(DateInput::from_iso("2025-03-04"), typed("4", "3", "2025"));
         assert_eq!(DateInput::from_iso("nonsense"), DateInput::default());
+        assert_eq!(typed(" ", "", "").optional_iso(when).as_deref(), Ok(""));
+        assert_eq!(typed("4", "3", "2025").optional_iso(when).as_deref(), Ok("2025-03-04"));
+        assert!(typed("4", "", "2025").optional_iso(when).is_err());
     }
 
     #[test]
