@@ -154,6 +154,20 @@ struct SharingPage {
     error: Option<String>,
 }
 
+impl SharingPage {
+    fn boxes(&self, iso: &str) -> DateInput {
+        DateInput::from_iso(iso)
+    }
+
+    /// No error against the date boxes (it is in the page's summary).
+    fn no_error(&self) -> Option<DateError> {
+        None
+    }
+}
+
+/// The sharing form's optional end date, as `YYYY-MM-DD` (empty boxes: until the patient stops it).
+const UNTIL: &str = "the date sharing ends";
+
 #[derive(Template)]
 #[template(path = "portal_log.html")]
 struct LogPage {
@@ -454,7 +468,11 @@ async fn sharing_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 async fn share(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewShare { organization: f.get("organization"), permissions: f.all("permission"), until: f.get("until") };
+    let until = match f.date("until").optional_iso(UNTIL) {
+        Ok(u) => u,
+        Err(e) => return sharing_page(&state, &p, None, Some(e.message)).await,
+    };
+    let new = NewShare { organization: f.get("organization"), permissions: f.all("permission"), until };
     let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
     match or_page!(call(move || sharing::share_with(&db, &ctx, &new)).await) {
         Ok(()) => {
@@ -473,7 +491,11 @@ async fn change_share(
 ) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewShare { organization: String::new(), permissions: f.all("permission"), until: f.get("until") };
+    let until = match f.date("until").optional_iso(UNTIL) {
+        Ok(u) => u,
+        Err(e) => return sharing_page(&state, &p, None, Some(e.message)).await,
+    };
+    let new = NewShare { organization: String::new(), permissions: f.all("permission"), until };
     let (db, ctx, grant) = (state.hf.db.clone(), p.ctx.clone(), path.into_inner());
     match or_page!(call(move || sharing::change_sharing(&db, &ctx, &grant, &new)).await) {
         Ok(()) => {

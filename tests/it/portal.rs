@@ -194,15 +194,26 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     assert!(page.body.contains("Riverside GP system"));
     let csrf = page.field("csrf");
     let share = |b: &mut Browser, perms: &[&str], until: &str| {
-        let mut form = vec![("csrf", csrf.as_str()), ("organization", org), ("until", until)];
+        // Day, month and year boxes, from an ISO date here.
+        let (y, md) = until.split_once('-').unwrap_or(("", ""));
+        let (m, d) = md.split_once('-').unwrap_or(("", ""));
+        let mut form = vec![("csrf", csrf.as_str()), ("organization", org)];
+        form.extend([("until-day", d), ("until-month", m), ("until-year", y)]);
         form.extend(perms.iter().map(|p| ("permission", *p)));
         b.post(&format!("{}/portal/sharing", app.base), &form)
     };
     assert_eq!(share(&mut b, &[], "").status, 400, "nothing chosen");
     assert_eq!(share(&mut b, &["medicines-read"], "2001-01-01").status, 400, "expiry in the past");
+    let no_such_day = share(&mut b, &["medicines-read"], "2099-02-30");
+    assert_eq!(no_such_day.status, 400);
+    assert!(no_such_day.body.contains("The date sharing ends must be a real date"), "{}", no_such_day.body);
     let shared = share(&mut b, &["medicines-read"], "2099-12-31");
     assert_eq!(shared.status, 200, "{}", shared.body);
-    assert!(shared.body.contains("See your prescriptions") && shared.body.contains("2099-12-31"), "{}", shared.body);
+    assert!(
+        shared.body.contains("See your prescriptions") && shared.body.contains("31 December 2099"),
+        "{}",
+        shared.body
+    );
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200, "shared");
     assert_eq!(provider.get(&format!("Patient/{p}")).status, 404, "only what was chosen");
     let stopped = b.post(&format!("{}/portal/sharing/{}/revoke", app.base, grant_id(&shared.body)), &[("csrf", &csrf)]);
@@ -231,7 +242,7 @@ fn sharing_changes_and_the_log_by_who(app: &TestApp) {
     let (mut b, _) = sign_in(app, "ada@example.org");
     let page = b.get(&format!("{}/portal/sharing", app.base));
     let csrf = page.field("csrf");
-    let form = [("csrf", csrf.as_str()), ("organization", org), ("until", ""), ("permission", "medicines-read")];
+    let form = [("csrf", csrf.as_str()), ("organization", org), ("permission", "medicines-read")];
     let shared = b.post(&format!("{}/portal/sharing", app.base), &form);
     assert!(shared.body.contains("Last used</dt><dd>not yet"), "{}", shared.body);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200);
@@ -241,11 +252,22 @@ fn sharing_changes_and_the_log_by_who(app: &TestApp) {
     assert!(!page.body.contains("Last used</dt><dd>not yet"), "the provider's read counts: {}", page.body);
     // Change: personal details too, medicines no longer.
     let id = grant_id(&page.body);
-    let change = [("csrf", csrf.as_str()), ("until", "2099-01-31"), ("permission", "details-read")];
+    let change = [
+        ("csrf", csrf.as_str()),
+        ("until-day", "31"),
+        ("until-month", "1"),
+        ("until-year", "2099"),
+        ("permission", "details-read"),
+    ];
     let changed = b.post(&format!("{}/portal/sharing/{id}/change", app.base), &change);
     assert_eq!(changed.status, 200, "{}", changed.body);
     assert!(changed.body.contains("Changed."), "{}", changed.body);
-    assert!(changed.body.contains("2099-01-31"), "{}", changed.body);
+    assert!(changed.body.contains("31 January 2099"), "{}", changed.body);
+    assert!(
+        changed.body.contains("name=\"until-year\" type=\"text\" inputmode=\"numeric\" maxlength=\"4\" value=\"2099\""),
+        "the change form holds the date: {}",
+        changed.body
+    );
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "medicines no longer shared");
     assert_eq!(provider.get(&format!("Patient/{p}")).status, 200, "details now shared");
     let none = b.post(&format!("{}/portal/sharing/{}/change", app.base, grant_id(&changed.body)), &[("csrf", &csrf)]);
