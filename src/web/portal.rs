@@ -174,11 +174,17 @@ struct LogPage {
     section: &'static str,
     csrf: String,
     period: Period,
+    /// The period's date boxes as typed (or as the period's dates).
+    boxes: [DateInput; 2],
     log: LogView,
     error: Option<String>,
 }
 
 impl LogPage {
+    fn no_error(&self) -> Option<DateError> {
+        None
+    }
+
     fn chosen(&self, who: &str) -> bool {
         self.period.who == who
     }
@@ -520,10 +526,33 @@ async fn revoke(
     sharing_page(&state, &p, Some(notice.into()), None).await
 }
 
-fn period(req: &HttpRequest) -> Period {
+/// The access log's filters. Its dates come from the date boxes (`from-day`, …), or as
+/// `YYYY-MM-DD` in `from` and `to` from the page's own links (next page, CSV). Also the boxes, to
+/// show again, and what is wrong with a typed date.
+fn period(req: &HttpRequest) -> (Period, [DateInput; 2], Option<String>) {
     let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    Period { from: get("from"), to: get("to"), who: get("who"), before: get("before").parse().ok() }
+    let mut error = None;
+    let mut date = |k: &str, what: &str| {
+        let boxes = DateInput {
+            day: get(&format!("{k}-day")),
+            month: get(&format!("{k}-month")),
+            year: get(&format!("{k}-year")),
+        };
+        if boxes.is_empty() {
+            return (get(k), DateInput::from_iso(&get(k)));
+        }
+        match boxes.optional_iso(what) {
+            Ok(iso) => (iso, boxes),
+            Err(e) => {
+                error.get_or_insert(e.message);
+                (String::new(), boxes)
+            }
+        }
+    };
+    let (from, from_boxes) = date("from", "the start of the period");
+    let (to, to_boxes) = date("to", "the end of the period");
+    (Period { from, to, who: get("who"), before: get("before").parse().ok() }, [from_boxes, to_boxes], error)
 }
 
 async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<LogView, PortalError> {
@@ -536,18 +565,22 @@ async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> 
 
 async fn log_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let period = period(&req);
-    let (log, error) = match log_rows(&state, &p, &period).await {
+    let (period, boxes, typed) = period(&req);
+    let rows = match typed {
+        Some(m) => Err(PortalError::Invalid(m)),
+        None => log_rows(&state, &p, &period).await,
+    };
+    let (log, error) = match rows {
         Ok(log) => (log, None),
         Err(e) => (LogView::default(), Some(form_message!(e))),
     };
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, LogPage { section: "log", csrf: p.csrf(), period, log, error }.render())
+    html(status, LogPage { section: "log", csrf: p.csrf(), period, boxes, log, error }.render())
 }
 
 async fn log_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period(&req));
+    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period(&req).0);
     let rows = or_page!(run(move || access_log::access_log_all(&db, &audit, &ctx, &period)).await);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")

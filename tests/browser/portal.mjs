@@ -368,8 +368,12 @@ try {
     check(log.includes(want), `the access log does not show "${want}":\n${log}`);
   }
   await audit(page, 'access-log');
-  await page.getByLabel('From').fill('2001-01-01');
-  await page.getByLabel('To').fill('2001-12-31');
+  for (const [legend, day, month] of [['From', '1', '1'], ['To', '31', '12']]) {
+    const boxes = page.getByRole('group', { name: legend, exact: true });
+    await boxes.getByLabel('Day').fill(day);
+    await boxes.getByLabel('Month').fill(month);
+    await boxes.getByLabel('Year').fill('2001');
+  }
   await page.getByRole('button', { name: 'Show' }).click();
   await page.getByText('Nothing is recorded for this period').waitFor();
 

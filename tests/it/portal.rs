@@ -229,6 +229,14 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     let none = b.get(&format!("{}/portal/access-log?from=2001-01-01&to=2001-12-31", app.base));
     assert!(none.body.contains("Nothing is recorded for this period"));
     assert_eq!(b.get(&format!("{}/portal/access-log?from=soon", app.base)).status, 400);
+    // The period's dates as day, month and year boxes; the CSV link carries them as dates.
+    let typed = "from-day=1&from-month=1&from-year=2001&to-day=31&to-month=12&to-year=2001";
+    let none = b.get(&format!("{}/portal/access-log?{typed}", app.base));
+    assert!(none.body.contains("Nothing is recorded for this period"), "{}", none.body);
+    assert!(none.body.contains("access-log.csv?from=2001-01-01&amp;to=2001-12-31"), "{}", none.body);
+    let bad = b.get(&format!("{}/portal/access-log?from-day=30&from-month=2&from-year=2025", app.base));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("The start of the period must be a real date") && bad.body.contains("value=\"30\""));
 }
 
 /// The sharing page: last use from the audit trail, and changing what a provider may do (the
