@@ -79,8 +79,16 @@ fn portal_speaks_plain_uk_english(app: &TestApp) {
     assert!(list.body.contains("Last dispensed <span class=\"date\">1 July 2024</span>"), "{}", list.body);
     assert!(list.body.contains("(now stopped)"), "{}", list.body);
 
-    let pages =
-        ["/portal", "/portal/medicines", "/portal/allergies", "/portal/timeline", "/portal/print", "/portal/account"];
+    let pages = [
+        "/portal",
+        "/portal/medicines",
+        "/portal/allergies",
+        "/portal/timeline",
+        "/portal/print",
+        "/portal/account",
+        "/portal/sharing",
+        "/portal/access-log",
+    ];
     for page in pages {
         let body = b.get(&format!("{}{page}", app.base)).body;
         assert_eq!(iso_date(&visible_text(&body)), None, "an ISO date shown on {page}: {body}");
