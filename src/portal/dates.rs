@@ -1,57 +1,18 @@
 //! Dates and times as a patient in the UK reads them: "12 April 1958", "14:05", in the time the
 //! clocks in England show (Europe/London), whatever the server's zone.
 //!
-//! The UK's rule is fixed by the Summer Time Order 2002 (the EU rule since 1996): British Summer
-//! Time, UTC+1, from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of
-//! October. One zone with one rule is written out here rather than built from a time-zone
-//! database crate; the instants shown (entries, sessions, access) are all far later than 1996.
+//! The clocks' rule itself ([`crate::time::london`]) sits in the bottom layer, so that the record
+//! file's summary (portability) shows England's time too.
 
 use crate::fhir::time;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
+use crate::time::{london, words, MONTHS};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use super::PortalError;
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// 01:00 UTC on the last Sunday of `month` in `year`: when the UK's clocks change.
-fn change_instant(year: i32, month: u32) -> Option<DateTime<Utc>> {
-    let last = NaiveDate::from_ymd_opt(year, month + 1, 1)?.pred_opt()?;
-    let back = last.weekday().num_days_from_sunday();
-    let sunday = last - Duration::days(back.into());
-    debug_assert_eq!(sunday.weekday(), Weekday::Sun);
-    Some(Utc.from_utc_datetime(&sunday.and_hms_opt(1, 0, 0)?))
-}
-
-/// The wall-clock time in England at a UTC instant.
-pub(crate) fn london(t: DateTime<Utc>) -> NaiveDateTime {
-    let year = t.year();
-    let summer = match (change_instant(year, 3), change_instant(year, 10)) {
-        (Some(start), Some(end)) => t >= start && t < end,
-        _ => false,
-    };
-    t.naive_utc() + Duration::hours(if summer { 1 } else { 0 })
-}
-
 fn from_micros(micros: i64) -> Option<NaiveDateTime> {
     Utc.timestamp_micros(micros).single().map(london)
-}
-
-fn words(d: NaiveDate) -> String {
-    format!("{} {} {}", d.day(), MONTHS[d.month0() as usize], d.year())
 }
 
 /// The date part of a FHIR date or dateTime, as a date in England: `2025-03-14T10:00:00Z` →
@@ -98,7 +59,7 @@ pub(crate) fn iso_day(micros: i64) -> String {
 
 /// A stored instant as the date and clock time in England: `14 March 2025, 10:05`.
 pub(crate) fn minute(micros: i64) -> String {
-    from_micros(micros).map(|t| format!("{}, {}", words(t.date()), t.format("%H:%M"))).unwrap_or_default()
+    Utc.timestamp_micros(micros).single().map(crate::time::england_minute).unwrap_or_default()
 }
 
 /// A date the patient typed, checked: `YYYY-MM-DD`.
