@@ -5,7 +5,7 @@ use super::dates::{today_in_england, DateError, DateInput};
 use super::{own_patient, PortalError};
 use crate::access::AccessContext;
 use crate::fhir::store::WriteOptions;
-use crate::fhir::{time, FhirError, Store, DMD_SYSTEM};
+use crate::fhir::{FhirError, Store, DMD_SYSTEM};
 use serde_json::{json, Value};
 
 const MAX_DOSE: usize = 500;
@@ -73,7 +73,7 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken, confirmed: 
         "subject": me,
         "informationSource": me,
         "effectivePeriod": {"start": start},
-        "dateAsserted": time::today(),
+        "dateAsserted": today_in_england().to_string(),
         "dosage": [{"text": dose}],
         "note": [{"text": "Reported by the patient in the Healthfolio portal"}]
     });
@@ -132,7 +132,8 @@ pub fn stop_taken(store: &Store, ctx: &AccessContext, id: &str) -> Result<(), Po
     let obj = body.as_object_mut().ok_or(PortalError::NotFound)?;
     obj.remove("effectiveDateTime");
     obj.insert("status".into(), json!("stopped"));
-    let mut period = json!({"end": time::today()});
+    // The day the patient stopped is the day it was in England when they said so.
+    let mut period = json!({"end": today_in_england().to_string()});
     if !start.is_null() {
         period["start"] = start;
     }

@@ -448,7 +448,7 @@ async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let h = or_page!(run(move || home::home(&store, &ctx, None)).await);
-    let today = crate::time::today();
+    let today = dates::today_in_england().to_string();
     html(StatusCode::OK, PrintPage { person: h.person, current: h.current, allergies: h.allergies, today }.render())
 }
 
