@@ -180,9 +180,14 @@ struct LogPage {
     error: Option<String>,
 }
 
+/// How the access log's dates are named in their messages.
+const PERIOD_DATES: [&str; 2] = ["the start of the period", "the end of the period"];
+
 impl LogPage {
-    fn no_error(&self) -> Option<DateError> {
-        None
+    /// What is wrong with the period's `i`th date as typed, shown against its boxes.
+    fn date_error(&self, i: usize) -> Option<DateError> {
+        self.error.as_ref()?;
+        self.boxes.get(i)?.optional_iso(PERIOD_DATES.get(i)?).err()
     }
 
     fn chosen(&self, who: &str) -> bool {
@@ -550,8 +555,8 @@ fn period(req: &HttpRequest) -> (Period, [DateInput; 2], Option<String>) {
             }
         }
     };
-    let (from, from_boxes) = date("from", "the start of the period");
-    let (to, to_boxes) = date("to", "the end of the period");
+    let (from, from_boxes) = date("from", PERIOD_DATES[0]);
+    let (to, to_boxes) = date("to", PERIOD_DATES[1]);
     (Period { from, to, who: get("who"), before: get("before").parse().ok() }, [from_boxes, to_boxes], error)
 }
 

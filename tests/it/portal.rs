@@ -237,6 +237,7 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     let bad = b.get(&format!("{}/portal/access-log?from-day=30&from-month=2&from-year=2025", app.base));
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("The start of the period must be a real date") && bad.body.contains("value=\"30\""));
+    assert!(bad.body.contains("id=\"from-error\"") && !bad.body.contains("id=\"to-error\""), "against its boxes");
 }
 
 /// The sharing page: last use from the audit trail, and changing what a provider may do (the
