@@ -131,6 +131,12 @@ pub fn ticks(first: NaiveDate, last: NaiveDate, gap: f64) -> Vec<Tick> {
         }
         None => {
             let step = [1, 2, 5, 10, 20, 50].into_iter().find(|&y| months_between(12 * y) >= gap).unwrap_or(100);
+            // The first year at the axis' start too, when there is room before the next mark:
+            // a bar that starts before the first January is then not without a year.
+            let next = NaiveDate::from_ymd_opt(first.year() + 1, 1, 1);
+            if step == 1 && next.is_some_and(|n| (n - first).num_days() as f64 >= gap) {
+                out.push(Tick { day: first, label: first.year().to_string() });
+            }
             for y in first.year() + 1..=last.year() {
                 if y % step == 0 {
                     if let Some(d) = NaiveDate::from_ymd_opt(y, 1, 1) {
@@ -350,8 +356,10 @@ mod tests {
     fn years_on_a_long_axis_months_on_a_short_one() {
         let years = ticks(d("2019-05-01"), d("2025-11-25"), 100.0);
         let labels: Vec<&str> = years.iter().map(|t| t.label.as_str()).collect();
-        assert_eq!(labels, ["2020", "2021", "2022", "2023", "2024", "2025"]);
-        assert_eq!(years[0].day, d("2020-01-01"));
+        assert_eq!(labels, ["2019", "2020", "2021", "2022", "2023", "2024", "2025"]);
+        assert_eq!((years[0].day, years[1].day), (d("2019-05-01"), d("2020-01-01")), "the first year at the start");
+        // No room before the first January: no label at the start.
+        assert_eq!(ticks(d("2019-11-01"), d("2025-11-25"), 100.0)[0].label, "2020");
         // Crowded: every other year.
         let sparse = ticks(d("2005-05-01"), d("2025-11-25"), 500.0);
         assert!(sparse.iter().all(|t| t.day.year() % 2 == 0) && sparse.len() == 10, "{sparse:?}");
