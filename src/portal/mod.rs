@@ -16,6 +16,7 @@ pub mod registration;
 pub mod sharing;
 pub mod taken;
 pub mod timeline;
+pub mod words;
 
 use crate::access::AccessContext;
 use crate::fhir::search::{SearchRequest, SearchResult};

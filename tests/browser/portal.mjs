@@ -238,6 +238,21 @@ try {
   step('timeline, allergies and problems, print view');
   await goto(page, '/portal/timeline');
   await audit(page, 'timeline');
+  // One drawing shows at each width, and its text is drawn at 12 px or more (it scales with the page).
+  for (const [size, shown] of [[DESKTOP, 'wide'], [NARROW, 'narrow']]) {
+    await page.setViewportSize(size);
+    const drawn = await page.evaluate(() => [...document.querySelectorAll('svg.timeline')]
+      .filter((s) => s.getBoundingClientRect().width > 0)
+      .map((s) => ({ kind: s.classList.contains('wide') ? 'wide' : 'narrow',
+        px: Number(s.getAttribute('font-size')) * s.getBoundingClientRect().width / s.viewBox.baseVal.width })));
+    check(drawn.length === 1 && drawn[0].kind === shown, `at ${size.width}px the timeline shows ${JSON.stringify(drawn)}, not the ${shown} drawing`);
+    check(drawn[0].px >= 12, `the timeline's text is ${drawn[0].px.toFixed(1)} px at ${size.width}px`);
+    await screenshot(page, `timeline-${shown}`);
+  }
+  await page.setViewportSize(DESKTOP);
+  for (const name of medicines) {
+    check((await page.locator('svg.timeline.wide').textContent()).includes(name), `the timeline does not name ${name} in full`);
+  }
   await page.getByRole('link', { name: 'Allergies and problems' }).click();
   await page.waitForURL(`${base}/portal/allergies`);
   check((await mainText(page)).includes(allergy), 'the allergies page does not show the allergy');
@@ -255,10 +270,31 @@ try {
   await page.waitForURL(`${base}/portal/medicines/add`);
   await audit(page, 'add-medicine');
 
+  step('a date that does not exist: the error stands against the date boxes, the summary links to them');
+  const startDate = () => page.getByRole('group', { name: 'When did you start taking it?' });
+  const fillDate = async (day, month, year) => {
+    await startDate().getByLabel('Day').fill(day);
+    await startDate().getByLabel('Month').fill(month);
+    await startDate().getByLabel('Year').fill(year);
+  };
+  await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
+  await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
+  await fillDate('31', '2', '2025');
+  await page.getByRole('button', { name: 'Add medicine' }).click();
+  await page.getByRole('alert').waitFor();
+  const dateError = 'The date you started taking it must be a real date';
+  check((await page.getByRole('alert').innerText()).includes(dateError), 'no error summary for 31 February');
+  check((await startDate().innerText()).includes(dateError), 'the date error is not shown against its fieldset');
+  check((await startDate().getByLabel('Day').inputValue()) === '31', 'the typed day was not kept');
+  await page.getByRole('alert').getByRole('link', { name: dateError }).click();
+  check(await startDate().getByLabel('Day').evaluate((e) => e === document.activeElement || location.hash === '#start-day'),
+    'the summary link does not lead to the day box');
+  await audit(page, 'add-medicine-date-error');
+
   step(`adding "${medicines[0]}" again: a warning before anything is saved, then back to the form`);
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: medicines[0] });
   await page.getByLabel('How you take it').fill('1 tablet at night');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.getByRole('alert').waitFor();
   check((await page.getByRole('alert').innerText()).includes('already on your list'), 'no warning about a medicine already taken');
@@ -267,7 +303,7 @@ try {
   await page.getByLabel('Medicine', { exact: true }).waitFor();
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
   await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.waitForURL(`${base}/portal/medicines`);
   const row = page.getByRole('row').filter({ hasText: added });
@@ -350,8 +386,12 @@ try {
   await page.getByRole('button', { name: 'Show' }).click();
   await page.waitForURL((u) => !u.search.includes('own=yes'));
   await audit(page, 'access-log');
-  await page.getByLabel('From').fill('2001-01-01');
-  await page.getByLabel('To').fill('2001-12-31');
+  for (const [legend, day, month] of [['From', '1', '1'], ['To', '31', '12']]) {
+    const boxes = page.getByRole('group', { name: legend, exact: true });
+    await boxes.getByLabel('Day').fill(day);
+    await boxes.getByLabel('Month').fill(month);
+    await boxes.getByLabel('Year').fill('2001');
+  }
   await page.getByRole('button', { name: 'Show' }).click();
   await page.getByText('Nothing is recorded for this period').waitFor();
 

@@ -30,3 +30,4 @@ mod support;
 mod timeline;
 mod tools;
 mod transfer;
+mod ukstyle;
