@@ -37,7 +37,8 @@ fn lines(body: &str) -> Vec<Line> {
         .split("<tr>")
         .skip(1)
         .map(|row| {
-            let when = row.split("<time>").nth(1).and_then(|t| t.split("</time>").next()).unwrap_or_default();
+            let when =
+                row.split("<span class=\"date\">").nth(1).and_then(|t| t.split("</span>").next()).unwrap_or_default();
             Line {
                 when: when.to_string(),
                 who: cell(row, "Who"),
@@ -98,7 +99,9 @@ fn the_log_says_who_did_what(app: &TestApp) {
         ("medicine", String::new()),
         ("other", "Vitamin D 1000 unit capsules".into()),
         ("dose", "1 a day".into()),
-        ("start", "2025-09-01".into()),
+        ("start-day", "1".into()),
+        ("start-month", "9".into()),
+        ("start-year", "2025".into()),
     ];
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(b.post(&format!("{}/portal/medicines/add", app.base), &form).status, 303);
