@@ -156,7 +156,8 @@ impl Store {
     pub fn search(&self, ctx: &AccessContext, req: &SearchRequest) -> Result<SearchResult, FhirError> {
         let result = self.read_conn(ctx).map_err(FhirError::from).and_then(|mut c| search::run(&mut c, ctx, req));
         let query = url_encode(&req.params);
-        let patient = req.compartment.as_deref().or(ctx.compartment());
+        let named = super::audited::searched_patient(&req.params);
+        let patient = req.compartment.as_deref().or(ctx.compartment()).or(named.as_deref());
         let counted = result.as_ref().map(|r| r.matches.len() + r.included.len());
         self.audit.record(ctx, crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted));
         result

@@ -1,5 +1,6 @@
 //! One integration test binary (link time), every test over real HTTP on both databases.
 
+mod access_words;
 mod bad_input;
 mod browser;
 mod client_libs;
@@ -30,3 +31,4 @@ mod support;
 mod timeline;
 mod tools;
 mod transfer;
+mod ukstyle;
