@@ -9,6 +9,10 @@ pub struct Config {
     pub addr: String,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// PostgreSQL streaming replicas that serve reads which may be a moment behind (empty: none).
+    pub read_database_urls: Vec<String>,
+    /// How far behind the primary a replica may be and still serve reads.
+    pub read_max_lag_ms: u64,
     /// The public URL of the service, without a trailing slash; the FHIR base is `{base_url}/fhir`.
     pub base_url: String,
     pub body_limit: usize,
@@ -63,6 +67,12 @@ pub struct Overrides {
     /// Database URL: postgres://… selects PostgreSQL; default is a SQLite file in the data dir [env: HEALTHFOLIO_DATABASE_URL]
     #[arg(long, env = "HEALTHFOLIO_DATABASE_URL", hide_env = true)]
     pub database_url: Option<String>,
+    /// Read replicas of a PostgreSQL primary, comma-separated postgres:// URLs [env: HEALTHFOLIO_READ_DATABASE_URL]
+    #[arg(long, env = "HEALTHFOLIO_READ_DATABASE_URL", hide_env = true)]
+    pub read_database_url: Option<String>,
+    /// Milliseconds a read replica may lag before reads go to the primary [env: HEALTHFOLIO_READ_MAX_LAG_MS] [default: 2000]
+    #[arg(long, env = "HEALTHFOLIO_READ_MAX_LAG_MS", hide_env = true)]
+    pub read_max_lag_ms: Option<u64>,
     /// Public URL of the service [env: HEALTHFOLIO_BASE_URL] [default: http://<addr>]
     #[arg(long, env = "HEALTHFOLIO_BASE_URL", hide_env = true)]
     pub base_url: Option<String>,
@@ -119,6 +129,8 @@ struct FileConfig {
     addr: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    read_database_url: Option<String>,
+    read_max_lag_ms: Option<u64>,
     base_url: Option<String>,
     body_limit: Option<usize>,
     body_timeout: Option<u64>,
@@ -153,6 +165,19 @@ impl Config {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| data_dir.join("healthfolio.db").to_string_lossy().into_owned());
+        let read_database_urls: Vec<String> = o
+            .read_database_url
+            .clone()
+            .or(file.read_database_url)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(u) = read_database_urls.iter().find(|u| !u.starts_with("postgres")) {
+            return Err(ConfigError::Invalid(format!("read replica '{u}' is not a postgres:// URL")));
+        }
         let tls = match (o.tls_cert.clone().or(file.tls_cert), o.tls_key.clone().or(file.tls_key)) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -176,6 +201,8 @@ impl Config {
         Ok(Config {
             addr,
             database_url,
+            read_database_urls,
+            read_max_lag_ms: o.read_max_lag_ms.or(file.read_max_lag_ms).unwrap_or(2000),
             base_url,
             body_limit: o.body_limit.or(file.body_limit).unwrap_or(10 * 1024 * 1024),
             body_timeout_secs: o.body_timeout.or(file.body_timeout).unwrap_or(10).max(1),
@@ -198,13 +225,8 @@ impl Config {
 
     /// `config show`: every effective setting, with secrets and database passwords hidden.
     pub fn redacted(&self) -> String {
-        let url = match (self.database_url.find("://"), self.database_url.rfind('@')) {
-            (Some(s), Some(at)) if self.database_url[s + 3..at].contains(':') => {
-                let user_end = self.database_url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
-                format!("{}:***{}", &self.database_url[..user_end], &self.database_url[at..])
-            }
-            _ => self.database_url.clone(),
-        };
+        let url = hide_password(&self.database_url);
+        let read_urls = self.read_database_urls.iter().map(|u| hide_password(u)).collect::<Vec<_>>().join(",");
         let secret = if self.secret_key.is_some() {
             "set (HEALTHFOLIO_SECRET_KEY, hidden)"
         } else {
@@ -215,13 +237,26 @@ impl Config {
             None => "off".into(),
         };
         format!(
-            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\nbody_timeout = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}\nbehind_proxy = {}",
-            self.addr, self.data_dir.display(), self.base_url, self.fhir_base(), self.body_limit, self.body_timeout_secs, self.pool_size, self.token_lifetime,
+            "addr = {}\ndata_dir = {}\ndatabase_url = {url}\nread_database_url = {read_urls}\nread_max_lag_ms = {}\nbase_url = {}\nfhir_base = {}\nbody_limit = {}\nbody_timeout = {}\npool_size = {}\ntoken_lifetime = {}\nsecret_key = {secret}\ntls = {tls}\nbulk_dir = {}\njob_lease = {}\nexport_pause_ms = {}\nsync_interval = {}\nopen_signup = {}\nbehind_proxy = {}",
+            self.addr, self.data_dir.display(), self.read_max_lag_ms, self.base_url, self.fhir_base(), self.body_limit, self.body_timeout_secs, self.pool_size, self.token_lifetime,
             self.bulk_dir.display(), self.bulk.lease_secs, self.bulk.pause_ms, self.sync_interval_secs, self.open_signup,
             self.behind_proxy
         )
     }
+}
 
+/// A database URL with its password, if any, replaced by `***`.
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if url[s + 3..at].contains(':') => {
+            let user_end = url[s + 3..at].find(':').map_or(at, |i| s + 3 + i);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
     /// Refuses a configuration that would be unsafe in production: plain http on a non-local
     /// address (unless explicitly allowed), or https without a configured secret key.
     pub fn check_production(&self, insecure_http: bool) -> Result<(), ConfigError> {

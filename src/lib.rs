@@ -63,6 +63,8 @@ impl Healthfolio {
         // One connection more than the requests' pool size: the access-log writer keeps its own.
         let db = Db::open(&config.database_url, config.pool_size + 1)?;
         db.migrate()?;
+        let db =
+            db.with_replicas(&config.read_database_urls, std::time::Duration::from_millis(config.read_max_lag_ms))?;
         let secret = auth::keys::load_secret(config.secret_key.as_deref(), &config.data_dir)?;
         let keys = Keys::new(db.clone(), secret);
         keys.ensure()?;

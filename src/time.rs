@@ -2,7 +2,7 @@
 //! dates as ranges (a value's precision implies the span it covers, "2025-01" is all of January,
 //! which is what date search compares: conformance §2.2).
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
 
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
@@ -87,6 +87,57 @@ pub fn format_http_date(micros: i64) -> String {
 
 pub fn parse_http_date(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc2822(s).ok().map(|t| t.timestamp_micros())
+}
+
+// England's clocks. The UK's rule is fixed by the Summer Time Order 2002 (the EU rule since
+// 1996): British Summer Time, UTC+1, from 01:00 UTC on the last Sunday of March to 01:00 UTC on
+// the last Sunday of October. One zone with one rule is written out here rather than built from
+// a time-zone database crate; the instants shown (entries, sessions, access) are all far later
+// than 1996.
+
+pub const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// 01:00 UTC on the last Sunday of `month` in `year`: when the UK's clocks change.
+fn change_instant(year: i32, month: u32) -> Option<DateTime<Utc>> {
+    let last = NaiveDate::from_ymd_opt(year, month + 1, 1)?.pred_opt()?;
+    let back = last.weekday().num_days_from_sunday();
+    let sunday = last - Duration::days(back.into());
+    debug_assert_eq!(sunday.weekday(), Weekday::Sun);
+    Some(Utc.from_utc_datetime(&sunday.and_hms_opt(1, 0, 0)?))
+}
+
+/// The wall-clock time in England at a UTC instant.
+pub fn london(t: DateTime<Utc>) -> NaiveDateTime {
+    let year = t.year();
+    let summer = match (change_instant(year, 3), change_instant(year, 10)) {
+        (Some(start), Some(end)) => t >= start && t < end,
+        _ => false,
+    };
+    t.naive_utc() + Duration::hours(if summer { 1 } else { 0 })
+}
+
+/// A date in words: `12 April 1958`.
+pub fn words(d: NaiveDate) -> String {
+    format!("{} {} {}", d.day(), MONTHS[d.month0() as usize], d.year())
+}
+
+/// An instant as the date and clock time in England: `14 March 2025, 10:05`.
+pub fn england_minute(t: DateTime<Utc>) -> String {
+    let t = london(t);
+    format!("{}, {}", words(t.date()), t.format("%H:%M"))
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`.

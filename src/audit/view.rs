@@ -41,6 +41,10 @@ pub struct AuditRow {
 
 const COLUMNS: &str = "aid, id, recorded, patient_id, client_id, subject, action, interaction, res_type, res_id, query, outcome, detail, count";
 
+/// The interactions that only look at a record.
+const VIEWS: &[&str] =
+    &["read", "vread", "search-type", "search-system", "history-instance", "history-type", "history-system"];
+
 /// Filters for `AuditEvent?…`; `after` is the keyset position (newest first).
 #[derive(Default, Debug)]
 pub struct AuditQuery {
@@ -51,6 +55,8 @@ pub struct AuditQuery {
     pub before_aid: Option<i64>,
     /// Only what this client did (`None` inside: the operator, who has no client).
     pub client: Option<Option<String>>,
+    /// Leave out this client's reads and searches (the patient's own views in the portal).
+    pub hide_views_of: Option<String>,
     pub limit: i64,
 }
 
@@ -79,6 +85,12 @@ pub fn search_audit_events(conn: &mut Conn, q: &AuditQuery) -> Result<Vec<AuditR
             sql.push(" AND (client_id IS NULL OR client_id = 'healthfolio-cli')");
         }
         None => {}
+    }
+    if let Some(c) = &q.hide_views_of {
+        sql.push(" AND (client_id IS NULL OR client_id <> ").text(c.clone());
+        sql.push(" OR interaction NOT IN ");
+        sql.list(VIEWS.iter().map(|v| Bind::Text(v.to_string())));
+        sql.push(")");
     }
     sql.push(" ORDER BY aid DESC LIMIT ").int(q.limit);
     conn.load(&sql)

@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod jobs;
+mod replica;
 mod sql;
 
 pub use sql::{Bind, Sql};
@@ -17,6 +18,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::sqlite::SqliteConnection;
 use diesel::QueryableByName;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,7 +73,18 @@ pub enum Db {
     /// SQLite has one writer at a time; writers queue on the in-process lock (woken at once)
     /// rather than on SQLite's busy handler, which sleeps in millisecond steps.
     Sqlite(Pool<ConnectionManager<SqliteConnection>>, Arc<Mutex<()>>),
-    Postgres(Pool<ConnectionManager<PgConnection>>),
+    /// The primary, and the read replicas when there are any.
+    Postgres(Pool<ConnectionManager<PgConnection>>, Option<Arc<replica::Replicas>>),
+}
+
+/// libpq would otherwise try GSSAPI (Kerberos) on every connect; Kerberos' own process-exit
+/// teardown then aborts a thread still connecting. Set it in the URL to use it.
+fn without_gss(url: &str) -> String {
+    if url.contains("gssencmode=") {
+        url.to_string()
+    } else {
+        format!("{url}{}gssencmode=disable", if url.contains('?') { '&' } else { '?' })
+    }
 }
 
 pub enum Conn {
@@ -101,13 +114,7 @@ impl Db {
     /// (an optional `sqlite://` prefix is accepted).
     pub fn open(url: &str, pool_size: u32) -> Result<Db, DbError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // libpq would otherwise try GSSAPI (Kerberos) on every connect; Kerberos' own
-            // process-exit teardown then aborts a thread still connecting. Set it in the URL to use it.
-            let url = if url.contains("gssencmode=") {
-                url.to_string()
-            } else {
-                format!("{url}{}gssencmode=disable", if url.contains('?') { '&' } else { '?' })
-            };
+            let url = without_gss(url);
             // No `SELECT 1` before every checkout (a round trip per request); a connection that
             // broke fails its statement, is reported broken and dropped by the pool.
             let pool = Pool::builder()
@@ -116,7 +123,7 @@ impl Db {
                 .test_on_check_out(false)
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| DbError::Pool(e.to_string()))?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::Postgres(pool, None))
         } else {
             let path = url.strip_prefix("sqlite://").unwrap_or(url);
             // WAL (readers beside the one writer) is a property of the file: set it once, before
@@ -137,17 +144,60 @@ impl Db {
         }
     }
 
+    /// Adds read replicas (PostgreSQL streaming standbys of this primary) that
+    /// [`Db::read_conn`] prefers while they are at most `max_lag` behind. SQLite ignores them:
+    /// its one file is read where it is written.
+    pub fn with_replicas(self, urls: &[String], max_lag: Duration) -> Result<Db, DbError> {
+        match self {
+            Db::Postgres(primary, _) if !urls.is_empty() => {
+                let size = primary.max_size();
+                let replicas = replica::Replicas::open(&primary, urls, size, max_lag)?;
+                Ok(Db::Postgres(primary, Some(replicas)))
+            }
+            db => Ok(db),
+        }
+    }
+
+    /// A connection for reads that may be served by a replica: one current enough (within the
+    /// lag bound, and past `caller`'s own last write), else the primary. Never for writes, nor
+    /// for checking tokens, revocations or grants: those read the primary ([`Db::conn`]).
+    pub fn read_conn(&self, caller: &str) -> Result<Conn, DbError> {
+        if let Db::Postgres(_, Some(replicas)) = self {
+            if let Some(c) = replicas.conn(caller) {
+                return Ok(Conn::Postgres(c));
+            }
+        }
+        self.conn()
+    }
+
+    /// Notes that `caller` committed a write: its reads go to the primary until a replica has it.
+    pub fn wrote(&self, caller: &str) {
+        if let Db::Postgres(_, Some(replicas)) = self {
+            replicas.wrote(caller);
+        }
+    }
+
+    /// Reads served by a replica and, with replicas configured, those the primary served instead.
+    pub fn reads_served(&self) -> (u64, u64) {
+        match self {
+            Db::Postgres(_, Some(r)) => {
+                (r.served_by_replica.load(Ordering::Relaxed), r.served_by_primary.load(Ordering::Relaxed))
+            }
+            _ => (0, 0),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(..) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
         }
     }
 
     pub fn conn(&self) -> Result<Conn, DbError> {
         match self {
             Db::Sqlite(p, _) => p.get().map(Conn::Sqlite),
-            Db::Postgres(p) => p.get().map(Conn::Postgres),
+            Db::Postgres(p, _) => p.get().map(Conn::Postgres),
         }
         .map_err(|e| DbError::Pool(e.to_string()))
     }
@@ -185,7 +235,7 @@ impl Db {
     pub fn analyze(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(..) => Ok(()),
-            Db::Postgres(_) => self.conn()?.batch("ANALYZE"),
+            Db::Postgres(..) => self.conn()?.batch("ANALYZE"),
         }
     }
 
@@ -194,7 +244,7 @@ impl Db {
     fn checkpoint(&self) -> Result<(), DbError> {
         match self {
             Db::Sqlite(..) => self.conn()?.batch("PRAGMA wal_checkpoint(PASSIVE);"),
-            Db::Postgres(_) => Ok(()),
+            Db::Postgres(..) => Ok(()),
         }
     }
 
@@ -221,7 +271,7 @@ impl Db {
     pub fn pool_state(&self) -> (u32, u32) {
         let s = match self {
             Db::Sqlite(p, _) => p.state(),
-            Db::Postgres(p) => p.state(),
+            Db::Postgres(p, _) => p.state(),
         };
         (s.connections, s.idle_connections)
     }
@@ -243,7 +293,7 @@ impl Db {
     {
         let _writer = match self {
             Db::Sqlite(_, lock) => Some(lock.lock().unwrap_or_else(|p| p.into_inner())),
-            Db::Postgres(_) => None,
+            Db::Postgres(..) => None,
         };
         conn.transaction(f)
     }

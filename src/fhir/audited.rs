@@ -77,9 +77,43 @@ impl AuditEntry {
     }
 }
 
+/// The one patient a search names by its `patient` or `subject` parameter (`123`, `Patient/123`
+/// or an absolute reference), so that the search shows in that patient's access log even when
+/// the caller's token has no patient in context (a provider system). None when it names none,
+/// several, or names them another way (a chain, an identifier).
+pub(crate) fn searched_patient(params: &[(String, String)]) -> Option<String> {
+    let mut named = params
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "patient" | "subject" | "patient:Patient" | "subject:Patient"))
+        .map(|(_, v)| v.rsplit_once("Patient/").map_or(v.as_str(), |(_, id)| id));
+    let id = named.next()?;
+    let plain = !id.is_empty() && !id.contains([',', '/', '|', '?']);
+    (plain && named.all(|other| other == id)).then(|| id.to_string())
+}
+
 fn outcome_of(e: &FhirError) -> i64 {
     match e {
         FhirError::Db(_) => 8,
         _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::searched_patient;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_search_names_its_one_patient() {
+        assert_eq!(searched_patient(&p(&[("patient", "123")])).as_deref(), Some("123"));
+        assert_eq!(searched_patient(&p(&[("subject", "Patient/123"), ("status", "active")])).as_deref(), Some("123"));
+        assert_eq!(searched_patient(&p(&[("patient", "https://x.example/fhir/Patient/9")])).as_deref(), Some("9"));
+        assert_eq!(searched_patient(&p(&[("patient", "1,2")])), None);
+        assert_eq!(searched_patient(&p(&[("patient", "1"), ("subject", "2")])), None);
+        assert_eq!(searched_patient(&p(&[("patient.identifier", "x|1")])), None);
+        assert_eq!(searched_patient(&p(&[("status", "active")])), None);
     }
 }

@@ -154,9 +154,10 @@ fn outcome_entry(r: &SearchResult) -> Option<Value> {
 
 impl Store {
     pub fn search(&self, ctx: &AccessContext, req: &SearchRequest) -> Result<SearchResult, FhirError> {
-        let result = self.db.conn().map_err(FhirError::from).and_then(|mut c| search::run(&mut c, ctx, req));
+        let result = self.read_conn(ctx).map_err(FhirError::from).and_then(|mut c| search::run(&mut c, ctx, req));
         let query = url_encode(&req.params);
-        let patient = req.compartment.as_deref().or(ctx.compartment());
+        let named = super::audited::searched_patient(&req.params);
+        let patient = req.compartment.as_deref().or(ctx.compartment()).or(named.as_deref());
         let counted = result.as_ref().map(|r| r.matches.len() + r.included.len());
         self.audit.record_durably(ctx, crate::audit::AuditEntry::search(Some(&req.rtype), &query, patient, counted))?;
         result
@@ -196,6 +197,7 @@ impl Store {
                 _ => Err(FhirError::MultipleMatches(format!("If-None-Exist '{query}' matches more than one {rtype}"))),
             }
         });
+        self.wrote(ctx, &result);
         self.audit_failed_write(ctx, &result);
         result
     }
@@ -252,13 +254,15 @@ impl Store {
         super::reference::relativise(&mut bundle, &self.base);
         let kind = bundle.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let entries = parse_entries(&bundle)?;
-        match kind.as_str() {
+        let result = match kind.as_str() {
             "transaction" => self.db.transaction(|conn| transaction(conn, ctx, &self.base, entries, warnings_heard)),
             "batch" => self.db.transaction(|conn| batch(conn, ctx, &self.base, entries, warnings_heard)),
             other => Err(FhirError::invalid(format!(
                 "POST to the base takes a Bundle of type batch or transaction, not '{other}'"
             ))),
-        }
+        };
+        self.wrote(ctx, &result);
+        result
     }
 }
 

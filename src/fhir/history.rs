@@ -52,7 +52,7 @@ impl Store {
             q.push(" OR (v.rid = ").int(rid).push(" AND v.version_id < ").int(ver).push("))))");
         }
         q.push(" ORDER BY v.last_updated DESC, v.rid DESC, v.version_id DESC LIMIT ").int(count + 1);
-        let mut conn = self.db.conn()?;
+        let mut conn = self.read_conn(ctx)?;
         let rows: Vec<Row> = conn.load(&q)?;
         let more = rows.len() as i64 > count;
         let mut next = None;

@@ -122,19 +122,32 @@ impl Store {
         result
     }
 
+    /// A connection for a read by `ctx`: a replica current enough for it when there is one
+    /// ([`Db::read_conn`]).
+    pub fn read_conn(&self, ctx: &AccessContext) -> Result<Conn, crate::db::DbError> {
+        read_conn(&self.db, ctx)
+    }
+
+    /// Notes that `ctx` committed a write, so its next reads see it.
+    pub(crate) fn wrote<T, E>(&self, ctx: &AccessContext, result: &Result<T, E>) {
+        if result.is_ok() {
+            self.db.wrote(&caller(ctx));
+        }
+    }
+
     fn owner_of(&self, rtype: &str, id: &str) -> Option<String> {
         let mut conn = self.db.conn().ok()?;
         current(&mut conn, rtype, id).ok().flatten().and_then(|r| r.patient_id)
     }
 
     fn read_checked(&self, ctx: &AccessContext, rtype: &str, id: &str, what: Interaction) -> Result<Stored, FhirError> {
-        read_in(&mut self.db.conn()?, ctx, rtype, id, what)
+        read_in(&mut self.read_conn(ctx)?, ctx, rtype, id, what)
     }
 
     pub fn vread(&self, ctx: &AccessContext, rtype: &str, id: &str, vid: i64) -> Result<Stored, FhirError> {
         let result = (|| {
             ctx.require(rtype, Interaction::Read)?;
-            let mut conn = self.db.conn()?;
+            let mut conn = self.read_conn(ctx)?;
             let q = Sql::with(
                 "SELECT v.rid, v.res_type, v.id, v.version_id, v.last_updated, v.deleted, v.patient_id, \
                  CAST(v.body AS TEXT) AS body FROM resource_versions v \
@@ -207,6 +220,7 @@ impl Store {
     /// Delete; deleting what is absent or already deleted is not an error (returns `None`).
     pub fn delete(&self, ctx: &AccessContext, rtype: &str, id: &str) -> Result<Option<Stored>, FhirError> {
         let result = self.db.transaction(|conn| delete_in(conn, ctx, rtype, id));
+        self.wrote(ctx, &result);
         if let Err(e) = &result {
             self.audit.record(ctx, AuditEntry::failed_write("delete", rtype, Some(id), e));
         }
@@ -231,6 +245,7 @@ impl Store {
             }
             Ok(out)
         });
+        self.wrote(ctx, &result);
         self.audit_failed_write(ctx, &result);
         result
     }
@@ -239,6 +254,21 @@ impl Store {
         if let Err(e) = result {
             self.audit.record(ctx, AuditEntry::failed_write("write", "", None, e));
         }
+    }
+}
+
+/// Who is reading or writing, for read-your-writes: the same person through the same app.
+fn caller(ctx: &AccessContext) -> String {
+    format!("{}|{}", ctx.client_id, ctx.subject)
+}
+
+/// A connection for a read by `ctx`: a replica when one is current enough for it. A provider's
+/// reach is its patients' grants, read inside the query: that read is the primary's, so a
+/// revocation applies at once. A patient app's grant was checked on the primary with its token.
+pub fn read_conn(db: &Db, ctx: &AccessContext) -> Result<Conn, crate::db::DbError> {
+    match ctx.reach {
+        Reach::Granted { .. } => db.conn(),
+        Reach::All | Reach::Patient(_) => db.read_conn(&caller(ctx)),
     }
 }
 

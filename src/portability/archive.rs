@@ -43,6 +43,8 @@ pub struct Manifest {
 #[template(path = "archive_summary.html")]
 struct SummaryPage<'a> {
     manifest: &'a Manifest,
+    /// When it was exported, as the clocks in England showed it: `14 March 2025, 10:05`.
+    exported: String,
     name: String,
     lines: Vec<(String, String)>,
 }
@@ -233,17 +235,19 @@ pub fn export(
         }
         Ok(())
     })?;
+    let now = now_micros();
     let manifest = Manifest {
         format: FORMAT.into(),
         source: store.base.clone(),
-        exported_at: time::format_instant(now_micros()),
+        exported_at: time::format_instant(now),
         patient: patient.to_string(),
         nhs_number: nhs_number(&pv),
         counts,
         resources,
         sha256: hex(&Sha256::digest(&ndjson)),
     };
-    let html = SummaryPage { manifest: &manifest, name: display_name(&pv), lines: summary_lines }
+    let exported = chrono::DateTime::from_timestamp_micros(now).map(crate::time::england_minute).unwrap_or_default();
+    let html = SummaryPage { manifest: &manifest, exported, name: display_name(&pv), lines: summary_lines }
         .render()
         .map_err(|e| FhirError::invalid(format!("summary page: {e}")))?;
     write_tar(out, &manifest, &ndjson, html.as_bytes())

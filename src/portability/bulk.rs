@@ -319,7 +319,7 @@ fn export_type(
     let Selection { rtype, since, group_rid } = *which;
     let io = |e: std::io::Error| FhirError::Internal(format!("cannot write {}: {e}", path.display()));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
-    let mut conn = db.conn()?;
+    let mut conn = crate::fhir::store::read_conn(db, ctx)?;
     let (mut after, mut n) = (0i64, 0usize);
     loop {
         let page = compartment::Export { rtype, since, group_rid, after, limit: PAGE };

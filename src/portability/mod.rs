@@ -96,7 +96,7 @@ impl Store {
     /// Every resource of the patient's compartment the caller may read, with the shared resources
     /// they reference, one keyset page at a time.
     pub fn everything(&self, ctx: &AccessContext, req: &EverythingRequest) -> Result<SearchResult, FhirError> {
-        let mut conn = self.db.conn()?;
+        let mut conn = self.read_conn(ctx)?;
         let result = everything_in(&mut conn, ctx, req);
         let n = result.as_ref().map(|r| r.matches.len() + r.included.len());
         self.audit.record(

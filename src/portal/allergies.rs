@@ -1,5 +1,6 @@
 //! Allergies and health problems (AllergyIntolerance and Condition), in words.
 
+use super::words::{clinical_status, concept_name, criticality, verification_status};
 use super::{concept_text, date_part, search, PortalError};
 use crate::access::AccessContext;
 use crate::fhir::Store;
@@ -8,8 +9,9 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct AllergyLine {
     pub name: String,
-    /// high, low or "unable to assess"; "not recorded" when absent.
+    /// The FHIR code (high, low, unable-to-assess), empty when absent.
     pub criticality: String,
+    /// In words: "Current", "Resolved (not confirmed)".
     pub status: String,
     /// What happens: "Urticarial rash (moderate)".
     pub reactions: Vec<String>,
@@ -19,12 +21,36 @@ pub struct AllergyLine {
 #[derive(Debug, Clone)]
 pub struct ProblemLine {
     pub name: String,
+    /// In words: "Current", "Resolved".
     pub status: String,
+    pub current: bool,
+    /// The FHIR date it began (YYYY-MM-DD), or empty.
     pub since: String,
 }
 
-fn coded_status(v: &Value) -> String {
-    v["coding"][0]["code"].as_str().unwrap_or("unknown").to_string()
+impl AllergyLine {
+    pub fn high_risk(&self) -> bool {
+        self.criticality == "high"
+    }
+
+    /// "High risk", "Low risk", "Risk not known", "Risk not recorded".
+    pub fn criticality_words(&self) -> &'static str {
+        criticality(&self.criticality)
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["coding"][0]["code"].as_str().unwrap_or_default()
+}
+
+/// The clinical status in words, with the verification status when it is not plain confirmed:
+/// "Current (not confirmed)".
+fn status_words(r: &Value) -> String {
+    let clinical = clinical_status(code(&r["clinicalStatus"]));
+    match verification_status(code(&r["verificationStatus"])) {
+        Some(v) => format!("{clinical} ({})", v.to_lowercase()),
+        None => clinical.to_string(),
+    }
 }
 
 fn reactions(a: &Value) -> Vec<String> {
@@ -43,16 +69,16 @@ pub fn allergies(store: &Store, ctx: &AccessContext) -> Result<Vec<AllergyLine>,
     let mut out: Vec<AllergyLine> = search(store, ctx, "AllergyIntolerance", &[])?
         .iter()
         .map(|a| AllergyLine {
-            name: concept_text(&a["code"]).unwrap_or_else(|| "Unnamed allergy".into()),
-            criticality: a["criticality"].as_str().unwrap_or("not recorded").replace('-', " "),
-            status: coded_status(&a["clinicalStatus"]),
+            name: concept_name(&a["code"]).unwrap_or_else(|| "Unnamed allergy".into()),
+            criticality: a["criticality"].as_str().unwrap_or_default().to_string(),
+            status: status_words(a),
             reactions: reactions(a),
             recorded: date_part(&a["recordedDate"]),
         })
         .collect();
     let rank = |c: &str| match c {
         "high" => 0,
-        "unable to assess" => 1,
+        "unable-to-assess" => 1,
         "low" => 2,
         _ => 3,
     };
@@ -65,11 +91,12 @@ pub fn problems(store: &Store, ctx: &AccessContext) -> Result<Vec<ProblemLine>, 
     let mut out: Vec<ProblemLine> = search(store, ctx, "Condition", &[])?
         .iter()
         .map(|c| ProblemLine {
-            name: concept_text(&c["code"]).unwrap_or_else(|| "Unnamed problem".into()),
-            status: coded_status(&c["clinicalStatus"]),
+            name: concept_name(&c["code"]).unwrap_or_else(|| "Unnamed problem".into()),
+            status: status_words(c),
+            current: matches!(code(&c["clinicalStatus"]), "active" | "recurrence" | "relapse"),
             since: date_part(c.get("onsetDateTime").unwrap_or(&c["onsetPeriod"]["start"])),
         })
         .collect();
-    out.sort_by(|a, b| (a.status != "active").cmp(&(b.status != "active")).then(b.since.cmp(&a.since)));
+    out.sort_by(|a, b| (!a.current).cmp(&!b.current).then(b.since.cmp(&a.since)));
     Ok(out)
 }

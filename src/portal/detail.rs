@@ -126,7 +126,12 @@ pub fn detail(store: &Store, ctx: &AccessContext, slug: &str, id: &str) -> Resul
             VersionLine {
                 version: v.version_id,
                 when: minute(v.last_updated),
-                status: if v.deleted { "removed".into() } else { b["status"].as_str().unwrap_or("").to_string() },
+                status: super::words::medicine_status(if v.deleted {
+                    "removed"
+                } else {
+                    b["status"].as_str().unwrap_or("")
+                })
+                .to_string(),
                 dose: if v.deleted { String::new() } else { super::medicines::dose_words(dosage) },
                 author: authors.get(&v.version_id).cloned().unwrap_or_else(|| "not recorded".into()),
                 provenance: provenance.iter().filter(|(n, _)| *n == v.version_id).map(|(_, s)| s.clone()).collect(),

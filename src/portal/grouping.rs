@@ -37,14 +37,32 @@ pub struct MedicineEntry {
     pub sources: Vec<MedicineLine>,
 }
 
-/// One source in plain words, with its detail page.
-#[derive(Debug, Clone)]
+/// One source in plain words, with its detail page: `words`, then the date (`when`, in words,
+/// which a page keeps on one line), then `after`.
+#[derive(Debug, Clone, Default)]
 pub struct Said {
     pub words: String,
+    pub when: Option<String>,
+    pub after: String,
     pub link: Option<String>,
 }
 
+impl Said {
+    /// As one line of text: "Prescribed by Dr Helen Carter, 3 March 2025 (now finished)".
+    pub fn text(&self) -> String {
+        match &self.when {
+            Some(w) => format!("{}{w}{}", self.words, self.after),
+            None => format!("{}{}", self.words, self.after),
+        }
+    }
+}
+
 impl MedicineEntry {
+    /// The status in words ("Current", "Stopped").
+    pub fn status_words(&self) -> &'static str {
+        super::words::medicine_status(&self.status)
+    }
+
     /// The detail page of the source that names the entry.
     pub fn link(&self) -> String {
         let main = &self.sources[0];
@@ -57,8 +75,8 @@ impl MedicineEntry {
     }
 
     /// The sources as someone else reads them, on paper ("The patient said they take it").
-    pub fn said_printed(&self) -> String {
-        self.sources.iter().map(|s| source_words(s, false)).collect::<Vec<_>>().join("; ")
+    pub fn said_printed(&self) -> Vec<Said> {
+        self.sources.iter().map(|s| source_words(s, false)).collect()
     }
 
     /// The patient's own current statement, which they may say they stopped.
@@ -68,13 +86,17 @@ impl MedicineEntry {
 
     fn words(&self) -> Vec<Said> {
         let mut out = Vec::new();
-        let mut dispensing = self.last_dispensed.as_deref().map(|d| format!("Last dispensed {}", long_date(d)));
+        let mut dispensing = self.last_dispensed.as_deref().map(|d| Said {
+            words: "Last dispensed ".into(),
+            when: Some(long_date(d)),
+            ..Said::default()
+        });
         for (i, s) in self.sources.iter().enumerate() {
             let link = Some(format!("/portal/medicines/{}/{}", s.kind_slug(), s.id));
-            out.push(Said { words: source_words(s, true), link });
+            out.push(Said { link, ..source_words(s, true) });
             // Once, after the last of the prescriptions the dispensings were for.
             if s.kind == "MedicationRequest" && !self.sources[i + 1..].iter().any(|n| n.kind == s.kind) {
-                out.extend(dispensing.take().map(|words| Said { words, link: None }));
+                out.extend(dispensing.take());
             }
         }
         out
@@ -82,20 +104,24 @@ impl MedicineEntry {
 }
 
 /// "Prescribed by Dr Helen Carter (Riverside Medical Practice), 3 March 2025".
-fn source_words(s: &MedicineLine, to_patient: bool) -> String {
-    let when = if s.start.is_empty() { String::new() } else { format!(", {}", long_date(&s.start)) };
-    let ended = if s.current { String::new() } else { format!(" (now {})", s.status) };
+fn source_words(s: &MedicineLine, to_patient: bool) -> Said {
+    let when = (!s.start.is_empty()).then(|| long_date(&s.start));
+    let said = |words: String, after: String| match &when {
+        Some(_) => Said { words: format!("{words}, "), when: when.clone(), after, link: None },
+        None => Said { words, when: None, after, link: None },
+    };
+    let ended = if s.current { String::new() } else { format!(" (now {})", s.status_words().to_lowercase()) };
     if s.kind == "MedicationRequest" {
         let by = match (&s.prescriber, &s.organization) {
             (Some(who), Some(org)) => format!(" by {who} ({org})"),
             (Some(who), None) | (None, Some(who)) => format!(" by {who}"),
             (None, None) => String::new(),
         };
-        return format!("Prescribed{by}{when}{ended}");
+        return said(format!("Prescribed{by}"), ended);
     }
     if !s.reported_by_you {
         let by = s.organization.as_ref().map(|o| format!(" by {o}")).unwrap_or_default();
-        return format!("Recorded as taken{by}{when}{ended}");
+        return said(format!("Recorded as taken{by}"), ended);
     }
     let said = if to_patient { "you said you" } else { "the patient said they" };
     let what = match (s.current, s.status.as_str()) {
@@ -104,7 +130,7 @@ fn source_words(s: &MedicineLine, to_patient: bool) -> String {
         (false, _) => format!("{said} took it"),
     };
     let review = if s.unreviewed { " \u{2013} not yet reviewed by a clinician" } else { "" };
-    capitalised(&format!("{what}{review}"))
+    Said { words: capitalised(&format!("{what}{review}")), ..Said::default() }
 }
 
 /// Union-find over source indexes.

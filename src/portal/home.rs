@@ -38,6 +38,8 @@ pub struct SinceLastVisit {
     pub changes: Vec<Change>,
     /// How many times apps, providers or the operator reached the record.
     pub accesses: i64,
+    /// The latest of those, in the access log's words.
+    pub accessed: Vec<super::LogLine>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +82,8 @@ fn since_last_visit(store: &Store, ctx: &AccessContext, since: i64) -> Result<Si
         })
         .collect();
     let accesses = crate::audit::accesses_since(&mut conn, patient, since, "portal")?;
-    Ok(SinceLastVisit { when: minute(since), changes, accesses })
+    let accessed = if accesses > 0 { super::access_log::others_since(store, ctx, since, 5)? } else { Vec::new() };
+    Ok(SinceLastVisit { when: minute(since), changes, accesses, accessed })
 }
 
 /// The signed-in patient's own Patient resource, in words.

@@ -38,6 +38,11 @@ impl MedicineLine {
         slug_of(self.kind)
     }
 
+    /// The status in words ("Current", "Stopped").
+    pub fn status_words(&self) -> &'static str {
+        super::words::medicine_status(&self.status)
+    }
+
     pub fn recorded_as(&self) -> &'static str {
         match (self.kind, self.reported_by_you) {
             (_, true) if self.unreviewed => "Added by you \u{2013} not yet reviewed by a clinician",

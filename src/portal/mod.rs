@@ -10,11 +10,13 @@ pub mod dates;
 pub mod detail;
 pub mod grouping;
 pub mod home;
+pub mod log_words;
 pub mod medicines;
 pub mod registration;
 pub mod sharing;
 pub mod taken;
 pub mod timeline;
+pub mod words;
 
 use crate::access::AccessContext;
 use crate::fhir::search::{SearchRequest, SearchResult};

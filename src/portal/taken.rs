@@ -1,10 +1,11 @@
 //! "What I actually take": medicines the patient adds or stops themselves, written as
 //! MedicationStatement with `informationSource` the Patient, so providers can tell them apart.
 
-use super::{own_patient, parse_day, PortalError};
+use super::dates::{today_in_england, DateError, DateInput};
+use super::{own_patient, PortalError};
 use crate::access::AccessContext;
 use crate::fhir::store::WriteOptions;
-use crate::fhir::{time, FhirError, Store, DMD_SYSTEM};
+use crate::fhir::{FhirError, Store, DMD_SYSTEM};
 use serde_json::{json, Value};
 
 const MAX_DOSE: usize = 500;
@@ -24,7 +25,17 @@ pub struct NewTaken {
     /// The name of a medicine that is not in the list, as the patient writes it.
     pub other: String,
     pub dose: String,
-    pub start: String,
+    pub start: DateInput,
+}
+
+/// How the start date is named in its messages ("Enter the date you started taking it").
+const START: &str = "the date you started taking it";
+
+impl NewTaken {
+    /// What is wrong with the start date as typed, if anything (shown against its boxes).
+    pub fn start_error(&self) -> Option<DateError> {
+        self.start.parse_past(START, today_in_england()).err()
+    }
 }
 
 /// The tag on what a patient enters themselves until a clinician has reviewed it (and removed
@@ -51,11 +62,7 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken, confirmed: 
     if dose.is_empty() || dose.chars().count() > MAX_DOSE {
         return Err(PortalError::Invalid(format!("Say how you take it (up to {MAX_DOSE} characters).")));
     }
-    let start = new.start.trim();
-    let range = parse_day(start, "The start date")?;
-    if range.lo > crate::time::now_micros() {
-        return Err(PortalError::Invalid("The start date cannot be in the future.".into()));
-    }
+    let start = new.start.parse_past(START, today_in_england())?.format("%Y-%m-%d").to_string();
     let me = json!({"reference": format!("Patient/{patient}")});
     let body = json!({
         "resourceType": "MedicationStatement",
@@ -66,7 +73,7 @@ pub fn add_taken(store: &Store, ctx: &AccessContext, new: &NewTaken, confirmed: 
         "subject": me,
         "informationSource": me,
         "effectivePeriod": {"start": start},
-        "dateAsserted": time::today(),
+        "dateAsserted": today_in_england().to_string(),
         "dosage": [{"text": dose}],
         "note": [{"text": "Reported by the patient in the Healthfolio portal"}]
     });
@@ -125,7 +132,8 @@ pub fn stop_taken(store: &Store, ctx: &AccessContext, id: &str) -> Result<(), Po
     let obj = body.as_object_mut().ok_or(PortalError::NotFound)?;
     obj.remove("effectiveDateTime");
     obj.insert("status".into(), json!("stopped"));
-    let mut period = json!({"end": time::today()});
+    // The day the patient stopped is the day it was in England when they said so.
+    let mut period = json!({"end": today_in_england().to_string()});
     if !start.is_null() {
         period["start"] = start;
     }

@@ -297,7 +297,10 @@ async fn login(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Log
         let mut conn = hf.db.conn().map_err(|e| accounts::LoginError::Auth(e.into()))?;
         let account = accounts::login(&mut conn, &email, &pw, &address)?;
         let cookie = session::start(&mut conn, &account.id, ua.as_deref())?;
-        record_in(&mut conn, &AccessContext::client("portal"), &AuditEntry::event("login", &account.fhir_user, None))
+        // In the patient's own access log too: a sign-in they did not make is worth seeing.
+        let mut entry = AuditEntry::event("login", &account.fhir_user, None);
+        entry.patient_id = account.patient_id().map(str::to_string);
+        record_in(&mut conn, &AccessContext::client("portal"), &entry)
             .map_err(|e| accounts::LoginError::Auth(e.into()))?;
         Ok::<_, accounts::LoginError>(cookie)
     })

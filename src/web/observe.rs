@@ -142,5 +142,16 @@ pub async fn metrics(state: web::Data<super::AppState>) -> HttpResponse {
             state.limits.in_flight() as f64,
         ),
     ];
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(&gauges))
+    let mut body = state.metrics.render(&gauges);
+    // Reads a replica could serve, by who served them: a replica, or the primary in its stead
+    // (lagging, down, or the caller's own write not there yet). Both 0 without replicas.
+    let (replica, primary) = state.hf.db.reads_served();
+    let _ = writeln!(
+        body,
+        "# HELP healthfolio_db_reads_total Reads a replica may serve, by the pool that served them.\n\
+         # TYPE healthfolio_db_reads_total counter\n\
+         healthfolio_db_reads_total{{pool=\"replica\"}} {replica}\n\
+         healthfolio_db_reads_total{{pool=\"primary\"}} {primary}"
+    );
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

@@ -9,6 +9,7 @@ use crate::access::AccessContext;
 use crate::auth::session::{self, Session};
 use crate::portal::access_log::{self, LogView, Period};
 use crate::portal::account::{self, PasswordChange};
+use crate::portal::dates::{self, DateError, DateInput};
 use crate::portal::sharing::{self, NewShare, PERMISSIONS};
 use crate::portal::taken::{self, Added, NewTaken};
 use crate::portal::{allergies, detail, home, medicines, PortalError};
@@ -17,6 +18,13 @@ use crate::portal::{ProblemLine, Provider, Share};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+
+/// Template filters: a FHIR date (`2025-03-14`) as the portal shows it (`14 March 2025`).
+mod filters {
+    pub fn long_date<T: std::fmt::Display>(s: T) -> askama::Result<String> {
+        Ok(crate::portal::dates::long_date(&s.to_string()))
+    }
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(|| async { see_other("/portal") }))
@@ -64,7 +72,7 @@ struct MedicinesPage {
 struct TimelinePage {
     section: &'static str,
     csrf: String,
-    svg: String,
+    timeline: crate::portal::timeline::Timeline,
     medicines: Vec<MedicineEntry>,
 }
 
@@ -95,6 +103,12 @@ impl AddPage {
 
     fn other(&self) -> &'static str {
         taken::OTHER
+    }
+
+    /// The start date's problem, once the form has been sent back with one.
+    fn start_error(&self) -> Option<DateError> {
+        self.error.as_ref()?;
+        self.form.start_error()
     }
 }
 
@@ -140,25 +154,52 @@ struct SharingPage {
     error: Option<String>,
 }
 
+impl SharingPage {
+    fn boxes(&self, iso: &str) -> DateInput {
+        DateInput::from_iso(iso)
+    }
+
+    /// No error against the date boxes (it is in the page's summary).
+    fn no_error(&self) -> Option<DateError> {
+        None
+    }
+}
+
+/// The sharing form's optional end date, as `YYYY-MM-DD` (empty boxes: until the patient stops it).
+const UNTIL: &str = "the date sharing ends";
+
 #[derive(Template)]
 #[template(path = "portal_log.html")]
 struct LogPage {
     section: &'static str,
     csrf: String,
     period: Period,
+    /// The period's date boxes as typed (or as the period's dates).
+    boxes: [DateInput; 2],
     log: LogView,
     error: Option<String>,
 }
 
+/// How the access log's dates are named in their messages.
+const PERIOD_DATES: [&str; 2] = ["the start of the period", "the end of the period"];
+
 impl LogPage {
+    /// What is wrong with the period's `i`th date as typed, shown against its boxes.
+    fn date_error(&self, i: usize) -> Option<DateError> {
+        self.error.as_ref()?;
+        self.boxes.get(i)?.optional_iso(PERIOD_DATES.get(i)?).err()
+    }
+
     fn chosen(&self, who: &str) -> bool {
         self.period.who == who
     }
 
     /// The filters as a query string, for the CSV link and the next page.
     fn query(&self) -> String {
-        serde_urlencoded::to_string([("from", &self.period.from), ("to", &self.period.to), ("who", &self.period.who)])
-            .unwrap_or_default()
+        let own = if self.period.own { "yes" } else { "" };
+        let fields =
+            [("from", self.period.from.as_str()), ("to", &self.period.to), ("who", &self.period.who), ("own", own)];
+        serde_urlencoded::to_string(fields).unwrap_or_default()
     }
 }
 
@@ -207,6 +248,11 @@ impl Fields {
     }
     fn get(&self, k: &str) -> String {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+    /// The three boxes of the date input called `name` (`templates/portal_date_input.html`).
+    fn date(&self, name: &str) -> DateInput {
+        let part = |p: &str| self.get(&format!("{name}-{p}"));
+        DateInput { day: part("day"), month: part("month"), year: part("year") }
     }
     fn all(&self, k: &str) -> Vec<String> {
         self.0.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
@@ -347,8 +393,8 @@ async fn timeline_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let medicines = or_page!(run(move || medicines::medicines(&store, &ctx)).await);
-    let svg = crate::portal::timeline::svg(&medicines, &crate::time::today());
-    html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), svg, medicines }.render())
+    let timeline = crate::portal::timeline::timeline(&medicines, &dates::today_in_england().to_string());
+    html(StatusCode::OK, TimelinePage { section: "timeline", csrf: p.csrf(), timeline, medicines }.render())
 }
 
 async fn detail_page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
@@ -366,14 +412,14 @@ fn add_page(csrf: String, error: Option<String>, form: NewTaken) -> HttpResponse
 
 async fn add_form(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let form = NewTaken { start: crate::time::today(), ..NewTaken::default() };
+    let form = NewTaken { start: DateInput::from_iso(&dates::today_in_england().to_string()), ..NewTaken::default() };
     add_page(p.csrf(), None, form)
 }
 
 async fn add(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.get("start") };
+    let new = NewTaken { code: f.get("medicine"), other: f.get("other"), dose: f.get("dose"), start: f.date("start") };
     if f.get("back") == "yes" {
         return add_page(p.csrf(), None, new);
     }
@@ -409,7 +455,7 @@ async fn print(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
     let (store, ctx) = (state.hf.store.clone(), p.ctx.clone());
     let h = or_page!(run(move || home::home(&store, &ctx, None)).await);
-    let today = crate::time::today();
+    let today = dates::today_in_england().to_string();
     html(StatusCode::OK, PrintPage { person: h.person, current: h.current, allergies: h.allergies, today }.render())
 }
 
@@ -435,7 +481,11 @@ async fn sharing_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 async fn share(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewShare { organization: f.get("organization"), permissions: f.all("permission"), until: f.get("until") };
+    let until = match f.date("until").optional_iso(UNTIL) {
+        Ok(u) => u,
+        Err(e) => return sharing_page(&state, &p, None, Some(e.message)).await,
+    };
+    let new = NewShare { organization: f.get("organization"), permissions: f.all("permission"), until };
     let (db, ctx) = (state.hf.db.clone(), p.ctx.clone());
     match or_page!(call(move || sharing::share_with(&db, &ctx, &new)).await) {
         Ok(()) => {
@@ -454,7 +504,11 @@ async fn change_share(
 ) -> HttpResponse {
     let f = Fields::parse(&body);
     let p = or_page!(signed_form(&req, &state, &f).await);
-    let new = NewShare { organization: String::new(), permissions: f.all("permission"), until: f.get("until") };
+    let until = match f.date("until").optional_iso(UNTIL) {
+        Ok(u) => u,
+        Err(e) => return sharing_page(&state, &p, None, Some(e.message)).await,
+    };
+    let new = NewShare { organization: String::new(), permissions: f.all("permission"), until };
     let (db, ctx, grant) = (state.hf.db.clone(), p.ctx.clone(), path.into_inner());
     match or_page!(call(move || sharing::change_sharing(&db, &ctx, &grant, &new)).await) {
         Ok(()) => {
@@ -479,15 +533,42 @@ async fn revoke(
     sharing_page(&state, &p, Some(notice.into()), None).await
 }
 
-fn period(req: &HttpRequest) -> Period {
+/// The access log's filters. Its dates come from the date boxes (`from-day`, …), or as
+/// `YYYY-MM-DD` in `from` and `to` from the page's own links (next page, CSV). Also the boxes, to
+/// show again, and what is wrong with a typed date.
+fn period(req: &HttpRequest) -> (Period, [DateInput; 2], Option<String>) {
     let q: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    Period { from: get("from"), to: get("to"), who: get("who"), before: get("before").parse().ok() }
+    let mut error = None;
+    let mut date = |k: &str, what: &str| {
+        let boxes = DateInput {
+            day: get(&format!("{k}-day")),
+            month: get(&format!("{k}-month")),
+            year: get(&format!("{k}-year")),
+        };
+        if boxes.is_empty() {
+            return (get(k), DateInput::from_iso(&get(k)));
+        }
+        match boxes.optional_iso(what) {
+            Ok(iso) => (iso, boxes),
+            Err(e) => {
+                error.get_or_insert(e.message);
+                (String::new(), boxes)
+            }
+        }
+    };
+    let (from, from_boxes) = date("from", PERIOD_DATES[0]);
+    let (to, to_boxes) = date("to", PERIOD_DATES[1]);
+    (
+        Period { from, to, who: get("who"), own: get("own") == "yes", before: get("before").parse().ok() },
+        [from_boxes, to_boxes],
+        error,
+    )
 }
 
 async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> Result<LogView, PortalError> {
-    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period.clone());
-    match call(move || access_log::access_log(&db, &audit, &ctx, &period)).await {
+    let (store, ctx, period) = (state.hf.store.clone(), p.ctx.clone(), period.clone());
+    match call(move || access_log::access_log(&store, &ctx, &period)).await {
         Ok(r) => r,
         Err(_) => Err(PortalError::Invalid("The service is busy just now. Please try again.".into())),
     }
@@ -495,19 +576,23 @@ async fn log_rows(state: &web::Data<AppState>, p: &Patient, period: &Period) -> 
 
 async fn log_page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let period = period(&req);
-    let (log, error) = match log_rows(&state, &p, &period).await {
+    let (period, boxes, typed) = period(&req);
+    let rows = match typed {
+        Some(m) => Err(PortalError::Invalid(m)),
+        None => log_rows(&state, &p, &period).await,
+    };
+    let (log, error) = match rows {
         Ok(log) => (log, None),
         Err(e) => (LogView::default(), Some(form_message!(e))),
     };
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    html(status, LogPage { section: "log", csrf: p.csrf(), period, log, error }.render())
+    html(status, LogPage { section: "log", csrf: p.csrf(), period, boxes, log, error }.render())
 }
 
 async fn log_csv(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let p = or_page!(signed_in(&req, &state).await);
-    let (db, audit, ctx, period) = (state.hf.db.clone(), state.hf.store.audit.clone(), p.ctx.clone(), period(&req));
-    let rows = or_page!(run(move || access_log::access_log_all(&db, &audit, &ctx, &period)).await);
+    let (store, ctx, period) = (state.hf.store.clone(), p.ctx.clone(), period(&req).0);
+    let rows = or_page!(run(move || access_log::access_log_all(&store, &ctx, &period)).await);
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header(("Content-Disposition", "attachment; filename=\"access-log.csv\""))

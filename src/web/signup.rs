@@ -4,6 +4,7 @@ use super::oauth::session_cookie;
 use super::pages::{html, page_error, see_other};
 use super::AppState;
 use crate::auth::{password, session};
+use crate::portal::dates::{self, DateError, DateInput};
 use crate::portal::registration::{self, NewPatient};
 use crate::portal::PortalError;
 use actix_web::cookie::{Cookie, SameSite};
@@ -34,8 +35,13 @@ struct SignupForm {
     given: String,
     #[serde(default)]
     family: String,
-    #[serde(default)]
-    birth_date: String,
+    /// The date of birth's boxes (templates/portal_date_input.html).
+    #[serde(default, rename = "birth_date-day")]
+    birth_day: String,
+    #[serde(default, rename = "birth_date-month")]
+    birth_month: String,
+    #[serde(default, rename = "birth_date-year")]
+    birth_year: String,
     #[serde(default)]
     nhs_number: String,
     #[serde(default)]
@@ -44,6 +50,22 @@ struct SignupForm {
     password: String,
     #[serde(default, skip_serializing)]
     confirm: String,
+}
+
+const BIRTH: &str = "your date of birth";
+
+impl SignupForm {
+    fn birth(&self) -> DateInput {
+        DateInput { day: self.birth_day.clone(), month: self.birth_month.clone(), year: self.birth_year.clone() }
+    }
+}
+
+impl SignupPage {
+    /// The date of birth's problem, once the form has been sent back with one.
+    fn birth_error(&self) -> Option<DateError> {
+        self.error.as_ref()?;
+        self.form.birth().parse_past(BIRTH, dates::today_in_england()).err()
+    }
 }
 
 fn closed() -> HttpResponse {
@@ -84,11 +106,15 @@ async fn submit(req: HttpRequest, state: web::Data<AppState>, f: web::Form<Signu
     if f.password != f.confirm {
         return page(&state, f, Some("The two passwords are not the same.".into()));
     }
+    let birth_date = match f.birth().parse_past(BIRTH, dates::today_in_england()) {
+        Ok(d) => d.format("%Y-%m-%d").to_string(),
+        Err(e) => return page(&state, f, Some(e.message)),
+    };
     let new = NewPatient {
         nhs_number: f.nhs_number.clone(),
         given: f.given.clone(),
         family: f.family.clone(),
-        birth_date: f.birth_date.clone(),
+        birth_date,
         email: f.email.clone(),
         password: f.password.clone(),
     };

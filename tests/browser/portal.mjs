@@ -238,6 +238,21 @@ try {
   step('timeline, allergies and problems, print view');
   await goto(page, '/portal/timeline');
   await audit(page, 'timeline');
+  // One drawing shows at each width, and its text is drawn at 12 px or more (it scales with the page).
+  for (const [size, shown] of [[DESKTOP, 'wide'], [NARROW, 'narrow']]) {
+    await page.setViewportSize(size);
+    const drawn = await page.evaluate(() => [...document.querySelectorAll('svg.timeline')]
+      .filter((s) => s.getBoundingClientRect().width > 0)
+      .map((s) => ({ kind: s.classList.contains('wide') ? 'wide' : 'narrow',
+        px: Number(s.getAttribute('font-size')) * s.getBoundingClientRect().width / s.viewBox.baseVal.width })));
+    check(drawn.length === 1 && drawn[0].kind === shown, `at ${size.width}px the timeline shows ${JSON.stringify(drawn)}, not the ${shown} drawing`);
+    check(drawn[0].px >= 12, `the timeline's text is ${drawn[0].px.toFixed(1)} px at ${size.width}px`);
+    await screenshot(page, `timeline-${shown}`);
+  }
+  await page.setViewportSize(DESKTOP);
+  for (const name of medicines) {
+    check((await page.locator('svg.timeline.wide').textContent()).includes(name), `the timeline does not name ${name} in full`);
+  }
   await page.getByRole('link', { name: 'Allergies and problems' }).click();
   await page.waitForURL(`${base}/portal/allergies`);
   check((await mainText(page)).includes(allergy), 'the allergies page does not show the allergy');
@@ -255,10 +270,31 @@ try {
   await page.waitForURL(`${base}/portal/medicines/add`);
   await audit(page, 'add-medicine');
 
+  step('a date that does not exist: the error stands against the date boxes, the summary links to them');
+  const startDate = () => page.getByRole('group', { name: 'When did you start taking it?' });
+  const fillDate = async (day, month, year) => {
+    await startDate().getByLabel('Day').fill(day);
+    await startDate().getByLabel('Month').fill(month);
+    await startDate().getByLabel('Year').fill(year);
+  };
+  await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
+  await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
+  await fillDate('31', '2', '2025');
+  await page.getByRole('button', { name: 'Add medicine' }).click();
+  await page.getByRole('alert').waitFor();
+  const dateError = 'The date you started taking it must be a real date';
+  check((await page.getByRole('alert').innerText()).includes(dateError), 'no error summary for 31 February');
+  check((await startDate().innerText()).includes(dateError), 'the date error is not shown against its fieldset');
+  check((await startDate().getByLabel('Day').inputValue()) === '31', 'the typed day was not kept');
+  await page.getByRole('alert').getByRole('link', { name: dateError }).click();
+  check(await startDate().getByLabel('Day').evaluate((e) => e === document.activeElement || location.hash === '#start-day'),
+    'the summary link does not lead to the day box');
+  await audit(page, 'add-medicine-date-error');
+
   step(`adding "${medicines[0]}" again: a warning before anything is saved, then back to the form`);
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: medicines[0] });
   await page.getByLabel('How you take it').fill('1 tablet at night');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.getByRole('alert').waitFor();
   check((await page.getByRole('alert').innerText()).includes('already on your list'), 'no warning about a medicine already taken');
@@ -267,7 +303,7 @@ try {
   await page.getByLabel('Medicine', { exact: true }).waitFor();
   await page.getByLabel('Medicine', { exact: true }).selectOption({ label: added });
   await page.getByLabel('How you take it').fill('1 tablet when my back hurts');
-  await page.getByLabel('Since when').fill('2025-10-01');
+  await fillDate('1', '10', '2025');
   await page.getByRole('button', { name: 'Add medicine' }).click();
   await page.waitForURL(`${base}/portal/medicines`);
   const row = page.getByRole('row').filter({ hasText: added });
@@ -322,18 +358,40 @@ try {
   check(api.status !== 200 || entries(api.body).length === 0, `the provider still searches after sharing stopped: ${api.text}`);
   await audit(page, 'sharing-stopped');
 
-  step('the access log shows the provider\'s reads, allowed and refused, and the sharing');
+  step('the access log says, in words, who did what: the provider\'s reads, allowed and refused, the sharing');
   await page.getByRole('link', { name: 'Access log' }).click();
   await page.waitForURL(`${base}/portal/access-log`);
-  const log = await page.getByRole('table').innerText();
-  check(log.includes(`${providerName} (${providerOrg})`), `the access log does not name the provider:\n${log}`);
-  check(log.includes(`Read MedicationStatement/${mine.id}`), `the access log does not show the provider's read:\n${log}`);
-  for (const want of ['Allowed', 'Refused', 'Shared your record', 'Stopped sharing']) {
-    check(log.includes(want), `the access log does not show "${want}":\n${log}`);
+  const rows = async () => (await page.getByRole('row').allInnerTexts()).map((r) => r.replace(/\s+/g, ' '));
+  let log = await rows();
+  const has = (who, what) => log.some((r) => r.includes(who) && r.includes(what));
+  // The provider's searches and its read, close together: one line.
+  check(has(providerName, 'Read your medicines, 4 times'), `the provider's reads are not one line:\n${log.join('\n')}`);
+  check(has(providerName, `Tried to read your note that you take ${added}`), `the refused read does not name "${added}":\n${log.join('\n')}`);
+  check(has(providerName, 'Tried to read your personal details'), `the refused read is not there:\n${log.join('\n')}`);
+  check(has('You', `Added a note that you take ${added}`), `the patient's own entry is not theirs:\n${log.join('\n')}`);
+  for (const want of ['Allowed', 'Refused', 'Shared your record with', 'Stopped sharing your record with', 'Signed in']) {
+    check(log.some((r) => r.includes(want)), `the access log does not show "${want}":\n${log.join('\n')}`);
   }
+  for (const raw of ['Provenance', 'MedicationStatement/', 'service operator added', 'UTC']) {
+    check(!log.some((r) => r.includes(raw)), `the access log shows "${raw}":\n${log.join('\n')}`);
+  }
+  check(!log.some((r) => /\bYou\b.*\b(Read|Searched) your/.test(r)), `the patient's own views show by default:\n${log.join('\n')}`);
+  await page.getByLabel('Show what you looked at in the portal').check();
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL(/own=yes/);
+  log = await rows();
+  check(log.some((r) => /\bYou\b.*(Read|Searched) your medicines/.test(r)), `the filter does not show the patient's own views:\n${log.join('\n')}`);
+  await audit(page, 'access-log-own-views');
+  await page.getByLabel('Show what you looked at in the portal').uncheck();
+  await page.getByRole('button', { name: 'Show' }).click();
+  await page.waitForURL((u) => !u.search.includes('own=yes'));
   await audit(page, 'access-log');
-  await page.getByLabel('From').fill('2001-01-01');
-  await page.getByLabel('To').fill('2001-12-31');
+  for (const [legend, day, month] of [['From', '1', '1'], ['To', '31', '12']]) {
+    const boxes = page.getByRole('group', { name: legend, exact: true });
+    await boxes.getByLabel('Day').fill(day);
+    await boxes.getByLabel('Month').fill(month);
+    await boxes.getByLabel('Year').fill('2001');
+  }
   await page.getByRole('button', { name: 'Show' }).click();
   await page.getByText('Nothing is recorded for this period').waitFor();
 

@@ -106,7 +106,14 @@ fn nul_characters_are_refused_alike(app: &TestApp) {
     patient_with_login(app, NHS[3], "ada@example.org");
     let (mut b, _) = crate::portal::sign_in(app, "ada@example.org");
     let csrf = b.get(&format!("{}/portal/medicines/add", app.base)).field("csrf");
-    let form = [("csrf", csrf.as_str()), ("medicine", "329653008"), ("dose", "1 tablet\u{0}"), ("start", "2025-10-01")];
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("medicine", "329653008"),
+        ("dose", "1 tablet\u{0}"),
+        ("start-day", "1"),
+        ("start-month", "10"),
+        ("start-year", "2025"),
+    ];
     let r = b.post(&format!("{}/portal/medicines/add", app.base), &form);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("<html") && r.body.contains("U+0000"), "{}", r.body);

@@ -132,7 +132,7 @@ fn portal_in_a_browser(app: &TestApp) {
         .env("HF_PATIENT_ID", &p)
         .env("HF_PATIENT_NAME", "Ada Okafor")
         .env("HF_MEDICINES", format!("{}|{}", SIMVASTATIN.1, PARACETAMOL.1))
-        .env("HF_ALLERGY", "Substance with penicillin structure")
+        .env("HF_ALLERGY", "Penicillin")
         .env("HF_ADD_MEDICINE", ADDED.1)
         .env("HF_PROVIDER_TOKEN", &token)
         .env("HF_PROVIDER_ORG", PROVIDER_ORG)

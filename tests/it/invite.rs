@@ -126,7 +126,9 @@ fn self_sign_up_when_enabled() {
                 ("csrf", csrf.as_str()),
                 ("given", "Ada"),
                 ("family", "Okafor"),
-                ("birth_date", "1972-03-14"),
+                ("birth_date-day", "14"),
+                ("birth_date-month", "3"),
+                ("birth_date-year", "1972"),
                 ("nhs_number", nhs),
                 ("email", email),
                 ("password", PASSWORD),
@@ -134,6 +136,14 @@ fn self_sign_up_when_enabled() {
             ],
         )
     };
+    // Date of birth: day, month and year boxes (GOV.UK date input), checked before anything else.
+    let page = b.get(&url);
+    assert!(page.body.contains("autocomplete=\"bday-day\"") && !page.body.contains("type=\"date\""), "{}", page.body);
+    let form = [("csrf", page.field("csrf")), ("birth_date-day", "14".into()), ("birth_date-year", "1972".into())];
+    let no_month = b.post(&url, &form.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    assert_eq!(no_month.status, 400);
+    assert!(no_month.body.contains("Your date of birth must include a month"), "{}", no_month.body);
+    assert!(no_month.body.contains("id=\"birth_date-error\""), "shown against the date: {}", no_month.body);
     let bad = submit(&mut b, "943 476 5918", "ada@example.org");
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("NHS number is not valid"), "{}", bad.body);

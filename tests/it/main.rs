@@ -1,5 +1,6 @@
 //! One integration test binary (link time), every test over real HTTP on both databases.
 
+mod access_words;
 mod bad_input;
 mod browser;
 mod client_libs;
@@ -21,6 +22,7 @@ mod ops;
 mod portability;
 mod portal;
 mod processes;
+mod replica;
 mod safety;
 mod scopes;
 mod smart_fhirclient;
@@ -30,3 +32,4 @@ mod support;
 mod timeline;
 mod tools;
 mod transfer;
+mod ukstyle;

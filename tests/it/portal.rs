@@ -61,14 +61,15 @@ fn patient_sees_medicines_from_the_api(app: &TestApp) {
     assert!(home.body.contains("943 476 5919"), "NHS number as 3-3-4");
     assert!(home.body.contains("Amoxicillin 500mg capsules"), "named through its Medication: {}", home.body);
     assert!(home.body.contains("Simvastatin 40mg tablets"));
-    assert!(home.body.contains("Criticality: high"));
+    assert!(home.body.contains("High risk \u{b7} Current"), "criticality and status in words: {}", home.body);
     let list = b.get(&format!("{}/portal/medicines", app.base));
     for want in [
         "1 tablet twice a day",
         "Dr Helen Carter",
         "Riverside Medical Practice",
-        "Last dispensed 29 September 2025",
-        "from 2024-02-10",
+        "Last dispensed <span class=\"date\">29 September 2025</span>",
+        "from <span class=\"date\">10 February 2024</span>",
+        "<td data-label=\"Status\">Current</td>",
     ] {
         assert!(list.body.contains(want), "{want} in {}", list.body);
     }
@@ -77,10 +78,10 @@ fn patient_sees_medicines_from_the_api(app: &TestApp) {
     assert_eq!(app.client().put(&format!("MedicationRequest/{mr_id}"), &changed).status, 200);
     let detail = b.get(&format!("{}/portal/medicines/prescription/{mr_id}", app.base));
     assert_eq!(detail.status, 200, "{}", detail.body);
-    assert!(detail.body.contains("on-hold") && detail.body.contains("active"), "both versions");
+    assert!(detail.body.contains(">Paused<") && detail.body.contains(">Current<"), "both versions, in words");
     assert!(detail.body.contains("Healthfolio (loaded by the service operator)"), "{}", detail.body);
     let problems = b.get(&format!("{}/portal/allergies", app.base));
-    assert!(problems.body.contains("Type 2 diabetes") && problems.body.contains("<strong>high</strong>"));
+    assert!(problems.body.contains("Type 2 diabetes") && problems.body.contains("<strong>High risk</strong>"));
     let print = b.get(&format!("{}/portal/print", app.base));
     assert!(print.body.contains("Current medicines of Ada Okafor"), "{}", print.body);
     assert_eq!(b.get(&format!("{}/portal/medicines/nonsense/{mr_id}", app.base)).status, 404);
@@ -91,16 +92,36 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
     let (mut b, _) = sign_in(app, "ada@example.org");
     let form_page = b.get(&format!("{}/portal/medicines/add", app.base));
     let csrf = form_page.field("csrf");
+    // The start date is three boxes, day, month and year (GOV.UK date input).
+    assert!(form_page.body.contains("name=\"start-day\"") && !form_page.body.contains("type=\"date\""));
     let add = |b: &mut Browser, csrf: &str, start: &str| {
+        let (d, rest) = start.split_once(' ').unwrap_or((start, ""));
+        let (m, y) = rest.split_once(' ').unwrap_or((rest, ""));
         b.post(
             &format!("{}/portal/medicines/add", app.base),
-            &[("csrf", csrf), ("medicine", "329653008"), ("dose", "1 tablet when my back hurts"), ("start", start)],
+            &[
+                ("csrf", csrf),
+                ("medicine", "329653008"),
+                ("dose", "1 tablet when my back hurts"),
+                ("start-day", d),
+                ("start-month", m),
+                ("start-year", y),
+            ],
         )
     };
-    let bad = add(&mut b, &csrf, "last week");
+    let bad = add(&mut b, &csrf, "31 2 2025");
     assert_eq!(bad.status, 400);
-    assert!(bad.body.contains("must be a date") && bad.body.contains("1 tablet when my back hurts"), "kept input");
-    assert_eq!(add(&mut b, &csrf, "2025-10-01").status, 303);
+    assert!(bad.body.contains("The date you started taking it must be a real date"), "{}", bad.body);
+    assert!(bad.body.contains("1 tablet when my back hurts") && bad.body.contains("value=\"31\""), "kept input");
+    assert!(bad.body.contains("href=\"#start-day\""), "the summary links to the first box");
+    assert!(bad.body.contains("id=\"start-error\""), "the message stands against the fieldset");
+    let no_year = add(&mut b, &csrf, "1 10 ");
+    assert_eq!(no_year.status, 400);
+    assert!(no_year.body.contains("must include a year") && no_year.body.contains("href=\"#start-year\""));
+    assert_eq!(no_year.body.matches("input-error").count(), 1, "only the year box is marked");
+    let future = add(&mut b, &csrf, "1 1 2999");
+    assert!(future.status == 400 && future.body.contains("must be today or in the past"), "{}", future.body);
+    assert_eq!(add(&mut b, &csrf, "1 October 2025").status, 303);
     let api = app.client().get(&format!("MedicationStatement?patient={p}"));
     let st = &api.entries()[0]["resource"];
     assert_eq!(st["informationSource"]["reference"], format!("Patient/{p}"), "patient-reported");
@@ -116,12 +137,21 @@ fn patient_adds_and_stops_what_they_take(app: &TestApp) {
         ("medicine", ""),
         ("other", "Vitamin D 1000 unit capsules"),
         ("dose", "1 a day"),
-        ("start", "2025-09-01"),
+        ("start-day", "1"),
+        ("start-month", "9"),
+        ("start-year", "2025"),
     ];
     assert_eq!(b.post(&format!("{}/portal/medicines/add", app.base), &own_words).status, 303);
     assert!(b.get(&format!("{}/portal/medicines", app.base)).body.contains("Vitamin D 1000 unit capsules"));
-    let nameless =
-        [("csrf", csrf.as_str()), ("medicine", ""), ("other", " "), ("dose", "1 a day"), ("start", "2025-09-01")];
+    let nameless = [
+        ("csrf", csrf.as_str()),
+        ("medicine", ""),
+        ("other", " "),
+        ("dose", "1 a day"),
+        ("start-day", "1"),
+        ("start-month", "9"),
+        ("start-year", "2025"),
+    ];
     let refused = b.post(&format!("{}/portal/medicines/add", app.base), &nameless);
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("write its name"), "{}", refused.body);
@@ -164,30 +194,50 @@ fn sharing_with_a_provider_and_stopping(app: &TestApp) {
     assert!(page.body.contains("Riverside GP system"));
     let csrf = page.field("csrf");
     let share = |b: &mut Browser, perms: &[&str], until: &str| {
-        let mut form = vec![("csrf", csrf.as_str()), ("organization", org), ("until", until)];
+        // Day, month and year boxes, from an ISO date here.
+        let (y, md) = until.split_once('-').unwrap_or(("", ""));
+        let (m, d) = md.split_once('-').unwrap_or(("", ""));
+        let mut form = vec![("csrf", csrf.as_str()), ("organization", org)];
+        form.extend([("until-day", d), ("until-month", m), ("until-year", y)]);
         form.extend(perms.iter().map(|p| ("permission", *p)));
         b.post(&format!("{}/portal/sharing", app.base), &form)
     };
     assert_eq!(share(&mut b, &[], "").status, 400, "nothing chosen");
     assert_eq!(share(&mut b, &["medicines-read"], "2001-01-01").status, 400, "expiry in the past");
+    let no_such_day = share(&mut b, &["medicines-read"], "2099-02-30");
+    assert_eq!(no_such_day.status, 400);
+    assert!(no_such_day.body.contains("The date sharing ends must be a real date"), "{}", no_such_day.body);
     let shared = share(&mut b, &["medicines-read"], "2099-12-31");
     assert_eq!(shared.status, 200, "{}", shared.body);
-    assert!(shared.body.contains("See your prescriptions") && shared.body.contains("2099-12-31"), "{}", shared.body);
+    assert!(
+        shared.body.contains("See your prescriptions") && shared.body.contains("31 December 2099"),
+        "{}",
+        shared.body
+    );
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200, "shared");
     assert_eq!(provider.get(&format!("Patient/{p}")).status, 404, "only what was chosen");
     let stopped = b.post(&format!("{}/portal/sharing/{}/revoke", app.base, grant_id(&shared.body)), &[("csrf", &csrf)]);
     assert!(stopped.body.contains("Access ended"), "{}", stopped.body);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "refused on the very next call");
     let log = b.get(&format!("{}/portal/access-log", app.base));
-    assert!(log.body.contains(&format!("Read MedicationRequest/{mr}")), "the provider's read: {}", log.body);
-    assert!(log.body.contains("Riverside GP system (Organization/riverside)"));
+    assert!(log.body.contains(&format!("Read your prescription for {display}")), "the provider's read: {}", log.body);
+    assert!(log.body.contains("Riverside GP system"));
     assert!(log.body.contains("Refused") && log.body.contains("Allowed"));
     assert!(log.body.contains("Shared your record") && log.body.contains("Stopped sharing"));
     let csv = b.get(&format!("{}/portal/access-log.csv", app.base));
-    assert!(csv.body.starts_with("when,who,what,outcome\n") && csv.body.contains("Riverside GP system"));
+    assert!(csv.body.starts_with("when,who,what,outcome,") && csv.body.contains("Riverside GP system"));
     let none = b.get(&format!("{}/portal/access-log?from=2001-01-01&to=2001-12-31", app.base));
     assert!(none.body.contains("Nothing is recorded for this period"));
     assert_eq!(b.get(&format!("{}/portal/access-log?from=soon", app.base)).status, 400);
+    // The period's dates as day, month and year boxes; the CSV link carries them as dates.
+    let typed = "from-day=1&from-month=1&from-year=2001&to-day=31&to-month=12&to-year=2001";
+    let none = b.get(&format!("{}/portal/access-log?{typed}", app.base));
+    assert!(none.body.contains("Nothing is recorded for this period"), "{}", none.body);
+    assert!(none.body.contains("access-log.csv?from=2001-01-01&amp;to=2001-12-31"), "{}", none.body);
+    let bad = b.get(&format!("{}/portal/access-log?from-day=30&from-month=2&from-year=2025", app.base));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("The start of the period must be a real date") && bad.body.contains("value=\"30\""));
+    assert!(bad.body.contains("id=\"from-error\"") && !bad.body.contains("id=\"to-error\""), "against its boxes");
 }
 
 /// The sharing page: last use from the audit trail, and changing what a provider may do (the
@@ -201,21 +251,36 @@ fn sharing_changes_and_the_log_by_who(app: &TestApp) {
     let (mut b, _) = sign_in(app, "ada@example.org");
     let page = b.get(&format!("{}/portal/sharing", app.base));
     let csrf = page.field("csrf");
-    let form = [("csrf", csrf.as_str()), ("organization", org), ("until", ""), ("permission", "medicines-read")];
+    let form = [("csrf", csrf.as_str()), ("organization", org), ("permission", "medicines-read")];
     let shared = b.post(&format!("{}/portal/sharing", app.base), &form);
-    assert!(shared.body.contains("Last used</dt><dd>not yet"), "{}", shared.body);
+    assert!(shared.body.contains("Last used</dt><dd><span class=\"date\">not yet"), "{}", shared.body);
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 200);
     assert_eq!(provider.get(&format!("Patient/{p}")).status, 404);
     app.hf.store.audit.flush();
     let page = b.get(&format!("{}/portal/sharing", app.base));
-    assert!(!page.body.contains("Last used</dt><dd>not yet"), "the provider's read counts: {}", page.body);
+    assert!(
+        !page.body.contains("Last used</dt><dd><span class=\"date\">not yet"),
+        "the provider's read counts: {}",
+        page.body
+    );
     // Change: personal details too, medicines no longer.
     let id = grant_id(&page.body);
-    let change = [("csrf", csrf.as_str()), ("until", "2099-01-31"), ("permission", "details-read")];
+    let change = [
+        ("csrf", csrf.as_str()),
+        ("until-day", "31"),
+        ("until-month", "1"),
+        ("until-year", "2099"),
+        ("permission", "details-read"),
+    ];
     let changed = b.post(&format!("{}/portal/sharing/{id}/change", app.base), &change);
     assert_eq!(changed.status, 200, "{}", changed.body);
     assert!(changed.body.contains("Changed."), "{}", changed.body);
-    assert!(changed.body.contains("2099-01-31"), "{}", changed.body);
+    assert!(changed.body.contains("31 January 2099"), "{}", changed.body);
+    assert!(
+        changed.body.contains("name=\"until-year\" type=\"text\" inputmode=\"numeric\" maxlength=\"4\" value=\"2099\""),
+        "the change form holds the date: {}",
+        changed.body
+    );
     assert_eq!(provider.get(&format!("MedicationRequest/{mr}")).status, 404, "medicines no longer shared");
     assert_eq!(provider.get(&format!("Patient/{p}")).status, 200, "details now shared");
     let none = b.post(&format!("{}/portal/sharing/{}/change", app.base, grant_id(&changed.body)), &[("csrf", &csrf)]);
@@ -234,9 +299,10 @@ fn sharing_changes_and_the_log_by_who(app: &TestApp) {
         .to_string();
     let theirs = b.get(&format!("{}/portal/access-log?who={client}", app.base));
     assert!(
-        theirs.body.contains("Riverside GP system") && theirs.body.contains(&format!("Read MedicationRequest/{mr}"))
+        theirs.body.contains("Riverside GP system")
+            && theirs.body.contains(&format!("Read your prescription for {display}"))
     );
-    assert!(!theirs.body.contains("<td data-label=\"Who\">You, in the portal"), "{}", theirs.body);
+    assert!(!theirs.body.contains("<td data-label=\"Who\">You"), "{}", theirs.body);
     assert!(theirs.body.contains("Refused: "), "the refused read after the change is there");
 }
 
@@ -383,18 +449,20 @@ fn one_entry_per_medicine(app: &TestApp) {
         assert_eq!(named(PARACETAMOL.1), 1, "Paracetamol is its own entry on {page}: {body}");
         assert!(!body.contains(">Zocor<"), "the linked statement joins its prescription on {page}");
         assert!(
-            body.contains("Prescribed by Dr Helen Carter (Riverside Medical Practice), 3 March 2025"),
+            body.contains(
+                "Prescribed by Dr Helen Carter (Riverside Medical Practice), <span class=\"date\">3 March 2025</span>"
+            ),
             "the prescription on {page}: {body}"
         );
         let said = if *page == "print" { "The patient said they take it" } else { "You said you take it" };
         assert_eq!(body.matches(said).count(), 2, "both statements on {page}: {body}");
     }
     let list = &pages[1].1;
-    assert!(list.contains("Last dispensed 10 March 2025"), "{list}");
+    assert!(list.contains("Last dispensed <span class=\"date\">10 March 2025</span>"), "{list}");
     for link in [format!("prescription/{mr_id}"), format!("taken/{coded}"), format!("taken/{linked}")] {
         assert!(list.contains(&format!("/portal/medicines/{link}\"")), "a link to {link}: {list}");
     }
-    assert_eq!(pages[2].1.matches("<rect").count(), 2, "a timeline bar per medicine");
+    assert_eq!(pages[2].1.matches("<rect").count(), 4, "a bar per medicine in each of the two drawings");
 }
 
 both!(

@@ -117,8 +117,18 @@ fn portal_asks_before_it_saves(app: &TestApp) {
     let csrf = form.field("csrf");
     let statements = || app.client().get(&format!("MedicationStatement?patient={p}")).ids();
     // Sent untouched: refused, with what to do.
-    let untouched =
-        b.post(&url, &[("csrf", &csrf), ("medicine", ""), ("other", ""), ("dose", "1 a day"), ("start", "2025-10-01")]);
+    let untouched = b.post(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("medicine", ""),
+            ("other", ""),
+            ("dose", "1 a day"),
+            ("start-day", "1"),
+            ("start-month", "10"),
+            ("start-year", "2025"),
+        ],
+    );
     assert_eq!(untouched.status, 400);
     assert!(untouched.body.contains("Choose a medicine from the list"), "{}", untouched.body);
     // Amoxicillin for a patient allergic to penicillin: a warning page, nothing saved.
@@ -127,7 +137,9 @@ fn portal_asks_before_it_saves(app: &TestApp) {
         ("medicine", AMOXICILLIN.0),
         ("other", ""),
         ("dose", "1 capsule 3 times a day"),
-        ("start", "2025-10-01"),
+        ("start-day", "1"),
+        ("start-month", "10"),
+        ("start-year", "2025"),
     ];
     let check = b.post(&url, &amoxicillin);
     assert_eq!(check.status, 200, "{}", check.body);
@@ -160,15 +172,27 @@ fn portal_asks_before_it_saves(app: &TestApp) {
     let list = b.get(&format!("{}/portal/medicines", app.base));
     assert!(list.body.contains("You said you take it \u{2013} not yet reviewed by a clinician"), "{}", list.body);
     // The medicine she is already prescribed: a duplicate warning.
-    let simvastatin =
-        [("csrf", csrf.as_str()), ("medicine", SIMVASTATIN.0), ("dose", "1 at night"), ("start", "2025-10-01")];
+    let simvastatin = [
+        ("csrf", csrf.as_str()),
+        ("medicine", SIMVASTATIN.0),
+        ("dose", "1 at night"),
+        ("start-day", "1"),
+        ("start-month", "10"),
+        ("start-year", "2025"),
+    ];
     let dup = b.post(&url, &simvastatin);
     assert_eq!(dup.status, 200);
     assert!(dup.body.contains("Simvastatin 40mg tablets is already on your list of current medicines"), "{}", dup.body);
     assert_eq!(statements().len(), 1);
     // Nothing to check: saved at once.
-    let omeprazole =
-        [("csrf", csrf.as_str()), ("medicine", OMEPRAZOLE.0), ("dose", "1 a day"), ("start", "2025-10-01")];
+    let omeprazole = [
+        ("csrf", csrf.as_str()),
+        ("medicine", OMEPRAZOLE.0),
+        ("dose", "1 a day"),
+        ("start-day", "1"),
+        ("start-month", "10"),
+        ("start-year", "2025"),
+    ];
     assert_eq!(b.post(&url, &omeprazole).status, 303);
     assert_eq!(statements().len(), 2);
 }

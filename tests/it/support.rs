@@ -60,6 +60,13 @@ thread_local! {
     static CONFIGURE: std::cell::RefCell<Option<fn(&mut Overrides)>> = const { std::cell::RefCell::new(None) };
 }
 
+type Configure = Box<dyn FnOnce(&mut Overrides)>;
+
+thread_local! {
+    /// Settings, captured at run time, the next app started on this thread gets (see [`TestApp::on`]).
+    static EXTRA: std::cell::RefCell<Option<Configure>> = std::cell::RefCell::new(None);
+}
+
 thread_local! {
     /// Changes to the resolved configuration of the next app started on this thread.
     static CONFIG: std::cell::RefCell<Option<fn(&mut Config)>> = const { std::cell::RefCell::new(None) };
@@ -126,6 +133,13 @@ impl TestApp {
         TestApp::start_as(dir, database_url, pg_database, None)
     }
 
+    /// An app on a database the test runs itself (left there at the end), with `configure`
+    /// applied to its settings.
+    pub fn on(database_url: String, configure: impl FnOnce(&mut Overrides) + 'static) -> TestApp {
+        EXTRA.with(|c| *c.borrow_mut() = Some(Box::new(configure)));
+        TestApp::start(temp_dir(), database_url, None)
+    }
+
     /// A SQLite instance with some settings changed, as an operator would start it.
     pub fn sqlite_configured(configure: fn(&mut Overrides)) -> TestApp {
         let dir = temp_dir();
@@ -156,6 +170,9 @@ impl TestApp {
         };
         let mut overrides = overrides;
         if let Some(configure) = CONFIGURE.with(|c| *c.borrow()) {
+            configure(&mut overrides);
+        }
+        if let Some(configure) = EXTRA.with(|c| c.borrow_mut().take()) {
             configure(&mut overrides);
         }
         let mut config = Config::resolve(&overrides).expect("config");
